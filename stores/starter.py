@@ -1,0 +1,81 @@
+"""The team-written starter library, used until a library induced from real dialogues ships."""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from typing import Any
+
+from pydantic import BaseModel
+
+from stores.base import StrategyRecord, StrategyStore
+
+STARTER = "starter"
+"""Name of the starter library."""
+
+
+class LibraryNotFound(LookupError):
+    """A named (non-starter) strategy library is empty or missing; the message is one line."""
+
+
+class StarterLibrary(BaseModel):
+    """The contents of `starter_library.json`."""
+
+    library: str
+    version: str
+    origin: str
+    strategies: list[StrategyRecord]
+
+
+def read_starter() -> StarterLibrary:
+    """Read and validate the starter library shipped with the package."""
+    text = resources.files("stores").joinpath("starter_library.json").read_text("utf-8")
+    return StarterLibrary.model_validate(json.loads(text))
+
+
+def starter_metadata(starter: StarterLibrary) -> dict[str, Any]:
+    """Return the library metadata recorded when the starter library is loaded."""
+    return {
+        "origin": starter.origin,
+        "version": starter.version,
+        "induced": False,
+        "count": len(starter.strategies),
+    }
+
+
+def load_starter(store: StrategyStore) -> int:
+    """Fill an empty store with the starter strategies and set its metadata.
+
+    Args:
+        store: The store to fill; left untouched if it already holds records.
+
+    Returns:
+        The number of strategies added (0 when the store was not empty).
+    """
+    if store.count() > 0:
+        return 0
+    starter = read_starter()
+    store.add(starter.strategies)
+    store.set_metadata(starter_metadata(starter))
+    return len(starter.strategies)
+
+
+def ensure_library(store: StrategyStore) -> None:
+    """Make sure the store's library can be used: load the starter library into an empty one.
+
+    Args:
+        store: The opened library.
+
+    Raises:
+        LibraryNotFound: If a library other than the starter one is empty.
+    """
+    if store.count() > 0:
+        return
+    if store.library == STARTER:
+        load_starter(store)
+        return
+    where = getattr(store, "location", "the store")
+    raise LibraryNotFound(
+        f"strategy library {store.library!r} is empty or missing in {where}; "
+        "build it with `python run.py induce ...`"
+    )
