@@ -1,0 +1,277 @@
+"""Seed dialogues: load a file in one of the common chat shapes and validate it.
+
+Accepted shapes: an OpenAI message list (bare or under `"messages"`), a ShareGPT record
+(`"conversations"` with `from`/`value`, optionally wrapped in a one-element list), or a bare
+opening question (a JSON string or a plain-text file). Every failure is a `SeedError` whose
+message is one line that starts with the file name, fit to show a user as is.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    model_validator,
+)
+
+Role = Literal["user", "assistant"]
+
+ROLE_ALIASES: dict[str, str] = {
+    "user": "user",
+    "human": "user",
+    "assistant": "assistant",
+    "gpt": "assistant",
+    "chatgpt": "assistant",
+    "bing": "assistant",
+    "bard": "assistant",
+    "system": "system",
+}
+"""Role (OpenAI) and speaker (ShareGPT `from`) names, lower-cased, mapped to canonical roles."""
+
+TEXT_SUFFIXES = frozenset({".txt", ".md"})
+"""Files with these suffixes are always read as a plain-text opening question."""
+
+SHAPES_HINT = (
+    'expected an OpenAI message list, {"messages": [...]}, '
+    'a ShareGPT {"conversations": [...]} or an opening question'
+)
+
+
+class SeedError(ValueError):
+    """A seed that cannot be used; `str()` is a one-line message starting with the source."""
+
+    def __init__(self, source: str, reason: str) -> None:
+        """Build the message `"<source>: <reason>"`, folded onto one line."""
+        self.source = source
+        self.reason = " ".join(reason.split())
+        super().__init__(f"{source}: {self.reason}")
+
+
+class SeedMessage(BaseModel):
+    """One turn of a seed dialogue."""
+
+    model_config = ConfigDict(frozen=True)
+
+    role: Role
+    content: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
+
+
+class Seed(BaseModel):
+    """A validated seed: user/assistant turns that alternate, starting with the user."""
+
+    model_config = ConfigDict(frozen=True)
+
+    messages: list[SeedMessage] = Field(min_length=1)
+    """The dialogue turns, without any system message."""
+    system: str | None = None
+    """The leading system message's text, if the seed had one."""
+    source: str
+    """Where the seed came from (its file path, or a label such as `seeds.jsonl:12`)."""
+
+    @model_validator(mode="after")
+    def _roles_alternate(self) -> Seed:
+        bad = first_misplaced_turn([m.role for m in self.messages])
+        if bad is not None:
+            raise ValueError(_alternation_reason(bad, self.messages[bad].role, bad + 1))
+        return self
+
+    @property
+    def ends_with_user(self) -> bool:
+        """Whether the last turn is the user's, so the next turn is the assistant's."""
+        return self.messages[-1].role == "user"
+
+    def to_openai_messages(self, *, include_system: bool = True) -> list[dict[str, str]]:
+        """Return the seed as OpenAI-style `{"role", "content"}` dicts."""
+        turns = [{"role": m.role, "content": m.content} for m in self.messages]
+        if include_system and self.system:
+            return [{"role": "system", "content": self.system}, *turns]
+        return turns
+
+
+def first_misplaced_turn(roles: list[str]) -> int | None:
+    """Return the 0-based index of the first role breaking user/assistant alternation, or None."""
+    for i, role in enumerate(roles):
+        if role != ("user" if i % 2 == 0 else "assistant"):
+            return i
+    return None
+
+
+def _alternation_reason(index: int, role: str, number: int) -> str:
+    if index == 0:
+        return f"message {number} has role '{role}'; a seed must start with a user message"
+    expected = "user" if index % 2 == 0 else "assistant"
+    return (
+        f"message {number} has role '{role}' but '{expected}' was expected "
+        "(turns must alternate user/assistant)"
+    )
+
+
+def load_seed(path: str | Path) -> Seed:
+    """Read and validate a seed file.
+
+    Args:
+        path: A `.json` seed in any accepted shape, or a plain-text file holding one question.
+
+    Returns:
+        The validated seed, with `source` set to `str(path)`.
+
+    Raises:
+        SeedError: The file cannot be read, is not valid JSON, or is not a usable seed.
+    """
+    source = str(path)
+    text = _read_text(Path(path), source)
+    stripped = text.strip()
+    if not stripped:
+        raise SeedError(source, "the seed is empty")
+    if Path(path).suffix.lower() in TEXT_SUFFIXES:
+        return parse_seed(stripped, source)
+    try:
+        data = json.loads(stripped)
+    except json.JSONDecodeError as exc:
+        if stripped[0] in "{[":
+            raise SeedError(
+                source, f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
+            ) from None
+        data = stripped
+    return parse_seed(data, source)
+
+
+def _read_text(path: Path, source: str) -> str:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise SeedError(source, "file not found") from None
+    except IsADirectoryError:
+        raise SeedError(source, "is a directory, not a seed file") from None
+    except PermissionError:
+        raise SeedError(source, "permission denied") from None
+    except OSError as exc:
+        raise SeedError(source, f"cannot read file: {exc.strerror or exc}") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise SeedError(source, f"not UTF-8 text (bad byte at offset {exc.start})") from None
+    if "\x00" in text:
+        raise SeedError(source, "binary file, not a seed (contains NUL bytes)")
+    return text
+
+
+def parse_seed(data: object, source: str) -> Seed:
+    """Validate an already-parsed seed object (for batches read from JSONL or a dataset).
+
+    Args:
+        data: A message list, a `{"messages"}` or `{"conversations"}` record, a one-element list
+            holding such a record, or a string holding an opening question.
+        source: A label for messages, such as `"seeds.jsonl:12"`.
+
+    Returns:
+        The validated seed. Message numbers in errors are 1-based positions in the input list.
+
+    Raises:
+        SeedError: The object is not a usable seed.
+    """
+    if isinstance(data, str):
+        if not data.strip():
+            raise SeedError(source, "the seed is empty")
+        data = [{"role": "user", "content": data}]
+    items, system = _message_items(data, source)
+    messages: list[dict[str, str]] = []
+    numbers: list[int] = []
+    for number, item in enumerate(items, start=1):
+        role, content = _normalise(item, number, source)
+        if role == "system":
+            if number != 1 or system is not None:
+                raise SeedError(
+                    source, f"message {number} has role 'system'; only the first message may be one"
+                )
+            system = content or None
+            continue
+        messages.append({"role": role, "content": content})
+        numbers.append(number)
+    if not messages:
+        raise SeedError(source, "the seed has no user or assistant messages")
+    bad = first_misplaced_turn([m["role"] for m in messages])
+    if bad is not None:
+        raise SeedError(source, _alternation_reason(bad, messages[bad]["role"], numbers[bad]))
+    try:
+        return Seed(messages=messages, system=system, source=source)
+    except ValidationError as exc:
+        raise SeedError(source, _condense(exc, numbers)) from None
+
+
+def _message_items(data: object, source: str) -> tuple[list[Any], str | None]:
+    """Find the message list (and a top-level system prompt) inside any accepted shape."""
+    if isinstance(data, list) and len(data) == 1 and isinstance(data[0], dict):
+        if "conversations" in data[0] or "messages" in data[0]:
+            data = data[0]
+    system = None
+    if isinstance(data, dict):
+        key = next((k for k in ("messages", "conversations") if k in data), None)
+        if key is None:
+            raise SeedError(source, f"not a seed: {SHAPES_HINT}")
+        if isinstance(data.get("system"), str) and data["system"].strip():
+            system = data["system"].strip()
+        data = data[key]
+        if not isinstance(data, list):
+            raise SeedError(source, f"'{key}' must be a list of messages")
+    if not isinstance(data, list):
+        raise SeedError(source, f"not a seed: {SHAPES_HINT}")
+    if not data:
+        raise SeedError(source, "the seed is empty")
+    return data, system
+
+
+def _normalise(item: object, number: int, source: str) -> tuple[str, str]:
+    """Return the canonical role and the text of one OpenAI or ShareGPT message."""
+    if not isinstance(item, dict):
+        raise SeedError(source, f"message {number} is not an object: {SHAPES_HINT}")
+    raw_role = item.get("role", item.get("from"))
+    if not isinstance(raw_role, str):
+        raise SeedError(source, f"message {number} has no 'role' (or ShareGPT 'from')")
+    role = ROLE_ALIASES.get(raw_role.strip().lower())
+    if role is None:
+        raise SeedError(
+            source,
+            f"message {number} has role '{raw_role}'; expected user, assistant or system "
+            "(ShareGPT: human, gpt or system)",
+        )
+    content = _text(item.get("content", item.get("value")))
+    if content is None:
+        raise SeedError(source, f"message {number} content must be text or a list of text parts")
+    if not content.strip() and role != "system":
+        raise SeedError(source, f"message {number} ({role}) has empty content")
+    return role, content.strip()
+
+
+def _text(content: object) -> str | None:
+    """Join an OpenAI content-part list into text; non-text parts (images...) are skipped."""
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        return None
+    texts = []
+    for part in content:
+        if isinstance(part, str):
+            texts.append(part)
+        elif isinstance(part, dict) and isinstance(part.get("text"), str):
+            texts.append(part["text"])
+        elif not isinstance(part, dict):
+            return None
+    return "\n".join(t for t in texts if t.strip())
+
+
+def _condense(exc: ValidationError, numbers: list[int]) -> str:
+    """Turn the first pydantic error into a short phrase naming the message it concerns."""
+    error = exc.errors()[0]
+    loc = error.get("loc", ())
+    where = ".".join(str(p) for p in loc) or "seed"
+    if len(loc) >= 2 and loc[0] == "messages" and isinstance(loc[1], int) and loc[1] < len(numbers):
+        where = f"message {numbers[loc[1]]}" + "".join(f" {p}" for p in loc[2:])
+    return f"{where}: {error.get('msg', 'invalid')}"
