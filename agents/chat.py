@@ -1,0 +1,168 @@
+"""The one door to chat models: plain and structured calls with retries, timing and token usage."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Generic, TypeVar
+
+import openai
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.messages.utils import count_tokens_approximately, trim_messages
+from pydantic import BaseModel
+
+from runtime.settings import ModelSettings
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class ModelError(RuntimeError):
+    """The model server failed in a way retries could not fix; one line for the user."""
+
+
+@dataclass
+class Usage:
+    """LLM calls, tokens and seconds spent by one agent."""
+
+    calls: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    seconds: float = 0.0
+
+    def __add__(self, other: Usage) -> Usage:
+        """Sum two usages."""
+        return Usage(
+            self.calls + other.calls,
+            self.input_tokens + other.input_tokens,
+            self.output_tokens + other.output_tokens,
+            self.seconds + other.seconds,
+        )
+
+    def as_dict(self) -> dict[str, float]:
+        """Return plain data for state and output."""
+        return {**asdict(self), "seconds": round(self.seconds, 4)}
+
+    @classmethod
+    def from_dict(cls, data: dict | None) -> Usage:
+        """Rebuild from `as_dict` output (None gives zero usage)."""
+        return cls(**data) if data else cls()
+
+
+@dataclass
+class Structured(Generic[M]):
+    """The outcome of a structured call: the parsed object, or None with the last error."""
+
+    value: M | None
+    usage: Usage
+    error: str | None = None
+
+
+def build_chat_model(settings: ModelSettings, base_url: str) -> BaseChatModel:
+    """Create the ChatOpenAI client for one role.
+
+    The token limit goes in `extra_body`: llama-cpp-python ignores `max_tokens` sent the way
+    ChatOpenAI sends it for new models (`max_completion_tokens`).
+    """
+    from langchain_openai import ChatOpenAI
+
+    return ChatOpenAI(
+        base_url=base_url,
+        api_key=settings.api_key,
+        model=settings.model,
+        temperature=settings.temperature,
+        timeout=settings.timeout,
+        max_retries=settings.max_retries,
+        extra_body={"max_tokens": settings.max_tokens},
+    )
+
+
+class ChatClient:
+    """Calls one chat model for one role, keeping the history inside a token budget."""
+
+    def __init__(
+        self,
+        model: BaseChatModel,
+        *,
+        structured_method: str = "function_calling",
+        history_tokens: int = 2400,
+        attempts: int = 3,
+    ) -> None:
+        """Wrap `model`; `attempts` bounds retries of empty or unparseable output."""
+        self.model = model
+        self.structured_method = structured_method
+        self.history_tokens = history_tokens
+        self.attempts = attempts
+
+    def fit(self, messages: Sequence[BaseMessage]) -> list[BaseMessage]:
+        """Drop the oldest messages (keeping any system message) to fit the token budget."""
+        return trim_messages(
+            list(messages),
+            max_tokens=self.history_tokens,
+            token_counter=count_tokens_approximately,
+            strategy="last",
+            include_system=True,
+            allow_partial=False,
+        ) or list(messages[-1:])
+
+    async def text(self, messages: Sequence[BaseMessage]) -> tuple[str, Usage]:
+        """Return the model's reply text, retrying empty replies."""
+        usage = Usage()
+        content = ""
+        for _ in range(self.attempts):
+            reply, spent = await self._invoke(self.model, messages)
+            usage += spent
+            content = reply.text.strip() if isinstance(reply, AIMessage) else ""
+            if content:
+                break
+        return content, usage
+
+    async def structured(self, schema: type[M], messages: Sequence[BaseMessage]) -> Structured[M]:
+        """Return `schema` filled by the model, retrying output that does not validate."""
+        runnable = self.model.with_structured_output(
+            schema, method=self.structured_method, include_raw=True
+        )
+        usage = Usage()
+        error = None
+        for _ in range(self.attempts):
+            result, spent = await self._invoke(runnable, messages)
+            usage += spent
+            parsed = result.get("parsed")
+            if isinstance(parsed, schema):
+                return Structured(parsed, usage)
+            error = _describe_parse_error(result)
+        return Structured(None, usage, error)
+
+    async def _invoke(self, runnable, messages: Sequence[BaseMessage]):
+        started = time.perf_counter()
+        try:
+            result = await runnable.ainvoke(self.fit(messages))
+        except openai.APIConnectionError as exc:
+            raise ModelError(f"model server did not answer: {exc.__cause__ or exc}") from None
+        except openai.APIStatusError as exc:
+            raise ModelError(
+                f"model server error {exc.status_code}: {_short(exc.message)}"
+            ) from None
+        except openai.OpenAIError as exc:
+            raise ModelError(f"model call failed: {_short(str(exc))}") from None
+        seconds = time.perf_counter() - started
+        raw = result.get("raw") if isinstance(result, dict) else result
+        meta = getattr(raw, "usage_metadata", None) or {}
+        usage = Usage(1, meta.get("input_tokens", 0), meta.get("output_tokens", 0), seconds)
+        return result, usage
+
+
+def _describe_parse_error(result: dict) -> str:
+    error = result.get("parsing_error")
+    if error is not None:
+        return _short(f"invalid output: {error}")
+    raw = result.get("raw")
+    if isinstance(raw, AIMessage) and not raw.tool_calls:
+        return _short(f"no structured output, got text: {raw.text!r}")
+    return "invalid output"
+
+
+def _short(text: str, limit: int = 160) -> str:
+    line = " ".join(str(text).split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."

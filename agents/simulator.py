@@ -1,0 +1,72 @@
+"""User simulator: drafts the next user instruction, seeing the dialogue with roles swapped."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from langchain_core.messages import BaseMessage, SystemMessage
+
+from agents.chat import ChatClient, Usage
+from dialogues.messages import swap_roles
+from prompts import render
+
+_LABEL = re.compile(r"^\s*(?:\*\*)?(?:user|me|question|message)(?:\*\*)?\s*:\s*", re.IGNORECASE)
+
+
+@dataclass
+class Draft:
+    """A drafted user instruction."""
+
+    text: str
+    usage: Usage = field(default_factory=Usage)
+
+
+class UserSimulator(Protocol):
+    """Writes the next user instruction."""
+
+    async def draft(
+        self, messages: Sequence[BaseMessage], strategy: str | None, feedback: str | None
+    ) -> Draft:
+        """Draft an instruction applying `strategy` (if any), revising after `feedback`."""
+        ...
+
+
+def clean_instruction(text: str) -> str:
+    """Strip a speaker label and wrapping quotes that small models like to add."""
+    text = _LABEL.sub("", text.strip())
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":
+        text = text[1:-1]
+    return text.strip()
+
+
+class StrategySimulator:
+    """Applies the chosen strategy; with no strategy it writes a plain follow-up."""
+
+    def __init__(self, chat: ChatClient) -> None:
+        """Draft with `chat`."""
+        self.chat = chat
+
+    def system_prompt(self, strategy: str | None, feedback: str | None) -> str:
+        """Return the simulator's instructions for this draft."""
+        if strategy is None:
+            return render("simulator_plain", feedback=feedback)
+        return render("simulator", strategy=strategy, feedback=feedback)
+
+    async def draft(
+        self, messages: Sequence[BaseMessage], strategy: str | None, feedback: str | None
+    ) -> Draft:
+        """Draft the next instruction in the user's voice."""
+        prompt = [SystemMessage(content=self.system_prompt(strategy, feedback))]
+        text, usage = await self.chat.text(prompt + swap_roles(messages))
+        return Draft(clean_instruction(text), usage)
+
+
+class PlainSimulator(StrategySimulator):
+    """Ignores any strategy: the plain prompted user simulator (UltraChat/Baize style)."""
+
+    def system_prompt(self, strategy: str | None, feedback: str | None) -> str:
+        """Return the plain instructions whatever the strategy."""
+        return render("simulator_plain", feedback=feedback)

@@ -1,0 +1,104 @@
+"""Strategist: retrieve candidate strategies Q(a) for the last answer and choose one."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+from langchain_core.messages import BaseMessage, HumanMessage
+from pydantic import Field, create_model
+
+from agents.chat import ChatClient, Usage
+from dialogues.messages import last_answer
+from prompts import render
+from stores.base import Candidate, StrategyStore
+
+Method = Literal["llm", "fallback", "random", "none"]
+
+
+@dataclass
+class Selection:
+    """The strategist's decision for one turn."""
+
+    candidates: list[Candidate]
+    strategy: Candidate | None
+    method: Method
+    note: str | None = None
+    usage: Usage = field(default_factory=Usage)
+
+    def as_record(self) -> dict:
+        """Return plain data for the state and the output file."""
+        return {
+            "candidates": [c.model_dump() for c in self.candidates],
+            "strategy": {"id": self.strategy.id, "text": self.strategy.text}
+            if self.strategy
+            else None,
+            "method": self.method,
+            "note": self.note,
+        }
+
+
+class Strategist(Protocol):
+    """Chooses the strategy the next user instruction should apply."""
+
+    async def select(self, messages: Sequence[BaseMessage], used: Collection[str]) -> Selection:
+        """Return candidates for the last answer and the chosen one (never one in `used`)."""
+        ...
+
+
+def choice_schema(keys: Sequence[str]) -> type:
+    """Build the closed-list output model: the model may only answer one of `keys`."""
+    return create_model(
+        "StrategyChoice",
+        __doc__="The number of the chosen follow-up strategy.",
+        choice=(Literal[tuple(keys)], Field(description="Number of the chosen strategy.")),
+    )
+
+
+class LLMStrategist:
+    """Retrieve the top-k strategies for the last answer; the LLM picks one by number."""
+
+    def __init__(self, store: StrategyStore, chat: ChatClient, k: int = 8) -> None:
+        """Search `store` for `k` candidates and ask `chat` to choose."""
+        self.store, self.chat, self.k = store, chat, k
+
+    async def select(self, messages: Sequence[BaseMessage], used: Collection[str]) -> Selection:
+        """Retrieve, then choose; an invalid pick falls back to the best-ranked candidate."""
+        answer = last_answer(messages)
+        candidates = self.store.search(answer, self.k, exclude=used)
+        if not candidates:
+            return Selection([], None, "none", "no unused strategy left in the library")
+        keys = [str(i + 1) for i in range(len(candidates))]
+        options = [{"key": key, "text": c.text} for key, c in zip(keys, candidates, strict=True)]
+        prompt = render("strategist", answer=answer[-1500:], candidates=options)
+        result = await self.chat.structured(choice_schema(keys), [HumanMessage(content=prompt)])
+        if result.value is None:
+            note = f"invalid pick ({result.error}); fell back to the best-ranked candidate"
+            return Selection(candidates, candidates[0], "fallback", note, result.usage)
+        chosen = candidates[keys.index(result.value.choice)]
+        return Selection(candidates, chosen, "llm", None, result.usage)
+
+
+class RandomStrategist:
+    """Retrieve like the LLM strategist, then choose uniformly at random (seeded)."""
+
+    def __init__(self, store: StrategyStore, k: int = 8, seed: int = 0) -> None:
+        """Search `store` for `k` candidates; `seed` makes the choices repeatable."""
+        self.store, self.k, self.rng = store, k, random.Random(seed)
+
+    async def select(self, messages: Sequence[BaseMessage], used: Collection[str]) -> Selection:
+        """Retrieve candidates and pick one at random."""
+        candidates = self.store.search(last_answer(messages), self.k, exclude=used)
+        if not candidates:
+            return Selection([], None, "none", "no unused strategy left in the library")
+        return Selection(candidates, self.rng.choice(candidates), "random")
+
+
+class NoStrategist:
+    """No strategy at all: the simulator writes a plain prompted follow-up (the baseline)."""
+
+    async def select(self, messages: Sequence[BaseMessage], used: Collection[str]) -> Selection:
+        """Return an empty selection."""
+        return Selection([], None, "none", "strategist disabled")

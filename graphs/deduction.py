@@ -1,0 +1,157 @@
+"""The deduction graph: select_strategy -> draft_instruction -> critique -> respond, per turn."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from langchain_core.messages import AIMessage, HumanMessage
+from langgraph.graph import END, START, StateGraph
+from langgraph.graph.state import CompiledStateGraph
+from langgraph.runtime import Runtime
+
+from agents.chat import Usage
+from graphs.state import Deps, State
+
+
+def _spend(state: State, agent: str, usage: Usage) -> dict[str, dict[str, float]]:
+    """Return this turn's usage with `usage` added to `agent`'s share."""
+    spent = dict(state["usage"])
+    spent[agent] = (Usage.from_dict(spent.get(agent)) + usage).as_dict()
+    return spent
+
+
+async def answer_opening(state: State, runtime: Runtime[Deps]) -> dict[str, Any]:
+    """Answer a seed that ends with a user message, before any turn is generated."""
+    reply = await runtime.context.agents.assistant.respond(state["messages"])
+    if not reply.text:
+        reason = "the assistant gave an empty answer to the seed"
+        runtime.stream_writer({"event": "ended", "reason": reason})
+        return {"status": "ended_early", "reason": reason}
+    runtime.stream_writer({"event": "answer", "turn": 0, "text": reply.text})
+    opening = {"answer": reply.text, "usage": {"assistant": reply.usage.as_dict()}}
+    return {"messages": [AIMessage(content=reply.text)], "opening": opening}
+
+
+async def select_strategy(state: State, runtime: Runtime[Deps]) -> dict[str, Any]:
+    """Retrieve candidate strategies for the last answer and choose one."""
+    runtime.stream_writer({"event": "turn", "turn": state["turn"] + 1, "of": state["target_turns"]})
+    strategist = runtime.context.agents.strategist
+    selection = await strategist.select(state["messages"], state["used_strategies"])
+    record = selection.as_record()
+    runtime.stream_writer({"event": "selection", **record})
+    return {
+        "selection": record,
+        "drafts": [],
+        "draft": None,
+        "feedback": None,
+        "usage": _spend({**state, "usage": {}}, "strategist", selection.usage),
+    }
+
+
+async def draft_instruction(state: State, runtime: Runtime[Deps]) -> dict[str, Any]:
+    """Have the user simulator draft the next instruction with the chosen strategy."""
+    strategy = (state["selection"] or {}).get("strategy")
+    draft = await runtime.context.agents.simulator.draft(
+        state["messages"], strategy["text"] if strategy else None, state["feedback"]
+    )
+    attempt = len(state["drafts"]) + 1
+    runtime.stream_writer({"event": "draft", "attempt": attempt, "text": draft.text})
+    return {"draft": draft.text, "usage": _spend(state, "simulator", draft.usage)}
+
+
+async def critique(state: State, runtime: Runtime[Deps]) -> dict[str, Any]:
+    """Judge the draft; count rejections in a row and end after too many."""
+    draft = state["draft"] or ""
+    verdict = await runtime.context.agents.critic.critique(state["messages"], draft)
+    record = verdict.as_record()
+    runtime.stream_writer({"event": "verdict", **record})
+    update: dict[str, Any] = {
+        "drafts": [*state["drafts"], {"text": draft, **record}],
+        "usage": _spend(state, "critic", verdict.usage),
+    }
+    if verdict.accepted:
+        return update | {"rejections": 0, "feedback": None}
+    rejections = state["rejections"] + 1
+    update |= {"rejections": rejections, "feedback": verdict.feedback}
+    if rejections >= runtime.context.max_rejections:
+        reason = f"{rejections} drafts rejected in a row at turn {state['turn'] + 1}"
+        runtime.stream_writer({"event": "ended", "reason": reason})
+        update |= {"status": "ended_early", "reason": reason}
+    return update
+
+
+async def respond(state: State, runtime: Runtime[Deps]) -> dict[str, Any]:
+    """Answer the accepted instruction and close the turn's decision record."""
+    instruction = HumanMessage(content=state["draft"] or "")
+    reply = await runtime.context.agents.assistant.respond([*state["messages"], instruction])
+    usage = _spend(state, "assistant", reply.usage)
+    if not reply.text:
+        reason = f"the assistant gave an empty answer at turn {state['turn'] + 1}"
+        runtime.stream_writer({"event": "ended", "reason": reason})
+        return {"status": "ended_early", "reason": reason, "usage": usage}
+    runtime.stream_writer({"event": "answer", "turn": state["turn"] + 1, "text": reply.text})
+    selection = state["selection"] or {}
+    strategy = selection.get("strategy")
+    turn = state["turn"] + 1
+    record = {
+        "index": turn,
+        "candidates": selection.get("candidates", []),
+        "strategy": strategy,
+        "selection": {"method": selection.get("method"), "note": selection.get("note")},
+        "drafts": state["drafts"],
+        "critic": state["drafts"][-1] if state["drafts"] else None,
+        "instruction": instruction.text,
+        "answer": reply.text,
+        "usage": usage,
+    }
+    used = [*state["used_strategies"], *([strategy["id"]] if strategy else [])]
+    return {
+        "messages": [instruction, AIMessage(content=reply.text)],
+        "turn": turn,
+        "turns": [*state["turns"], record],
+        "used_strategies": used,
+        "status": "complete" if turn >= state["target_turns"] else "running",
+        "drafts": [],
+        "usage": {},
+    }
+
+
+def route_start(state: State) -> Literal["answer_opening", "select_strategy"]:
+    """Answer the seed first when it ends with a user message."""
+    return (
+        "answer_opening" if isinstance(state["messages"][-1], HumanMessage) else "select_strategy"
+    )
+
+
+def route_after_opening(state: State) -> Literal["select_strategy", "__end__"]:
+    """Start the first turn unless the opening failed."""
+    return "select_strategy" if state["status"] == "running" else END
+
+
+def route_after_critique(state: State) -> Literal["respond", "draft_instruction", "__end__"]:
+    """Answer an accepted draft, redraft a rejected one, or end after too many rejections."""
+    if state["status"] != "running":
+        return END
+    return "respond" if state["rejections"] == 0 else "draft_instruction"
+
+
+def route_after_respond(state: State) -> Literal["select_strategy", "__end__"]:
+    """Start another turn until the target is reached."""
+    return "select_strategy" if state["status"] == "running" else END
+
+
+def build_graph(checkpointer: Any = None) -> CompiledStateGraph:
+    """Compile the deduction graph; the agents arrive at run time as `context=Deps(...)`."""
+    builder = StateGraph(State, context_schema=Deps)
+    builder.add_node(answer_opening)
+    builder.add_node(select_strategy)
+    builder.add_node(draft_instruction)
+    builder.add_node(critique)
+    builder.add_node(respond)
+    builder.add_conditional_edges(START, route_start)
+    builder.add_conditional_edges("answer_opening", route_after_opening)
+    builder.add_edge("select_strategy", "draft_instruction")
+    builder.add_edge("draft_instruction", "critique")
+    builder.add_conditional_edges("critique", route_after_critique)
+    builder.add_conditional_edges("respond", route_after_respond)
+    return builder.compile(checkpointer=checkpointer, name="ideas-deduction")

@@ -1,0 +1,75 @@
+"""Run the deduction graph for one dialogue: stream trace events, keep the latest state."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from langgraph.graph.state import CompiledStateGraph
+
+from agents.chat import ModelError
+from dialogues.record import RunStatus
+from graphs.state import Deps, State
+
+
+@dataclass
+class Outcome:
+    """How a run ended and the last state it reached."""
+
+    state: dict[str, Any]
+    status: RunStatus
+    reason: str | None
+    wall_seconds: float
+
+    @property
+    def generated(self) -> bool:
+        """Whether anything beyond the seed was generated."""
+        return bool(self.state.get("turns") or self.state.get("opening"))
+
+
+class Growth:
+    """Grows one dialogue; `state` always holds the last completed step, even if interrupted."""
+
+    def __init__(
+        self,
+        graph: CompiledStateGraph,
+        deps: Deps,
+        on_event: Callable[[dict[str, Any]], None] = lambda event: None,
+    ) -> None:
+        """Run `graph` with `deps`, passing each trace event to `on_event`."""
+        self.graph, self.deps, self.on_event = graph, deps, on_event
+        self.state: dict[str, Any] = {}
+        self.started = time.perf_counter()
+
+    def elapsed(self) -> float:
+        """Seconds since the run started."""
+        return time.perf_counter() - self.started
+
+    async def run(self, state: State, config: dict[str, Any] | None = None) -> Outcome:
+        """Stream the graph to the end; a model failure ends the run as `failed`."""
+        self.state, self.started = dict(state), time.perf_counter()
+        try:
+            async for mode, chunk in self.graph.astream(
+                state, config, context=self.deps, stream_mode=["custom", "values"]
+            ):
+                if mode == "custom":
+                    self.on_event(chunk)
+                else:
+                    self.state = chunk
+        except ModelError as exc:
+            return Outcome(self.state, "failed", str(exc), self.elapsed())
+        status = self.state.get("status")
+        if status not in ("complete", "ended_early"):
+            return Outcome(self.state, "failed", "the graph stopped early", self.elapsed())
+        return Outcome(self.state, status, self.state.get("reason"), self.elapsed())
+
+
+def run_dialogue(growth: Growth, state: State) -> Outcome:
+    """Run `growth` to the end in a fresh event loop; Ctrl-C keeps what was generated."""
+    try:
+        return asyncio.run(growth.run(state))
+    except KeyboardInterrupt:
+        return Outcome(growth.state, "interrupted", "interrupted (Ctrl-C)", growth.elapsed())

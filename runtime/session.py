@@ -1,0 +1,85 @@
+"""A session wires settings to live resources: the strategy store, model servers, chat clients."""
+
+from __future__ import annotations
+
+from contextlib import ExitStack
+from typing import Any
+
+from langchain_core.language_models import BaseChatModel
+
+from agents.chat import ChatClient, build_chat_model
+from runtime.settings import Role, Settings
+from stores.base import StrategyStore
+
+
+class Session:
+    """Owns what a run needs and releases it on exit (also on Ctrl-C and errors).
+
+    The embedded model server starts lazily, the first time a role without a `base_url`
+    asks for a chat client, so a run that points every role at a server starts nothing.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: StrategyStore | None = None,
+        chat_models: dict[Role, BaseChatModel] | None = None,
+    ) -> None:
+        """Use `store` and `chat_models` when given (tests); otherwise open the configured ones."""
+        self.settings = settings
+        self._store = store
+        self._chat_models: dict[Role, BaseChatModel] = dict(chat_models or {})
+        self._stack = ExitStack()
+        self.server: Any = None
+
+    def __enter__(self) -> Session:
+        """Enter the session."""
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        """Stop whatever the session started."""
+        self.close()
+
+    def close(self) -> None:
+        """Stop the embedded server, if it was started."""
+        self._stack.close()
+
+    @property
+    def store(self) -> StrategyStore:
+        """The strategy library named in the settings (opened on first use)."""
+        if self._store is None:
+            from stores.chroma import open_store
+            from stores.starter import ensure_library
+
+            s = self.settings
+            self._store = open_store(s.library, path=s.store, chroma_url=s.chroma_url)
+            ensure_library(self._store)
+        return self._store
+
+    def chat(self, role: Role) -> ChatClient:
+        """Return a chat client for `role`, starting the embedded server if it needs it."""
+        model_settings = self.settings.model_for(role)
+        if role not in self._chat_models:
+            base_url = model_settings.base_url or self.embedded_url(model_settings.model)
+            self._chat_models[role] = build_chat_model(model_settings, base_url)
+        return ChatClient(
+            self._chat_models[role],
+            structured_method=model_settings.structured_output,
+            history_tokens=self.settings.history_tokens,
+        )
+
+    def embedded_url(self, model: str) -> str:
+        """Start the embedded llama.cpp server once and return its base URL."""
+        if self.server is None:
+            from runtime.server import EmbeddedServer
+
+            s = self.settings
+            server = EmbeddedServer(
+                gguf=s.gguf,
+                alias=model,
+                port=s.server_port,
+                n_ctx=s.server_ctx,
+                n_threads=s.server_threads,
+            )
+            self.server = self._stack.enter_context(server)
+        return self.server.base_url

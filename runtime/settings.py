@@ -1,0 +1,169 @@
+"""One settings object: defaults < optional TOML config file < `IDEAS_*` env vars < CLI flags."""
+
+from __future__ import annotations
+
+import tomllib
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+from platformdirs import user_data_dir
+from pydantic import BaseModel, Field, SecretStr, ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+Role = Literal["strategist", "simulator", "critic", "assistant", "extractor", "abstractor"]
+ROLES: tuple[Role, ...] = get_args(Role)
+StructuredMethod = Literal["function_calling", "json_schema", "json_mode"]
+
+EMBEDDED_ALIAS = "smollm2-135m-instruct"
+_config_file: ContextVar[Path | None] = ContextVar("ideas_config_file", default=None)
+
+
+class SettingsError(ValueError):
+    """Settings could not be loaded; the message is one line for the user."""
+
+
+class ModelSettings(BaseModel):
+    """How one role reaches its chat model (any OpenAI-compatible server)."""
+
+    base_url: str | None = Field(
+        default=None, description="OpenAI-compatible URL; unset = the embedded server."
+    )
+    model: str = Field(default=EMBEDDED_ALIAS, description="Model name sent to the server.")
+    api_key: SecretStr = Field(default=SecretStr("not-needed"), description="API key, if any.")
+    temperature: float = Field(default=0.7, ge=0.0, le=2.0)
+    max_tokens: int = Field(default=256, gt=0, description="Completion token limit.")
+    structured_output: StructuredMethod = Field(
+        default="function_calling",
+        description="with_structured_output method: function_calling for llama-cpp-python, "
+        "json_schema for OpenAI and llama-server.",
+    )
+    timeout: float = Field(default=120.0, gt=0, description="Seconds per request.")
+    max_retries: int = Field(default=3, ge=0, description="Retries of transient errors.")
+
+
+class RoleOverride(BaseModel):
+    """Per-role overrides of the shared model settings; unset fields inherit."""
+
+    base_url: str | None = None
+    model: str | None = None
+    api_key: SecretStr | None = None
+    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
+    max_tokens: int | None = Field(default=None, gt=0)
+    structured_output: StructuredMethod | None = None
+
+
+class AgentChoice(BaseModel):
+    """Which implementation plays each role (the ablation switches)."""
+
+    strategist: str = "llm"
+    simulator: str = "strategy"
+    critic: str = "llm"
+    assistant: str = "llm"
+
+
+class Settings(BaseSettings):
+    """Everything a run can be configured with."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="IDEAS_", env_nested_delimiter="__", extra="forbid", validate_default=True
+    )
+
+    model: ModelSettings = Field(default_factory=ModelSettings)
+    strategist: RoleOverride = RoleOverride(temperature=0.0, max_tokens=48)
+    simulator: RoleOverride = RoleOverride(temperature=0.8, max_tokens=96)
+    critic: RoleOverride = RoleOverride(temperature=0.0, max_tokens=128)
+    assistant: RoleOverride = RoleOverride(temperature=0.7, max_tokens=320)
+    extractor: RoleOverride = RoleOverride(temperature=0.0, max_tokens=160)
+    abstractor: RoleOverride = RoleOverride(temperature=0.0, max_tokens=64)
+    agents: AgentChoice = Field(default_factory=AgentChoice)
+
+    gguf: Path | None = Field(default=None, description="GGUF model for the embedded server.")
+    server_port: int | None = Field(default=None, ge=1, le=65535)
+    server_ctx: int = Field(default=4096, gt=0)
+    server_threads: int = Field(default=2, gt=0)
+
+    store: Path = Field(default_factory=lambda: Path(user_data_dir("ideas")) / "store")
+    chroma_url: str | None = Field(default=None, description="Chroma server URL.")
+    library: str = "starter"
+
+    turns: int = Field(default=6, ge=1, le=100, description="Generated user turns.")
+    top_k: int = Field(default=8, ge=1, le=50, description="Candidates retrieved per turn.")
+    max_rejections: int = Field(default=6, ge=1, description="Rejections in a row that end.")
+    novelty_threshold: float = Field(default=0.8, gt=0.0, le=1.0)
+    min_depth: int = Field(default=3, ge=1, le=5)
+    min_insight: int = Field(default=3, ge=1, le=5)
+    history_tokens: int = Field(
+        default=2400, gt=0, description="Approximate token budget of history sent to a model."
+    )
+    seed: int = Field(default=0, description="Seed for sampling choices (random strategist).")
+
+    def model_for(self, role: Role) -> ModelSettings:
+        """Return the shared model settings with this role's overrides applied."""
+        override: RoleOverride = getattr(self, role)
+        return self.model.model_copy(update=override.model_dump(exclude_none=True))
+
+    def public_dump(self) -> dict[str, Any]:
+        """Return the settings as plain JSON data, with secrets removed."""
+        data = self.model_dump(mode="json")
+        data["model"].pop("api_key", None)
+        for role in ROLES:
+            data[role].pop("api_key", None)
+        return data
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Rank sources: CLI (init) > env > TOML config file."""
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config = _config_file.get()
+        if config is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config))
+        return tuple(sources)
+
+
+def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
+    """Load settings from an optional TOML file, the environment and explicit overrides.
+
+    Args:
+        config: TOML file; when None, `IDEAS_CONFIG` is used if set.
+        **overrides: values from the command line (None values are ignored).
+
+    Raises:
+        SettingsError: the file is missing or invalid, or a value fails validation.
+    """
+    import os
+
+    if config is None and os.environ.get("IDEAS_CONFIG"):
+        config = Path(os.environ["IDEAS_CONFIG"])
+    if config is not None:
+        _check_config(config)
+    token = _config_file.set(config)
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "settings"
+        raise SettingsError(f"invalid setting {where}: {err['msg']}") from None
+    finally:
+        _config_file.reset(token)
+
+
+def _check_config(config: Path) -> None:
+    if not config.is_file():
+        raise SettingsError(f"{config}: config file not found")
+    try:
+        tomllib.loads(config.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise SettingsError(f"{config}: invalid TOML: {exc}") from None

@@ -1,0 +1,63 @@
+"""Shared fixtures: an in-memory strategy library and a wiring of scripted agents."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pytest
+from langchain_core.messages import AIMessage, HumanMessage
+
+from agents.chat import ChatClient
+from runtime.settings import Role, Settings
+from stores.base import StrategyRecord
+from stores.memory import HashingEmbedding, InMemoryStrategyStore
+from tests.fakes import ScriptedChatModel
+
+STRATEGIES = [
+    "Ask for a concrete example that applies the idea to a new case",
+    "Challenge a claim in the answer and ask for evidence",
+    "Ask how the idea compares with a common alternative",
+    "Ask for step-by-step instructions to apply the answer",
+    "Ask about the limitations or edge cases of the approach",
+]
+
+
+@pytest.fixture
+def store() -> InMemoryStrategyStore:
+    library = InMemoryStrategyStore("test", HashingEmbedding())
+    library.add([StrategyRecord(id=f"s{i}", text=t) for i, t in enumerate(STRATEGIES)])
+    return library
+
+
+@pytest.fixture
+def seed_messages() -> list:
+    return [
+        HumanMessage(content="How do vaccines train the immune system?"),
+        AIMessage(content="They show the immune system a harmless antigen so memory cells form."),
+    ]
+
+
+@dataclass
+class ScriptedWiring:
+    """A Wiring whose chat clients are scripted fakes, one per role."""
+
+    settings: Settings
+    store: InMemoryStrategyStore
+    scripts: dict[str, list] = field(default_factory=dict)
+    models: dict[str, ScriptedChatModel] = field(default_factory=dict)
+
+    def chat(self, role: Role) -> ChatClient:
+        model = self.models.setdefault(role, ScriptedChatModel(script=self.scripts.get(role, [])))
+        return ChatClient(model)
+
+    def assert_all_used(self) -> None:
+        for role, model in self.models.items():
+            assert model.unused == 0, f"{role}: {model.unused} scripted replies unused"
+
+
+@pytest.fixture
+def wiring(store):
+    def make(scripts: dict[str, list], **settings) -> ScriptedWiring:
+        return ScriptedWiring(Settings(**settings), store, scripts)
+
+    return make

@@ -1,0 +1,56 @@
+"""Scripted fake chat models: replies come from a script; every prompt is recorded."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.outputs import ChatResult
+from pydantic import Field
+
+from agents.chat import ChatClient
+
+
+def tool_reply(name: str, **args: Any) -> AIMessage:
+    """A reply carrying one tool call, as a server answers a structured-output request."""
+    usage = {"input_tokens": 50, "output_tokens": 10, "total_tokens": 60}
+    return AIMessage(
+        content="", tool_calls=[{"name": name, "args": args, "id": "call-1"}], usage_metadata=usage
+    )
+
+
+def text_reply(text: str) -> AIMessage:
+    """A plain text reply with token usage."""
+    usage = {"input_tokens": 40, "output_tokens": 20, "total_tokens": 60}
+    return AIMessage(content=text, usage_metadata=usage)
+
+
+class ScriptedChatModel(GenericFakeChatModel):
+    """Answers from `script` in order; `prompts` records what each call was sent."""
+
+    script: list[Any] = Field(default_factory=list)
+    prompts: list[list[BaseMessage]] = Field(default_factory=list)
+    messages: Any = None
+
+    def model_post_init(self, context: Any) -> None:
+        self.messages = iter(self.script)
+
+    def bind_tools(self, tools: Any, **kwargs: Any) -> ScriptedChatModel:
+        return self
+
+    def _generate(self, messages: list[BaseMessage], *args: Any, **kwargs: Any) -> ChatResult:
+        self.prompts.append(list(messages))
+        try:
+            return super()._generate(messages, *args, **kwargs)
+        except StopIteration:
+            raise AssertionError(f"script exhausted after {len(self.script)} replies") from None
+
+    @property
+    def unused(self) -> int:
+        return len(self.script) - len(self.prompts)
+
+
+def scripted(*replies: AIMessage | str, history_tokens: int = 2400) -> ChatClient:
+    """A ChatClient around a fresh ScriptedChatModel (reachable as `.model`)."""
+    return ChatClient(ScriptedChatModel(script=list(replies)), history_tokens=history_tokens)
