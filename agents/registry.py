@@ -67,8 +67,8 @@ class Agents:
 
 
 def build_agents(wiring: Wiring) -> Agents:
-    """Instantiate the implementations named in `settings.agents`."""
-    choice = wiring.settings.agents
+    """Instantiate the implementations named in `settings.agents` (`auto` resolved)."""
+    choice, _ = wiring.settings.resolve_agents()
     for role, registry in REGISTRIES.items():
         name = getattr(choice, role)
         if name not in registry:

@@ -35,11 +35,17 @@ class UserSimulator(Protocol):
 
 
 def clean_instruction(text: str) -> str:
-    """Strip a speaker label and wrapping quotes that small models like to add."""
-    text = _LABEL.sub("", text.strip())
+    """Keep the first paragraph, without a speaker label or wrapping quotes.
+
+    Small models often run on past the user's message into an answer of their own; the first
+    paragraph is the instruction, and text after its last question mark is dropped.
+    """
+    text = _LABEL.sub("", text.strip()).split("\n\n", 1)[0].strip()
     if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":
-        text = text[1:-1]
-    return text.strip()
+        text = text[1:-1].strip()
+    if "?" in text:
+        text = text[: text.rindex("?") + 1]
+    return text
 
 
 class StrategySimulator:

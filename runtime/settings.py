@@ -59,11 +59,16 @@ class RoleOverride(BaseModel):
 
 
 class AgentChoice(BaseModel):
-    """Which implementation plays each role (the ablation switches)."""
+    """Which implementation plays each role (the ablation switches).
+
+    `critic="auto"` means `llm`, except when the critic would run on the bundled SmolLM2-135M:
+    that model returns the same verdict for every draft (measured: 0 of 20 good follow-ups
+    accepted), so the default falls back to the novelty check and says so.
+    """
 
     strategist: str = "llm"
     simulator: str = "strategy"
-    critic: str = "llm"
+    critic: str = "auto"
     assistant: str = "llm"
 
 
@@ -108,9 +113,28 @@ class Settings(BaseSettings):
         override: RoleOverride = getattr(self, role)
         return self.model.model_copy(update=override.model_dump(exclude_none=True))
 
+    def uses_bundled_model(self, role: Role) -> bool:
+        """Whether `role` runs on the embedded server with the bundled SmolLM2 model."""
+        return self.model_for(role).base_url is None and self.gguf is None
+
+    def resolve_agents(self) -> tuple[AgentChoice, str | None]:
+        """Return the agent choice with `auto` resolved, and a notice when it was downgraded."""
+        if self.agents.critic != "auto":
+            return self.agents, None
+        if self.uses_bundled_model("critic"):
+            notice = (
+                "critic: novelty check only; the bundled SmolLM2-135M cannot judge depth or "
+                "insight (its verdicts are constant). Use --critic llm to run it anyway, or "
+                "give the critic a capable model (IDEAS_CRITIC__BASE_URL or --gguf)."
+            )
+            return self.agents.model_copy(update={"critic": "novelty"}), notice
+        return self.agents.model_copy(update={"critic": "llm"}), None
+
     def public_dump(self) -> dict[str, Any]:
-        """Return the settings as plain JSON data, with secrets removed."""
+        """Return the settings as plain JSON data: `auto` resolved, secrets removed."""
         data = self.model_dump(mode="json")
+        agents, notice = self.resolve_agents()
+        data["agents"] = agents.model_dump() | {"notice": notice}
         data["model"].pop("api_key", None)
         for role in ROLES:
             data[role].pop("api_key", None)

@@ -1,0 +1,153 @@
+"""Render the graph's trace events live in the terminal with rich; model text is never markup."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from rich.console import Console
+from rich.panel import Panel
+from rich.rule import Rule
+from rich.table import Table
+from rich.text import Text
+
+Verbosity = Literal["quiet", "normal", "verbose"]
+_CLIP = 700
+
+
+class Tracer:
+    """Turns `{"event": ...}` dicts from `runtime.stream_writer` into terminal output."""
+
+    def __init__(self, console: Console | None = None, verbosity: Verbosity = "normal") -> None:
+        """Print to `console` (stderr-free stdout by default) at `verbosity`."""
+        self.console = console or Console(highlight=False)
+        self.verbosity = verbosity
+
+    def event(self, event: dict[str, Any]) -> None:
+        """Render one trace event."""
+        if self.verbosity == "quiet":
+            return
+        handler = getattr(self, f"_on_{event['event']}", None)
+        if handler is not None:
+            handler(event)
+
+    def _clip(self, text: str) -> Text:
+        if self.verbosity != "verbose" and len(text) > _CLIP:
+            text = text[:_CLIP].rstrip() + " ..."
+        return Text(text)
+
+    def _on_turn(self, event: dict[str, Any]) -> None:
+        self.console.print(Rule(f"turn {event['turn']} of {event['of']}"))
+
+    def _on_selection(self, event: dict[str, Any]) -> None:
+        chosen = event["strategy"]
+        if event["candidates"]:
+            table = Table(title="candidate strategies", title_justify="left", expand=False)
+            table.add_column("#", justify="right")
+            table.add_column("score", justify="right")
+            table.add_column("strategy")
+            for c in event["candidates"]:
+                picked = chosen is not None and c["id"] == chosen["id"]
+                table.add_row(
+                    Text(("> " if picked else "") + str(c["rank"] + 1)),
+                    f"{c['score']:.2f}",
+                    Text(c["text"], style="bold green" if picked else ""),
+                )
+            self.console.print(table)
+        label = Text("strategy ", style="bold")
+        label.append(chosen["text"] if chosen else "(none)", style="green")
+        label.append(f"  [{event['method']}]", style="dim")
+        self.console.print(label)
+        if event.get("note"):
+            self.console.print(Text(event["note"], style="yellow"))
+
+    def _on_draft(self, event: dict[str, Any]) -> None:
+        title = f"user draft {event['attempt']}"
+        self.console.print(
+            Panel(
+                self._clip(event["text"] or "(empty)"),
+                title=title,
+                title_align="left",
+                border_style="cyan",
+            )
+        )
+
+    def _on_verdict(self, event: dict[str, Any]) -> None:
+        scores = event.get("scores")
+        line = Text("critic ", style="bold")
+        line.append(
+            "accepted" if event["accepted"] else "rejected",
+            style="green" if event["accepted"] else "red",
+        )
+        if scores:
+            line.append(
+                f"  correct={scores['correct']} coherent={scores['coherent']}"
+                f" depth={scores['depth']} insight={scores['insight']}"
+            )
+        line.append(f"  similarity={event['similarity']:.2f}", style="dim")
+        self.console.print(line)
+        if not event["accepted"] or self.verbosity == "verbose":
+            self.console.print(
+                Text("  " + event["reason"], style="red" if not event["accepted"] else "dim")
+            )
+            if scores and scores.get("feedback"):
+                self.console.print(Text("  feedback: " + scores["feedback"], style="dim"))
+
+    def _on_answer(self, event: dict[str, Any]) -> None:
+        title = "assistant (answer to the seed)" if event["turn"] == 0 else "assistant"
+        self.console.print(
+            Panel(
+                self._clip(event["text"]), title=title, title_align="left", border_style="magenta"
+            )
+        )
+
+    def _on_ended(self, event: dict[str, Any]) -> None:
+        self.console.print(Text("ended early: " + event["reason"], style="bold yellow"))
+
+    def notice(self, text: str) -> None:
+        """Show a note about how the run was configured (also in quiet mode)."""
+        self.console.print(Text("note: " + text, style="yellow"))
+
+    def seed(self, messages: list[dict[str, str]], source: str) -> None:
+        """Show the seed dialogue before generation starts."""
+        if self.verbosity == "quiet":
+            return
+        self.console.print(Rule(f"seed {source}"))
+        for m in messages:
+            style = "cyan" if m["role"] == "user" else "magenta"
+            self.console.print(
+                Panel(
+                    self._clip(m["content"]),
+                    title=m["role"],
+                    title_align="left",
+                    border_style=style,
+                )
+            )
+
+    def summary(self, document: dict[str, Any], out: str | None) -> None:
+        """Show the run's outcome and cost per agent (also in quiet mode)."""
+        s = document["summary"]
+        status = document["status"] + (f" ({document['reason']})" if document["reason"] else "")
+        head = Text.assemble(
+            ("done: ", "bold"),
+            (status, "green" if status == "complete" else "yellow"),
+            f"  turns {s['turns']}/{s['target_turns']}, rejections {s['rejections']}, "
+            f"LLM calls {s['llm_calls']}, tokens {s['input_tokens']}+{s['output_tokens']}, "
+            f"{s['wall_seconds']:.1f}s",
+        )
+        if self.verbosity != "quiet":
+            self.console.print(Rule("summary"))
+            table = Table(expand=False)
+            for column in ("agent", "calls", "input tokens", "output tokens", "seconds"):
+                table.add_column(column, justify="left" if column == "agent" else "right")
+            for agent, u in s["per_agent"].items():
+                table.add_row(
+                    agent,
+                    str(u["calls"]),
+                    str(u["input_tokens"]),
+                    str(u["output_tokens"]),
+                    f"{u['seconds']:.2f}",
+                )
+            self.console.print(table)
+        self.console.print(head)
+        if out:
+            self.console.print(Text(f"wrote {out}", style="dim"))
