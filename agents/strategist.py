@@ -31,7 +31,7 @@ class Selection:
     def as_record(self) -> dict:
         """Return plain data for the state and the output file."""
         return {
-            "candidates": [c.model_dump() for c in self.candidates],
+            "candidates": [c.model_dump() | {"score": round(c.score, 4)} for c in self.candidates],
             "strategy": {"id": self.strategy.id, "text": self.strategy.text}
             if self.strategy
             else None,

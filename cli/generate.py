@@ -8,6 +8,7 @@ from typing import Any
 
 from rich.console import Console
 
+from agents.chat import ModelError
 from agents.registry import CRITICS, SIMULATORS, STRATEGISTS, build_agents
 from cli.errors import UsageError
 from cli.tracer import Tracer
@@ -139,6 +140,8 @@ def generate(argv: list[str], console: Console) -> int:
         growth = Growth(build_graph(), deps, tracer.event)
         state = initial_state(to_langchain(seed.to_openai_messages()), settings.turns)
         outcome = run_dialogue(growth, state)
+    if outcome.status == "failed" and not outcome.generated:
+        raise ModelError(outcome.reason or "the run failed before generating anything")
     document = dialogue_document(
         outcome.state,
         status=outcome.status,

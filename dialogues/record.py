@@ -47,6 +47,21 @@ def summarize(state: Mapping[str, Any], wall_seconds: float) -> dict[str, Any]:
     }
 
 
+def unfinished_turn(state: Mapping[str, Any]) -> dict[str, Any] | None:
+    """Return the decisions of a turn that started but did not finish (None if there is none)."""
+    selection = state.get("selection")
+    if not state.get("drafts") or not selection:
+        return None
+    return {
+        "index": state.get("turn", 0) + 1,
+        "candidates": selection.get("candidates", []),
+        "strategy": selection.get("strategy"),
+        "selection": {"method": selection.get("method"), "note": selection.get("note")},
+        "drafts": state["drafts"],
+        "usage": state.get("usage", {}),
+    }
+
+
 def dialogue_document(
     state: Mapping[str, Any],
     *,
@@ -67,6 +82,7 @@ def dialogue_document(
         "messages": to_openai(state.get("messages", [])),
         "opening": state.get("opening"),
         "turns": state.get("turns", []),
+        "unfinished_turn": unfinished_turn(state),
         "summary": summarize(state, wall_seconds),
         "library": library,
         "settings": settings,

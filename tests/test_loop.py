@@ -7,6 +7,7 @@ import asyncio
 from langchain_core.messages import AIMessage, HumanMessage
 
 from agents.registry import build_agents
+from dialogues.record import summarize, unfinished_turn
 from graphs.deduction import build_graph
 from graphs.state import Deps, initial_state
 from runtime.generation import Growth
@@ -118,6 +119,10 @@ def test_too_many_rejections_end_the_dialogue_with_a_reason(wiring, seed_message
     assert outcome.state["turns"] == []
     assert len(outcome.state["messages"]) == 2
     assert events[-1] == {"event": "ended", "reason": outcome.reason}
+    pending = unfinished_turn(outcome.state)
+    assert [d["accepted"] for d in pending["drafts"]] == [False, False, False]
+    assert pending["index"] == 1 and pending["strategy"]["id"] == pending["candidates"][0]["id"]
+    assert summarize(outcome.state, 1.0)["rejections"] == 3
     w.assert_all_used()
 
 

@@ -1,0 +1,76 @@
+"""End to end on the real embedded model (SmolLM2-135M via llama-cpp-python): slow-ish, few."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.embedded
+
+
+def run_cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "IDEAS_STORE": str(tmp_path / "store"), "COLUMNS": "100"}
+    return subprocess.run(
+        [sys.executable, "run.py", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def test_two_turns_on_the_embedded_default(tmp_path):
+    out = tmp_path / "dialogue.json"
+    result = run_cli(tmp_path, "--seed", "examples/seed.json", "--turns", "2", "--out", str(out))
+
+    assert result.returncode == 0, result.stderr
+    document = json.loads(out.read_text())
+    assert document["status"] == "complete"
+    roles = [m["role"] for m in document["messages"]]
+    assert roles == ["user", "assistant"] * 3
+    assert all(m["content"].strip() for m in document["messages"])
+    for turn in document["turns"]:
+        assert turn["strategy"]["id"].startswith("starter-")
+        assert turn["selection"]["method"] in {"llm", "fallback"}
+        assert turn["usage"]["assistant"]["output_tokens"] > 0
+    assert document["settings"]["agents"]["critic"] == "novelty"
+    assert "turn 2 of 2" in result.stdout and "done: complete" in result.stdout
+
+
+def test_llm_critic_on_the_embedded_model_parses_and_records_verdicts(tmp_path):
+    out = tmp_path / "dialogue.json"
+    result = run_cli(
+        tmp_path,
+        "--seed",
+        "examples/question.txt",
+        "--turns",
+        "1",
+        "--critic",
+        "llm",
+        "--max-rejections",
+        "2",
+        "--out",
+        str(out),
+        "--quiet",
+    )
+
+    assert result.returncode == 0, result.stderr
+    document = json.loads(out.read_text())
+    assert document["opening"]["answer"].strip()
+    if document["status"] == "ended_early":
+        assert document["reason"] == "2 drafts rejected in a row at turn 1"
+        drafts = document["unfinished_turn"]["drafts"]
+        assert [d["accepted"] for d in drafts] == [False, False]
+    else:
+        assert document["status"] == "complete"
+        drafts = document["turns"][0]["drafts"]
+    assert document["summary"]["per_agent"]["critic"]["calls"] >= 1
+    assert document["summary"]["llm_calls"] >= 4
+    assert all(d["reason"] for d in drafts)
