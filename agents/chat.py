@@ -9,7 +9,7 @@ from typing import Generic, TypeVar
 
 import openai
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.messages import AIMessage, BaseMessage, SystemMessage
 from langchain_core.messages.utils import count_tokens_approximately, trim_messages
 from pydantic import BaseModel
 
@@ -96,15 +96,20 @@ class ChatClient:
         self.attempts = attempts
 
     def fit(self, messages: Sequence[BaseMessage]) -> list[BaseMessage]:
-        """Drop the oldest messages (keeping any system message) to fit the token budget."""
-        return trim_messages(
-            list(messages),
+        """Drop the oldest messages to fit the token budget, never the system or last message."""
+        messages = list(messages)
+        kept = trim_messages(
+            messages,
             max_tokens=self.history_tokens,
             token_counter=count_tokens_approximately,
             strategy="last",
             include_system=True,
             allow_partial=False,
-        ) or list(messages[-1:])
+        )
+        if messages and (not kept or kept[-1] is not messages[-1]):
+            system = [m for m in messages[:1] if isinstance(m, SystemMessage)]
+            kept = [*system, messages[-1]] if messages[-1] not in system else system
+        return kept
 
     async def text(self, messages: Sequence[BaseMessage]) -> tuple[str, Usage]:
         """Return the model's reply text, retrying empty replies."""
@@ -146,6 +151,8 @@ class ChatClient:
             ) from None
         except openai.OpenAIError as exc:
             raise ModelError(f"model call failed: {_short(str(exc))}") from None
+        except (ValueError, TypeError, KeyError) as exc:  # a reply that is not a chat completion
+            raise ModelError(f"model server sent an invalid response: {_short(str(exc))}") from None
         seconds = time.perf_counter() - started
         raw = result.get("raw") if isinstance(result, dict) else result
         meta = getattr(raw, "usage_metadata", None) or {}

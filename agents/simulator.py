@@ -13,7 +13,9 @@ from agents.chat import ChatClient, Usage
 from dialogues.messages import swap_roles
 from prompts import render
 
-_LABEL = re.compile(r"^\s*(?:\*\*)?(?:user|me|question|message)(?:\*\*)?\s*:\s*", re.IGNORECASE)
+_LABEL = re.compile(
+    r"^\s*(?:\*\*)?(?:user|me|question|message)(?:\*\*)?\s*:\s*(?:\*\*)?\s*", re.IGNORECASE
+)
 
 
 @dataclass

@@ -151,7 +151,8 @@ def generate(argv: list[str], console: Console) -> int:
         seed_source=str(args.seed),
         library=library,
     )
-    written = args.out is not None and outcome.generated
+    finished = outcome.status in ("complete", "ended_early")
+    written = args.out is not None and (finished or outcome.generated)
     if written:
         write_json_atomic(args.out, document)
     tracer.summary(document, str(args.out) if written else None)

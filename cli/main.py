@@ -25,5 +25,5 @@ def main(argv: list[str] | None = None) -> int:
         code = classify(exc)
         if code is None:
             raise
-        errors.print(Text(f"error: {exc}", style="bold red"))
+        errors.print(Text(f"error: {exc}", style="bold red"), soft_wrap=True)
         return code

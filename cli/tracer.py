@@ -111,7 +111,7 @@ class Tracer:
         """Show the seed dialogue before generation starts."""
         if self.verbosity == "quiet":
             return
-        self.console.print(Rule(f"seed {source}"))
+        self.console.print(Rule(Text(f"seed {source}")))
         for m in messages:
             style = "cyan" if m["role"] == "user" else "magenta"
             self.console.print(

@@ -15,6 +15,9 @@ from pydantic_settings import (
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+from pydantic_settings import (
+    SettingsError as PydanticSettingsError,
+)
 
 Role = Literal["strategist", "simulator", "critic", "assistant", "extractor", "abstractor"]
 ROLES: tuple[Role, ...] = get_args(Role)
@@ -72,6 +75,17 @@ class AgentChoice(BaseModel):
     assistant: str = "llm"
 
 
+ROLE_DEFAULTS: dict[Role, dict[str, Any]] = {
+    "strategist": {"temperature": 0.0, "max_tokens": 48},
+    "simulator": {"temperature": 0.8, "max_tokens": 96},
+    "critic": {"temperature": 0.0, "max_tokens": 128},
+    "assistant": {"temperature": 0.7, "max_tokens": 320},
+    "extractor": {"temperature": 0.0, "max_tokens": 160},
+    "abstractor": {"temperature": 0.0, "max_tokens": 64},
+}
+"""Per-role sampling defaults, applied over the shared model settings (`IDEAS_<ROLE>__*` wins)."""
+
+
 class Settings(BaseSettings):
     """Everything a run can be configured with."""
 
@@ -80,12 +94,12 @@ class Settings(BaseSettings):
     )
 
     model: ModelSettings = Field(default_factory=ModelSettings)
-    strategist: RoleOverride = RoleOverride(temperature=0.0, max_tokens=48)
-    simulator: RoleOverride = RoleOverride(temperature=0.8, max_tokens=96)
-    critic: RoleOverride = RoleOverride(temperature=0.0, max_tokens=128)
-    assistant: RoleOverride = RoleOverride(temperature=0.7, max_tokens=320)
-    extractor: RoleOverride = RoleOverride(temperature=0.0, max_tokens=160)
-    abstractor: RoleOverride = RoleOverride(temperature=0.0, max_tokens=64)
+    strategist: RoleOverride = Field(default_factory=RoleOverride)
+    simulator: RoleOverride = Field(default_factory=RoleOverride)
+    critic: RoleOverride = Field(default_factory=RoleOverride)
+    assistant: RoleOverride = Field(default_factory=RoleOverride)
+    extractor: RoleOverride = Field(default_factory=RoleOverride)
+    abstractor: RoleOverride = Field(default_factory=RoleOverride)
     agents: AgentChoice = Field(default_factory=AgentChoice)
 
     gguf: Path | None = Field(default=None, description="GGUF model for the embedded server.")
@@ -109,9 +123,10 @@ class Settings(BaseSettings):
     seed: int = Field(default=0, description="Seed for sampling choices (random strategist).")
 
     def model_for(self, role: Role) -> ModelSettings:
-        """Return the shared model settings with this role's overrides applied."""
+        """Return the model settings of `role`: shared < the role's defaults < its overrides."""
         override: RoleOverride = getattr(self, role)
-        return self.model.model_copy(update=override.model_dump(exclude_none=True))
+        update = ROLE_DEFAULTS[role] | override.model_dump(exclude_none=True)
+        return self.model.model_copy(update=update)
 
     def uses_bundled_model(self, role: Role) -> bool:
         """Whether `role` runs on the embedded server with the bundled SmolLM2 model."""
@@ -180,6 +195,8 @@ def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"]) or "settings"
         raise SettingsError(f"invalid setting {where}: {err['msg']}") from None
+    except PydanticSettingsError as exc:
+        raise SettingsError(" ".join(str(exc).split())) from None
     finally:
         _config_file.reset(token)
 

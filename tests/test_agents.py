@@ -1,0 +1,375 @@
+"""Each agent on its own, driven by scripted chat clients."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import openai
+import pytest
+from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
+
+from agents.assistant import LLMAssistant
+from agents.chat import ChatClient, ModelError, Usage
+from agents.critic import AcceptAllCritic, CriticScores, LLMCritic, NoveltyCritic
+from agents.simulator import PlainSimulator, StrategySimulator, clean_instruction
+from agents.strategist import LLMStrategist, NoStrategist, RandomStrategist, choice_schema
+from tests.conftest import STRATEGIES
+from tests.fakes import ScriptedChatModel, scripted, text_reply, tool_reply
+
+DIALOGUE = [
+    HumanMessage(content="How do vaccines train the immune system?"),
+    AIMessage(content="They show the immune system a harmless antigen so memory cells form."),
+]
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def verdict(correct=True, coherent=True, depth=4, insight=4, feedback="Fine."):
+    return tool_reply(
+        "CriticScores",
+        correct=correct,
+        coherent=coherent,
+        depth=depth,
+        insight=insight,
+        feedback=feedback,
+    )
+
+
+# --- clean_instruction ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "clean"),
+    [
+        ("What about boosters?", "What about boosters?"),
+        ("  User: What about boosters?  ", "What about boosters?"),
+        ("question: Why?", "Why?"),
+        ("MESSAGE : Why?", "Why?"),
+        ("**User**: What about boosters?", "What about boosters?"),
+        ('"What about boosters?"', "What about boosters?"),
+        ("'Tell me more.'", "Tell me more."),
+        ('User: "Why do boosters help?"', "Why do boosters help?"),
+        ("Why boosters?\n\nBoosters refresh memory cells.", "Why boosters?"),
+        ("Why boosters? Because memory fades over time.", "Why boosters?"),
+        ("Why? And how? Because.", "Why? And how?"),
+        ("Tell me more about memory cells.", "Tell me more about memory cells."),
+        ("A user: label in the middle stays", "A user: label in the middle stays"),
+        ('"', '"'),
+        ("", ""),
+    ],
+)
+def test_clean_instruction(raw, clean):
+    assert clean_instruction(raw) == clean
+
+
+def test_clean_instruction_strips_a_bold_label_with_the_colon_inside():
+    assert clean_instruction("**User:** What about boosters?") == "What about boosters?"
+
+
+# --- simulator and assistant ---------------------------------------------------------------------
+
+
+def test_strategy_simulator_prompt_roles_and_cleaning():
+    chat = scripted(text_reply("User: Which cells remember it?\n\nMemory B cells do."))
+    draft = run(StrategySimulator(chat).draft(DIALOGUE, "Ask for an example", "too vague"))
+
+    assert draft.text == "Which cells remember it?"
+    assert draft.usage.calls == 1 and draft.usage.input_tokens == 40
+    system, *rest = chat.model.prompts[0]
+    assert isinstance(system, SystemMessage)
+    assert "Ask for an example" in system.text and "too vague" in system.text
+    # The simulator sees its own (user) turns as AI and the answers as human.
+    assert [(m.type, m.text) for m in rest] == [
+        ("ai", DIALOGUE[0].text),
+        ("human", DIALOGUE[1].text),
+    ]
+
+
+def test_plain_simulator_ignores_the_strategy():
+    chat = scripted(text_reply("Why?"))
+    run(PlainSimulator(chat).draft(DIALOGUE, "Ask for a table", None))
+    system = chat.model.prompts[0][0].text
+    assert "Ask for a table" not in system and "strategy" not in system
+    assert "rejected" not in system
+
+
+def test_assistant_adds_a_default_system_prompt_only_when_missing():
+    chat = scripted(text_reply("Answer one."), text_reply("Answer two."))
+    assistant = LLMAssistant(chat)
+    reply = run(assistant.respond(DIALOGUE[:1]))
+    assert reply.text == "Answer one."
+    first = chat.model.prompts[0]
+    assert first[0].type == "system" and "helpful" in first[0].text
+
+    run(assistant.respond([SystemMessage(content="Be a pirate."), DIALOGUE[0]]))
+    second = chat.model.prompts[1]
+    assert [m.text for m in second] == ["Be a pirate.", DIALOGUE[0].text]
+
+
+# --- critics -------------------------------------------------------------------------------------
+
+
+def test_novelty_critic_rejects_above_the_threshold():
+    critic = NoveltyCritic(0.8)
+    near = run(critic.critique(DIALOGUE, "How do vaccines train the immune system?!"))
+    assert not near.accepted and near.similarity > 0.8
+    assert "too similar" in near.reason
+    same = run(critic.critique(DIALOGUE, DIALOGUE[0].text))
+    assert not same.accepted and same.similarity == 1.0
+    new = run(critic.critique(DIALOGUE, "Could you compare mRNA and inactivated vaccines?"))
+    assert new.accepted and new.similarity < 0.8
+
+
+def test_novelty_threshold_is_strict():
+    messages = [HumanMessage(content="abcde"), AIMessage(content="ok")]
+    at = run(NoveltyCritic(0.8).critique(messages, "abcdX"))  # Levenshtein ratio exactly 0.8
+    assert at.similarity == pytest.approx(0.8) and at.accepted
+    assert not run(NoveltyCritic(0.79).critique(messages, "abcdX")).accepted
+
+
+def test_novelty_compares_with_every_earlier_user_message_but_not_answers():
+    messages = [
+        *DIALOGUE,
+        HumanMessage(content="Which cells remember the antigen?"),
+        AIMessage(content="B cells."),
+    ]
+    critic = NoveltyCritic()
+    assert not run(critic.critique(messages, "Which cells remember the antigen??")).accepted
+    # Copying the assistant's answer is not a repeated *user* message.
+    assert run(critic.critique(DIALOGUE, DIALOGUE[1].text)).accepted
+
+
+@pytest.mark.parametrize("critic", [NoveltyCritic(), AcceptAllCritic()])
+def test_empty_draft_is_rejected(critic):
+    result = run(critic.critique(DIALOGUE, "   "))
+    assert not result.accepted and result.reason == "empty draft"
+
+
+@pytest.mark.parametrize(
+    ("scores", "accepted", "reason"),
+    [
+        ({}, True, "accepted"),
+        ({"depth": 3, "insight": 3}, True, "accepted"),  # the minimum itself passes
+        ({"depth": 2}, False, "depth 2 < 3"),
+        ({"insight": 1}, False, "insight 1 < 3"),
+        ({"correct": False}, False, "not correct"),
+        ({"coherent": False}, False, "not coherent"),
+        (
+            {"correct": False, "coherent": False, "depth": 1, "insight": 2},
+            False,
+            "not correct, not coherent, depth 1 < 3, insight 2 < 3",
+        ),
+    ],
+)
+def test_llm_critic_thresholds(scores, accepted, reason):
+    chat = scripted(verdict(**scores))
+    result = run(LLMCritic(chat, NoveltyCritic()).critique(DIALOGUE, "Why do boosters help?"))
+    assert result.accepted is accepted
+    assert result.reason == reason
+    assert isinstance(result.scores, CriticScores)
+    assert result.usage.calls == 1 and result.usage.input_tokens == 50
+
+
+def test_llm_critic_custom_minimums():
+    chat = scripted(verdict(depth=4, insight=4), verdict(depth=4, insight=4))
+    strict = LLMCritic(chat, NoveltyCritic(), min_depth=5, min_insight=4)
+    assert run(strict.critique(DIALOGUE, "Why?")).reason == "depth 4 < 5"
+    lenient = LLMCritic(chat, NoveltyCritic(), min_depth=1, min_insight=1)
+    assert run(lenient.critique(DIALOGUE, "Why?")).accepted
+
+
+def test_llm_critic_prompt_and_feedback():
+    chat = scripted(verdict(depth=1, feedback="Mention   memory\ncells."))
+    result = run(LLMCritic(chat, NoveltyCritic()).critique(DIALOGUE, "Why do boosters help?"))
+    prompt = chat.model.prompts[0][0].text
+    assert "Why do boosters help?" in prompt
+    assert DIALOGUE[0].text in prompt and DIALOGUE[1].text in prompt
+    assert result.feedback == "depth 1 < 3. Mention memory cells."
+
+
+def test_llm_critic_invalid_verdicts_reject_after_three_attempts():
+    chat = scripted(text_reply("Looks great!"), text_reply("10/10"), text_reply("yes"))
+    result = run(LLMCritic(chat, NoveltyCritic()).critique(DIALOGUE, "Why do boosters help?"))
+
+    assert not result.accepted
+    assert result.reason.startswith("critic gave no valid verdict (")
+    assert "'yes'" in result.reason  # the last attempt's error is reported
+    assert result.scores is None
+    assert result.usage.calls == 3 and len(chat.model.prompts) == 3
+    assert result.feedback == result.reason
+
+
+def test_llm_critic_out_of_range_score_is_invalid():
+    chat = scripted(verdict(depth=9), verdict(depth=0), verdict(depth=4))
+    result = run(LLMCritic(chat, NoveltyCritic()).critique(DIALOGUE, "Why do boosters help?"))
+    assert result.accepted and result.usage.calls == 3
+
+
+def test_llm_critic_skips_the_llm_for_a_near_duplicate():
+    chat = scripted()
+    result = run(LLMCritic(chat, NoveltyCritic()).critique(DIALOGUE, DIALOGUE[0].text))
+    assert not result.accepted and chat.model.prompts == []
+
+
+# --- strategists ---------------------------------------------------------------------------------
+
+
+def test_choice_schema_is_a_closed_list():
+    schema = choice_schema(["1", "2"]).model_json_schema()
+    assert schema["title"] == "StrategyChoice"
+    assert schema["required"] == ["choice"]
+    assert schema["properties"]["choice"]["enum"] == ["1", "2"]
+    model = choice_schema(["1", "2"])
+    assert model(choice="2").choice == "2"
+    with pytest.raises(ValueError):
+        model(choice="3")
+
+
+def test_llm_strategist_picks_by_number(store):
+    chat = scripted(tool_reply("StrategyChoice", choice="2"))
+    selection = run(LLMStrategist(store, chat, k=3).select(DIALOGUE, used=[]))
+
+    assert selection.method == "llm" and selection.note is None
+    assert len(selection.candidates) == 3
+    assert selection.strategy == selection.candidates[1]
+    assert selection.usage.calls == 1
+    prompt = chat.model.prompts[0][0].text
+    for i, c in enumerate(selection.candidates, 1):
+        assert f"{i}. {c.text}" in prompt
+    assert "4." not in prompt
+    assert DIALOGUE[1].text in prompt
+
+
+def test_llm_strategist_falls_back_when_the_pick_is_off_the_list(store):
+    chat = scripted(*[tool_reply("StrategyChoice", choice="9")] * 3)
+    selection = run(LLMStrategist(store, chat, k=2).select(DIALOGUE, used=[]))
+    assert selection.method == "fallback"
+    assert selection.strategy == selection.candidates[0]
+    assert "invalid pick" in selection.note
+    assert selection.usage.calls == 3
+
+
+def test_llm_strategist_never_offers_used_strategies(store):
+    used = ["s0", "s1", "s2"]
+    chat = scripted(tool_reply("StrategyChoice", choice="1"))
+    selection = run(LLMStrategist(store, chat, k=8).select(DIALOGUE, used=used))
+    assert {c.id for c in selection.candidates} == {"s3", "s4"}
+
+    exhausted = run(
+        LLMStrategist(store, scripted(), k=8).select(DIALOGUE, used=[f"s{i}" for i in range(5)])
+    )
+    assert exhausted.method == "none" and exhausted.strategy is None
+    assert "no unused strategy" in exhausted.note
+
+
+def test_random_strategist_is_deterministic_for_a_seed(store):
+    def picks(seed: int) -> list[str]:
+        strategist = RandomStrategist(store, k=len(STRATEGIES), seed=seed)
+        return [run(strategist.select(DIALOGUE, used=[])).strategy.id for _ in range(12)]
+
+    assert picks(7) == picks(7)
+    assert len({tuple(picks(s)) for s in range(4)}) > 1  # the seed matters
+    selection = run(RandomStrategist(store, k=3, seed=1).select(DIALOGUE, used=[]))
+    assert selection.method == "random" and selection.strategy in selection.candidates
+    assert selection.usage == Usage()
+
+
+def test_no_strategist():
+    selection = run(NoStrategist().select(DIALOGUE, used=[]))
+    assert selection.strategy is None and selection.candidates == [] and selection.method == "none"
+    assert selection.as_record()["strategy"] is None
+
+
+# --- chat client ---------------------------------------------------------------------------------
+
+
+def long_dialogue(turns: int) -> list:
+    messages = [SystemMessage(content="You are a helpful assistant.")]
+    for i in range(turns):
+        messages.append(HumanMessage(content=f"question {i} " + "word " * 40))
+        messages.append(AIMessage(content=f"answer {i} " + "word " * 40))
+    messages.append(HumanMessage(content="the last question?"))
+    return messages
+
+
+def test_history_trimming_keeps_system_and_last_message():
+    messages = long_dialogue(10)
+    client = ChatClient(ScriptedChatModel(), history_tokens=150)
+    kept = client.fit(messages)
+
+    assert kept[0] is messages[0]
+    assert kept[-1] is messages[-1]
+    assert 2 < len(kept) < len(messages)
+    assert kept[1:] == messages[len(messages) - len(kept) + 1 :]  # the newest ones, in order
+
+
+def test_history_within_budget_is_untouched():
+    messages = long_dialogue(2)
+    assert ChatClient(ScriptedChatModel(), history_tokens=10_000).fit(messages) == messages
+
+
+def test_history_trimming_sends_the_trimmed_history():
+    chat = scripted(text_reply("ok"), history_tokens=150)
+    run(chat.text(long_dialogue(10)))
+    sent = chat.model.prompts[0]
+    assert sent[0].type == "system" and sent[-1].text == "the last question?"
+    assert len(sent) < len(long_dialogue(10))
+
+
+def test_history_trimming_never_drops_the_last_message():
+    messages = [SystemMessage(content="system prompt"), HumanMessage(content="long " * 400)]
+    kept = ChatClient(ScriptedChatModel(), history_tokens=100).fit(messages)
+    assert kept[-1] is messages[-1]
+
+
+def test_text_retries_empty_replies():
+    chat = scripted(text_reply(""), text_reply("  "), text_reply(" Fine. "))
+    text, usage = run(chat.text(DIALOGUE))
+    assert text == "Fine."
+    assert usage.calls == 3 and usage.input_tokens == 120 and usage.output_tokens == 60
+
+
+def test_text_gives_up_after_the_attempts():
+    chat = scripted(*[text_reply("")] * 3)
+    text, usage = run(chat.text(DIALOGUE))
+    assert text == "" and usage.calls == 3
+
+
+class FailingModel(ScriptedChatModel):
+    error: BaseException | None = None
+
+    def _generate(self, messages, *args, **kwargs):
+        raise self.error
+
+
+def test_connection_failure_becomes_a_one_line_model_error():
+    request = httpx.Request("POST", "http://127.0.0.1:9/v1/chat/completions")
+    client = ChatClient(FailingModel(error=openai.APIConnectionError(request=request)))
+    with pytest.raises(ModelError, match="^model server did not answer") as info:
+        run(client.text(DIALOGUE))
+    assert "\n" not in str(info.value)
+
+
+def test_http_error_status_becomes_a_model_error():
+    request = httpx.Request("POST", "http://127.0.0.1:9/v1/chat/completions")
+    response = httpx.Response(503, request=request)
+    error = openai.APIStatusError("busy\nplease retry", response=response, body=None)
+    client = ChatClient(FailingModel(error=error))
+    with pytest.raises(ModelError, match="^model server error 503: busy please retry$"):
+        run(client.structured(CriticScores, DIALOGUE))
+
+
+# --- usage ---------------------------------------------------------------------------------------
+
+
+def test_usage_sums_and_round_trips():
+    total = Usage(1, 10, 2, 0.5) + Usage(2, 5, 3, 0.25) + Usage()
+    assert total == Usage(3, 15, 5, 0.75)
+    assert sum([Usage(1, 1, 1, 1.0)] * 3, Usage()) == Usage(3, 3, 3, 3.0)
+    data = Usage(1, 2, 3, 0.123456789).as_dict()
+    assert data == {"calls": 1, "input_tokens": 2, "output_tokens": 3, "seconds": 0.1235}
+    assert Usage.from_dict(data) == Usage(1, 2, 3, 0.1235)
+    assert Usage.from_dict(None) == Usage() == Usage.from_dict({})
