@@ -58,7 +58,10 @@ def main() -> None:
             outcome = run_dialogue(Growth(build_graph(), deps), state)
             server_mib = server_rss_mib(session)
     summary = summarize(outcome.state, outcome.wall_seconds)
-    accepted = max(summary["turns"], 1)
+    accepted = summary["turns"]
+    if not accepted:
+        print("no turn was accepted: per-turn figures are per attempted turn")
+    accepted = max(accepted, 1)
     own_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"status: {outcome.status} ({outcome.reason or 'no reason'})")
     print(f"setup (store, embeddings, server start): {wiring_seconds:.1f} s")
