@@ -144,7 +144,10 @@ class ChatClient:
         try:
             result = await runnable.ainvoke(self.fit(messages))
         except openai.APIConnectionError as exc:
-            raise ModelError(f"model server did not answer: {exc.__cause__ or exc}") from None
+            where = " ".join(
+                filter(None, ["model server", getattr(self.model, "openai_api_base", None)])
+            )
+            raise ModelError(f"{where} did not answer: {exc.__cause__ or exc}") from None
         except openai.APIStatusError as exc:
             raise ModelError(
                 f"model server error {exc.status_code}: {_short(exc.message)}"

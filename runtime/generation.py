@@ -72,4 +72,4 @@ def run_dialogue(growth: Growth, state: State) -> Outcome:
     try:
         return asyncio.run(growth.run(state))
     except KeyboardInterrupt:
-        return Outcome(growth.state, "interrupted", "interrupted (Ctrl-C)", growth.elapsed())
+        return Outcome(growth.state, "interrupted", "Ctrl-C", growth.elapsed())
