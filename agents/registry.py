@@ -10,7 +10,13 @@ from agents.assistant import Assistant, LLMAssistant
 from agents.chat import ChatClient
 from agents.critic import AcceptAllCritic, Critic, LLMCritic, NoveltyCritic
 from agents.simulator import PlainSimulator, StrategySimulator, UserSimulator
-from agents.strategist import LLMStrategist, NoStrategist, RandomStrategist, Strategist
+from agents.strategist import (
+    LLMStrategist,
+    NoStrategist,
+    RandomStrategist,
+    Retriever,
+    Strategist,
+)
 from runtime.settings import Role, Settings
 from stores.base import StrategyStore
 
@@ -20,6 +26,7 @@ class Wiring(Protocol):
 
     settings: Settings
     store: StrategyStore
+    retriever: Retriever
 
     def chat(self, role: Role) -> ChatClient:
         """Return the chat client for `role`."""
@@ -27,8 +34,8 @@ class Wiring(Protocol):
 
 
 STRATEGISTS: dict[str, Callable[[Wiring], Strategist]] = {
-    "llm": lambda w: LLMStrategist(w.store, w.chat("strategist"), w.settings.top_k),
-    "random": lambda w: RandomStrategist(w.store, w.settings.top_k, w.settings.seed),
+    "llm": lambda w: LLMStrategist(w.retriever, w.chat("strategist"), w.settings.top_k),
+    "random": lambda w: RandomStrategist(w.retriever, w.settings.top_k, w.settings.seed),
     "none": lambda w: NoStrategist(),
 }
 SIMULATORS: dict[str, Callable[[Wiring], UserSimulator]] = {

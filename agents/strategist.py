@@ -13,7 +13,7 @@ from pydantic import Field, create_model
 from agents.chat import ChatClient, Usage
 from dialogues.messages import last_answer
 from prompts import render
-from stores.base import Candidate, StrategyStore
+from stores.base import Candidate
 
 Method = Literal["llm", "fallback", "random", "none"]
 
@@ -40,6 +40,14 @@ class Selection:
         }
 
 
+class Retriever(Protocol):
+    """Finds candidate strategies for an answer: the store itself or a context retriever."""
+
+    def search(self, text: str, k: int, *, exclude: Collection[str] = ()) -> list[Candidate]:
+        """Return up to k candidates for `text`, skipping `exclude` ids."""
+        ...
+
+
 class Strategist(Protocol):
     """Chooses the strategy the next user instruction should apply."""
 
@@ -60,14 +68,14 @@ def choice_schema(keys: Sequence[str]) -> type:
 class LLMStrategist:
     """Retrieve the top-k strategies for the last answer; the LLM picks one by number."""
 
-    def __init__(self, store: StrategyStore, chat: ChatClient, k: int = 8) -> None:
-        """Search `store` for `k` candidates and ask `chat` to choose."""
-        self.store, self.chat, self.k = store, chat, k
+    def __init__(self, retriever: Retriever, chat: ChatClient, k: int = 8) -> None:
+        """Retrieve `k` candidates with `retriever` and ask `chat` to choose."""
+        self.retriever, self.chat, self.k = retriever, chat, k
 
     async def select(self, messages: Sequence[BaseMessage], used: Collection[str]) -> Selection:
         """Retrieve, then choose; an invalid pick falls back to the best-ranked candidate."""
         answer = last_answer(messages)
-        candidates = self.store.search(answer, self.k, exclude=used)
+        candidates = self.retriever.search(answer, self.k, exclude=used)
         if not candidates:
             return Selection([], None, "none", "no unused strategy left in the library")
         keys = [str(i + 1) for i in range(len(candidates))]
@@ -84,13 +92,13 @@ class LLMStrategist:
 class RandomStrategist:
     """Retrieve like the LLM strategist, then choose uniformly at random (seeded)."""
 
-    def __init__(self, store: StrategyStore, k: int = 8, seed: int = 0) -> None:
-        """Search `store` for `k` candidates; `seed` makes the choices repeatable."""
-        self.store, self.k, self.rng = store, k, random.Random(seed)
+    def __init__(self, retriever: Retriever, k: int = 8, seed: int = 0) -> None:
+        """Retrieve `k` candidates with `retriever`; `seed` makes the choices repeatable."""
+        self.retriever, self.k, self.rng = retriever, k, random.Random(seed)
 
     async def select(self, messages: Sequence[BaseMessage], used: Collection[str]) -> Selection:
         """Retrieve candidates and pick one at random."""
-        candidates = self.store.search(last_answer(messages), self.k, exclude=used)
+        candidates = self.retriever.search(last_answer(messages), self.k, exclude=used)
         if not candidates:
             return Selection([], None, "none", "no unused strategy left in the library")
         return Selection(candidates, self.rng.choice(candidates), "random")

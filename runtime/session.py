@@ -56,6 +56,20 @@ class Session:
             ensure_library(self._store)
         return self._store
 
+    @property
+    def retriever(self) -> Any:
+        """How candidates are found: by answer context when the library has contexts."""
+        store = self.store
+        contexts = getattr(store, "contexts", None)
+        if self.settings.retrieval == "text" or contexts is None:
+            return store
+        index = contexts()
+        if index.count() == 0:
+            return store
+        from stores.contexts import ContextRetriever
+
+        return ContextRetriever(store, index, store.embedding)
+
     def chat(self, role: Role) -> ChatClient:
         """Return a chat client for `role`, starting the embedded server if it needs it."""
         model_settings = self.settings.model_for(role)

@@ -110,6 +110,11 @@ class Settings(BaseSettings):
     store: Path = Field(default_factory=lambda: Path(user_data_dir("ideas")) / "store")
     chroma_url: str | None = Field(default=None, description="Chroma server URL.")
     library: str = "starter"
+    retrieval: Literal["auto", "text"] = Field(
+        default="auto",
+        description="auto: rank by the real answers that preceded each strategy when the library "
+        "has them, else by strategy text; text: always by strategy text.",
+    )
 
     turns: int = Field(default=6, ge=1, le=100, description="Generated user turns.")
     top_k: int = Field(default=8, ge=1, le=50, description="Candidates retrieved per turn.")

@@ -16,11 +16,14 @@ from chromadb.config import Settings
 from platformdirs import user_data_dir
 
 from stores.base import Candidate, Level, Provenance, StrategyRecord
+from stores.contexts import AnswerContext
 from stores.embeddings import MiniLMEmbedding
 from stores.memory import Embedder, embedder_name
 
 PREFIX = "ideas-"
 """Collection name = PREFIX + library name."""
+CONTEXTS_SUFFIX = "--answers"
+"""Collection name of a library's answer contexts = its collection name + this suffix."""
 _META_KEY = "ideas:metadata"
 _EMBEDDING_KEY = "ideas:embedding"
 _NAME = re.compile(r"[a-zA-Z0-9](?:[a-zA-Z0-9._-]{0,500}[a-zA-Z0-9])?")
@@ -59,7 +62,11 @@ def connect(path: Path | None = None, chroma_url: str | None = None) -> ClientAP
 def list_libraries(client: ClientAPI) -> list[str]:
     """Return the names of the strategy libraries held by a Chroma client, sorted."""
     names = (c if isinstance(c, str) else c.name for c in client.list_collections())
-    return sorted(n.removeprefix(PREFIX) for n in names if n.startswith(PREFIX))
+    return sorted(
+        n.removeprefix(PREFIX)
+        for n in names
+        if n.startswith(PREFIX) and not n.endswith(CONTEXTS_SUFFIX)
+    )
 
 
 class ChromaStrategyStore:
@@ -92,16 +99,37 @@ class ChromaStrategyStore:
         self.library = library
         self.embedding = embedding
         self.location = location
-        chroma_function = embedding if isinstance(embedding, EmbeddingFunction) else None
-        self._collection = client.get_or_create_collection(
-            name,
-            embedding_function=chroma_function,
-            configuration={"hnsw": {"space": "cosine"}},
-        )
+        self._client = client
+        self._name = name
+        self._collection = self._open_collection()
         wanted = embedder_name(embedding)
         stored = (self._collection.metadata or {}).get(_EMBEDDING_KEY)
         if stored and stored != wanted and self._collection.count():
             raise ValueError(f"library {library!r} was embedded with {stored!r}, not {wanted!r}")
+
+    def _open_collection(self) -> Any:
+        chroma_function = self.embedding if isinstance(self.embedding, EmbeddingFunction) else None
+        return self._client.get_or_create_collection(
+            self._name,
+            embedding_function=chroma_function,
+            configuration={"hnsw": {"space": "cosine"}},
+        )
+
+    def clear(self) -> None:
+        """Delete every record, the metadata and the answer contexts of this library."""
+        for name in (self._name, self._name + CONTEXTS_SUFFIX):
+            if name in {c.name for c in self._client.list_collections()}:
+                self._client.delete_collection(name)
+        self._collection = self._open_collection()
+
+    def contexts(self) -> ChromaContextIndex:
+        """Return the library's answer-context index (embeddings only, no answer text)."""
+        collection = self._client.get_or_create_collection(
+            self._name + CONTEXTS_SUFFIX,
+            embedding_function=None,
+            configuration={"hnsw": {"space": "cosine"}},
+        )
+        return ChromaContextIndex(collection)
 
     def add(self, records: Sequence[StrategyRecord]) -> None:
         """Insert or update records (by id)."""
@@ -167,6 +195,41 @@ class ChromaStrategyStore:
                 _EMBEDDING_KEY: embedder_name(self.embedding),
             }
         )
+
+
+class ChromaContextIndex:
+    """Answer contexts in their own Chroma collection: an embedding and a strategy id each."""
+
+    def __init__(self, collection: Any) -> None:
+        """Wrap `collection`."""
+        self._collection = collection
+
+    def add(self, contexts: Sequence[AnswerContext]) -> None:
+        """Insert or replace contexts (by id)."""
+        for start in range(0, len(contexts), 1000):
+            batch = contexts[start : start + 1000]
+            self._collection.upsert(
+                ids=[c.id for c in batch],
+                embeddings=[c.embedding.tolist() for c in batch],
+                metadatas=[{"strategy_id": c.strategy_id} for c in batch],
+            )
+
+    def nearest(self, embedding: Any, n: int) -> list[tuple[str, float]]:
+        """Return up to n (strategy_id, cosine similarity) pairs, closest first."""
+        total = self._collection.count()
+        if total == 0 or n <= 0:
+            return []
+        found = self._collection.query(
+            query_embeddings=[embedding.tolist()],
+            n_results=min(n, total),
+            include=["metadatas", "distances"],
+        )
+        pairs = zip(found["metadatas"][0], found["distances"][0], strict=True)
+        return [(meta["strategy_id"], 1.0 - dist) for meta, dist in pairs]
+
+    def count(self) -> int:
+        """Return the number of stored contexts."""
+        return self._collection.count()
 
 
 def open_store(

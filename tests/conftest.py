@@ -46,6 +46,10 @@ class ScriptedWiring:
     scripts: dict[str, list] = field(default_factory=dict)
     models: dict[str, ScriptedChatModel] = field(default_factory=dict)
 
+    @property
+    def retriever(self) -> InMemoryStrategyStore:
+        return self.store
+
     def chat(self, role: Role) -> ChatClient:
         model = self.models.setdefault(role, ScriptedChatModel(script=self.scripts.get(role, [])))
         return ChatClient(model)
