@@ -9,6 +9,10 @@ from rich.text import Text
 
 from cli.errors import classify
 from cli.generate import generate
+from cli.strategies import strategies
+
+COMMANDS = {"strategies": strategies}
+"""Subcommands; anything else is the generate command (`run.py --seed ...`)."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -16,7 +20,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     console = Console(highlight=False)
     errors = Console(stderr=True, highlight=False)
+    command = COMMANDS.get(argv[0]) if argv else None
     try:
+        if command is not None:
+            return command(argv[1:], console)
         return generate(argv, console)
     except KeyboardInterrupt:
         errors.print(Text("interrupted before anything was generated", style="yellow"))
