@@ -7,8 +7,10 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, Field
 
-Level = Literal["high", "extracted"]
-"""`high`: an abstract, high-level strategy; `extracted`: one extracted from a real follow-up."""
+Level = Literal["high", "intermediate", "extracted"]
+"""`high`: an abstract, high-level strategy (the top tier, what deduction retrieves);
+`intermediate`: an abstraction of a lower tier of an induced library; `extracted`: one extracted
+from a real follow-up."""
 
 
 class Provenance(BaseModel):
