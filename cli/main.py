@@ -9,9 +9,10 @@ from rich.text import Text
 
 from cli.errors import classify
 from cli.generate import generate
+from cli.induce import induce
 from cli.strategies import strategies
 
-COMMANDS = {"strategies": strategies}
+COMMANDS = {"induce": induce, "strategies": strategies}
 """Subcommands; anything else is the generate command (`run.py --seed ...`)."""
 
 

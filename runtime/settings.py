@@ -116,6 +116,10 @@ class Settings(BaseSettings):
         "has them, else by strategy text; text: always by strategy text.",
     )
 
+    cluster_threshold: float = Field(
+        default=0.5, gt=0.0, lt=1.0, description="Induction: cosine threshold of clustering."
+    )
+    tiers: int = Field(default=2, ge=1, le=5, description="Induction: abstraction tiers.")
     turns: int = Field(default=6, ge=1, le=100, description="Generated user turns.")
     top_k: int = Field(default=8, ge=1, le=50, description="Candidates retrieved per turn.")
     max_rejections: int = Field(default=6, ge=1, description="Rejections in a row that end.")
