@@ -102,6 +102,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         ("min_depth", "min_depth"),
         ("min_insight", "min_insight"),
         ("random_seed", "seed"),
+        ("threshold", "cluster_threshold"),
+        ("tiers", "tiers"),
     ]:
         overrides[key] = getattr(args, name, None)
     return load_settings(args.config, **overrides)

@@ -46,6 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tiers", type=int, help="abstraction tiers (2)")
     parser.add_argument("--cache", type=Path, help="extraction cache (default: in the store)")
     parser.add_argument("--concurrency", type=int, default=1, help="parallel extraction calls")
+    parser.add_argument(
+        "--export",
+        type=Path,
+        help="also write the library as a packaged directory (records, metadata, "
+        "answer-context embeddings; no dialogue text)",
+    )
     parser.add_argument("--quiet", action="store_true", help="print only the summary")
     add_settings_arguments(parser)
     return parser
@@ -77,6 +83,8 @@ def induce(argv: list[str], console: Console) -> int:
         raise UsageError("no (answer, follow-up) pairs in the given files")
     with Session(settings) as session:
         extractions, extract_stats = get_extractions(args, settings, session, pairs, console)
+        if not extractions:
+            raise UsageError(nothing_kept(extract_stats))
         report = asyncio.run(
             build_and_save(args, settings, session, extractions, pairs, sources, extract_stats)
         )
@@ -112,6 +120,21 @@ def get_extractions(
         }
         return kept, stats
     return extract_with_llm(args, settings, session, pairs, console)
+
+
+def nothing_kept(stats: dict[str, Any]) -> str:
+    """Say in one line that no extraction is left to build from, and why."""
+    if "rejection_reasons" in stats:
+        reasons = sorted(stats["rejection_reasons"].items(), key=lambda item: -item[1])
+        why = "; ".join(f"{n}x {reason}" for reason, n in reasons[:3]) or "none extracted"
+        counted = "pairs"
+    else:
+        why = f"{stats['invalid']} invalid, {stats['without_pair']} without a loaded pair"
+        counted = "extractions"
+    return (
+        f"no strategy passed validation: 0 of {stats['given']} {counted} kept ({why}); "
+        "the library was not changed"
+    )
 
 
 def extract_with_llm(
@@ -191,6 +214,10 @@ async def build_and_save(
     store.clear()
     save_library(library, store)
     store.contexts().add(library.answer_contexts())
+    if args.export is not None:
+        from stores.packaged import export_library
+
+        export_library(args.export, library.records, library.metadata, library.answer_contexts())
     return {
         "library": f"{settings.library} (version {version}) in {store.location}",
         "pairs": len(pairs),

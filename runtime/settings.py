@@ -109,7 +109,11 @@ class Settings(BaseSettings):
 
     store: Path = Field(default_factory=lambda: Path(user_data_dir("ideas")) / "store")
     chroma_url: str | None = Field(default=None, description="Chroma server URL.")
-    library: str = "starter"
+    library: str = Field(
+        default="default",
+        description="Strategy library: `default` (induced from real dialogues, shipped), "
+        "`starter` (team-written) or one built with `run.py induce`.",
+    )
     retrieval: Literal["auto", "text"] = Field(
         default="auto",
         description="auto: rank by the real answers that preceded each strategy when the library "

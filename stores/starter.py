@@ -9,6 +9,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from stores.base import StrategyRecord, StrategyStore
+from stores.packaged import load_packaged, packaged_path
 
 STARTER = "starter"
 """Name of the starter library."""
@@ -61,7 +62,7 @@ def load_starter(store: StrategyStore) -> int:
 
 
 def ensure_library(store: StrategyStore) -> None:
-    """Make sure the store's library can be used: load the starter library into an empty one.
+    """Make sure the store's library can be used: load a shipped library into an empty one.
 
     Args:
         store: The opened library.
@@ -73,6 +74,10 @@ def ensure_library(store: StrategyStore) -> None:
         return
     if store.library == STARTER:
         load_starter(store)
+        return
+    packaged = packaged_path(store.library)
+    if packaged is not None:
+        load_packaged(store, packaged)
         return
     where = getattr(store, "location", "the store")
     raise LibraryNotFound(

@@ -464,7 +464,8 @@ def test_happy_path_writes_a_complete_dialogue(capsys, monkeypatch, seed_file, o
     assert doc["settings"]["turns"] == 2
     assert doc["settings"]["agents"]["critic"] == "llm"  # auto, with a server for the critic
     assert doc["settings"]["model"]["base_url"] == "http://unused"
-    assert doc["library"]["name"] == "starter" and doc["library"]["count"] > 0
+    assert doc["library"]["name"] == "default" and doc["library"]["induced"] is True
+    assert doc["library"]["counts"]["high"] > 0
     assert doc["seed"]["source"] == str(seed_file)
 
     assert "turn 1 of 2" in stdout and "turn 2 of 2" in stdout

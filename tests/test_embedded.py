@@ -37,7 +37,7 @@ def test_two_turns_on_the_embedded_default(tmp_path):
     assert roles == ["user", "assistant"] * 3
     assert all(m["content"].strip() for m in document["messages"])
     for turn in document["turns"]:
-        assert turn["strategy"]["id"].startswith("starter-")
+        assert turn["strategy"]["id"].startswith("t2-")  # a top-tier induced strategy
         assert turn["selection"]["method"] in {"llm", "fallback"}
         assert turn["usage"]["assistant"]["output_tokens"] > 0
     assert document["settings"]["agents"]["critic"] == "novelty"

@@ -52,7 +52,7 @@ max_tokens = 100
 
 def test_defaults():
     s = load_settings()
-    assert (s.turns, s.top_k, s.max_rejections, s.library) == (6, 8, 6, "starter")
+    assert (s.turns, s.top_k, s.max_rejections, s.library) == (6, 8, 6, "default")
     assert s.model.base_url is None and s.model.max_retries == 3
     assert s.agents == AgentChoice()
     assert s.model_for("strategist").max_tokens == 48

@@ -15,8 +15,8 @@ def store(tmp_path, monkeypatch):
     monkeypatch.setenv("COLUMNS", "200")
 
 
-def run_json(capsys, *argv):
-    code = main(["strategies", *argv, "--json"])
+def run_json(capsys, *argv, library="starter"):
+    code = main(["strategies", *argv, "--json", "--library", library])
     return code, json.loads(capsys.readouterr().out)
 
 
@@ -45,7 +45,7 @@ def test_show_and_stats(capsys):
 
 
 def test_show_unknown_id_is_a_one_line_error(capsys):
-    assert main(["strategies", "show", "nope"]) == 2
+    assert main(["strategies", "show", "nope", "--library", "starter"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["error: no strategy 'nope' in library 'starter'"]
 
@@ -54,3 +54,17 @@ def test_missing_library_is_a_one_line_error(capsys):
     assert main(["strategies", "list", "--library", "nothing-here"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "nothing-here" in err[0]
+
+
+def test_the_shipped_default_library_is_induced_with_provenance(capsys):
+    code, stats = run_json(capsys, "stats", library="default")
+    assert code == 0
+    assert stats["metadata"]["induced"] is True
+    assert stats["counts"]["extracted"] == 485
+    assert set(stats["metadata"]["sources"]) == {"en_100_tree.jsonl", "realistic_seed_data.json"}
+    _, listed = run_json(capsys, "list", library="default")
+    top = listed["strategies"][0]
+    assert top["support"] >= listed["strategies"][-1]["support"]
+    member = top["members"][0]["id"]
+    _, shown = run_json(capsys, "show", member, library="default")
+    assert shown["parent_id"] == top["id"]

@@ -1,0 +1,71 @@
+"""Libraries shipped inside the package: records, metadata and answer-context embeddings.
+
+A packaged library is a directory with `records.jsonl` (one StrategyRecord per line),
+`metadata.json` and `contexts.npz` (context ids, strategy ids and float16 answer embeddings).
+It holds no dialogue text: only strategy texts written by the pipeline or the team, provenance
+keys, and embeddings of the real answers.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from stores.base import StrategyRecord, StrategyStore
+from stores.contexts import AnswerContext
+
+PACKAGED = Path(__file__).parent / "libraries"
+"""Where packaged libraries live (`stores/libraries/<name>/`)."""
+
+
+def packaged_path(library: str) -> Path | None:
+    """Return the directory of a packaged library, or None when there is none by that name."""
+    directory = PACKAGED / library
+    return directory if (directory / "records.jsonl").is_file() else None
+
+
+def export_library(
+    directory: Path,
+    records: Sequence[StrategyRecord],
+    metadata: dict[str, Any],
+    contexts: Sequence[AnswerContext],
+) -> None:
+    """Write a library to `directory` in the packaged format (overwriting it)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    lines = (json.dumps(r.model_dump(exclude_defaults=True), ensure_ascii=False) for r in records)
+    (directory / "records.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (directory / "metadata.json").write_text(
+        json.dumps(metadata, ensure_ascii=False, indent=2) + "\n", encoding="utf-8"
+    )
+    np.savez_compressed(
+        directory / "contexts.npz",
+        ids=np.array([c.id for c in contexts]),
+        strategy_ids=np.array([c.strategy_id for c in contexts]),
+        embeddings=np.stack([c.embedding for c in contexts]).astype(np.float16),
+    )
+
+
+def load_packaged(store: StrategyStore, directory: Path) -> int:
+    """Fill an empty store from a packaged library; return the number of records added."""
+    text = (directory / "records.jsonl").read_text(encoding="utf-8")
+    records = [StrategyRecord.model_validate_json(line) for line in text.splitlines() if line]
+    metadata = json.loads((directory / "metadata.json").read_text(encoding="utf-8"))
+    for start in range(0, len(records), 1000):
+        store.add(records[start : start + 1000])
+    store.set_metadata({**metadata, "loaded_from": f"packaged library {directory.name}"})
+    contexts_index = getattr(store, "contexts", None)
+    if contexts_index is not None and (directory / "contexts.npz").is_file():
+        data = np.load(directory / "contexts.npz")
+        vectors = data["embeddings"].astype(np.float32)
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True).clip(min=1e-12)
+        contexts_index().add(
+            [
+                AnswerContext(str(i), str(s), v)
+                for i, s, v in zip(data["ids"], data["strategy_ids"], vectors, strict=True)
+            ]
+        )
+    return len(records)
