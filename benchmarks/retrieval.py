@@ -1,0 +1,102 @@
+"""Recall@k of candidate retrieval Q(a), with and without answer-context retrieval.
+
+    python benchmarks/retrieval.py [--data ../shared/data] [--folds 5]
+
+Cross-validated by dialogue: each fold holds back a fifth of the real dialogues, builds a library
+(centroid abstraction, the default threshold and tiers) from the team extractions of the rest, and
+for every held-back real follow-up ranks the library's top-tier strategies for the answer before
+it. The follow-up's "own" strategy is the top-tier strategy nearest its team-written extraction.
+`support` ranks by cluster size alone (no answer used): the popularity prior any method gets free.
+Text retrieval ranks strategy texts by similarity to the answer; context retrieval ranks them by
+the real answers that preceded them (falling back to text for the rest).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from induction.abstract import CentroidAbstractor  # noqa: E402
+from induction.annotations import load_extractions  # noqa: E402
+from induction.library import build_library_sync  # noqa: E402
+from induction.loaders import load  # noqa: E402
+from stores.contexts import ContextRetriever, InMemoryContextIndex  # noqa: E402
+from stores.embeddings import MiniLMEmbedding  # noqa: E402
+from stores.memory import InMemoryStrategyStore  # noqa: E402
+
+KS = (1, 3, 5, 8, 10, 20)
+FILES = ("oasst1-en100/en_100_tree.jsonl", "hh-rlhf-helpful-74/realistic_seed_data.json")
+
+
+def fold_of(pair, folds: int) -> int:
+    """Assign a pair to a fold by its dialogue's first message, so a dialogue stays together."""
+    first = pair.history[0]
+    digest = hashlib.sha256((first.id or first.text).encode()).digest()
+    return digest[0] % folds
+
+
+def ranks_for(fold: int, folds: int, pairs, extractions, embedding) -> dict[str, list[int]]:
+    """Return, per retrieval mode, the rank of each held-back follow-up's own strategy."""
+    by_key = {p.key: p for p in pairs}
+    train = [e for e in extractions if fold_of(by_key[e.key], folds) != fold]
+    test = [e for e in extractions if fold_of(by_key[e.key], folds) == fold]
+    library = build_library_sync(
+        train, by_key, embedding, CentroidAbstractor(), name="cv", extraction="team"
+    )
+    store = InMemoryStrategyStore("cv", embedding)
+    store.add(library.records)
+    index = InMemoryContextIndex()
+    index.add(library.answer_contexts())
+    top = library.by_level("high")
+    top_vectors = embedding.embed([r.text for r in top])
+    gold_ids = [
+        top[int(np.argmax(top_vectors @ v))].id for v in embedding.embed([e.strategy for e in test])
+    ]
+    retrievers = {"text": store, "context": ContextRetriever(store, index, embedding)}
+    by_support = [r.id for r in sorted(top, key=lambda r: -r.support)]
+    ranks: dict[str, list[int]] = {mode: [] for mode in ("support", *retrievers)}
+    for extraction, gold in zip(test, gold_ids, strict=True):
+        answer = by_key[extraction.key].answer
+        ranks["support"].append(by_support.index(gold) + 1)
+        for mode, retriever in retrievers.items():
+            found = [c.id for c in retriever.search(answer, len(top))]
+            ranks[mode].append(found.index(gold) + 1 if gold in found else len(top) + 1)
+    ranks["size"] = [len(top)]
+    return ranks
+
+
+def main() -> None:
+    """Run the cross-validation and print recall@k per mode."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=Path("../shared/data"))
+    parser.add_argument("--folds", type=int, default=5)
+    args = parser.parse_args()
+    pairs = [p for name in FILES for p in load(args.data / name).pairs]
+    extractions = load_extractions(Path("induction/data/team_extractions.jsonl"))
+    embedding = MiniLMEmbedding()
+    totals: dict[str, list[int]] = {"support": [], "text": [], "context": [], "size": []}
+    for fold in range(args.folds):
+        for mode, values in ranks_for(fold, args.folds, pairs, extractions, embedding).items():
+            totals[mode] += values
+    sizes = totals.pop("size")
+    print(
+        f"held-back follow-ups: {len(totals['text'])}, folds: {args.folds}, "
+        f"top-tier strategies per fold: {min(sizes)}-{max(sizes)}"
+    )
+    print("mode      " + "  ".join(f"R@{k:<3}" for k in KS) + "  mean rank")
+    chance = [min(k / np.mean(sizes), 1.0) for k in KS]
+    print("random    " + "  ".join(f"{c:.3f}" for c in chance) + f"  {np.mean(sizes) / 2:.1f}")
+    for mode, ranks in totals.items():
+        r = np.array(ranks)
+        recalls = "  ".join(f"{np.mean(r <= k):.3f}" for k in KS)
+        print(f"{mode:<9} {recalls}  {r.mean():.1f}")
+
+
+if __name__ == "__main__":
+    main()
