@@ -90,7 +90,7 @@ class ExtractionOutput(BaseModel):
     @classmethod
     def _tidy_strategy(cls, value: str) -> str:
         text = _LABEL.sub("", " ".join(value.split()).strip(_QUOTES))
-        return text.strip(_QUOTES).rstrip(".").strip()
+        return text.strip(_QUOTES).rstrip(".,;:").strip()
 
 
 class Extraction(BaseModel):
