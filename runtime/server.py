@@ -121,6 +121,7 @@ class EmbeddedServer:
         self.log_path = log_path
         self.process: subprocess.Popen[bytes] | None = None
         self.startup_seconds: float | None = None
+        self._temporary_log = False
         self._saved_handlers: dict[int, object] = {}
 
     @property
@@ -166,6 +167,7 @@ class EmbeddedServer:
         if self.log_path is None:
             fd, name = tempfile.mkstemp(prefix="llama-server-", suffix=".log")
             self.log_path = Path(name)
+            self._temporary_log = True
             log: IO[bytes] = os.fdopen(fd, "wb")
         else:
             log = self.log_path.open("wb")
@@ -183,6 +185,7 @@ class EmbeddedServer:
         try:
             self._wait_healthy(started)
         except BaseException:
+            self._temporary_log = False  # keep the log: the error message points at it
             self.stop()
             raise
         self.startup_seconds = time.monotonic() - started
@@ -202,6 +205,8 @@ class EmbeddedServer:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+        if self._temporary_log and self.log_path is not None:
+            self.log_path.unlink(missing_ok=True)
 
     def __enter__(self) -> Self:
         return self.start()

@@ -96,6 +96,16 @@ def test_invalid_gguf_fails_fast_and_leaves_no_process(tmp_path):
     assert log.stat().st_size > 0
 
 
+def test_failed_start_keeps_its_temporary_log(tmp_path):
+    gguf = tmp_path / "x.gguf"
+    gguf.write_text("this is not a model\n")
+    server = EmbeddedServer(gguf=gguf, startup_timeout=30)
+    with pytest.raises(ServerError):
+        server.start()
+    assert server.log_path is not None and server.log_path.exists()
+    server.log_path.unlink()
+
+
 # --- the real embedded model (slow; `pytest -m embedded`) ---
 
 
@@ -108,9 +118,12 @@ def server():
         pytest.skip(str(error))
     with EmbeddedServer(gguf=gguf) as running:
         process = running.process
+        log = running.log_path
+        assert log is not None and log.exists()
         yield running
     assert running.process is None
     assert process.returncode is not None
+    assert not log.exists(), "a temporary server log outlived a clean stop"
 
 
 @pytest.mark.embedded
