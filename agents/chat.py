@@ -75,6 +75,7 @@ def build_chat_model(settings: ModelSettings, base_url: str) -> BaseChatModel:
         timeout=settings.timeout,
         max_retries=settings.max_retries,
         extra_body={"max_tokens": settings.max_tokens},
+        frequency_penalty=settings.frequency_penalty,
     )
 
 

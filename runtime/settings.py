@@ -48,6 +48,9 @@ class ModelSettings(BaseModel):
     )
     timeout: float = Field(default=120.0, gt=0, description="Seconds per request.")
     max_retries: int = Field(default=3, ge=0, description="Retries of transient errors.")
+    frequency_penalty: float | None = Field(
+        default=None, ge=-2.0, le=2.0, description="Sent only when set (extractor: 0.6)."
+    )
 
 
 class RoleOverride(BaseModel):
@@ -59,6 +62,7 @@ class RoleOverride(BaseModel):
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
     max_tokens: int | None = Field(default=None, gt=0)
     structured_output: StructuredMethod | None = None
+    frequency_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
 
 
 class AgentChoice(BaseModel):
@@ -80,7 +84,7 @@ ROLE_DEFAULTS: dict[Role, dict[str, Any]] = {
     "simulator": {"temperature": 0.8, "max_tokens": 96},
     "critic": {"temperature": 0.0, "max_tokens": 128},
     "assistant": {"temperature": 0.7, "max_tokens": 320},
-    "extractor": {"temperature": 0.0, "max_tokens": 160},
+    "extractor": {"temperature": 0.0, "max_tokens": 160, "frequency_penalty": 0.6},
     "abstractor": {"temperature": 0.0, "max_tokens": 64},
 }
 """Per-role sampling defaults, applied over the shared model settings (`IDEAS_<ROLE>__*` wins)."""

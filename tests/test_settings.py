@@ -254,3 +254,13 @@ def test_explicit_critic_choice_is_untouched(critic):
 def test_settings_reject_unknown_fields():
     with pytest.raises(SettingsError, match="invalid setting"):
         load_settings(nonsense=1)
+
+
+def test_extractor_uses_the_papers_frequency_penalty_and_it_reaches_the_client():
+    from agents.chat import build_chat_model
+
+    s = load_settings()
+    assert s.model_for("extractor").frequency_penalty == 0.6
+    assert s.model_for("assistant").frequency_penalty is None
+    client = build_chat_model(s.model_for("extractor"), "http://127.0.0.1:9/v1")
+    assert client.frequency_penalty == 0.6
