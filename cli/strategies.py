@@ -12,6 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from cli.errors import UsageError
+from runtime.session import Session
 from runtime.settings import load_settings
 from stores.base import StrategyRecord, StrategyStore
 
@@ -31,13 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def open_library(args: argparse.Namespace) -> StrategyStore:
     """Open the library named by the flags and settings; it must exist."""
-    from stores.chroma import open_store
-    from stores.starter import ensure_library
-
     settings = load_settings(library=args.library, store=args.store, chroma_url=args.chroma_url)
-    store = open_store(settings.library, path=settings.store, chroma_url=settings.chroma_url)
-    ensure_library(store)
-    return store
+    return Session(settings).store
 
 
 def strategies(argv: list[str], console: Console) -> int:

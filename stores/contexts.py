@@ -14,6 +14,7 @@ from typing import Protocol
 import numpy as np
 
 from stores.base import Candidate, StrategyStore
+from stores.memory import Embedder
 
 CONTEXT_HITS = 64
 """How many nearest real answers are consulted per query."""
@@ -73,14 +74,6 @@ class InMemoryContextIndex:
     def count(self) -> int:
         """Return the number of stored contexts."""
         return len(self._ids)
-
-
-class Embedder(Protocol):
-    """Anything that embeds texts into normalised vectors."""
-
-    def embed(self, texts: Sequence[str]) -> np.ndarray:
-        """Embed `texts`."""
-        ...
 
 
 class ContextRetriever:
