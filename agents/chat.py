@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
+import weakref
 from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import asdict, dataclass
 from typing import Generic, TypeVar
 
@@ -79,6 +82,23 @@ def build_chat_model(settings: ModelSettings, base_url: str) -> BaseChatModel:
     )
 
 
+class EndpointLimit:
+    """At most `n` requests in flight to one endpoint (per event loop), shared by its clients."""
+
+    def __init__(self, n: int) -> None:
+        """Allow `n` concurrent requests."""
+        self.n = n
+        self._semaphores: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore]
+        self._semaphores = weakref.WeakKeyDictionary()
+
+    def slot(self) -> asyncio.Semaphore:
+        """Return the semaphore of the running event loop (an `async with` holds one slot)."""
+        loop = asyncio.get_running_loop()
+        if loop not in self._semaphores:
+            self._semaphores[loop] = asyncio.Semaphore(self.n)
+        return self._semaphores[loop]
+
+
 class ChatClient:
     """Calls one chat model for one role, keeping the history inside a token budget."""
 
@@ -89,9 +109,15 @@ class ChatClient:
         structured_method: str = "function_calling",
         history_tokens: int = 2400,
         attempts: int = 3,
+        limit: EndpointLimit | None = None,
     ) -> None:
-        """Wrap `model`; `attempts` bounds retries of empty or unparseable output."""
+        """Wrap `model`; `attempts` bounds retries of empty or unparseable output.
+
+        `limit` bounds the requests in flight to the model's endpoint; time spent waiting for a
+        slot is not counted in the call's seconds.
+        """
         self.model = model
+        self.limit = limit
         self.structured_method = structured_method
         self.history_tokens = history_tokens
         self.attempts = attempts
@@ -141,9 +167,19 @@ class ChatClient:
         return Structured(None, usage, error)
 
     async def _invoke(self, runnable, messages: Sequence[BaseMessage]):
-        started = time.perf_counter()
+        slot: AbstractAsyncContextManager = self.limit.slot() if self.limit else nullcontext()
+        async with slot:
+            started = time.perf_counter()
+            result = await self._call(runnable, messages)
+            seconds = time.perf_counter() - started
+        raw = result.get("raw") if isinstance(result, dict) else result
+        meta = getattr(raw, "usage_metadata", None) or {}
+        usage = Usage(1, meta.get("input_tokens", 0), meta.get("output_tokens", 0), seconds)
+        return result, usage
+
+    async def _call(self, runnable, messages: Sequence[BaseMessage]):
         try:
-            result = await runnable.ainvoke(self.fit(messages))
+            return await runnable.ainvoke(self.fit(messages))
         except openai.APIConnectionError as exc:
             where = " ".join(
                 filter(None, ["model server", getattr(self.model, "openai_api_base", None)])
@@ -157,11 +193,6 @@ class ChatClient:
             raise ModelError(f"model call failed: {_short(str(exc))}") from None
         except (ValueError, TypeError, KeyError) as exc:  # a reply that is not a chat completion
             raise ModelError(f"model server sent an invalid response: {_short(str(exc))}") from None
-        seconds = time.perf_counter() - started
-        raw = result.get("raw") if isinstance(result, dict) else result
-        meta = getattr(raw, "usage_metadata", None) or {}
-        usage = Usage(1, meta.get("input_tokens", 0), meta.get("output_tokens", 0), seconds)
-        return result, usage
 
 
 def _describe_parse_error(result: dict) -> str:

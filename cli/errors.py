@@ -10,6 +10,7 @@ class UsageError(ValueError):
 def classify(exc: BaseException) -> int | None:
     """Return the exit code for a known, user-facing failure, or None for a bug."""
     from agents.chat import ModelError
+    from batch.store import BatchStoreError
     from dialogues.output import OutputError
     from dialogues.seeds import SeedError
     from runtime.server import ServerError
@@ -17,7 +18,10 @@ def classify(exc: BaseException) -> int | None:
     from stores.embeddings import EmbeddingUnavailable
     from stores.starter import LibraryNotFound
 
-    if isinstance(exc, UsageError | SeedError | OutputError | SettingsError | LibraryNotFound):
+    if isinstance(
+        exc,
+        UsageError | SeedError | OutputError | SettingsError | LibraryNotFound | BatchStoreError,
+    ):
         return 2
     if isinstance(exc, ServerError | ModelError | EmbeddingUnavailable):
         return 1

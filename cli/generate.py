@@ -61,6 +61,13 @@ def build_parser() -> argparse.ArgumentParser:
     verbosity = parser.add_mutually_exclusive_group()
     verbosity.add_argument("--quiet", action="store_true", help="print only the summary")
     verbosity.add_argument("--verbose", action="store_true", help="full texts and reasons")
+    add_agent_arguments(parser)
+    add_settings_arguments(parser)
+    return parser
+
+
+def add_agent_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the flags that choose and tune the agents (what ablations vary)."""
     a = parser.add_argument_group("agents (ablations)")
     a.add_argument("--strategist", choices=list(STRATEGISTS), help="default llm")
     a.add_argument("--simulator", choices=list(SIMULATORS), help="default strategy")
@@ -70,8 +77,6 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--min-depth", type=int, help="critic's minimum depth 1-5 (default 3)")
     a.add_argument("--min-insight", type=int, help="critic's minimum insight 1-5 (default 3)")
     a.add_argument("--random-seed", type=int, help="seed for sampling choices (default 0)")
-    add_settings_arguments(parser)
-    return parser
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:

@@ -7,12 +7,13 @@ import sys
 from rich.console import Console
 from rich.text import Text
 
+from cli.batch import batch
 from cli.errors import classify
 from cli.generate import generate
 from cli.induce import induce
 from cli.strategies import strategies
 
-COMMANDS = {"induce": induce, "strategies": strategies}
+COMMANDS = {"induce": induce, "strategies": strategies, "batch": batch}
 """Subcommands; anything else is the generate command (`run.py --seed ...`)."""
 
 

@@ -48,9 +48,15 @@ class Growth:
         """Seconds since the run started."""
         return time.perf_counter() - self.started
 
-    async def run(self, state: State, config: dict[str, Any] | None = None) -> Outcome:
-        """Stream the graph to the end; a model failure ends the run as `failed`."""
-        self.state, self.started = dict(state), time.perf_counter()
+    async def run(self, state: State | None, config: dict[str, Any] | None = None) -> Outcome:
+        """Stream the graph to the end; a model failure ends the run as `failed`.
+
+        `state=None` resumes the checkpointed thread named in `config` (set `self.state` to
+        the checkpoint's values first, so an interrupted resume still holds them).
+        """
+        self.started = time.perf_counter()
+        if state is not None:
+            self.state = dict(state)
         try:
             async for mode, chunk in self.graph.astream(
                 state, config, context=self.deps, stream_mode=["custom", "values"]

@@ -7,7 +7,7 @@ from typing import Any
 
 from langchain_core.language_models import BaseChatModel
 
-from agents.chat import ChatClient, build_chat_model
+from agents.chat import ChatClient, EndpointLimit, build_chat_model
 from runtime.settings import Role, Settings
 from stores.base import StrategyStore
 
@@ -29,6 +29,7 @@ class Session:
         self.settings = settings
         self._store = store
         self._chat_models: dict[Role, BaseChatModel] = dict(chat_models or {})
+        self._limits: dict[str, EndpointLimit] = {}
         self._stack = ExitStack()
         self.server: Any = None
 
@@ -76,10 +77,14 @@ class Session:
         if role not in self._chat_models:
             base_url = model_settings.base_url or self.embedded_url(model_settings.model)
             self._chat_models[role] = build_chat_model(model_settings, base_url)
+        endpoint = model_settings.base_url or "embedded"
+        n = self.settings.endpoint_concurrency or (8 if model_settings.base_url else 1)
+        limit = self._limits.setdefault(endpoint, EndpointLimit(n))
         return ChatClient(
             self._chat_models[role],
             structured_method=model_settings.structured_output,
             history_tokens=self.settings.history_tokens,
+            limit=limit,
         )
 
     def embedded_url(self, model: str) -> str:

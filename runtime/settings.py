@@ -138,6 +138,12 @@ class Settings(BaseSettings):
         default=2400, gt=0, description="Approximate token budget of history sent to a model."
     )
     seed: int = Field(default=0, description="Seed for sampling choices (random strategist).")
+    endpoint_concurrency: int | None = Field(
+        default=None,
+        ge=1,
+        description="Requests in flight to one model endpoint at once; unset = 1 for the "
+        "embedded server (it answers one at a time), 8 for a server given by URL.",
+    )
 
     def model_for(self, role: Role) -> ModelSettings:
         """Return the model settings of `role`: shared < the role's defaults < its overrides."""
@@ -161,6 +167,32 @@ class Settings(BaseSettings):
             )
             return self.agents.model_copy(update={"critic": "novelty"}), notice
         return self.agents.model_copy(update={"critic": "llm"}), None
+
+    def fingerprint(self) -> dict[str, Any]:
+        """Return what decides the content of a dialogue (not where servers or stores live).
+
+        A resumed batch must match the fingerprint it started with.
+        """
+        models = {}
+        for role in ("strategist", "simulator", "critic", "assistant"):
+            m = self.model_for(role)
+            models[role] = {
+                "model": m.model,
+                "temperature": m.temperature,
+                "max_tokens": m.max_tokens,
+                "frequency_penalty": m.frequency_penalty,
+                "structured_output": m.structured_output,
+            }
+        keys = (
+            "library retrieval turns top_k max_rejections novelty_threshold min_depth "
+            "min_insight history_tokens seed"
+        ).split()
+        return {
+            "agents": self.resolve_agents()[0].model_dump(),
+            "models": models,
+            "gguf": self.gguf.name if self.gguf else None,
+            **{key: getattr(self, key) for key in keys},
+        }
 
     def public_dump(self) -> dict[str, Any]:
         """Return the settings as plain JSON data: `auto` resolved, secrets removed."""

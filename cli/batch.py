@@ -1,0 +1,285 @@
+"""`run.py batch`: grow many dialogues from a seed source into a resumable run directory."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+from rich.text import Text
+
+from batch.jobs import SeedSet, load_seed_set, plan_jobs
+from batch.runner import Batch, BatchOptions, BatchReport
+from batch.store import MANIFEST, BatchStore, load_manifest
+from cli.errors import UsageError
+from cli.generate import add_agent_arguments, add_settings_arguments, preflight, settings_from_args
+from runtime.session import Session
+from runtime.settings import Settings
+
+EXIT_PARTIAL = 3
+"""Exit code when the batch ran to the end but some planned dialogues failed."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the parser of the batch command."""
+    parser = argparse.ArgumentParser(
+        prog="run.py batch",
+        description="Grow many seed dialogues concurrently into a resumable run directory. "
+        "Run the same command again to resume after any stop.",
+    )
+    parser.add_argument(
+        "--seeds",
+        required=True,
+        type=Path,
+        help="seed dialogues, opening questions (.txt/JSONL), or a real-dialogue corpus",
+    )
+    parser.add_argument("--out", required=True, type=Path, help="run directory (created)")
+    parser.add_argument("--n", type=int, help="dialogues to generate (default: one per seed)")
+    parser.add_argument("--turns", type=int, help="user turns per dialogue (default 6)")
+    parser.add_argument("--concurrency", type=int, default=4, help="dialogues in flight")
+    parser.add_argument(
+        "--retry-failed", action="store_true", help="run failed dialogues again (resumed)"
+    )
+    parser.add_argument(
+        "--balance",
+        action="store_true",
+        help="spread strategy use: each turn's candidates are the least-used of 3x more matches",
+    )
+    parser.add_argument(
+        "--opening-only",
+        action="store_true",
+        help="seed with each dialogue's opening exchange also for OpenAI/ShareGPT files",
+    )
+    parser.add_argument(
+        "--max-failures", type=int, default=10, help="stop after this many failures in a row"
+    )
+    parser.add_argument(
+        "--executor", choices=["local", "ray"], default="local", help="where dialogues run"
+    )
+    parser.add_argument("--ray-address", help="Ray cluster address (default: a local Ray)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar, only the summary")
+    add_agent_arguments(parser)
+    add_settings_arguments(parser)
+    return parser
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Reject impossible numbers and an `--out` that is something other than a batch."""
+    if args.n is not None and args.n < 1:
+        raise UsageError("--n must be at least 1")
+    if args.concurrency < 1:
+        raise UsageError("--concurrency must be at least 1")
+    if args.max_failures < 1:
+        raise UsageError("--max-failures must be at least 1")
+    out: Path = args.out
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"{out}: exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()) and not (out / MANIFEST).exists():
+        raise UsageError(f"{out}: not empty and not a batch directory; choose a new --out")
+    if args.executor == "local" and args.ray_address:
+        raise UsageError("--ray-address needs --executor ray")
+
+
+def manifest_for(seeds: SeedSet, n: int, settings: Settings, library: dict[str, Any]) -> dict:
+    """Return the manifest of a batch started now."""
+    return {
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "seeds": seeds.describe(),
+        "n": n,
+        "turns": settings.turns,
+        "fingerprint": settings.fingerprint(),
+        "settings": settings.public_dump(),
+        "agents": settings.resolve_agents()[0].model_dump(),
+        "library": library,
+    }
+
+
+def check_resumable(manifest: dict[str, Any], seeds: SeedSet, settings: Settings) -> None:
+    """Refuse to resume a batch with another seed source or other generation settings."""
+    out = manifest.get("seeds", {})
+    if out.get("sha256") != seeds.sha256:
+        raise UsageError(
+            f"the seed source differs from the one this batch started with ({out.get('path')}, "
+            "sha256 changed); use a new --out"
+        )
+    old, new = manifest.get("fingerprint", {}), settings.fingerprint()
+    changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+    if changed:
+        raise UsageError(
+            f"this batch started with other settings ({', '.join(changed)} differ); resume "
+            "with the same flags or use a new --out"
+        )
+
+
+class BarProgress:
+    """A rich progress bar: done / failed / in flight, turns per minute, ETA."""
+
+    def __init__(self, console: Console, enabled: bool) -> None:
+        """Draw on `console` unless disabled."""
+        self.bar = Progress(
+            TextColumn("[bold]batch"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("[red]{task.fields[failed]} failed[/] · {task.fields[inflight]} in flight"),
+            TextColumn("· {task.fields[rate]} turns/min"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=console,
+            disable=not enabled,
+        )
+        self.task = self.bar.add_task("batch", total=0, failed=0, inflight=0, rate="0.0")
+        self.inflight, self.turns, self.failed = 0, 0, 0
+        self.clock = self.bar.get_time()
+
+    def __enter__(self) -> BarProgress:
+        """Show the bar."""
+        self.bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        """Remove nothing: the last state stays on screen."""
+        self.bar.stop()
+
+    def start(self, total: int, done: int, failed: int) -> None:
+        """Set the totals."""
+        self.failed = failed
+        self.clock = self.bar.get_time()
+        self.bar.update(self.task, total=total, completed=done, failed=failed)
+
+    def job_started(self, job: str) -> None:
+        """Count a job in flight."""
+        self.inflight += 1
+        self.bar.update(self.task, inflight=self.inflight)
+
+    def turn_done(self) -> None:
+        """Update the turn rate."""
+        self.turns += 1
+        minutes = max(self.bar.get_time() - self.clock, 1e-6) / 60
+        self.bar.update(self.task, rate=f"{self.turns / minutes:.1f}")
+
+    def job_finished(self, job: str, status: str, turns: int) -> None:
+        """Advance the bar (a failure counts as finished for this run)."""
+        self.inflight -= 1
+        self.failed += status == "failed"
+        self.bar.update(self.task, advance=1, inflight=self.inflight, failed=self.failed)
+
+
+def batch(argv: list[str], console: Console) -> int:
+    """Run the batch command; return the exit code."""
+    args = build_parser().parse_args(argv)
+    check_args(args)
+    settings = settings_from_args(args)
+    seeds = load_seed_set(args.seeds, opening_only=args.opening_only)
+    n = args.n or len(seeds.seeds)
+    manifest = None
+    if (args.out / MANIFEST).exists():
+        manifest = load_manifest(args.out)
+        check_resumable(manifest, seeds, settings)
+    preflight(settings)
+    if args.executor == "ray":
+        from batch.ray_executor import check_ray_settings
+
+        check_ray_settings(settings)
+    agents, notice = settings.resolve_agents()
+    if notice:
+        console.print(Text(f"note: {notice}", style="yellow"), soft_wrap=True)
+    store = BatchStore.open(args.out)
+    with Session(settings) as session:
+        library = {"name": settings.library, **session.store.metadata()}
+        if manifest is None:
+            manifest = manifest_for(seeds, n, settings, library)
+        manifest["n"] = n
+        store.write_manifest({k: v for k, v in manifest.items() if k != "format"})
+        job = Batch(
+            store=store,
+            seeds=seeds,
+            jobs=plan_jobs(len(seeds.seeds), n),
+            wiring=session,
+            library=library,
+            options=BatchOptions(
+                concurrency=args.concurrency,
+                retry_failed=args.retry_failed,
+                balance=args.balance,
+                max_failures_in_row=args.max_failures,
+            ),
+        )
+        console.print(
+            f"[bold]{args.out}[/]: {n} dialogues of {settings.turns} turns from "
+            f"{len(seeds.seeds)} seeds ({seeds.format}, {args.seeds}); "
+            f"{len(store.done())} already stored",
+            highlight=False,
+        )
+        interrupted = False
+        with BarProgress(console, enabled=not args.quiet) as progress:
+            job.progress = progress
+            try:
+                if args.executor == "ray":
+                    from batch.ray_executor import run_on_ray
+
+                    run_on_ray(job, settings, address=args.ray_address)
+                else:
+                    asyncio.run(job.run())
+            except KeyboardInterrupt:
+                interrupted = True
+    print_summary(console, job.report, store, interrupted)
+    if interrupted:
+        return 130
+    if job.report.aborted:
+        return 1
+    missing = n - sum(1 for j in job.jobs if store.status(j.id) == "done")
+    return EXIT_PARTIAL if missing else 0
+
+
+def print_summary(
+    console: Console, report: BatchReport, store: BatchStore, interrupted: bool
+) -> None:
+    """Print what this invocation did, and what the run directory now holds."""
+    minutes = report.seconds / 60
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("planned", str(report.planned))
+    table.add_row("stored before", str(report.already_done))
+    table.add_row("stored now", f"{report.done} ({report.resumed} resumed from a checkpoint)")
+    table.add_row("failed now", str(report.failed))
+    for reason, count in report.failures.most_common(3):
+        table.add_row("", Text(f"{count} x {reason}", style="red"))
+    if report.skipped_failed:
+        table.add_row("failed earlier", f"{report.skipped_failed} (rerun with --retry-failed)")
+    table.add_row("turns now", f"{report.turns} ({report.turns / max(minutes, 1e-9):.1f}/min)")
+    table.add_row("seconds", f"{report.seconds:.1f}")
+    if report.first_done_after is not None:
+        table.add_row("first stored after", f"{report.first_done_after:.1f} s")
+    uses = Counter(store.strategy_uses())
+    total = sum(uses.values())
+    if total:
+        top, count = uses.most_common(1)[0]
+        table.add_row(
+            "strategies used", f"{len(uses)} distinct; most used {top} ({count / total:.0%})"
+        )
+    console.print(table)
+    done = len(store.done())
+    if interrupted:
+        console.print(
+            Text(
+                f"interrupted: {done} dialogues stored; run the same command to resume",
+                style="yellow",
+            )
+        )
+    elif report.aborted:
+        console.print(Text(f"stopped: {report.aborted}", style="bold red"), soft_wrap=True)
+    console.print(f"[bold]{store.dialogues_path}[/]: {done} dialogues", highlight=False)
