@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -24,6 +24,7 @@ from batch.jobs import Job, SeedSet
 from batch.store import BatchStore
 from dialogues.messages import to_langchain
 from dialogues.record import dialogue_document
+from dialogues.seeds import Seed
 from graphs.deduction import build_graph
 from graphs.state import Deps, initial_state
 from runtime.generation import Growth, Outcome
@@ -118,6 +119,7 @@ class BatchReport:
     resumed: int = 0
     turns: int = 0
     failures: Counter[str] = field(default_factory=Counter)
+    failures_in_row: int = 0
     aborted: str | None = None
     started: float = field(default_factory=time.perf_counter)
     first_done_after: float | None = None
@@ -127,6 +129,91 @@ class BatchReport:
     def seconds(self) -> float:
         """Seconds since this invocation started."""
         return time.perf_counter() - self.started
+
+
+@dataclass
+class JobResult:
+    """The outcome of one job: its dialogue document, or why it failed."""
+
+    job: Job
+    document: dict[str, Any] | None
+    reason: str | None = None
+
+
+@dataclass
+class Grower:
+    """Grows one job's dialogue: the per-dialogue code shared by local and Ray execution."""
+
+    seeds: Mapping[int, Seed]
+    """Seed number -> seed (all of them locally, a shard's on a Ray worker)."""
+    wiring: Wiring
+    library: dict[str, Any]
+    balance: bool = False
+    uses: Counter[str] = field(default_factory=Counter)
+    """Strategy selections so far (shared by every dialogue this process grows)."""
+    on_turn: Callable[[], None] = lambda: None
+
+    def deps(self, job: Job) -> Deps:
+        """Return the agents for `job`: its own sampling seed, the balanced retriever if asked."""
+        settings = self.wiring.settings
+        job_settings = settings.model_copy(update={"seed": settings.seed + job.number})
+        retriever = self.wiring.retriever
+        if self.balance:
+            retriever = BalancedRetriever(retriever, self.uses)
+        wiring = JobWiring(job_settings, self.wiring.store, retriever, self.wiring)
+        return Deps(build_agents(wiring), max_rejections=settings.max_rejections)
+
+    def on_event(self, event: dict[str, Any]) -> None:
+        """Count strategy selections and accepted turns from the graph's trace events."""
+        if event.get("event") == "selection" and event.get("strategy"):
+            self.uses[event["strategy"]["id"]] += 1
+        elif event.get("event") == "answer" and event.get("turn", 0) >= 1:
+            self.on_turn()
+
+    async def grow(self, graph: Any, job: Job) -> JobResult:
+        """Run `job` to its end, resuming its checkpoint when the graph has a checkpointer."""
+        config = {"configurable": {"thread_id": job.id}}
+        try:
+            growth = Growth(graph, self.deps(job), self.on_event)
+            snapshot = await _resumable(graph, job.id)
+            resumed = snapshot is not None
+            if resumed and snapshot.next:
+                growth.state = dict(snapshot.values)
+                outcome = await growth.run(None, config)
+            elif resumed:  # finished before the process died, but never stored
+                outcome = _finished(snapshot.values)
+            else:
+                messages = to_langchain(self.seeds[job.seed_index].to_openai_messages())
+                state = initial_state(messages, self.wiring.settings.turns)
+                outcome = await growth.run(state, config)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - one bad dialogue never stops the batch
+            return JobResult(job, None, f"{type(exc).__name__}: {exc}")
+        if outcome.status == "failed":
+            return JobResult(job, None, outcome.reason or "unknown failure")
+        return JobResult(job, self.document(job, outcome, resumed))
+
+    def document(self, job: Job, outcome: Outcome, resumed: bool) -> dict[str, Any]:
+        """Return the stored document: the dialogue's, plus where it sits in the batch."""
+        settings = self.wiring.settings
+        document = dialogue_document(
+            outcome.state,
+            status=outcome.status,
+            reason=outcome.reason,
+            wall_seconds=outcome.wall_seconds,
+            settings=settings.public_dump(),
+            seed_source=self.seeds[job.seed_index].source,
+            library=self.library,
+        )
+        document["batch"] = {
+            "job": job.id,
+            "seed_index": job.seed_index,
+            "repeat": job.repeat,
+            "resumed": resumed,
+            "sampling_seed": settings.seed + job.number,
+        }
+        return document
 
 
 @dataclass
@@ -141,7 +228,21 @@ class Batch:
     options: BatchOptions = field(default_factory=BatchOptions)
     progress: Progress = field(default_factory=NoProgress)
     report: BatchReport = field(default_factory=BatchReport)
-    uses: Counter[str] = field(default_factory=Counter)
+
+    def __post_init__(self) -> None:
+        """Prepare the grower for this process."""
+        self.grower = Grower(
+            dict(enumerate(self.seeds.seeds)),
+            self.wiring,
+            self.library,
+            balance=self.options.balance,
+            on_turn=lambda: self.progress.turn_done(),
+        )
+
+    @property
+    def uses(self) -> Counter[str]:
+        """Strategy selections so far, stored dialogues included."""
+        return self.grower.uses
 
     def pending(self) -> list[Job]:
         """Return the planned jobs still to run (failed ones only with `retry_failed`)."""
@@ -155,110 +256,76 @@ class Batch:
         skip = {"done"} if self.options.retry_failed else {"done", "failed"}
         return [job for job in self.jobs if statuses[job.id] not in skip]
 
-    async def run(self) -> BatchReport:
-        """Run every pending job, `options.concurrency` at a time."""
+    def begin(self) -> list[Job]:
+        """Return the pending jobs and report the start."""
         pending = self.pending()
         self.uses.update(self.store.strategy_uses())
-        self.progress.start(
-            self.report.planned, self.report.already_done, self.report.skipped_failed
-        )
+        report = self.report
+        self.progress.start(report.planned, report.already_done, report.skipped_failed)
+        return pending
+
+    async def run(self) -> BatchReport:
+        """Run every pending job in this process, `options.concurrency` at a time."""
+        pending = self.begin()
         async with AsyncSqliteSaver.from_conn_string(str(self.store.checkpoints_path)) as saver:
             await _forget_finished(saver, self.store.done())
             graph = build_graph(checkpointer=saver)
             queue = iter(pending)
-            in_row = 0
 
             async def worker() -> None:
-                nonlocal in_row
                 for job in queue:
                     if self.report.aborted:
                         return
-                    ok = await self._run_job(graph, saver, job)
-                    in_row = 0 if ok else in_row + 1
-                    if in_row >= self.options.max_failures_in_row and not self.report.aborted:
-                        reason = self.report.failures.most_common(1)[0][0]
-                        self.report.aborted = f"{in_row} failures in a row, last: {reason}"
+                    self.progress.job_started(job.id)
+                    result = await self.grower.grow(graph, job)
+                    if self.record(result):
+                        await saver.adelete_thread(job.id)
 
             workers = max(1, min(self.options.concurrency, len(pending)))
             await asyncio.gather(*(worker() for _ in range(workers)))
         return self.report
 
-    def _deps(self, job: Job) -> Deps:
-        settings = self.wiring.settings
-        job_settings = settings.model_copy(update={"seed": settings.seed + job.number})
-        retriever = self.wiring.retriever
-        if self.options.balance:
-            retriever = BalancedRetriever(retriever, self.uses)
-        wiring = JobWiring(job_settings, self.wiring.store, retriever, self.wiring)
-        return Deps(build_agents(wiring), max_rejections=settings.max_rejections)
-
-    def _on_event(self, event: dict[str, Any]) -> None:
-        if event.get("event") == "selection" and event.get("strategy"):
-            self.uses[event["strategy"]["id"]] += 1
-        elif event.get("event") == "answer" and event.get("turn", 0) >= 1:
-            self.progress.turn_done()
-
-    async def _run_job(self, graph: Any, saver: AsyncSqliteSaver, job: Job) -> bool:
-        """Run (or resume) one job and store its outcome; return whether it succeeded."""
-        self.progress.job_started(job.id)
-        config = {"configurable": {"thread_id": job.id}}
-        try:
-            growth = Growth(graph, self._deps(job), self._on_event)
-            snapshot = await graph.aget_state(config)
-            resumed = bool(snapshot.values)
-            if resumed and snapshot.next:
-                growth.state = dict(snapshot.values)
-                outcome = await growth.run(None, config)
-            elif resumed:  # finished before the process died, but never stored
-                outcome = _finished(snapshot.values)
-            else:
-                seed = self.seeds.seeds[job.seed_index]
-                messages = to_langchain(seed.to_openai_messages())
-                state = initial_state(messages, self.wiring.settings.turns)
-                outcome = await growth.run(state, config)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - one bad dialogue never stops the batch
-            outcome = Outcome({}, "failed", f"{type(exc).__name__}: {exc}", 0.0)
-            resumed = False
-        if outcome.status == "failed":
-            reason = outcome.reason or "unknown failure"
+    def record(self, result: JobResult) -> bool:
+        """Store a job's outcome and count it; return whether it succeeded."""
+        report, job = self.report, result.job
+        if result.document is None:
+            reason = result.reason or "unknown failure"
             self.store.add_failure(job.id, reason)
-            self.report.failed += 1
-            self.report.failures[reason] += 1
+            report.failed += 1
+            report.failures[reason] += 1
+            report.failures_in_row += 1
+            if report.failures_in_row >= self.options.max_failures_in_row and not report.aborted:
+                report.aborted = f"{report.failures_in_row} failures in a row, last: {reason}"
             self.progress.job_finished(job.id, "failed", 0)
             return False
-        document = self._document(job, outcome, resumed)
-        self.store.add_dialogue(document)
-        await saver.adelete_thread(job.id)
-        report = self.report
+        self.store.add_dialogue(result.document)
+        turns = len(result.document["turns"])
         report.done += 1
-        report.resumed += resumed
-        report.turns += len(document["turns"])
+        report.failures_in_row = 0
+        report.resumed += result.document["batch"]["resumed"]
+        report.turns += turns
         if report.first_done_after is None:
             report.first_done_after = report.seconds
-        self.progress.job_finished(job.id, "done", len(document["turns"]))
+        self.progress.job_finished(job.id, "done", turns)
         return True
 
-    def _document(self, job: Job, outcome: Outcome, resumed: bool) -> dict[str, Any]:
-        seed = self.seeds.seeds[job.seed_index]
-        document = dialogue_document(
-            outcome.state,
-            status=outcome.status,
-            reason=outcome.reason,
-            wall_seconds=outcome.wall_seconds,
-            settings=self.wiring.settings.public_dump(),
-            seed_source=seed.source,
-            library=self.library,
-        )
-        document["batch"] = {
-            "job": job.id,
-            "seed_index": job.seed_index,
-            "repeat": job.repeat,
-            "resumed": resumed,
-            "sampling_seed": self.wiring.settings.seed + job.number,
-        }
-        return document
+
+async def _resumable(graph: Any, thread: str) -> Any:
+    """Return the thread's checkpoint if the job can go on from it; clear an unusable one.
+
+    A process killed before the first step leaves only its input checkpointed, which cannot be
+    resumed: that thread is deleted and the job starts over.
+    """
+    if graph.checkpointer is None:
+        return None
+    snapshot = await graph.aget_state({"configurable": {"thread_id": thread}})
+    if not snapshot.values and not snapshot.next:
+        return None
+    finished = bool(snapshot.values) and _finished(snapshot.values).status != "failed"
+    if snapshot.values and (snapshot.next or finished):
+        return snapshot
+    await graph.checkpointer.adelete_thread(thread)
+    return None
 
 
 def _finished(state: dict[str, Any]) -> Outcome:

@@ -59,7 +59,11 @@ class Growth:
             self.state = dict(state)
         try:
             async for mode, chunk in self.graph.astream(
-                state, config, context=self.deps, stream_mode=["custom", "values"]
+                state,
+                config,
+                context=self.deps,
+                stream_mode=["custom", "values"],
+                durability="sync",  # with a checkpointer: each step is on disk before the next
             ):
                 if mode == "custom":
                     self.on_event(chunk)
