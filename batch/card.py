@@ -1,0 +1,316 @@
+"""The data card of an export: what was generated, how, what the filters did, and what remains.
+
+`build_card` gathers it from the batch manifest, the job counts, the filter report and the export
+result; `write_card` writes it next to the export as `<out>.card.json` (the data) and
+`<out>.card.md` (readable tables), both atomically.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from batch.export import ExportResult, write_lines_atomic
+from batch.filters import FilterReport
+from dialogues.output import write_json_atomic
+
+FORMAT = "ideas-card/1"
+TOP_STRATEGIES = 20
+"""Strategies listed by name in the card; the rest are summed as `others`."""
+GENERATION_ROLES = ("strategist", "simulator", "critic", "assistant")
+GENERATION_SETTINGS = (
+    "top_k",
+    "max_rejections",
+    "novelty_threshold",
+    "min_depth",
+    "min_insight",
+    "history_tokens",
+    "retrieval",
+    "seed",
+    "gguf",
+)
+"""Settings of the manifest shown in the card (beside the per-role models)."""
+
+
+def card_paths(out_path: str | Path) -> tuple[Path, Path]:
+    """Return the card's Markdown and JSON paths for an export written to `out_path`."""
+    return Path(f"{out_path}.card.md"), Path(f"{out_path}.card.json")
+
+
+def strategy_distribution(
+    documents: Sequence[dict[str, Any]], top: int = TOP_STRATEGIES
+) -> dict[str, Any]:
+    """Count the strategies applied in the exported turns.
+
+    Strategies are counted by text (ids that share a text are listed together). The entropy is
+    normalised by the log of the number of distinct strategies (1.0: all used equally often; 0.0
+    when at most one strategy is used); shares are of the turns that applied a strategy.
+
+    Returns:
+        `turns`, `with_strategy`, `without_strategy`, `distinct`, `entropy`, `max_share`, `top`
+        (up to `top` rows of `strategy`, `ids`, `count`, `share`, most used first, ties by text)
+        and `others` (`strategies`, `count`, `share` of the rest).
+    """
+    counts: Counter[str] = Counter()
+    ids: dict[str, list[str]] = {}
+    turns = without = 0
+    for doc in documents:
+        for turn in doc.get("turns") or []:
+            turns += 1
+            strategy = turn.get("strategy")
+            if not strategy:
+                without += 1
+                continue
+            text = str(strategy.get("text") or "")
+            counts[text] += 1
+            sid = str(strategy.get("id") or "")
+            if sid not in ids.setdefault(text, []):
+                ids[text].append(sid)
+    total = sum(counts.values())
+    ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    entropy = 0.0
+    if len(counts) > 1:
+        h = -sum(c / total * math.log(c / total) for c in counts.values())
+        entropy = h / math.log(len(counts))
+    rest = ranked[top:]
+    rest_count = sum(c for _, c in rest)
+    return {
+        "turns": turns,
+        "with_strategy": total,
+        "without_strategy": without,
+        "distinct": len(counts),
+        "entropy": round(entropy, 4),
+        "max_share": round(ranked[0][1] / total, 4) if total else 0.0,
+        "top": [
+            {"strategy": text, "ids": ids[text], "count": c, "share": round(c / total, 4)}
+            for text, c in ranked[:top]
+        ],
+        "others": {
+            "strategies": len(rest),
+            "count": rest_count,
+            "share": round(rest_count / total, 4) if total else 0.0,
+        },
+    }
+
+
+def role_models(settings: dict[str, Any], agents: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Return per generation role the agent, model, endpoint and sampling settings used.
+
+    Args:
+        settings: The settings dump of the manifest (`Settings.public_dump()`).
+        agents: The manifest's role -> agent name (defaults to `settings["agents"]`).
+    """
+    from runtime.settings import ROLE_DEFAULTS
+
+    shared = dict(settings.get("model") or {})
+    chosen = dict(settings.get("agents") or {}) | dict(agents or {})
+    models = {}
+    for role in GENERATION_ROLES:
+        override = {k: v for k, v in (settings.get(role) or {}).items() if v is not None}
+        merged = shared | ROLE_DEFAULTS.get(role, {}) | override
+        models[role] = {
+            "agent": chosen.get(role),
+            "model": merged.get("model"),
+            "endpoint": merged.get("base_url") or "embedded server",
+            "temperature": merged.get("temperature"),
+            "max_tokens": merged.get("max_tokens"),
+        }
+    return models
+
+
+def build_card(
+    manifest: dict[str, Any],
+    *,
+    run_dir: str | Path,
+    stored: int,
+    failed: int,
+    report: FilterReport,
+    result: ExportResult,
+    documents: Sequence[dict[str, Any]],
+) -> dict[str, Any]:
+    """Assemble the data card.
+
+    Args:
+        manifest: The batch manifest (`batch.store.load_manifest`).
+        run_dir: The batch's run directory.
+        stored: Dialogues stored in the batch (before filters).
+        failed: Jobs whose latest outcome is a failure.
+        report: What the filters did.
+        result: What the export wrote.
+        documents: The exported dialogue documents (for the strategy distribution).
+    """
+    settings = dict(manifest.get("settings") or {})
+    seeds = dict(manifest.get("seeds") or {})
+    return {
+        "format": FORMAT,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "run_dir": str(run_dir),
+        "export": result.as_dict(),
+        "counts": {
+            "dialogues_stored": stored,
+            "jobs_failed": failed,
+            "dialogues_exported": result.dialogues,
+            "turns_exported": result.turns,
+            "records_exported": result.records,
+            "turns_without_strategy": result.turns_without_strategy,
+        },
+        "filters": report.as_dict(),
+        "strategies": strategy_distribution(documents),
+        "batch": {
+            "created_at": manifest.get("created_at"),
+            "n": manifest.get("n"),
+            "turns": manifest.get("turns"),
+        },
+        "seeds": {
+            "path": seeds.get("path"),
+            "sha256": seeds.get("sha256"),
+            "format": seeds.get("format"),
+            "count": seeds.get("count"),
+        },
+        "library": dict(manifest.get("library") or {}),
+        "models": role_models(settings, manifest.get("agents")),
+        "settings": {k: settings[k] for k in GENERATION_SETTINGS if k in settings},
+    }
+
+
+def _settings_text(settings: dict[str, Any]) -> str:
+    parts = []
+    for key, value in settings.items():
+        if isinstance(value, list):
+            value = ", ".join(Path(str(v)).name for v in value)
+        parts.append(f"{key}={value}")
+    return ", ".join(parts)
+
+
+def _affected(stats: dict[str, Any]) -> str:
+    flagged = stats["turns_flagged"]
+    if not flagged:
+        return str(stats["dialogues_affected"])
+    return f"{stats['dialogues_affected']} ({flagged} flagged turn{'s' if flagged != 1 else ''})"
+
+
+def _cell(value: Any) -> str:
+    text = "-" if value is None else str(value)
+    return " ".join(text.split()).replace("|", "\\|")
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in rows]
+    return [*lines, ""]
+
+
+def render_markdown(card: dict[str, Any]) -> str:
+    """Return the card as Markdown with tables."""
+    export, counts, seeds = card["export"], card["counts"], card["seeds"]
+    library, filters, strategies = card["library"], card["filters"], card["strategies"]
+    lines = [
+        f"# Data card: {Path(export['path']).name}",
+        "",
+        f"IDEAS dialogues exported as `{export['format']}`"
+        + (" (plain, without decision records)" if export["plain"] else "")
+        + f" on {card['created_at']} from the batch `{card['run_dir']}`.",
+        "",
+        "## Counts",
+        "",
+        *_table(
+            ["what", "count"],
+            [
+                ("dialogues stored", counts["dialogues_stored"]),
+                ("failed jobs", counts["jobs_failed"]),
+                ("dialogues exported", counts["dialogues_exported"]),
+                ("generated turns exported", counts["turns_exported"]),
+                ("records written", counts["records_exported"]),
+                ("turns without a strategy", counts["turns_without_strategy"]),
+            ],
+        ),
+        "## Filters",
+        "",
+        f"{filters['dialogues_in']} dialogues ({filters['turns_in']} turns) in, "
+        f"{filters['dialogues_out']} dialogues ({filters['turns_out']} turns) out, "
+        "filters applied in this order:",
+        "",
+        *_table(
+            ["filter", "enabled", "settings", "dialogues affected", "turns removed", "dropped"],
+            [
+                (
+                    name,
+                    "yes" if f["enabled"] else "no",
+                    _settings_text(f["settings"]),
+                    _affected(f),
+                    f["turns_removed"],
+                    f["dialogues_dropped"],
+                )
+                for name, f in filters["filters"].items()
+            ],
+        ),
+        "## Strategies",
+        "",
+        f"{strategies['with_strategy']} of {strategies['turns']} exported turns applied one of "
+        f"{strategies['distinct']} strategies; normalised entropy {strategies['entropy']}, "
+        f"largest share {strategies['max_share']:.1%}.",
+        "",
+        *_table(
+            ["strategy", "ids", "turns", "share"],
+            [
+                *(
+                    (s["strategy"], ", ".join(s["ids"]), s["count"], f"{s['share']:.1%}")
+                    for s in strategies["top"]
+                ),
+                *(
+                    [
+                        (
+                            f"others ({strategies['others']['strategies']} strategies)",
+                            "",
+                            strategies["others"]["count"],
+                            f"{strategies['others']['share']:.1%}",
+                        )
+                    ]
+                    if strategies["others"]["strategies"]
+                    else []
+                ),
+            ],
+        ),
+        "## Models",
+        "",
+        *_table(
+            ["role", "agent", "model", "endpoint", "temperature", "max tokens"],
+            [
+                (role, m["agent"], m["model"], m["endpoint"], m["temperature"], m["max_tokens"])
+                for role, m in card["models"].items()
+            ],
+        ),
+        "## Generation",
+        "",
+        *_table(
+            ["setting", "value"],
+            [
+                ("strategy library", f"{library.get('name')} (version {library.get('version')})"),
+                ("seeds", seeds["path"]),
+                ("seeds sha256", seeds["sha256"]),
+                ("seed format", seeds["format"]),
+                ("seed count", seeds["count"]),
+                ("n", card["batch"]["n"]),
+                ("target turns", card["batch"]["turns"]),
+                ("batch created", card["batch"]["created_at"]),
+                *((k, v) for k, v in card["settings"].items()),
+            ],
+        ),
+    ]
+    return "\n".join(lines)
+
+
+def write_card(out_path: str | Path, card: dict[str, Any]) -> tuple[Path, Path]:
+    """Write the card next to the export; return the Markdown and JSON paths.
+
+    Raises:
+        OutputError: A file cannot be written.
+    """
+    md_path, json_path = card_paths(out_path)
+    write_json_atomic(json_path, card)
+    write_lines_atomic(md_path, render_markdown(card).rstrip("\n").split("\n"))
+    return md_path, json_path
