@@ -1,0 +1,123 @@
+"""Dataset-level statistics as functions of dialogue weights (see `evaluation.bootstrap`).
+
+Each builder returns a jackknife `Statistic` whose value on all-ones weights is the plain
+dataset-level number: distinct-n over every instruction, mean pairwise embedding distance across
+the dataset, strategy entropy, and the realism distances to real follow-ups.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+
+import numpy as np
+
+from evaluation.bootstrap import Statistic
+from evaluation.inputs import EvalDialogue
+from evaluation.metrics import strategy_ids
+from evaluation.realism import MMD, wasserstein_1d
+from evaluation.text import ngrams, words
+
+
+def distinct_statistic(dialogues: Sequence[EvalDialogue], n: int) -> Statistic:
+    """Distinct-n over all instructions of the weighted dialogues (see `metrics.distinct_n`).
+
+    A dialogue counted twice doubles its n-grams in the total but adds no new unique ones.
+    """
+    vocabulary: dict[tuple[str, ...], int] = {}
+    owner, gram, totals = [], [], []
+    for index, dialogue in enumerate(dialogues):
+        grams = [g for text in dialogue.instructions for g in ngrams(words(text), n)]
+        ids = {vocabulary.setdefault(g, len(vocabulary)) for g in grams}
+        owner += [index] * len(ids)
+        gram += sorted(ids)
+        totals.append(len(grams))
+    owners, grams_of = np.asarray(owner, dtype=int), np.asarray(gram, dtype=int)
+    total_grams = np.asarray(totals, dtype=float)
+
+    def compute(w: np.ndarray) -> np.ndarray:
+        out = np.full(len(w), np.nan)
+        for row, (weights, total) in enumerate(zip(w, w @ total_grams, strict=True)):
+            if total > 0:
+                mass = np.bincount(grams_of, weights=weights[owners], minlength=len(vocabulary))
+                out[row] = np.count_nonzero(mass) / total
+        return out
+
+    instructions = sum(len(d.turns) for d in dialogues)
+    return Statistic(compute, len(dialogues), instructions, "jackknife")
+
+
+def pairwise_statistic(vectors: np.ndarray, owners: Sequence[int], units: int) -> Statistic:
+    """Mean cosine distance over all pairs of instructions across the dataset.
+
+    With weights, an instruction of a dialogue counted c times appears c times; pairs are ordered
+    pairs of distinct positions, so the plain value is the mean over all pairs i != j.
+    """
+    v = np.asarray(vectors, dtype=float)
+    owner = np.asarray(owners, dtype=int)
+    norms = (v * v).sum(axis=1)
+
+    def compute(w: np.ndarray) -> np.ndarray:
+        counts = w[:, owner]
+        summed = counts @ v
+        size = counts.sum(axis=1)
+        pairs = size * (size - 1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            similarity = ((summed * summed).sum(axis=1) - counts @ norms) / pairs
+        return np.where(pairs > 0, 1 - similarity, np.nan)
+
+    return Statistic(compute, units, len(owner), "jackknife")
+
+
+def strategy_counts(dialogues: Sequence[EvalDialogue]) -> tuple[list[str], np.ndarray]:
+    """Return the strategy ids used and a `(dialogues, ids)` matrix of how often each used them."""
+    per_dialogue = [Counter(strategy_ids(d)) for d in dialogues]
+    ids = sorted({s for c in per_dialogue for s in c})
+    matrix = np.array([[c[s] for s in ids] for c in per_dialogue], dtype=float)
+    return ids, matrix.reshape(len(dialogues), len(ids))
+
+
+def entropy_statistic(
+    dialogues: Sequence[EvalDialogue], available: int | None = None, *, normalised: bool = False
+) -> Statistic:
+    """Shannon entropy (bits) of strategy use over all turns, optionally normalised.
+
+    Normalised: divided by log2(min(available, strategy turns)), with the number of distinct
+    strategies used standing in for `available` when it is unknown (see
+    `metrics.normalised_entropy`).
+    """
+    _, matrix = strategy_counts(dialogues)
+
+    def compute(w: np.ndarray) -> np.ndarray:
+        counts = w @ matrix
+        total = counts.sum(axis=1, keepdims=True)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            p = counts / total
+            entropy = -np.where(p > 0, p * np.log2(np.where(p > 0, p, 1.0)), 0.0).sum(axis=1)
+        entropy = np.where(total[:, 0] > 0, entropy + 0.0, np.nan)
+        if not normalised:
+            return entropy
+        options = available if available is not None else (counts > 0).sum(axis=1)
+        most = np.log2(np.maximum(np.minimum(options, total[:, 0]), 1.0))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(most > 0, entropy / np.where(most > 0, most, 1.0), np.nan)
+
+    return Statistic(compute, len(dialogues), int(matrix.sum()), "jackknife")
+
+
+def length_statistic(
+    lengths: Sequence[float], owners: Sequence[int], units: int, reference: Sequence[float]
+) -> Statistic:
+    """W1 distance between instruction lengths (words) and real follow-ups' lengths."""
+    owner = np.asarray(owners, dtype=int)
+
+    def compute(w: np.ndarray) -> np.ndarray:
+        return wasserstein_1d(lengths, reference, w[:, owner])
+
+    return Statistic(compute, units, len(owner), "jackknife")
+
+
+def mmd_statistic(mmd: MMD, owners: Sequence[int], units: int) -> Statistic:
+    """RBF-kernel MMD between instruction embeddings and real follow-ups' embeddings."""
+    owner = np.asarray(owners, dtype=int)
+    return Statistic(lambda w: mmd(w[:, owner]), units, len(owner), "jackknife")

@@ -1,0 +1,169 @@
+"""Per-dialogue metrics of generated user instructions, each a small pure function.
+
+Every function returns None (reported as n/a) when its definition does not apply, for example a
+within-dialogue diversity of a dialogue with one instruction, or critic scores of a dialogue whose
+critic gave none. None is never turned into zero. Embeddings are L2-normalised rows, so a cosine
+similarity is a dot product.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Sequence
+
+import numpy as np
+from rapidfuzz.distance import Levenshtein
+
+from evaluation.inputs import EvalDialogue
+from evaluation.text import is_anaphoric, is_question, ngrams, refers_back, words
+
+
+def distinct_n(texts: Sequence[str], n: int) -> float | None:
+    """Distinct-n: unique n-grams / all n-grams, over lower-cased word tokens of `texts`.
+
+    N-grams never cross from one text to the next. None when the texts hold no n-gram.
+    """
+    grams = [g for text in texts for g in ngrams(words(text), n)]
+    return len(set(grams)) / len(grams) if grams else None
+
+
+def mean_pairwise_distance(vectors: np.ndarray) -> float | None:
+    """Mean cosine distance (1 - cosine similarity) over all pairs of rows; None below 2 rows."""
+    count = len(vectors)
+    if count < 2:
+        return None
+    similarity = vectors @ vectors.T
+    off_diagonal = similarity.sum() - np.trace(similarity)
+    return float(1 - off_diagonal / (count * (count - 1)))
+
+
+def entropy_bits(counts: Sequence[float]) -> float | None:
+    """Shannon entropy in bits of a distribution given by counts; None when all are zero."""
+    total = float(sum(counts))
+    if total <= 0:
+        return None
+    return float(-sum(c / total * math.log2(c / total) for c in counts if c > 0)) + 0.0
+
+
+def normalised_entropy(counts: Sequence[float], available: int | None) -> float | None:
+    """Entropy divided by its maximum log2(min(available, draws)); None when that is 0.
+
+    `available` is the number of strategies the strategist could choose from; when unknown, the
+    number of distinct strategies used is taken instead (Pielou's evenness).
+    """
+    entropy = entropy_bits(counts)
+    draws = float(sum(counts))
+    options = available if available is not None else sum(1 for c in counts if c > 0)
+    most = math.log2(min(options, draws)) if entropy is not None and options > 0 else 0.0
+    return entropy / most if most > 0 else None
+
+
+def strategy_ids(dialogue: EvalDialogue) -> list[str]:
+    """Return the ids of the strategies applied in the dialogue's turns (others skipped)."""
+    return [t.strategy_id for t in dialogue.turns if t.strategy_id is not None]
+
+
+def strategy_entropy(dialogue: EvalDialogue) -> float | None:
+    """Within-dialogue entropy (bits) of the strategies used; None when no turn has one."""
+    return entropy_bits(list(Counter(strategy_ids(dialogue)).values()))
+
+
+def strategy_entropy_normalised(dialogue: EvalDialogue, available: int | None) -> float | None:
+    """Within-dialogue entropy / log2(min(available, strategy turns)); None below 2 such turns.
+
+    1.0 means no strategy was applied twice. `available` unknown: log2(strategy turns).
+    """
+    used = list(Counter(strategy_ids(dialogue)).values())
+    turns = sum(used)
+    if turns < 2:
+        return None
+    return normalised_entropy(used, available or turns)
+
+
+def within_distinct_n(dialogue: EvalDialogue, n: int) -> float | None:
+    """Distinct-n over one dialogue's generated instructions; None below 2 instructions."""
+    return distinct_n(dialogue.instructions, n) if len(dialogue.turns) >= 2 else None
+
+
+def mean_or_none(values: Sequence[float | None]) -> float | None:
+    """Mean of the values that are not None; None when there are none."""
+    present = [v for v in values if v is not None]
+    return float(np.mean(present)) if present else None
+
+
+def critic_score(dialogue: EvalDialogue, name: str) -> float | None:
+    """Mean critic score (`depth` or `insight`, 1-5) of accepted drafts; None when there is none."""
+    return mean_or_none([getattr(t, name) for t in dialogue.turns])
+
+
+def judge_score(dialogue: EvalDialogue, name: str) -> float | None:
+    """Mean judge score (`depth`, `insight` or `coherence`, 1-10); None when unjudged."""
+    return mean_or_none([(t.judge or {}).get(name) for t in dialogue.turns])
+
+
+def answer_similarities(
+    instructions: np.ndarray, answers: np.ndarray, has_answer: Sequence[bool]
+) -> list[float | None]:
+    """Cosine similarity of each instruction to the answer before it (None without one)."""
+    return [
+        float(q @ a) if present else None
+        for q, a, present in zip(instructions, answers, has_answer, strict=True)
+    ]
+
+
+def reference_rate(dialogue: EvalDialogue) -> float | None:
+    """Fraction of instructions that refer back to the answer before them (`text.refers_back`).
+
+    Only instructions that follow an answer count; None when none does.
+    """
+    flags = [
+        refers_back(t.instruction, t.previous_answer)
+        for t in dialogue.turns
+        if t.previous_answer is not None
+    ]
+    return sum(flags) / len(flags) if flags else None
+
+
+def repetition(dialogue: EvalDialogue) -> list[float]:
+    """Per instruction, its highest Levenshtein similarity to an earlier user message.
+
+    Similarity is rapidfuzz's `Levenshtein.normalized_similarity` (1 - edit distance / length of
+    the longer text) on the raw texts. Earlier user messages include the seed's. An instruction
+    with no earlier user message has no value.
+    """
+    users = [(i, m["content"]) for i, m in enumerate(dialogue.messages) if m["role"] == "user"]
+    scores = []
+    for turn in dialogue.turns:
+        earlier = [text for i, text in users if i < turn.position]
+        if earlier:
+            scores.append(
+                max(Levenshtein.normalized_similarity(turn.instruction, e) for e in earlier)
+            )
+    return scores
+
+
+def repetition_mean(dialogue: EvalDialogue) -> float | None:
+    """Mean of `repetition` over the dialogue's instructions; None when it has no value."""
+    return mean_or_none(repetition(dialogue))
+
+
+def repetition_max(dialogue: EvalDialogue) -> float | None:
+    """Max of `repetition` over the dialogue's instructions; None when it has no value."""
+    scores = repetition(dialogue)
+    return max(scores) if scores else None
+
+
+def length_words(dialogue: EvalDialogue) -> float | None:
+    """Mean length of the instructions in word tokens; None without instructions."""
+    return mean_or_none([len(words(t)) for t in dialogue.instructions])
+
+
+def question_rate(dialogue: EvalDialogue) -> float | None:
+    """Fraction of instructions in question form (`text.is_question`)."""
+    return mean_or_none([float(is_question(t)) for t in dialogue.instructions])
+
+
+def anaphora_rate(dialogue: EvalDialogue) -> float | None:
+    """Fraction of instructions with an anaphoric word or phrase (`text.is_anaphoric`)."""
+    return mean_or_none([float(is_anaphoric(t)) for t in dialogue.instructions])

@@ -1,0 +1,109 @@
+"""What an evaluation found, as plain data that round-trips through JSON.
+
+Per variant: every metric with its CI, its difference to the baseline, strategy use and per-turn
+curves; plus the real users' column and the settings used.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from evaluation.bootstrap import Difference, Interval
+from evaluation.specs import METRICS, MetricSpec
+
+CURVES = (
+    "critic_depth",
+    "critic_insight",
+    "judge_depth",
+    "judge_insight",
+    "judge_coherence",
+    "answer_similarity",
+)
+"""Per-turn scores kept as curves over the turn index."""
+
+
+@dataclass
+class VariantResult:
+    """Everything measured on one variant's dialogues."""
+
+    name: str
+    dialogues: int
+    """Number of dialogues."""
+    turns: int
+    """Number of generated instructions."""
+    metrics: dict[str, Interval]
+    """Metric name -> estimate with CI and n (all None when n/a)."""
+    differences: dict[str, Difference] = field(default_factory=dict)
+    """Metric name -> this variant minus the baseline (empty for the baseline itself)."""
+    statuses: dict[str, int] = field(default_factory=dict)
+    """Run status -> number of dialogues (our documents only)."""
+    strategies: list[dict[str, Any]] = field(default_factory=list)
+    """`{"id", "text", "count"}` per strategy used, most used first."""
+    per_turn: dict[str, list[float | None]] = field(default_factory=dict)
+    """Curve name (`CURVES`) -> mean per turn index (1-based position i at list index i - 1)."""
+
+
+@dataclass
+class EvaluationResult:
+    """The results of all variants, the real users' column and the settings used."""
+
+    variants: dict[str, VariantResult]
+    baseline: str | None
+    """The variant every other is compared with (None when it is not among the variants)."""
+    reference: VariantResult | None = None
+    """The real follow-ups' values, when a reference set was given."""
+    settings: dict[str, Any] = field(default_factory=dict)
+    specs: tuple[MetricSpec, ...] = METRICS
+
+    def columns(self) -> list[VariantResult]:
+        """The variants in report order: the baseline first, the others, then real users."""
+        ordered = sorted(self.variants.values(), key=lambda v: v.name != self.baseline)
+        return [*ordered, *([self.reference] if self.reference else [])]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return plain JSON-ready data (`from_dict` reads it back)."""
+        return {
+            "baseline": self.baseline,
+            "settings": self.settings,
+            "metrics": [asdict(s) for s in self.specs],
+            "variants": {k: _variant_dict(v) for k, v in self.variants.items()},
+            "reference": _variant_dict(self.reference) if self.reference else None,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> EvaluationResult:
+        """Rebuild a result from `to_dict` output (a loaded `report.json`)."""
+        reference = data.get("reference")
+        return cls(
+            variants={k: _variant_from(v) for k, v in data["variants"].items()},
+            baseline=data.get("baseline"),
+            reference=_variant_from(reference) if reference else None,
+            settings=dict(data.get("settings") or {}),
+            specs=tuple(MetricSpec(**s) for s in data["metrics"]),
+        )
+
+
+def _variant_dict(result: VariantResult) -> dict[str, Any]:
+    data = asdict(result)
+    data["differences"] = {
+        k: {**asdict(d), "significant": d.significant} for k, d in result.differences.items()
+    }
+    return data
+
+
+def _variant_from(data: Mapping[str, Any]) -> VariantResult:
+    return VariantResult(
+        name=data["name"],
+        dialogues=data["dialogues"],
+        turns=data["turns"],
+        metrics={k: Interval(**v) for k, v in data["metrics"].items()},
+        differences={
+            k: Difference(v["diff"], v["lo"], v["hi"], v["paired"])
+            for k, v in data.get("differences", {}).items()
+        },
+        statuses=dict(data.get("statuses") or {}),
+        strategies=list(data.get("strategies") or []),
+        per_turn={k: list(v) for k, v in (data.get("per_turn") or {}).items()},
+    )
