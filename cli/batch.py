@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
+from agents.registry import Wiring
 from batch.jobs import SeedSet, load_seed_set, plan_jobs
 from batch.runner import Batch, BatchOptions, BatchReport
 from batch.store import MANIFEST, BatchStore, load_manifest
@@ -28,6 +30,9 @@ from cli.errors import UsageError
 from cli.generate import add_agent_arguments, add_settings_arguments, preflight, settings_from_args
 from runtime.session import Session
 from runtime.settings import Settings
+
+Executor = Callable[[Batch], object]
+"""Runs a batch to its end (in this process, or on Ray)."""
 
 EXIT_PARTIAL = 3
 """Exit code when the batch ran to the end but some planned dialogues failed."""
@@ -127,10 +132,10 @@ def check_resumable(manifest: dict[str, Any], seeds: SeedSet, settings: Settings
 class BarProgress:
     """A rich progress bar: done / failed / in flight, turns per minute, ETA."""
 
-    def __init__(self, console: Console, enabled: bool) -> None:
+    def __init__(self, console: Console, label: str, enabled: bool) -> None:
         """Draw on `console` unless disabled."""
         self.bar = Progress(
-            TextColumn("[bold]batch"),
+            TextColumn(f"[bold]{label}"),
             BarColumn(),
             MofNCompleteColumn(),
             TextColumn("[red]{task.fields[failed]} failed[/] · {task.fields[inflight]} in flight"),
@@ -178,6 +183,45 @@ class BarProgress:
         self.bar.update(self.task, advance=1, inflight=self.inflight, failed=self.failed)
 
 
+def resumable_manifest(out: Path, seeds: SeedSet, settings: Settings) -> dict[str, Any] | None:
+    """Return the manifest of the batch in `out` after checking it can go on (None if new)."""
+    if not (out / MANIFEST).exists():
+        return None
+    manifest = load_manifest(out)
+    check_resumable(manifest, seeds, settings)
+    return manifest
+
+
+def open_batch(
+    out: Path,
+    seeds: SeedSet,
+    n: int,
+    wiring: Wiring,
+    options: BatchOptions,
+    manifest: dict[str, Any] | None,
+) -> Batch:
+    """Open (or start) the batch in `out` and write its manifest with the current `n`."""
+    settings = wiring.settings
+    store = BatchStore.open(out)
+    library = {"name": settings.library, **wiring.store.metadata()}
+    manifest = dict(manifest or manifest_for(seeds, n, settings, library))
+    manifest.pop("format", None)
+    store.write_manifest(manifest | {"n": n})
+    jobs = plan_jobs(len(seeds.seeds), n)
+    return Batch(store, seeds, jobs, wiring, library, options)
+
+
+def run(batch: Batch, console: Console, *, label: str, quiet: bool, executor: Executor) -> bool:
+    """Run `batch` with a progress bar; return False when Ctrl-C stopped it."""
+    with BarProgress(console, label, enabled=not quiet) as progress:
+        batch.progress = progress
+        try:
+            executor(batch)
+        except KeyboardInterrupt:
+            return False
+    return True
+
+
 def batch(argv: list[str], console: Console) -> int:
     """Run the batch command; return the exit code."""
     args = build_parser().parse_args(argv)
@@ -185,63 +229,53 @@ def batch(argv: list[str], console: Console) -> int:
     settings = settings_from_args(args)
     seeds = load_seed_set(args.seeds, opening_only=args.opening_only)
     n = args.n or len(seeds.seeds)
-    manifest = None
-    if (args.out / MANIFEST).exists():
-        manifest = load_manifest(args.out)
-        check_resumable(manifest, seeds, settings)
+    manifest = resumable_manifest(args.out, seeds, settings)
     preflight(settings)
     if args.executor == "ray":
         from batch.ray_executor import check_ray_settings
 
         check_ray_settings(settings)
-    agents, notice = settings.resolve_agents()
+    _, notice = settings.resolve_agents()
     if notice:
         console.print(Text(f"note: {notice}", style="yellow"), soft_wrap=True)
-    store = BatchStore.open(args.out)
+    options = BatchOptions(
+        concurrency=args.concurrency,
+        retry_failed=args.retry_failed,
+        balance=args.balance,
+        max_failures_in_row=args.max_failures,
+    )
     with Session(settings) as session:
-        library = {"name": settings.library, **session.store.metadata()}
-        if manifest is None:
-            manifest = manifest_for(seeds, n, settings, library)
-        manifest["n"] = n
-        store.write_manifest({k: v for k, v in manifest.items() if k != "format"})
-        job = Batch(
-            store=store,
-            seeds=seeds,
-            jobs=plan_jobs(len(seeds.seeds), n),
-            wiring=session,
-            library=library,
-            options=BatchOptions(
-                concurrency=args.concurrency,
-                retry_failed=args.retry_failed,
-                balance=args.balance,
-                max_failures_in_row=args.max_failures,
-            ),
-        )
+        job = open_batch(args.out, seeds, n, session, options, manifest)
         console.print(
             f"[bold]{args.out}[/]: {n} dialogues of {settings.turns} turns from "
             f"{len(seeds.seeds)} seeds ({seeds.format}, {args.seeds}); "
-            f"{len(store.done())} already stored",
+            f"{len(job.store.done())} already stored",
             highlight=False,
         )
-        interrupted = False
-        with BarProgress(console, enabled=not args.quiet) as progress:
-            job.progress = progress
-            try:
-                if args.executor == "ray":
-                    from batch.ray_executor import run_on_ray
-
-                    run_on_ray(job, settings, address=args.ray_address)
-                else:
-                    asyncio.run(job.run())
-            except KeyboardInterrupt:
-                interrupted = True
-    print_summary(console, job.report, store, interrupted)
-    if interrupted:
+        finished = run(
+            job, console, label="batch", quiet=args.quiet, executor=executor_for(args, settings)
+        )
+    print_summary(console, job.report, job.store, interrupted=not finished)
+    if not finished:
         return 130
     if job.report.aborted:
         return 1
-    missing = n - sum(1 for j in job.jobs if store.status(j.id) == "done")
+    missing = n - len(job.store.done() & {j.id for j in job.jobs})
     return EXIT_PARTIAL if missing else 0
+
+
+def executor_for(args: argparse.Namespace, settings: Settings) -> Executor:
+    """Return how the batch runs: in this process, or as Ray tasks."""
+    if args.executor == "ray":
+        from batch.ray_executor import run_on_ray
+
+        return lambda job: run_on_ray(job, settings, address=args.ray_address)
+    return run_local
+
+
+def run_local(batch: Batch) -> None:
+    """Run `batch` in this process."""
+    asyncio.run(batch.run())
 
 
 def print_summary(

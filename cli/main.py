@@ -9,12 +9,20 @@ from rich.text import Text
 
 from cli.batch import batch
 from cli.errors import classify
+from cli.evaluate import ablate, eval_command
 from cli.export import export_command
 from cli.generate import generate
 from cli.induce import induce
 from cli.strategies import strategies
 
-COMMANDS = {"induce": induce, "strategies": strategies, "batch": batch, "export": export_command}
+COMMANDS = {
+    "induce": induce,
+    "strategies": strategies,
+    "batch": batch,
+    "export": export_command,
+    "eval": eval_command,
+    "ablate": ablate,
+}
 """Subcommands; anything else is the generate command (`run.py --seed ...`)."""
 
 

@@ -1,0 +1,236 @@
+"""`run.py eval` (measure any dialogue sets) and `run.py ablate` (generate variants, then measure).
+
+A variant is a choice of agents from the registries (`agents.registry`): no special cases in the
+graph. `ideas` is the full method; the others switch one part off.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from rich.console import Console
+from rich.markdown import Markdown
+from rich.text import Text
+
+from agents.chat import ChatClient, ModelError, build_chat_model
+from batch.jobs import load_seed_set
+from batch.runner import BatchOptions, JobWiring
+from cli.batch import open_batch, print_summary, resumable_manifest, run, run_local
+from cli.errors import UsageError
+from cli.generate import add_agent_arguments, add_settings_arguments, preflight, settings_from_args
+from evaluation.inputs import EvalDialogue, EvalInputError, load_dialogues, reference_dialogues
+from runtime.session import Session
+from runtime.settings import ModelSettings, Settings
+
+VARIANTS: dict[str, dict[str, str]] = {
+    "ideas": {},
+    "plain": {"strategist": "none", "simulator": "plain"},
+    "random-strategy": {"strategist": "random"},
+    "no-critic": {"critic": "none"},
+}
+"""Variant name -> the agents it changes from the base choice (the `ideas` variant)."""
+
+
+def add_report_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the flags shared by eval and ablate: reference data, judge model, output."""
+    parser.add_argument("--out", required=True, type=Path, help="report directory")
+    parser.add_argument(
+        "--reference", type=Path, help="real dialogues to compare user turns with (any format)"
+    )
+    parser.add_argument("--judge-model", help="a separate judge model rates every instruction")
+    parser.add_argument("--judge-base-url", help="OpenAI-compatible server of the judge model")
+    parser.add_argument("--baseline", default="ideas", help="variant the others are compared to")
+
+
+def eval_parser() -> argparse.ArgumentParser:
+    """Return the parser of the eval command."""
+    parser = argparse.ArgumentParser(
+        prog="run.py eval",
+        description="Evaluate dialogue sets (ours, or ShareGPT/OpenAI files of another tool).",
+    )
+    parser.add_argument(
+        "dialogues",
+        nargs="+",
+        help="a batch directory or dialogue file per variant; NAME=PATH names the variant",
+    )
+    add_report_arguments(parser)
+    return parser
+
+
+def ablate_parser() -> argparse.ArgumentParser:
+    """Return the parser of the ablate command."""
+    parser = argparse.ArgumentParser(
+        prog="run.py ablate",
+        description="Generate dialogues per variant from the same seeds and models, then "
+        "evaluate them side by side. Resumable: run the same command again.",
+    )
+    parser.add_argument("--seeds", required=True, type=Path, help="seed source (as for batch)")
+    parser.add_argument(
+        "--variants",
+        default=",".join(VARIANTS),
+        help=f"comma-separated, from: {', '.join(VARIANTS)}",
+    )
+    parser.add_argument("--n", type=int, help="dialogues per variant (default: one per seed)")
+    parser.add_argument("--turns", type=int, help="user turns per dialogue (default 6)")
+    parser.add_argument("--concurrency", type=int, default=4, help="dialogues in flight")
+    parser.add_argument("--opening-only", action="store_true", help="as for batch")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_report_arguments(parser)
+    add_agent_arguments(parser)
+    add_settings_arguments(parser)
+    return parser
+
+
+def named_paths(specs: Sequence[str]) -> dict[str, Path]:
+    """Parse `NAME=PATH` or `PATH` (named after the file or directory) arguments."""
+    named: dict[str, Path] = {}
+    for spec in specs:
+        name, _, path = spec.rpartition("=") if "=" in spec else ("", "", spec)
+        path_ = Path(path)
+        name = name or (path_.name if path_.is_dir() else path_.stem)
+        if name in named:
+            raise UsageError(f"two dialogue sets are named {name!r}; use NAME=PATH")
+        named[name] = path_
+    return named
+
+
+def variant_names(text: str) -> list[str]:
+    """Parse `--variants`."""
+    names = [v.strip() for v in text.split(",") if v.strip()]
+    unknown = [v for v in names if v not in VARIANTS]
+    if unknown:
+        raise UsageError(f"unknown variant {unknown[0]!r}; choose from {', '.join(VARIANTS)}")
+    if not names:
+        raise UsageError("--variants is empty")
+    return list(dict.fromkeys(names))
+
+
+def variant_settings(settings: Settings, name: str) -> Settings:
+    """Return `settings` with the variant's agents."""
+    agents = settings.agents.model_copy(update=VARIANTS[name])
+    return settings.model_copy(update={"agents": agents})
+
+
+def judge_client(args: argparse.Namespace, settings: Settings | None) -> ChatClient | None:
+    """Return the judge's chat client, or None when no judge was asked for."""
+    if not args.judge_model:
+        if args.judge_base_url:
+            raise UsageError("--judge-base-url needs --judge-model")
+        return None
+    base_url = args.judge_base_url or (settings.model.base_url if settings else None)
+    if not base_url:
+        raise UsageError("--judge-model needs --judge-base-url (a server that hosts the judge)")
+    model = ModelSettings(
+        base_url=base_url, model=args.judge_model, temperature=0.0, max_tokens=256
+    )
+    return ChatClient(build_chat_model(model, base_url), structured_method="json_schema")
+
+
+def load_reference(path: Path | None) -> list[EvalDialogue] | None:
+    """Read the real follow-ups of a reference dialogue file."""
+    if path is None:
+        return None
+    from induction.loaders import load
+    from induction.records import NotDialogueFile
+
+    try:
+        pairs = load(path).pairs
+    except FileNotFoundError:
+        raise UsageError(f"{path}: file not found") from None
+    except NotDialogueFile as exc:
+        raise UsageError(str(exc)) from None
+    if not pairs:
+        raise UsageError(f"{path}: no follow-up turns to compare with")
+    return reference_dialogues(pairs)
+
+
+def report(
+    variants: Mapping[str, list[EvalDialogue]],
+    args: argparse.Namespace,
+    console: Console,
+    judge: ChatClient | None,
+) -> None:
+    """Judge (optionally), evaluate and write the report; print its table."""
+    from evaluation.evaluate import evaluate
+    from evaluation.judge import Judge
+    from evaluation.report import markdown, write_report
+    from stores.embeddings import MiniLMEmbedding
+
+    reference = load_reference(args.reference)
+    if judge is not None:
+        judging = Judge(judge)
+        variants = {
+            name: asyncio.run(judging.judge_dialogues(dialogues))
+            for name, dialogues in variants.items()
+        }
+        if judging.failures:
+            console.print(Text(f"judge: {len(judging.failures)} ratings failed", style="yellow"))
+    baseline = args.baseline if args.baseline in variants else None
+    result = evaluate(
+        variants, embedder=MiniLMEmbedding(), reference=reference, baseline=baseline or "ideas"
+    )
+    paths = write_report(result, args.out, samples=variants)
+    console.print(Markdown(markdown(result)))
+    console.print(f"[bold]report[/]: {', '.join(str(p) for p in paths.values())}", highlight=False)
+
+
+def eval_command(argv: list[str], console: Console) -> int:
+    """Run the eval command; return the exit code."""
+    args = eval_parser().parse_args(argv)
+    paths = named_paths(args.dialogues)
+    judge = judge_client(args, None)
+    try:
+        variants = {name: load_dialogues(path) for name, path in paths.items()}
+    except EvalInputError as exc:
+        raise UsageError(str(exc)) from None
+    for name, dialogues in variants.items():
+        turns = sum(len(d.turns) for d in dialogues)
+        console.print(f"{name}: {len(dialogues)} dialogues, {turns} generated user turns")
+    report(variants, args, console, judge)
+    return 0
+
+
+def ablate(argv: list[str], console: Console) -> int:
+    """Run the ablate command; return the exit code."""
+    args = ablate_parser().parse_args(argv)
+    names = variant_names(args.variants)
+    if args.n is not None and args.n < 1:
+        raise UsageError("--n must be at least 1")
+    if args.concurrency < 1:
+        raise UsageError("--concurrency must be at least 1")
+    settings = settings_from_args(args)
+    judge = judge_client(args, settings)
+    seeds = load_seed_set(args.seeds, opening_only=args.opening_only)
+    n = args.n or len(seeds.seeds)
+    runs = {name: args.out / "runs" / name for name in names}
+    manifests = {
+        name: resumable_manifest(runs[name], seeds, variant_settings(settings, name))
+        for name in names
+    }
+    preflight(settings)
+    options = BatchOptions(concurrency=args.concurrency)
+    variants: dict[str, list[EvalDialogue]] = {}
+    with Session(settings) as session:
+        for name in names:
+            vs = variant_settings(settings, name)
+            wiring = JobWiring(vs, session.store, session.retriever, session)
+            batch = open_batch(runs[name], seeds, n, wiring, options, manifests[name])
+            agents = vs.resolve_agents()[0]
+            console.print(
+                f"[bold]{name}[/]: strategist {agents.strategist}, simulator {agents.simulator}, "
+                f"critic {agents.critic}; {len(batch.store.done())}/{n} stored",
+                highlight=False,
+            )
+            finished = run(batch, console, label=name, quiet=args.quiet, executor=run_local)
+            if not finished:
+                print_summary(console, batch.report, batch.store, interrupted=True)
+                return 130
+            if not batch.store.done():
+                reasons = "; ".join(batch.report.failures)
+                raise ModelError(f"{name}: no dialogue was generated ({reasons or 'no reason'})")
+            variants[name] = load_dialogues(runs[name])
+    report(variants, args, console, judge)
+    return 0
