@@ -63,7 +63,8 @@ class Growth:
                 config,
                 context=self.deps,
                 stream_mode=["custom", "values"],
-                durability="sync",  # with a checkpointer: each step is on disk before the next
+                # With a checkpointer, each step is on disk before the next one starts.
+                durability="sync" if self.graph.checkpointer else None,
             ):
                 if mode == "custom":
                     self.on_event(chunk)
