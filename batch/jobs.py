@@ -14,8 +14,9 @@ A seed source is any of:
 from __future__ import annotations
 
 import hashlib
+import random
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,17 @@ class SeedSet:
     seeds: list[Seed]
     skipped: Counter[str] = field(default_factory=Counter)
     """Reason -> records that gave no usable seed."""
+    order: str = "file"
+    """`file`, or `shuffled (seed N)`: the seeds were put in a random order fixed by N."""
+
+    def shuffled(self, seed: int) -> SeedSet:
+        """Return the same seeds in a random order that depends only on `seed`.
+
+        Useful when the file is sorted (by task, say) and `--n` is below the seed count.
+        """
+        seeds = list(self.seeds)
+        random.Random(seed).shuffle(seeds)
+        return replace(self, seeds=seeds, order=f"shuffled (seed {seed})")
 
     def describe(self) -> dict[str, Any]:
         """Return the manifest's description of the source."""
@@ -47,6 +59,7 @@ class SeedSet:
             "format": self.format,
             "count": len(self.seeds),
             "skipped": dict(self.skipped),
+            "order": self.order,
         }
 
 

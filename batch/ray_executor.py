@@ -10,7 +10,7 @@ executor.
 Differences from the local executor:
 - A killed driver loses only the shards in flight: finished dialogues are stored, but workers
   keep no per-step checkpoints, so those jobs start over when the same command is run again.
-- The per-endpoint request limit (`--endpoint-concurrency`) applies per task, not to the batch.
+- The per-endpoint request limit (`IDEAS_ENDPOINT_CONCURRENCY`) applies per task, not per batch.
 - A shard whose task dies (worker crash, node lost) counts as failed for each of its jobs;
   `--retry-failed` runs them again.
 - Each shard is balanced (`--balance`) against the strategy uses known when it was submitted.

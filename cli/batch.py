@@ -69,6 +69,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="seed with each dialogue's opening exchange also for OpenAI/ShareGPT files",
     )
     parser.add_argument(
+        "--shuffle",
+        action="store_true",
+        help="take the seeds in a random order fixed by --random-seed (for sorted files)",
+    )
+    parser.add_argument(
         "--max-failures", type=int, default=10, help="stop after this many failures in a row"
     )
     parser.add_argument(
@@ -115,10 +120,11 @@ def manifest_for(seeds: SeedSet, n: int, settings: Settings, library: dict[str, 
 def check_resumable(manifest: dict[str, Any], seeds: SeedSet, settings: Settings) -> None:
     """Refuse to resume a batch with another seed source or other generation settings."""
     out = manifest.get("seeds", {})
-    if out.get("sha256") != seeds.sha256:
+    if out.get("sha256") != seeds.sha256 or out.get("order", "file") != seeds.order:
         raise UsageError(
             f"the seed source differs from the one this batch started with ({out.get('path')}, "
-            "sha256 changed); use a new --out"
+            f"order {out.get('order', 'file')}, sha256 {out.get('sha256', '?')[:12]}); use the "
+            "same seeds and --shuffle, or a new --out"
         )
     old, new = manifest.get("fingerprint", {}), settings.fingerprint()
     changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
@@ -228,6 +234,8 @@ def batch(argv: list[str], console: Console) -> int:
     check_args(args)
     settings = settings_from_args(args)
     seeds = load_seed_set(args.seeds, opening_only=args.opening_only)
+    if args.shuffle:
+        seeds = seeds.shuffled(settings.seed)
     n = args.n or len(seeds.seeds)
     manifest = resumable_manifest(args.out, seeds, settings)
     preflight(settings)

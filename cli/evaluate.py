@@ -10,15 +10,16 @@ import argparse
 import asyncio
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
-from rich.markdown import Markdown
+from rich.table import Table
 from rich.text import Text
 
 from agents.chat import ChatClient, ModelError, build_chat_model
 from batch.jobs import load_seed_set
 from batch.runner import BatchOptions, JobWiring
-from cli.batch import open_batch, print_summary, resumable_manifest, run, run_local
+from cli.batch import open_batch, print_summary, resumable_manifest, run
 from cli.errors import UsageError
 from cli.generate import add_agent_arguments, add_settings_arguments, preflight, settings_from_args
 from evaluation.inputs import EvalDialogue, EvalInputError, load_dialogues, reference_dialogues
@@ -77,6 +78,7 @@ def ablate_parser() -> argparse.ArgumentParser:
     parser.add_argument("--turns", type=int, help="user turns per dialogue (default 6)")
     parser.add_argument("--concurrency", type=int, default=4, help="dialogues in flight")
     parser.add_argument("--opening-only", action="store_true", help="as for batch")
+    parser.add_argument("--shuffle", action="store_true", help="as for batch")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     add_report_arguments(parser)
     add_agent_arguments(parser)
@@ -156,16 +158,17 @@ def report(
     """Judge (optionally), evaluate and write the report; print its table."""
     from evaluation.evaluate import evaluate
     from evaluation.judge import Judge
-    from evaluation.report import markdown, write_report
+    from evaluation.report import write_report
     from stores.embeddings import MiniLMEmbedding
 
     reference = load_reference(args.reference)
     if judge is not None:
         judging = Judge(judge)
-        variants = {
-            name: asyncio.run(judging.judge_dialogues(dialogues))
-            for name, dialogues in variants.items()
-        }
+
+        async def judge_all() -> dict[str, list[EvalDialogue]]:
+            return {name: await judging.judge_dialogues(d) for name, d in variants.items()}
+
+        variants = asyncio.run(judge_all())
         if judging.failures:
             console.print(Text(f"judge: {len(judging.failures)} ratings failed", style="yellow"))
     baseline = args.baseline if args.baseline in variants else None
@@ -173,8 +176,37 @@ def report(
         variants, embedder=MiniLMEmbedding(), reference=reference, baseline=baseline or "ideas"
     )
     paths = write_report(result, args.out, samples=variants)
-    console.print(Markdown(markdown(result)))
-    console.print(f"[bold]report[/]: {', '.join(str(p) for p in paths.values())}", highlight=False)
+    console.print(summary_table(result))
+    console.print(
+        f"[bold]report[/] (with 95% intervals): {paths['report.md']}; plots, samples and JSON "
+        f"in {args.out}",
+        highlight=False,
+    )
+
+
+def summary_table(result: Any) -> Table:
+    """Return the report's table for the terminal: means only (intervals are in report.md).
+
+    ▲/▼ mark a significant difference to the baseline.
+    """
+    from evaluation.report import HIGHER, LOWER, format_number
+
+    columns = result.columns()
+    table = Table(title="evaluation (mean; ▲/▼ significantly above/below the baseline)")
+    table.add_column("metric")
+    for variant in columns:
+        table.add_column(f"{variant.name}\n{variant.dialogues} dlg", justify="right")
+    for spec in result.specs:
+        cells = []
+        for variant in columns:
+            summary = variant.metrics.get(spec.name)
+            cell = format_number(summary.mean if summary else None)
+            diff = variant.differences.get(spec.name)
+            if diff is not None and diff.significant:
+                cell += f" {HIGHER if diff.diff > 0 else LOWER}"
+            cells.append(cell)
+        table.add_row(spec.label, *cells)
+    return table
 
 
 def eval_command(argv: list[str], console: Console) -> int:
@@ -204,6 +236,8 @@ def ablate(argv: list[str], console: Console) -> int:
     settings = settings_from_args(args)
     judge = judge_client(args, settings)
     seeds = load_seed_set(args.seeds, opening_only=args.opening_only)
+    if args.shuffle:
+        seeds = seeds.shuffled(settings.seed)
     n = args.n or len(seeds.seeds)
     runs = {name: args.out / "runs" / name for name in names}
     manifests = {
@@ -213,7 +247,8 @@ def ablate(argv: list[str], console: Console) -> int:
     preflight(settings)
     options = BatchOptions(concurrency=args.concurrency)
     variants: dict[str, list[EvalDialogue]] = {}
-    with Session(settings) as session:
+    # One event loop for every variant: the session's HTTP clients keep connections bound to it.
+    with Session(settings) as session, asyncio.Runner() as loop:
         for name in names:
             vs = variant_settings(settings, name)
             wiring = JobWiring(vs, session.store, session.retriever, session)
@@ -224,7 +259,9 @@ def ablate(argv: list[str], console: Console) -> int:
                 f"critic {agents.critic}; {len(batch.store.done())}/{n} stored",
                 highlight=False,
             )
-            finished = run(batch, console, label=name, quiet=args.quiet, executor=run_local)
+            finished = run(
+                batch, console, label=name, quiet=args.quiet, executor=lambda b: loop.run(b.run())
+            )
             if not finished:
                 print_summary(console, batch.report, batch.store, interrupted=True)
                 return 130

@@ -17,6 +17,8 @@ class Session:
 
     The embedded model server starts lazily, the first time a role without a `base_url`
     asks for a chat client, so a run that points every role at a server starts nothing.
+    The chat models' HTTP connections belong to the event loop that first used them: run
+    everything of one session in one loop (`asyncio.Runner` for several runs).
     """
 
     def __init__(

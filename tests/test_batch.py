@@ -307,3 +307,13 @@ def test_balance_spreads_strategies_across_the_dataset(tmp_path, store):
 
 def test_job_number_makes_repeats_sample_differently():
     assert Job(2, 0).number != Job(2, 1).number
+
+
+def test_shuffled_seeds_keep_their_sources_in_a_fixed_order(tmp_path):
+    seeds = load_seed_set(seed_file(tmp_path, 6))
+    once, again = seeds.shuffled(7), seeds.shuffled(7)
+    assert [s.source for s in once.seeds] == [s.source for s in again.seeds]
+    assert [s.source for s in once.seeds] != [s.source for s in seeds.seeds]
+    assert sorted(s.source for s in once.seeds) == sorted(s.source for s in seeds.seeds)
+    assert once.describe()["order"] == "shuffled (seed 7)"
+    assert seeds.describe()["order"] == "file"

@@ -151,3 +151,11 @@ def test_help_lists_the_batch_flags(capsys):
     out = capsys.readouterr().out
     for flag in ["--seeds", "--n", "--concurrency", "--retry-failed", "--balance", "--executor"]:
         assert flag in out
+
+
+def test_resume_refuses_a_different_seed_order(tmp_path, capsys):
+    with FakeOpenAI() as fake:
+        assert run_cli(batch_argv(tmp_path, fake, "--n", "1", "--shuffle"), capsys)[0] == 0
+        code, _, err = run_cli(batch_argv(tmp_path, fake, "--n", "1"), capsys)
+    assert code == 2
+    assert "order shuffled (seed 0)" in err

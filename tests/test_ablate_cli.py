@@ -1,0 +1,143 @@
+"""`run.py ablate` and `run.py eval` as a user runs them, on a fake model server."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from batch.store import iter_dialogues
+from cli.main import main
+from tests.fake_openai import FakeOpenAI
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def seeds(tmp_path: Path) -> Path:
+    path = tmp_path / "seeds.txt"
+    path.write_text("How do tides work?\nWhat is inflation?\nWhy is the sky blue?\n")
+    return path
+
+
+def ablate_argv(tmp_path: Path, base_url: str, *extra: str) -> list[str]:
+    return [
+        "ablate",
+        "--seeds", str(seeds(tmp_path)),
+        "--n", "3",
+        "--turns", "2",
+        "--out", str(tmp_path / "report"),
+        "--base-url", base_url,
+        "--library", "starter",
+        "--store", str(tmp_path / "store"),
+        "--quiet",
+        *extra,
+    ]  # fmt: skip
+
+
+def test_ablate_grows_each_variant_from_the_same_seeds_and_reports(tmp_path, capsys):
+    with FakeOpenAI() as fake:
+        argv = ablate_argv(tmp_path, fake.base_url, "--variants", "ideas,plain,no-critic")
+        code = main(argv)
+        assert code == 0
+        requests = len(fake.requests)
+        assert main(argv) == 0  # resumed: everything is stored, nothing is generated again
+        assert len(fake.requests) == requests
+    out = capsys.readouterr().out
+    report = tmp_path / "report"
+    runs = {v: list(iter_dialogues(report / "runs" / v)) for v in ("ideas", "plain", "no-critic")}
+    for docs in runs.values():
+        assert sorted(d["batch"]["job"] for d in docs) == ["000000.0", "000001.0", "000002.0"]
+    assert all(t["strategy"] for d in runs["ideas"] for t in d["turns"])
+    assert all(t["strategy"] is None for d in runs["plain"] for t in d["turns"])
+    assert all(d["settings"]["agents"]["critic"] == "none" for d in runs["no-critic"])
+    assert all(t["drafts"][-1]["accepted"] for d in runs["no-critic"] for t in d["turns"])
+    data = json.loads((report / "report.json").read_text())
+    assert set(data["variants"]) == {"ideas", "plain", "no-critic"}
+    assert data["baseline"] == "ideas"
+    for name in ["report.md", "metrics.png", "strategies.png", "depth_by_turn.png"]:
+        assert (report / name).stat().st_size > 0
+    assert (report / "metrics.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    assert "| metric | better | ideas | plain | no-critic |" in (report / "report.md").read_text()
+    assert "evaluation (mean" in out
+
+
+def test_unknown_variant_is_a_one_line_error(tmp_path, capsys):
+    code = main(ablate_argv(tmp_path, "http://127.0.0.1:9/v1", "--variants", "ideas,best"))
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.strip() == (
+        "error: unknown variant 'best'; choose from ideas, plain, random-strategy, no-critic"
+    )
+
+
+def test_eval_compares_our_batch_with_another_tools_sharegpt_file(tmp_path, capsys):
+    with FakeOpenAI() as fake:
+        argv = ablate_argv(tmp_path, fake.base_url, "--variants", "ideas")
+        assert main(argv) == 0
+        sharegpt = DATA / "fastchat-sharegpt-fixture" / "dummy_conversation.json"
+        code = main(
+            [
+                "eval",
+                f"ideas={tmp_path / 'report' / 'runs' / 'ideas'}",
+                f"fastchat={sharegpt}",
+                "--reference", str(DATA / "oasst1-en100" / "en_100_tree.jsonl"),
+                "--judge-model", "fake-judge",
+                "--judge-base-url", fake.base_url,
+                "--out", str(tmp_path / "eval"),
+            ]
+        )  # fmt: skip
+        judged = [r for r in fake.requests if r.get("model") == "fake-judge"]
+    assert code == 0
+    data = json.loads((tmp_path / "eval" / "report.json").read_text())
+    assert set(data["variants"]) == {"ideas", "fastchat"}
+    assert data["reference"] is not None
+    ideas, fastchat = data["variants"]["ideas"], data["variants"]["fastchat"]
+    assert ideas["metrics"]["judge_depth"]["mean"] is not None
+    assert fastchat["metrics"]["rejection_rate"]["mean"] is None  # no critic data: n/a, not 0
+    instructions = ideas["turns"] + fastchat["turns"]
+    assert len(judged) == instructions  # one judge call per generated instruction
+    assert "fastchat:" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["eval", "missing.jsonl", "--out", "x"], "missing.jsonl"),
+        (["eval", "a=x.json", "a=y.json", "--out", "x"], "two dialogue sets are named 'a'"),
+        (["eval", "x.json", "--judge-model", "m", "--out", "x"], "--judge-model needs"),
+    ],
+)
+def test_eval_input_errors_are_one_line(tmp_path, capsys, monkeypatch, argv, message):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "x.json").write_text("[]")
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 2
+    assert message in err
+    assert err.count("\n") == 1
+
+
+@pytest.mark.embedded
+def test_tiny_real_ablation_on_the_embedded_model(tmp_path, capsys):
+    """Two variants, one seed, one turn each, on the bundled SmolLM2 and MiniLM."""
+    code = main(
+        [
+            "ablate",
+            "--seeds", str(ROOT / "examples" / "question.txt"),
+            "--variants", "ideas,plain",
+            "--n", "1",
+            "--turns", "1",
+            "--out", str(tmp_path / "report"),
+            "--store", str(tmp_path / "store"),
+            "--quiet",
+        ]
+    )  # fmt: skip
+    assert code == 0
+    data = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert data["variants"]["ideas"]["dialogues"] == 1
+    assert data["variants"]["plain"]["dialogues"] == 1
+    [ideas] = iter_dialogues(tmp_path / "report" / "runs" / "ideas")
+    assert ideas["settings"]["agents"]["critic"] == "novelty"  # auto on the bundled model
+    assert ideas["summary"]["llm_calls"] >= 2
