@@ -66,7 +66,10 @@ def build_chat_model(settings: ModelSettings, base_url: str) -> BaseChatModel:
     """Create the ChatOpenAI client for one role.
 
     The token limit goes in `extra_body`: llama-cpp-python ignores `max_tokens` sent the way
-    ChatOpenAI sends it for new models (`max_completion_tokens`).
+    ChatOpenAI sends it for new models (`max_completion_tokens`). Each model gets its own async
+    HTTP client: langchain-openai otherwise shares one per URL across the process, and its
+    kept-alive connections break when a later event loop (a second run, a Ray task in a reused
+    worker) uses them.
     """
     from langchain_openai import ChatOpenAI
 
@@ -79,6 +82,7 @@ def build_chat_model(settings: ModelSettings, base_url: str) -> BaseChatModel:
         max_retries=settings.max_retries,
         extra_body={"max_tokens": settings.max_tokens},
         frequency_penalty=settings.frequency_penalty,
+        http_async_client=openai.DefaultAsyncHttpxClient(),
     )
 
 
