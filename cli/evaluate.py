@@ -154,8 +154,13 @@ def report(
     args: argparse.Namespace,
     console: Console,
     judge: ChatClient | None,
+    generation: dict[str, Any] | None = None,
 ) -> None:
-    """Judge (optionally), evaluate and write the report; print its table."""
+    """Judge (optionally), evaluate and write the report; print its table.
+
+    `generation` (ablate) records how each variant was generated: agents, per-role models and
+    temperatures, sampling seed, seeds; it goes into report.json's settings.
+    """
     from evaluation.evaluate import evaluate
     from evaluation.judge import Judge
     from evaluation.report import write_report
@@ -175,6 +180,10 @@ def report(
     result = evaluate(
         variants, embedder=MiniLMEmbedding(), reference=reference, baseline=baseline or "ideas"
     )
+    if generation:
+        result.settings["generation"] = generation
+    if judge is not None:
+        result.settings["judge"] = {"model": args.judge_model, "base_url": args.judge_base_url}
     paths = write_report(result, args.out, samples=variants)
     console.print(summary_table(result))
     console.print(
@@ -247,6 +256,7 @@ def ablate(argv: list[str], console: Console) -> int:
     preflight(settings)
     options = BatchOptions(concurrency=args.concurrency)
     variants: dict[str, list[EvalDialogue]] = {}
+    generation: dict[str, Any] = {}
     # One event loop for every variant: the session's HTTP clients keep connections bound to it.
     with Session(settings) as session, asyncio.Runner() as loop:
         for name in names:
@@ -269,5 +279,13 @@ def ablate(argv: list[str], console: Console) -> int:
                 reasons = "; ".join(batch.report.failures)
                 raise ModelError(f"{name}: no dialogue was generated ({reasons or 'no reason'})")
             variants[name] = load_dialogues(runs[name])
-    report(variants, args, console, judge)
+            generation[name] = {
+                "agents": agents.model_dump(),
+                "roles": vs.fingerprint()["models"],
+                "sampling_seed": vs.seed,
+                "turns": vs.turns,
+                "n": n,
+                "seeds": seeds.describe(),
+            }
+    report(variants, args, console, judge, generation)
     return 0

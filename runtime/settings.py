@@ -199,6 +199,7 @@ class Settings(BaseSettings):
         data = self.model_dump(mode="json")
         agents, notice = self.resolve_agents()
         data["agents"] = agents.model_dump() | {"notice": notice}
+        data["roles"] = self.fingerprint()["models"]  # what each role ran with, defaults applied
         data["model"].pop("api_key", None)
         for role in ROLES:
             data[role].pop("api_key", None)

@@ -56,6 +56,10 @@ def test_ablate_grows_each_variant_from_the_same_seeds_and_reports(tmp_path, cap
     data = json.loads((report / "report.json").read_text())
     assert set(data["variants"]) == {"ideas", "plain", "no-critic"}
     assert data["baseline"] == "ideas"
+    generation = data["settings"]["generation"]
+    assert generation["plain"]["agents"]["simulator"] == "plain"
+    assert generation["ideas"]["roles"]["simulator"]["temperature"] == 0.8
+    assert generation["ideas"]["seeds"]["sha256"] == generation["plain"]["seeds"]["sha256"]
     for name in ["report.md", "metrics.png", "strategies.png", "depth_by_turn.png"]:
         assert (report / name).stat().st_size > 0
     assert (report / "metrics.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
