@@ -1,0 +1,38 @@
+"""The `self_repeat` filter: drop a dialogue whose generated user turns repeat each other."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from rapidfuzz import process
+from rapidfuzz.distance import Levenshtein
+
+from batch.filters.config import TOLERANCE
+from batch.filters.documents import Document, normalise_text
+from batch.filters.report import FilterStats
+
+
+def repeats_itself(instructions: Sequence[str], threshold: float) -> bool:
+    """Whether any two of `instructions` have a normalised Levenshtein similarity >= threshold."""
+    if len(instructions) < 2:
+        return False
+    texts = [normalise_text(t) for t in instructions]
+    cutoff = threshold - TOLERANCE
+    scores = process.cdist(
+        texts, texts, scorer=Levenshtein.normalized_similarity, score_cutoff=cutoff
+    )
+    return bool((np.triu(scores, 1) >= cutoff).any())
+
+
+def _self_repeat(documents: list[Document], threshold: float, stats: FilterStats) -> list[Document]:
+    out = []
+    for doc in documents:
+        turns = doc.get("turns") or []
+        if repeats_itself([t.get("instruction") or "" for t in turns], threshold):
+            stats.dialogues_affected += 1
+            stats.dialogues_dropped += 1
+            stats.turns_removed += len(turns)
+        else:
+            out.append(doc)
+    return out
