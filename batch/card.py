@@ -14,9 +14,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from batch.export import ExportResult, write_lines_atomic
+from batch.export import ExportResult
 from batch.filters import FilterReport
-from dialogues.output import write_json_atomic
+from dialogues.output import write_json_atomic, write_lines_atomic
 
 FORMAT = "ideas-card/1"
 TOP_STRATEGIES = 20

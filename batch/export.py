@@ -33,16 +33,13 @@ these are empty or null either throughout or rarely, never only at the start.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from dialogues.output import OutputError, _fsync_directory, _target_mode, _why
+from dialogues.output import write_lines_atomic
 
 ExportFormat = Literal["sharegpt", "openai", "simulator-sft"]
 FORMATS: tuple[str, ...] = ("sharegpt", "openai", "simulator-sft")
@@ -245,48 +242,6 @@ def simulator_records(document: Document, *, plain: bool = False) -> Iterator[di
         if info is not None:
             record["ideas"] = info | {"turn": turn_record(turn, flagged.get(index))}
         yield record
-
-
-def write_lines_atomic(path: str | Path, lines: Iterable[str]) -> None:
-    """Write `lines` (each without its newline) to `path`, atomically, as UTF-8.
-
-    The data goes to a temporary file in the target's directory, is flushed to disk and renamed
-    over the target; on any failure the temporary file is removed and the target is untouched.
-
-    Raises:
-        OutputError: The filesystem refused (permissions, disk full, a directory in the way...).
-    """
-    target = Path(path)
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputError(path, f"cannot create its directory: {_why(exc)}") from None
-    tmp_name: str | None = None
-    try:
-        with tempfile.NamedTemporaryFile(
-            "w",
-            encoding="utf-8",
-            dir=target.parent,
-            prefix=f".{target.name}.",
-            suffix=".tmp",
-            delete=False,
-        ) as tmp:
-            tmp_name = tmp.name
-            for line in lines:
-                tmp.write(line)
-                tmp.write("\n")
-            tmp.flush()
-            os.fsync(tmp.fileno())
-        os.chmod(tmp_name, _target_mode(target))
-        os.replace(tmp_name, target)
-        tmp_name = None
-    except OSError as exc:
-        raise OutputError(path, f"cannot write: {_why(exc)}") from None
-    finally:
-        if tmp_name is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp_name)
-    _fsync_directory(target.parent)
 
 
 def _dumps(record: dict[str, Any]) -> str:

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from batch.jobs import Job
-from batch.runner import Batch, BatchReport, Grower, JobResult
+from batch.runner import Batch, BatchReport, Grower, JobResult, run_pool
 from cli.errors import UsageError
 from dialogues.seeds import Seed
 from runtime.settings import Role, Settings
@@ -105,16 +105,13 @@ def grow_shard(
 async def _grow_all(
     grower: Grower, graph: Any, jobs: list[Job], concurrency: int
 ) -> list[JobResult]:
-    """Grow `jobs`, `concurrency` at a time (the worker loop of `Batch.run`)."""
+    """Grow `jobs`, `concurrency` at a time (the same pool as `Batch.run`)."""
     results: list[JobResult] = []
-    queue = iter(jobs)
 
-    async def worker() -> None:
-        for job in queue:
-            results.append(await grower.grow(graph, job))
+    async def handle(job: Job) -> None:
+        results.append(await grower.grow(graph, job))
 
-    workers = max(1, min(concurrency, len(jobs)))
-    await asyncio.gather(*(worker() for _ in range(workers)))
+    await run_pool(jobs, concurrency, handle)
     return results
 
 

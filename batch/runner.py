@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -270,19 +270,13 @@ class Batch:
         async with AsyncSqliteSaver.from_conn_string(str(self.store.checkpoints_path)) as saver:
             await _forget_finished(saver, self.store.done())
             graph = build_graph(checkpointer=saver)
-            queue = iter(pending)
 
-            async def worker() -> None:
-                for job in queue:
-                    if self.report.aborted:
-                        return
-                    self.progress.job_started(job.id)
-                    result = await self.grower.grow(graph, job)
-                    if self.record(result):
-                        await saver.adelete_thread(job.id)
+            async def handle(job: Job) -> None:
+                self.progress.job_started(job.id)
+                if self.record(await self.grower.grow(graph, job)):
+                    await saver.adelete_thread(job.id)
 
-            workers = max(1, min(self.options.concurrency, len(pending)))
-            await asyncio.gather(*(worker() for _ in range(workers)))
+            await run_pool(pending, self.options.concurrency, handle, lambda: self.report.aborted)
         return self.report
 
     def record(self, result: JobResult) -> bool:
@@ -326,6 +320,25 @@ async def _resumable(graph: Any, thread: str) -> Any:
         return snapshot
     await graph.checkpointer.adelete_thread(thread)
     return None
+
+
+async def run_pool(
+    jobs: Sequence[Job],
+    concurrency: int,
+    handle: Callable[[Job], Awaitable[None]],
+    stop: Callable[[], object] = lambda: False,
+) -> None:
+    """Await `handle(job)` for every job, `concurrency` at a time; take no new job once `stop()`."""
+    queue = iter(jobs)
+
+    async def worker() -> None:
+        for job in queue:
+            if stop():
+                return
+            await handle(job)
+
+    workers = max(1, min(concurrency, len(jobs)))
+    await asyncio.gather(*(worker() for _ in range(workers)))
 
 
 def _finished(state: dict[str, Any]) -> Outcome:

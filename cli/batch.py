@@ -88,10 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def check_args(args: argparse.Namespace) -> None:
     """Reject impossible numbers and an `--out` that is something other than a batch."""
-    if args.n is not None and args.n < 1:
-        raise UsageError("--n must be at least 1")
-    if args.concurrency < 1:
-        raise UsageError("--concurrency must be at least 1")
+    check_counts(args)
     if args.max_failures < 1:
         raise UsageError("--max-failures must be at least 1")
     out: Path = args.out
@@ -101,6 +98,14 @@ def check_args(args: argparse.Namespace) -> None:
         raise UsageError(f"{out}: not empty and not a batch directory; choose a new --out")
     if args.executor == "local" and args.ray_address:
         raise UsageError("--ray-address needs --executor ray")
+
+
+def check_counts(args: argparse.Namespace) -> None:
+    """Reject a `--n` or `--concurrency` below 1 (batch and ablate)."""
+    if args.n is not None and args.n < 1:
+        raise UsageError("--n must be at least 1")
+    if args.concurrency < 1:
+        raise UsageError("--concurrency must be at least 1")
 
 
 def manifest_for(seeds: SeedSet, n: int, settings: Settings, library: dict[str, Any]) -> dict:

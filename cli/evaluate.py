@@ -19,7 +19,7 @@ from rich.text import Text
 from agents.chat import ChatClient, ModelError, build_chat_model
 from batch.jobs import load_seed_set
 from batch.runner import BatchOptions, JobWiring
-from cli.batch import open_batch, print_summary, resumable_manifest, run
+from cli.batch import check_counts, open_batch, print_summary, resumable_manifest, run
 from cli.errors import UsageError
 from cli.generate import add_agent_arguments, add_settings_arguments, preflight, settings_from_args
 from evaluation.inputs import EvalDialogue, EvalInputError, load_dialogues, reference_dialogues
@@ -238,10 +238,7 @@ def ablate(argv: list[str], console: Console) -> int:
     """Run the ablate command; return the exit code."""
     args = ablate_parser().parse_args(argv)
     names = variant_names(args.variants)
-    if args.n is not None and args.n < 1:
-        raise UsageError("--n must be at least 1")
-    if args.concurrency < 1:
-        raise UsageError("--concurrency must be at least 1")
+    check_counts(args)
     settings = settings_from_args(args)
     judge = judge_client(args, settings)
     seeds = load_seed_set(args.seeds, opening_only=args.opening_only)

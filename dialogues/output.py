@@ -12,8 +12,9 @@ import json
 import os
 import stat
 import tempfile
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 
 class OutputError(ValueError):
@@ -73,8 +74,40 @@ def write_json_atomic(path: str | Path, data: dict[str, Any]) -> None:
         ValueError: `data` holds a circular reference.
         OutputError: The filesystem refused (permissions, disk full, a directory in the way...).
     """
-    target = Path(path)
     text = json.dumps(data, ensure_ascii=False, indent=2) + "\n"
+    write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_lines_atomic(path: str | Path, lines: Iterable[str]) -> None:
+    """Write `lines` (each without its newline) to `path` as UTF-8, atomically, streaming them.
+
+    Raises:
+        OutputError: As `write_bytes_atomic`.
+    """
+
+    def fill(handle: BinaryIO) -> None:
+        for line in lines:
+            handle.write(line.encode("utf-8"))
+            handle.write(b"\n")
+
+    _write_atomic(path, fill)
+
+
+def write_bytes_atomic(path: str | Path, data: bytes) -> None:
+    """Write `data` to `path` atomically (see `write_json_atomic`).
+
+    Raises:
+        OutputError: The filesystem refused (permissions, disk full, a directory in the way...).
+    """
+    _write_atomic(path, lambda handle: handle.write(data))
+
+
+def _write_atomic(path: str | Path, fill: Callable[[BinaryIO], object]) -> None:
+    """Let `fill` write a temporary file beside `path`, fsync it, and rename it over `path`.
+
+    On any failure the temporary file is removed and an existing file at `path` is untouched.
+    """
+    target = Path(path)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -82,15 +115,10 @@ def write_json_atomic(path: str | Path, data: dict[str, Any]) -> None:
     tmp_name: str | None = None
     try:
         with tempfile.NamedTemporaryFile(
-            "w",
-            encoding="utf-8",
-            dir=target.parent,
-            prefix=f".{target.name}.",
-            suffix=".tmp",
-            delete=False,
+            dir=target.parent, prefix=f".{target.name}.", suffix=".tmp", delete=False
         ) as tmp:
             tmp_name = tmp.name
-            tmp.write(text)
+            fill(tmp)
             tmp.flush()
             os.fsync(tmp.fileno())
         os.chmod(tmp_name, _target_mode(target))

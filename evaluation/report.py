@@ -6,13 +6,10 @@ Every file is written atomically (temporary file in the same directory, then a r
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from dialogues.output import OutputError, write_json_atomic
+from dialogues.output import OutputError, write_bytes_atomic, write_json_atomic
 from evaluation.inputs import EvalDialogue
 from evaluation.plots import depth_by_turn_png, metrics_png, strategies_png
 from evaluation.results import EvaluationResult, VariantResult
@@ -61,10 +58,12 @@ def write_report(
     }
     written = {}
     for name, data in files.items():
-        written[name] = _write_atomic(out / name, data)
+        write_bytes_atomic(out / name, data)
+        written[name] = out / name
     write_json_atomic(out / "report.json", result.to_dict())
     written["report.json"] = out / "report.json"
-    written["report.md"] = _write_atomic(out / "report.md", markdown(result).encode("utf-8"))
+    write_bytes_atomic(out / "report.md", markdown(result).encode("utf-8"))
+    written["report.md"] = out / "report.md"
     return written
 
 
@@ -142,32 +141,3 @@ def _how_to_read(result: EvaluationResult) -> list[str]:
         "Plots: `metrics.png`, `strategies.png`, `depth_by_turn.png`; dialogues: `samples.html`.",
     ]
     return notes
-
-
-def _write_atomic(path: Path, data: bytes) -> Path:
-    """Write bytes to `path` through a temporary file in its directory and a rename."""
-    tmp_name = None
-    try:
-        with tempfile.NamedTemporaryFile(
-            dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False
-        ) as tmp:
-            tmp_name = tmp.name
-            tmp.write(data)
-            tmp.flush()
-            os.fsync(tmp.fileno())
-        os.chmod(tmp_name, 0o666 & ~_umask())
-        os.replace(tmp_name, path)
-        tmp_name = None
-    except OSError as exc:
-        raise OutputError(path, f"cannot write: {(exc.strerror or str(exc)).lower()}") from None
-    finally:
-        if tmp_name is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp_name)
-    return path
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
