@@ -327,8 +327,8 @@ def _json_lines(path: Path, text: str) -> list[Any]:
         try:
             records.append(json.loads(line))
         except json.JSONDecodeError as exc:
-            if number == len(lines) and not text.endswith("\n"):
-                break
+            if number == len(lines) and not text.endswith("\n") and records:
+                break  # a partial last line after complete ones
             raise EvalInputError(f"{path}: line {number}: invalid JSON ({exc.msg})") from None
     return records
 

@@ -145,3 +145,11 @@ def test_tiny_real_ablation_on_the_embedded_model(tmp_path, capsys):
     [ideas] = iter_dialogues(tmp_path / "report" / "runs" / "ideas")
     assert ideas["settings"]["agents"]["critic"] == "novelty"  # auto on the bundled model
     assert ideas["summary"]["llm_calls"] >= 2
+
+
+def test_eval_of_a_broken_json_file_names_the_problem(tmp_path, capsys):
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"messages": [oops')
+    assert main(["eval", str(broken), "--out", str(tmp_path / "x")]) == 2
+    assert "line 1: invalid JSON" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
