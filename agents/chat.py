@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 import weakref
 from collections.abc import Sequence
@@ -62,6 +63,17 @@ class Structured(Generic[M]):
     error: str | None = None
 
 
+def request_seed(seed: int, messages: Sequence[BaseMessage], attempt: int) -> int:
+    """Return the sampling seed of one request: a hash of the base seed, messages and attempt.
+
+    Deriving it from the messages (not from a call counter) keeps it the same when a dialogue
+    resumes from a checkpoint, and keeps concurrent dialogues from affecting each other's seeds.
+    """
+    payload = "\x1e".join(f"{m.type}\x1f{m.text}" for m in messages)
+    digest = hashlib.blake2b(f"{seed}\x1d{attempt}\x1d{payload}".encode(), digest_size=4)
+    return int.from_bytes(digest.digest(), "big") & 0x7FFFFFFF
+
+
 def build_chat_model(settings: ModelSettings, base_url: str) -> BaseChatModel:
     """Create the ChatOpenAI client for one role.
 
@@ -114,17 +126,28 @@ class ChatClient:
         history_tokens: int = 2400,
         attempts: int = 3,
         limit: EndpointLimit | None = None,
+        seed: int | None = None,
     ) -> None:
         """Wrap `model`; `attempts` bounds retries of empty or unparseable output.
 
         `limit` bounds the requests in flight to the model's endpoint; time spent waiting for a
-        slot is not counted in the call's seconds.
+        slot is not counted in the call's seconds. With a `seed`, each request carries a sampling
+        seed derived from it, the messages sent and the attempt (see `request_seed`), so a
+        server that honours seeds samples the same reply for the same job and context, while a
+        retry of the same messages still gets a fresh draw.
         """
         self.model = model
         self.limit = limit
         self.structured_method = structured_method
         self.history_tokens = history_tokens
         self.attempts = attempts
+        self.seed = seed
+
+    def seeded(self, seed: int | None) -> ChatClient:
+        """Return a client like this one whose requests derive their sampling seed from `seed`."""
+        clone = object.__new__(ChatClient)
+        clone.__dict__.update(self.__dict__, seed=seed)
+        return clone
 
     def fit(self, messages: Sequence[BaseMessage]) -> list[BaseMessage]:
         """Drop the oldest messages to fit the token budget, never the system or last message."""
@@ -146,8 +169,8 @@ class ChatClient:
         """Return the model's reply text, retrying empty replies."""
         usage = Usage()
         content = ""
-        for _ in range(self.attempts):
-            reply, spent = await self._invoke(self.model, messages)
+        for attempt in range(self.attempts):
+            reply, spent = await self._invoke(self._model(messages, attempt), messages)
             usage += spent
             content = reply.text.strip() if isinstance(reply, AIMessage) else ""
             if content:
@@ -156,12 +179,12 @@ class ChatClient:
 
     async def structured(self, schema: type[M], messages: Sequence[BaseMessage]) -> Structured[M]:
         """Return `schema` filled by the model, retrying output that does not validate."""
-        runnable = self.model.with_structured_output(
-            schema, method=self.structured_method, include_raw=True
-        )
         usage = Usage()
         error = None
-        for _ in range(self.attempts):
+        for attempt in range(self.attempts):
+            runnable = self._model(messages, attempt).with_structured_output(
+                schema, method=self.structured_method, include_raw=True
+            )
             result, spent = await self._invoke(runnable, messages)
             usage += spent
             parsed = result.get("parsed")
@@ -169,6 +192,13 @@ class ChatClient:
                 return Structured(parsed, usage)
             error = _describe_parse_error(result)
         return Structured(None, usage, error)
+
+    def _model(self, messages: Sequence[BaseMessage], attempt: int) -> BaseChatModel:
+        """Return the model to call: a copy carrying this request's seed when seeding applies."""
+        if self.seed is None or "seed" not in getattr(type(self.model), "model_fields", {}):
+            return self.model
+        seed = request_seed(self.seed, self.fit(messages), attempt)
+        return self.model.model_copy(update={"seed": seed})
 
     async def _invoke(self, runnable, messages: Sequence[BaseMessage]):
         slot: AbstractAsyncContextManager = self.limit.slot() if self.limit else nullcontext()

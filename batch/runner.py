@@ -60,8 +60,8 @@ class JobWiring:
     base: Wiring
 
     def chat(self, role: Role) -> ChatClient:
-        """Return the shared chat client for `role`."""
-        return self.base.chat(role)
+        """Return the shared chat client for `role`, sending seeds derived from the job's."""
+        return self.base.chat(role).seeded(self.settings.seed)
 
 
 class Progress(Protocol):

@@ -87,6 +87,7 @@ class Session:
             structured_method=model_settings.structured_output,
             history_tokens=self.settings.history_tokens,
             limit=limit,
+            seed=self.settings.seed,
         )
 
     def embedded_url(self, model: str) -> str:

@@ -137,7 +137,11 @@ class Settings(BaseSettings):
     history_tokens: int = Field(
         default=2400, gt=0, description="Approximate token budget of history sent to a model."
     )
-    seed: int = Field(default=0, description="Seed for sampling choices (random strategist).")
+    seed: int = Field(
+        default=0,
+        description="Seed for sampling choices (random strategist) and the per-request "
+        "sampling seeds sent to model servers.",
+    )
     endpoint_concurrency: int | None = Field(
         default=None,
         ge=1,

@@ -51,6 +51,17 @@ class ScriptedChatModel(GenericFakeChatModel):
         return len(self.script) - len(self.prompts)
 
 
+class SeedRecordingModel(ScriptedChatModel):
+    """A scripted model with a `seed` field (like ChatOpenAI); `seeds` records each call's."""
+
+    seed: int | None = None
+    seeds: list[int | None] = Field(default_factory=list)
+
+    def _generate(self, messages: list[BaseMessage], *args: Any, **kwargs: Any) -> ChatResult:
+        self.seeds.append(self.seed)
+        return super()._generate(messages, *args, **kwargs)
+
+
 def scripted(*replies: AIMessage | str, history_tokens: int = 2400) -> ChatClient:
     """A ChatClient around a fresh ScriptedChatModel (reachable as `.model`)."""
     return ChatClient(ScriptedChatModel(script=list(replies)), history_tokens=history_tokens)

@@ -10,12 +10,12 @@ import pytest
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 
 from agents.assistant import LLMAssistant
-from agents.chat import ChatClient, ModelError, Usage
+from agents.chat import ChatClient, ModelError, Usage, request_seed
 from agents.critic import AcceptAllCritic, CriticScores, LLMCritic, NoveltyCritic
 from agents.simulator import PlainSimulator, StrategySimulator, clean_instruction
 from agents.strategist import LLMStrategist, NoStrategist, RandomStrategist, choice_schema
 from tests.conftest import STRATEGIES
-from tests.fakes import ScriptedChatModel, scripted, text_reply, tool_reply
+from tests.fakes import ScriptedChatModel, SeedRecordingModel, scripted, text_reply, tool_reply
 
 DIALOGUE = [
     HumanMessage(content="How do vaccines train the immune system?"),
@@ -336,6 +336,41 @@ def test_text_gives_up_after_the_attempts():
     chat = scripted(*[text_reply("")] * 3)
     text, usage = run(chat.text(DIALOGUE))
     assert text == "" and usage.calls == 3
+
+
+def test_a_seeded_client_sends_a_seed_per_messages_and_attempt():
+    replies = [text_reply(""), text_reply("Fine."), text_reply("Again."), text_reply("Other.")]
+    model = SeedRecordingModel(script=[*replies, verdict(depth=4)])
+    client = ChatClient(model, seed=7)
+    assert run(client.text(DIALOGUE))[0] == "Fine."  # the empty first reply was retried
+    first = request_seed(7, client.fit(DIALOGUE), 0)
+    assert model.seeds[:2] == [first, request_seed(7, client.fit(DIALOGUE), 1)]
+    assert model.seeds[0] != model.seeds[1]  # a retry is a fresh draw, not the same one again
+    run(client.text(DIALOGUE))
+    run(client.seeded(8).text(DIALOGUE))
+    assert model.seeds[2] == first and model.seeds[3] not in (first, model.seeds[1])
+    assert run(client.structured(CriticScores, DIALOGUE)).value.depth == 4
+    assert model.seeds[4] == first  # structured calls are seeded the same way
+    assert client.seed == 7 and model.seed is None  # seeding never changes the shared model
+
+
+def test_an_unseeded_client_leaves_the_model_seed_alone():
+    model = SeedRecordingModel(script=[text_reply("Fine.")], seed=3)
+    run(ChatClient(model).text(DIALOGUE))
+    assert model.seeds == [3]
+
+
+def test_request_seeds_depend_on_seed_messages_and_attempt():
+    other = [*DIALOGUE[:-1], HumanMessage(content="something else?")]
+    seeds = {
+        request_seed(0, DIALOGUE, 0),
+        request_seed(1, DIALOGUE, 0),
+        request_seed(0, DIALOGUE, 1),
+        request_seed(0, other, 0),
+    }
+    assert len(seeds) == 4
+    assert request_seed(0, DIALOGUE, 0) == request_seed(0, list(DIALOGUE), 0)
+    assert all(0 <= s < 2**31 for s in seeds)
 
 
 class FailingModel(ScriptedChatModel):

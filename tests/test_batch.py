@@ -246,6 +246,23 @@ def test_endpoint_limit_bounds_requests_in_flight(tmp_path, store):
     assert fake.max_inflight == 1
 
 
+def test_requests_carry_sampling_seeds_derived_from_each_job(tmp_path, store):
+    def opening_seeds(fake) -> list[int]:
+        """Seeds of the requests answering the seed question itself (same text in every job)."""
+        question = "How do hash tables work?"
+        return sorted(r["seed"] for r in fake.requests if r["messages"][-1]["content"] == question)
+
+    runs = []
+    for name in ("first", "second"):
+        (tmp_path / name).mkdir()
+        with FakeOpenAI() as fake:
+            asyncio.run(make_batch(tmp_path / name, store, fake, n=3, seeds=1).run())
+        assert all(isinstance(r.get("seed"), int) for r in fake.requests)
+        runs.append(opening_seeds(fake))
+    assert len(runs[0]) == 3 and len(set(runs[0])) == 3  # same question, three jobs, three seeds
+    assert runs[0] == runs[1]  # and the same three when the batch is run again
+
+
 def test_a_failing_dialogue_is_recorded_and_retried_only_when_asked(tmp_path, store):
     def fail(body):
         return any("vaccines" in str(m.get("content")) for m in body["messages"])
