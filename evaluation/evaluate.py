@@ -189,6 +189,7 @@ def _statistics(
         "embedding_distance_within": [m.mean_pairwise_distance(p.rows(i)) for i in range(len(ds))],
         "strategy_entropy_within": [m.strategy_entropy(d) for d in ds],
         "strategy_entropy_within_norm": [m.strategy_entropy_normalised(d, available) for d in ds],
+        "top_candidate_rate": [m.top_candidate_rate(d) for d in ds],
         "critic_depth": [m.critic_score(d, "depth") for d in ds],
         "critic_insight": [m.critic_score(d, "insight") for d in ds],
         "judge_depth": [m.judge_score(d, "depth") for d in ds],

@@ -66,6 +66,9 @@ class EvalTurn:
     """Text of the strategy applied."""
     selection: str | None = None
     """How the strategy was chosen (`llm`, `random`, `fallback`, ...)."""
+    strategy_rank: int | None = None
+    """Position of the applied strategy among the turn's retrieved candidates (0 = the best
+    match); None without a strategy or a recorded candidate list."""
     depth: int | None = None
     """The critic's depth score (1-5) of the accepted draft; None when the critic gave none."""
     insight: int | None = None
@@ -216,6 +219,8 @@ def _turn_from_record(
     critic = record.get("critic")
     scores = (critic.get("scores") or critic) if isinstance(critic, dict) else {}
     selection = record.get("selection") or {}
+    candidates = [c.get("id") for c in record.get("candidates") or () if isinstance(c, dict)]
+    rank = candidates.index(strategy.get("id")) if strategy.get("id") in candidates else None
     return EvalTurn(
         position=position,
         instruction=messages[position]["content"],
@@ -224,6 +229,7 @@ def _turn_from_record(
         strategy_id=strategy.get("id"),
         strategy_text=strategy.get("text"),
         selection=selection.get("method"),
+        strategy_rank=rank,
         depth=_score(scores.get("depth")),
         insight=_score(scores.get("insight")),
         verdict=critic if isinstance(critic, dict) else None,

@@ -81,6 +81,17 @@ def strategy_entropy_normalised(dialogue: EvalDialogue, available: int | None) -
     return normalised_entropy(used, available or turns)
 
 
+def top_candidate_rate(dialogue: EvalDialogue) -> float | None:
+    """Fraction of strategy turns that applied the first (best-matching) retrieved candidate.
+
+    A strategist that truly chooses lands anywhere; one that always takes the first candidate adds
+    nothing to retrieval. Uniform choice among k candidates gives about 1/k. None when no turn
+    records where its strategy stood among the candidates.
+    """
+    ranks = [t.strategy_rank for t in dialogue.turns if t.strategy_rank is not None]
+    return sum(r == 0 for r in ranks) / len(ranks) if ranks else None
+
+
 def within_distinct_n(dialogue: EvalDialogue, n: int) -> float | None:
     """Distinct-n over one dialogue's generated instructions; None below 2 instructions."""
     return distinct_n(dialogue.instructions, n) if len(dialogue.turns) >= 2 else None

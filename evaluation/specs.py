@@ -47,6 +47,9 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("strategy_entropy_within_norm", "strategy entropy within dialogue, normalised",
                "diversity", "higher", "dialogue",
                "within-dialogue entropy / log2(min(available, strategy turns))"),
+    MetricSpec("top_candidate_rate", "strategist takes the top candidate", "diversity", None,
+               "dialogue", "fraction of strategy turns applying the best-matching retrieved "
+               "candidate (uniform choice: 1/k)"),
     MetricSpec("critic_depth", "critic depth (1-5)", "depth", "higher", "dialogue",
                "mean critic depth score of accepted drafts"),
     MetricSpec("critic_insight", "critic insight (1-5)", "depth", "higher", "dialogue",

@@ -265,6 +265,19 @@ def test_within_dialogue_diversity_of_the_vaccine_dialogue(vaccine):
     assert m.strategy_entropy_normalised(vaccine, 2) == pytest.approx(0.918296)  # log2(2) = 1
 
 
+def test_top_candidate_rate_counts_where_the_applied_strategy_stood(vaccine):
+    turns = vaccine_document()["turns"]
+    for record, candidates in zip(turns, [["s1", "s2"], ["s1", "s2", "s3"], ["s4"]], strict=True):
+        record["candidates"] = [
+            {"id": c, "text": c, "score": 0.5, "rank": r} for r, c in enumerate(candidates)
+        ]
+    dialogue = dialogue_from_record(document(SEED, turns), "ranks")
+    # s1 first of 2 -> rank 0; s2 second of 3 -> rank 1; s1 not among ['s4'] -> unknown
+    assert [t.strategy_rank for t in dialogue.turns] == [0, 1, None]
+    assert m.top_candidate_rate(dialogue) == 0.5
+    assert m.top_candidate_rate(vaccine) is None  # no candidates recorded: n/a, not 0
+
+
 # ---------------------------------------------------------------- depth, coherence, repetition
 
 
@@ -379,6 +392,7 @@ def test_foreign_dialogues_report_na_not_zero():
         "strategy_entropy",
         "strategy_entropy_norm",
         "strategy_entropy_within",
+        "top_candidate_rate",
         "critic_depth",
         "critic_insight",
         "judge_depth",
