@@ -74,3 +74,22 @@ def test_llm_critic_on_the_embedded_model_parses_and_records_verdicts(tmp_path):
     assert document["summary"]["per_agent"]["critic"]["calls"] >= 1
     assert document["summary"]["llm_calls"] >= 4
     assert all(d["reason"] for d in drafts)
+
+
+def test_a_batch_on_the_embedded_model_repeats_at_any_concurrency(tmp_path):
+    seeds = tmp_path / "seeds.txt"
+    seeds.write_text("How do vaccines train the immune system?\nWhy is the sky blue?\n")
+    runs = []
+    for concurrency in ("1", "2"):
+        out = tmp_path / f"run-{concurrency}"
+        args = ["batch", "--seeds", str(seeds), "--n", "3", "--turns", "1", "--quiet"]
+        result = run_cli(tmp_path, *args, "--concurrency", concurrency, "--out", str(out))
+        assert result.returncode == 0, result.stderr
+        lines = (out / "dialogues.jsonl").read_text().splitlines()
+        runs.append({d["batch"]["job"]: d["messages"] for d in map(json.loads, lines)})
+
+    # each request's sampling seed depends only on its job and messages, not on the order in
+    # which concurrent jobs reach the server
+    assert runs[0] == runs[1] and len(runs[0]) == 3
+    # and two repeats of one seed sample differently (their jobs' seeds differ)
+    assert runs[0]["000000.0"] != runs[0]["000000.1"]
