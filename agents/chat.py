@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import hashlib
 import time
 import weakref
@@ -145,8 +146,8 @@ class ChatClient:
 
     def seeded(self, seed: int | None) -> ChatClient:
         """Return a client like this one whose requests derive their sampling seed from `seed`."""
-        clone = object.__new__(ChatClient)
-        clone.__dict__.update(self.__dict__, seed=seed)
+        clone = copy.copy(self)
+        clone.seed = seed
         return clone
 
     def fit(self, messages: Sequence[BaseMessage]) -> list[BaseMessage]:
@@ -167,6 +168,7 @@ class ChatClient:
 
     async def text(self, messages: Sequence[BaseMessage]) -> tuple[str, Usage]:
         """Return the model's reply text, retrying empty replies."""
+        messages = self.fit(messages)
         usage = Usage()
         content = ""
         for attempt in range(self.attempts):
@@ -179,6 +181,7 @@ class ChatClient:
 
     async def structured(self, schema: type[M], messages: Sequence[BaseMessage]) -> Structured[M]:
         """Return `schema` filled by the model, retrying output that does not validate."""
+        messages = self.fit(messages)
         usage = Usage()
         error = None
         for attempt in range(self.attempts):
@@ -194,10 +197,13 @@ class ChatClient:
         return Structured(None, usage, error)
 
     def _model(self, messages: Sequence[BaseMessage], attempt: int) -> BaseChatModel:
-        """Return the model to call: a copy carrying this request's seed when seeding applies."""
+        """Return the model to call: a copy carrying this request's seed when seeding applies.
+
+        `messages` are the fitted ones, exactly what the request sends.
+        """
         if self.seed is None or "seed" not in getattr(type(self.model), "model_fields", {}):
             return self.model
-        seed = request_seed(self.seed, self.fit(messages), attempt)
+        seed = request_seed(self.seed, messages, attempt)
         return self.model.model_copy(update={"seed": seed})
 
     async def _invoke(self, runnable, messages: Sequence[BaseMessage]):
@@ -213,7 +219,7 @@ class ChatClient:
 
     async def _call(self, runnable, messages: Sequence[BaseMessage]):
         try:
-            return await runnable.ainvoke(self.fit(messages))
+            return await runnable.ainvoke(list(messages))
         except openai.APIConnectionError as exc:
             where = " ".join(
                 filter(None, ["model server", getattr(self.model, "openai_api_base", None)])
