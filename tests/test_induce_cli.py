@@ -30,11 +30,12 @@ from tests.fakes import ScriptedChatModel, tool_reply
 DATA = Path("/work/shared/data")
 OASST = DATA / "oasst1-en100" / "en_100_tree.jsonl"
 HH = DATA / "hh-rlhf-helpful-74" / "realistic_seed_data.json"
+RHE = DATA / "realhumaneval-chat" / "chats.jsonl"
 ULTRACHAT = DATA / "ultrachat-eval" / "ultra_eval.json"
 TEAM = Path(__file__).resolve().parents[1] / "induction" / "data" / "team_extractions.jsonl"
 
 pytestmark = pytest.mark.skipif(
-    not (OASST.is_file() and HH.is_file()), reason=f"the shared data is not in {DATA}"
+    not (OASST.is_file() and HH.is_file() and RHE.is_file()), reason=f"the shared data is not in {DATA}"
 )
 
 
@@ -116,12 +117,12 @@ class Build:
 
 @pytest.fixture(scope="module")
 def real(tmp_path_factory) -> list[Build]:
-    """Build `real` from both files, again from the same files, then from the HH-RLHF file alone."""
+    """Build `real` from the three files, again from the same files, then from the HH-RLHF file alone."""
     store = tmp_path_factory.mktemp("real") / "store"
     builds = []
     with pytest.MonkeyPatch.context() as mp:
         _isolate(mp, store)
-        for files in ([OASST, HH], [OASST, HH], [HH]):
+        for files in ([OASST, HH, RHE], [OASST, HH, RHE], [HH]):
             argv = ["induce", "--dialogues", *files, "--extractions", TEAM, "--library", "real"]
             code, out, err = captured_main(*argv)
             library = open_store("real", path=store)
@@ -140,26 +141,27 @@ def real(tmp_path_factory) -> list[Build]:
     return builds
 
 
-def test_real_build_exits_0_and_summarises_485_pairs(real):
+def test_real_build_exits_0_and_summarises_928_pairs(real):
     build = real[0]
     assert build.code == 0, build.err
     assert build.err == ""
-    assert summary_value(build.out, "pairs") == 485
+    assert summary_value(build.out, "pairs") == 928
     assert summary_value(build.out, "library").startswith("real (version 1) in ")
     assert summary_value(build.out, "extraction") == {
         "method": "team-written annotations (team_extractions.jsonl)",
-        "given": 485,
-        "kept": 485,
+        "given": 928,
+        "kept": 928,
         "invalid": 0,
         "without_pair": 0,
         "llm_calls": 0,
     }
     assert summary_value(build.out, "abstraction") == "centroid"  # auto on the bundled model
-    assert summary_value(build.out, "answer contexts") == 485
+    assert summary_value(build.out, "answer contexts") == 928
     assert summary_value(build.out, "llm calls") == 0
     table = build.out.split("library: ")[0]
     assert "oasst-tree" in table and "380" in table  # pairs per source
     assert "oasst-flat" in table and "105" in table
+    assert "openai" in table and "443" in table
 
 
 def test_stats_agree_with_the_summary(real):
@@ -169,15 +171,15 @@ def test_stats_agree_with_the_summary(real):
     clusters = summary_value(summary, "clusters per tier")
     assert data["library"] == "real"
     assert data["counts"] == {
-        "extracted": 485,
+        "extracted": 928,
         "high": size["high"],
         "intermediate": size["intermediate"],
     }
-    assert size["extracted"] == 485
+    assert size["extracted"] == 928
     assert [clusters[1], clusters[2]] == [size["intermediate"], size["high"]]
-    assert 0 < size["high"] <= size["intermediate"] < 485
+    assert 0 < size["high"] <= size["intermediate"] < 928
     meta = data["metadata"]
-    assert meta["counts"]["extracted"] == 485 and meta["counts"]["answers"] == 485
+    assert meta["counts"]["extracted"] == 928 and meta["counts"]["answers"] == 928
     assert meta["counts"]["clusters"] == [clusters[1], clusters[2]]
     assert data["support"]["max"] >= data["support"]["median"] >= 1
 
@@ -190,7 +192,11 @@ def test_metadata_is_induced_version_1_with_source_digests(real):
     assert meta["extraction"] == "team-written annotations (team_extractions.jsonl)"
     assert meta["abstraction"] == "centroid"
     assert meta["embedding"] == "ideas-minilm-int8"
-    assert meta["sources"] == {OASST.name: sha256(OASST), HH.name: sha256(HH)}
+    assert meta["sources"] == {
+        OASST.name: sha256(OASST),
+        HH.name: sha256(HH),
+        RHE.name: sha256(RHE),
+    }
 
 
 def test_rebuild_from_the_same_files_bumps_the_version_and_duplicates_nothing(real):
@@ -201,7 +207,7 @@ def test_rebuild_from_the_same_files_bumps_the_version_and_duplicates_nothing(re
     assert again.stats["counts"] == first.stats["counts"]
     assert len(again.ids) == len(set(again.ids)) == sum(first.stats["counts"].values())
     assert sorted(again.ids) == sorted(first.ids)  # ids are stable across rebuilds
-    assert again.contexts == first.contexts == 485
+    assert again.contexts == first.contexts == 928
 
 
 def test_rebuild_from_fewer_files_leaves_nothing_of_the_old_version(real):
@@ -210,7 +216,7 @@ def test_rebuild_from_fewer_files_leaves_nothing_of_the_old_version(real):
     assert summary_value(build.out, "library").startswith("real (version 3) in ")
     assert summary_value(build.out, "pairs") == 105
     extraction = summary_value(build.out, "extraction")
-    assert (extraction["given"], extraction["kept"], extraction["without_pair"]) == (485, 105, 380)
+    assert (extraction["given"], extraction["kept"], extraction["without_pair"]) == (928, 105, 823)
     meta = build.stats["metadata"]
     assert meta["version"] == "3"
     assert meta["sources"] == {HH.name: sha256(HH)}
