@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -247,7 +248,16 @@ def eval_command(argv: list[str], console: Console) -> int:
 
 
 def ablate(argv: list[str], console: Console) -> int:
-    """Run the ablate command; return the exit code."""
+    """Run the ablate command; return the exit code.
+
+    The report directory and every variant's run directory are locked (`hold_run_dir`) from
+    before the first write to the end, the report included.
+    """
+    with contextlib.ExitStack() as locks:
+        return _ablate(argv, console, locks)
+
+
+def _ablate(argv: list[str], console: Console, locks: contextlib.ExitStack) -> int:
     args = ablate_parser().parse_args(argv)
     names = variant_names(args.variants)
     check_counts(args)
@@ -267,8 +277,8 @@ def ablate(argv: list[str], console: Console) -> int:
     variants: dict[str, list[EvalDialogue]] = {}
     generation: dict[str, Any] = {}
     # One event loop for every variant: the session's HTTP clients keep connections bound to it.
-    locked = hold_run_dirs([args.out, *runs.values()])
-    with locked, Session(settings) as session, asyncio.Runner() as loop:
+    locks.enter_context(hold_run_dirs([args.out, *runs.values()]))
+    with Session(settings) as session, asyncio.Runner() as loop:
         for name in names:
             vs = variant_settings(settings, name)
             wiring = JobWiring(vs, session.store, session.retriever, session)

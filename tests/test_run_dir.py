@@ -115,7 +115,7 @@ def test_a_second_batch_on_a_run_directory_in_use_is_refused(tmp_path, capsys):
     finally:
         holder.kill()
         holder.wait()
-    assert jobs(run) == ["000000.0", "000001.0"]
+    assert sorted(jobs(run)) == ["000000.0", "000001.0"]
 
 
 def test_the_lock_is_exclusive_within_one_process_too(tmp_path):
