@@ -2,11 +2,13 @@
 
 `build_card` gathers it from the batch manifest, the job counts, the filter report and the export
 result; `write_card` writes it next to the export as `<out>.card.json` (the data) and
-`<out>.card.md` (readable tables), both atomically.
+`<out>.card.md` (readable tables), both atomically (with the export itself, given its
+`StagedWrites`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections import Counter
 from collections.abc import Sequence
@@ -16,7 +18,7 @@ from typing import Any
 
 from batch.export import ExportResult
 from batch.filters import FilterReport
-from dialogues.output import write_json_atomic, write_lines_atomic
+from dialogues.output import StagedWrites
 
 FORMAT = "ideas-card/1"
 TOP_STRATEGIES = 20
@@ -131,6 +133,7 @@ def build_card(
     report: FilterReport,
     result: ExportResult,
     documents: Sequence[dict[str, Any]],
+    skipped: dict[str, int] | None = None,
 ) -> dict[str, Any]:
     """Assemble the data card.
 
@@ -142,6 +145,8 @@ def build_card(
         report: What the filters did.
         result: What the export wrote.
         documents: The exported dialogue documents (for the strategy distribution).
+        skipped: Lines of the run directory that were passed over (`batch.store.Skipped`):
+            unreadable or duplicate dialogue lines, unreadable index lines.
     """
     settings = dict(manifest.get("settings") or {})
     seeds = dict(manifest.get("seeds") or {})
@@ -157,6 +162,12 @@ def build_card(
             "turns_exported": result.turns,
             "records_exported": result.records,
             "turns_without_strategy": result.turns_without_strategy,
+        },
+        "skipped": {
+            "unreadable_lines": 0,
+            "duplicate_lines": 0,
+            "unreadable_index_lines": 0,
+            **(skipped or {}),
         },
         "filters": report.as_dict(),
         "strategies": strategy_distribution(documents),
@@ -226,6 +237,7 @@ def render_markdown(card: dict[str, Any]) -> str:
                 ("generated turns exported", counts["turns_exported"]),
                 ("records written", counts["records_exported"]),
                 ("turns without a strategy", counts["turns_without_strategy"]),
+                *_skipped_rows(card.get("skipped") or {}),
             ],
         ),
         "## Filters",
@@ -304,13 +316,34 @@ def render_markdown(card: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_card(out_path: str | Path, card: dict[str, Any]) -> tuple[Path, Path]:
+def _skipped_rows(skipped: dict[str, int]) -> list[tuple[str, int]]:
+    """Return the Counts rows of run-directory lines passed over (only those that happened)."""
+    labels = {
+        "unreadable_lines": "unreadable dialogue lines skipped",
+        "duplicate_lines": "duplicate dialogue lines skipped",
+        "unreadable_index_lines": "unreadable index lines skipped",
+    }
+    return [(label, skipped[key]) for key, label in labels.items() if skipped.get(key)]
+
+
+def write_card(
+    out_path: str | Path, card: dict[str, Any], staged: StagedWrites | None = None
+) -> tuple[Path, Path]:
     """Write the card next to the export; return the Markdown and JSON paths.
+
+    Args:
+        out_path: The export the card describes.
+        card: The card (`build_card`).
+        staged: Stage the files there (renamed into place with the export) instead of writing
+            them now.
 
     Raises:
         OutputError: A file cannot be written.
     """
     md_path, json_path = card_paths(out_path)
-    write_json_atomic(json_path, card)
-    write_lines_atomic(md_path, render_markdown(card).rstrip("\n").split("\n"))
+    with contextlib.ExitStack() as stack:
+        if staged is None:
+            staged = stack.enter_context(StagedWrites())
+        staged.write_json(json_path, card)
+        staged.write_lines(md_path, render_markdown(card).rstrip("\n").split("\n"))
     return md_path, json_path

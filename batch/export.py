@@ -39,7 +39,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from dialogues.output import write_lines_atomic
+from dialogues.output import StagedWrites
 
 ExportFormat = Literal["sharegpt", "openai", "simulator-sft"]
 FORMATS: tuple[str, ...] = ("sharegpt", "openai", "simulator-sft")
@@ -267,6 +267,7 @@ def export(
     out_path: str | Path,
     *,
     plain: bool = False,
+    staged: StagedWrites | None = None,
 ) -> ExportResult:
     """Write `documents` in `format` to `out_path` atomically.
 
@@ -275,6 +276,8 @@ def export(
         format: One of `FORMATS`.
         out_path: The file to write (replaced atomically if it exists).
         plain: Leave out the `ideas` decision records.
+        staged: Stage the file there (renamed into place with the others it commits) instead
+            of writing it now.
 
     Returns:
         What was written.
@@ -291,15 +294,30 @@ def export(
         turns = doc.get("turns") or []
         result.turns += len(turns)
         result.turns_without_strategy += sum(1 for t in turns if not t.get("strategy"))
+    if staged is None:
+        with StagedWrites() as now:
+            _write(documents, format, out_path, plain, now, result)
+    else:
+        _write(documents, format, out_path, plain, staged, result)
+    return result
+
+
+def _write(
+    documents: Sequence[Document],
+    format: str,
+    out_path: str | Path,
+    plain: bool,
+    staged: StagedWrites,
+    result: ExportResult,
+) -> None:
     if format == "sharegpt":
         records: Iterable[dict[str, Any]] = (sharegpt_record(d, plain=plain) for d in documents)
-        write_lines_atomic(out_path, _json_list(records))
+        staged.write_lines(out_path, _json_list(records))
         result.records = result.dialogues
     elif format == "openai":
-        write_lines_atomic(out_path, (_dumps(openai_record(d, plain=plain)) for d in documents))
+        staged.write_lines(out_path, (_dumps(openai_record(d, plain=plain)) for d in documents))
         result.records = result.dialogues
     else:
         records = (r for d in documents for r in simulator_records(d, plain=plain))
-        write_lines_atomic(out_path, (_dumps(r) for r in records))
+        staged.write_lines(out_path, (_dumps(r) for r in records))
         result.records = result.turns
-    return result

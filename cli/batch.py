@@ -25,7 +25,7 @@ from rich.text import Text
 from agents.registry import Wiring
 from batch.jobs import SeedSet, load_seed_set, plan_jobs
 from batch.runner import Batch, BatchOptions, BatchReport
-from batch.store import MANIFEST, BatchStore, load_manifest
+from batch.store import LOCK, MANIFEST, BatchStore, hold_run_dir, load_manifest
 from cli.errors import UsageError
 from cli.generate import add_agent_arguments, add_settings_arguments, preflight, settings_from_args
 from runtime.session import Session
@@ -94,7 +94,11 @@ def check_args(args: argparse.Namespace) -> None:
     out: Path = args.out
     if out.exists() and not out.is_dir():
         raise UsageError(f"{out}: exists and is not a directory")
-    if out.is_dir() and any(out.iterdir()) and not (out / MANIFEST).exists():
+    if (
+        out.is_dir()
+        and any(p.name != LOCK for p in out.iterdir())
+        and not (out / MANIFEST).exists()
+    ):
         raise UsageError(f"{out}: not empty and not a batch directory; choose a new --out")
     if args.executor == "local" and args.ray_address:
         raise UsageError("--ray-address needs --executor ray")
@@ -222,6 +226,12 @@ def open_batch(
     return Batch(store, seeds, jobs, wiring, library, options)
 
 
+def warn_damage(console: Console, store: BatchStore) -> None:
+    """Print one warning line when opening the store found (and worked around) damage."""
+    if store.damage:
+        console.print(Text(f"warning: {store.damage}", style="yellow"), soft_wrap=True)
+
+
 def run(batch: Batch, console: Console, *, label: str, quiet: bool, executor: Executor) -> bool:
     """Run `batch` with a progress bar; return False when Ctrl-C stopped it."""
     with BarProgress(console, label, enabled=not quiet) as progress:
@@ -257,8 +267,9 @@ def batch(argv: list[str], console: Console) -> int:
         balance=args.balance,
         max_failures_in_row=args.max_failures,
     )
-    with Session(settings) as session:
+    with hold_run_dir(args.out), Session(settings) as session:
         job = open_batch(args.out, seeds, n, session, options, manifest)
+        warn_damage(console, job.store)
         console.print(
             f"[bold]{args.out}[/]: {n} dialogues of {settings.turns} turns from "
             f"{len(seeds.seeds)} seeds ({seeds.format}, {args.seeds}); "

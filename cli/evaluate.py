@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,15 @@ from rich.text import Text
 from agents.chat import ChatClient, ModelError, build_chat_model
 from batch.jobs import load_seed_set
 from batch.runner import BatchOptions, JobWiring
-from cli.batch import check_counts, open_batch, print_summary, resumable_manifest, run
+from batch.store import Skipped, hold_run_dirs
+from cli.batch import (
+    check_counts,
+    open_batch,
+    print_summary,
+    resumable_manifest,
+    run,
+    warn_damage,
+)
 from cli.errors import UsageError
 from cli.generate import add_agent_arguments, add_settings_arguments, preflight, settings_from_args
 from evaluation.inputs import EvalDialogue, EvalInputError, load_dialogues, reference_dialogues
@@ -223,10 +232,14 @@ def eval_command(argv: list[str], console: Console) -> int:
     args = eval_parser().parse_args(argv)
     paths = named_paths(args.dialogues)
     judge = judge_client(args, None)
+    skipped = {name: Skipped() for name in paths}
     try:
-        variants = {name: load_dialogues(path) for name, path in paths.items()}
+        variants = {name: load_dialogues(path, skipped[name]) for name, path in paths.items()}
     except EvalInputError as exc:
         raise UsageError(str(exc)) from None
+    for name, lines in skipped.items():
+        if lines.describe():
+            console.print(Text(f"warning: {name}: skipped {lines.describe()}", style="yellow"))
     for name, dialogues in variants.items():
         turns = sum(len(d.turns) for d in dialogues)
         console.print(f"{name}: {len(dialogues)} dialogues, {turns} generated user turns")
@@ -235,7 +248,16 @@ def eval_command(argv: list[str], console: Console) -> int:
 
 
 def ablate(argv: list[str], console: Console) -> int:
-    """Run the ablate command; return the exit code."""
+    """Run the ablate command; return the exit code.
+
+    The report directory and every variant's run directory are locked (`hold_run_dir`) from
+    before the first write to the end, the report included.
+    """
+    with contextlib.ExitStack() as locks:
+        return _ablate(argv, console, locks)
+
+
+def _ablate(argv: list[str], console: Console, locks: contextlib.ExitStack) -> int:
     args = ablate_parser().parse_args(argv)
     names = variant_names(args.variants)
     check_counts(args)
@@ -255,11 +277,13 @@ def ablate(argv: list[str], console: Console) -> int:
     variants: dict[str, list[EvalDialogue]] = {}
     generation: dict[str, Any] = {}
     # One event loop for every variant: the session's HTTP clients keep connections bound to it.
+    locks.enter_context(hold_run_dirs([args.out, *runs.values()]))
     with Session(settings) as session, asyncio.Runner() as loop:
         for name in names:
             vs = variant_settings(settings, name)
             wiring = JobWiring(vs, session.store, session.retriever, session)
             batch = open_batch(runs[name], seeds, n, wiring, options, manifests[name])
+            warn_damage(console, batch.store)
             agents = vs.resolve_agents()[0]
             console.print(
                 f"[bold]{name}[/]: strategist {agents.strategist}, simulator {agents.simulator}, "

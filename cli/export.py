@@ -2,14 +2,15 @@
 
 The filters (see `batch.filters`) run in order: refusal truncation, self-repeat, near-duplicate
 removal across the dataset (MiniLM embeddings), benchmark contamination (with `--contamination`)
-and the minimum number of turns. The export (see `batch.export`) is written atomically, with its
-data card beside it (`<out>.card.md` and `<out>.card.json`, see `batch.card`).
+and the minimum number of turns. The export (see `batch.export`) and its data card beside it
+(`<out>.card.md` and `<out>.card.json`, see `batch.card`) are written as one unit: all three are
+replaced, or none. Lines of the run directory that hold no readable dialogue (or repeat a job
+already read) are skipped and counted in the summary and the card.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from batch.card import build_card, write_card
 from batch.export import FORMATS, export
 from batch.filters import FilterConfig, FilterError, FilterReport, apply_filters
 from cli.errors import UsageError
-from dialogues.output import check_writable
+from dialogues.output import StagedWrites, check_writable
 from stores.memory import Embedder
 
 STORE_FILES = (
@@ -30,6 +31,7 @@ STORE_FILES = (
     batch_store.DIALOGUES,
     batch_store.INDEX,
     batch_store.CHECKPOINTS,
+    batch_store.LOCK,
 )
 
 
@@ -173,16 +175,21 @@ def read_manifest(run_dir: Path) -> dict[str, Any]:
         raise UsageError(str(exc)) from None
 
 
-def read_dialogues(run_dir: Path) -> tuple[list[dict[str, Any]], dict[str, int]]:
-    """Return the stored dialogues (slimmed) and the job counts of a batch.
+def read_dialogues(
+    run_dir: Path, skipped: batch_store.Skipped | None = None
+) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """Return the stored dialogues (slimmed, each job once) and the job counts of a batch.
+
+    Lines that hold no readable dialogue (or repeat a job) are passed over and counted in
+    `skipped`, so a damaged line never keeps the rest of the batch from being exported.
 
     Raises:
-        UsageError: The dialogue store or the index is unreadable.
+        UsageError: The dialogue store or the index cannot be read at all.
     """
     try:
-        documents = [slim(d) for d in batch_store.iter_dialogues(run_dir)]
-        counts = batch_store.job_counts(run_dir)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError) as exc:
+        documents = [slim(d) for d in batch_store.iter_dialogues(run_dir, skipped)]
+        counts = batch_store.job_counts(run_dir, skipped)
+    except OSError as exc:
         raise UsageError(f"{run_dir}: unreadable batch store ({exc})") from None
     return documents, counts
 
@@ -212,7 +219,12 @@ def export_command(argv: list[str], console: Console, *, embedder: Embedder | No
     config = filter_config(args)
     manifest = read_manifest(args.run_dir)
     check_out(args.out, args.run_dir)
-    documents, counts = read_dialogues(args.run_dir)
+    skipped = batch_store.Skipped()
+    documents, counts = read_dialogues(args.run_dir, skipped)
+    if skipped.describe():
+        console.print(
+            Text(f"warning: {args.run_dir}: skipped {skipped.describe()}", style="yellow")
+        )
     if config.dedup and embedder is None:
         from stores.embeddings import MiniLMEmbedding
 
@@ -223,17 +235,19 @@ def export_command(argv: list[str], console: Console, *, embedder: Embedder | No
             kept, report = apply_filters(documents, config, embedder=embedder)
     except FilterError as exc:
         raise UsageError(str(exc)) from None
-    result = export(kept, args.format, args.out, plain=args.plain)
-    card = build_card(
-        manifest,
-        run_dir=args.run_dir,
-        stored=len(documents),
-        failed=counts.get("failed", 0),
-        report=report,
-        result=result,
-        documents=kept,
-    )
-    md_path, json_path = write_card(args.out, card)
+    with StagedWrites() as staged:  # the export and its card are renamed into place together
+        result = export(kept, args.format, args.out, plain=args.plain, staged=staged)
+        card = build_card(
+            manifest,
+            run_dir=args.run_dir,
+            stored=len(documents),
+            failed=counts.get("failed", 0),
+            report=report,
+            result=result,
+            documents=kept,
+            skipped=skipped.as_dict(),
+        )
+        md_path, json_path = write_card(args.out, card, staged)
     _print_summary(console, card, report, (args.out, md_path, json_path))
     return 0
 

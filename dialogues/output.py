@@ -3,6 +3,13 @@
 A reader never sees a half-written file: data goes to a temporary file in the target's own
 directory, is flushed to disk, then renamed over the target in one step. Filesystem failures are
 `OutputError`s with a one-line message starting with the path, fit to show a user as is.
+
+Files that belong together (an export and its data card) are written with `StagedWrites`: every
+file goes to its temporary file first, and only when all are on disk are they renamed.
+
+A temporary file is named `.<target name>.<pid>-<random>.tmp` (`.probe` for `check_writable`'s
+probe). A process killed while writing leaves it behind; the next write to the same target removes
+it (see `remove_stale_temps`).
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ import json
 import os
 import stat
 import tempfile
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -54,7 +62,7 @@ def check_writable(path: str | Path) -> None:
     except OSError as exc:
         raise OutputError(path, f"cannot create directory {str(parent)!r}: {_why(exc)}") from None
     try:
-        with tempfile.NamedTemporaryFile(dir=parent, prefix=f".{target.name}.", suffix=".probe"):
+        with tempfile.NamedTemporaryFile(dir=parent, prefix=_temp_prefix(target), suffix=PROBE):
             pass
     except OSError as exc:
         raise OutputError(path, f"directory {str(parent)!r} is not writable: {_why(exc)}") from None
@@ -107,30 +115,185 @@ def _write_atomic(path: str | Path, fill: Callable[[BinaryIO], object]) -> None:
 
     On any failure the temporary file is removed and an existing file at `path` is untouched.
     """
-    target = Path(path)
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputError(path, f"cannot create its directory: {_why(exc)}") from None
-    tmp_name: str | None = None
-    try:
-        with tempfile.NamedTemporaryFile(
-            dir=target.parent, prefix=f".{target.name}.", suffix=".tmp", delete=False
-        ) as tmp:
-            tmp_name = tmp.name
-            fill(tmp)
-            tmp.flush()
-            os.fsync(tmp.fileno())
-        os.chmod(tmp_name, _target_mode(target))
-        os.replace(tmp_name, target)
-        tmp_name = None
-    except OSError as exc:
-        raise OutputError(path, f"cannot write: {_why(exc)}") from None
-    finally:
-        if tmp_name is not None:
+    with StagedWrites() as staged:
+        staged.write(path, fill)
+
+
+class StagedWrites:
+    """Write several files so that they land together: all renamed into place, or none.
+
+    Each `write` fills a temporary file beside its target and syncs it to disk; `commit` then
+    renames every one over its target (renames in one directory need no space, so a full disk or
+    a failed write is found before any target changes). On failure, or `discard`, the temporary
+    files are removed and the old targets are untouched. Only a crash between two renames, a
+    window of microseconds, can leave some targets new and others old.
+
+    Used as a context manager, it commits when the block ends normally and discards otherwise.
+    """
+
+    def __init__(self) -> None:
+        """Start with nothing staged."""
+        self._staged: list[tuple[str, Path]] = []
+
+    def __enter__(self) -> StagedWrites:
+        """Return self."""
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *rest: object) -> None:
+        """Commit after a normal end, discard after an exception."""
+        if kind is None:
+            self.commit()
+        else:
+            self.discard()
+
+    def write(self, path: str | Path, fill: Callable[[BinaryIO], object]) -> None:
+        """Let `fill` write the future content of `path` to a synced temporary file.
+
+        Raises:
+            OutputError: The filesystem refused (permissions, disk full, a directory in the way).
+        """
+        target = Path(path)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutputError(path, f"cannot create its directory: {_why(exc)}") from None
+        if target.is_dir():  # found now, not when the files staged before are already renamed
+            raise OutputError(path, "cannot write: is a directory")
+        remove_stale_temps(target)
+        tmp_name: str | None = None
+        try:
+            with tempfile.NamedTemporaryFile(
+                dir=target.parent, prefix=_temp_prefix(target), suffix=TEMP, delete=False
+            ) as tmp:
+                tmp_name = tmp.name
+                self._staged.append((tmp_name, target))
+                fill(tmp)
+                tmp.flush()
+                os.fsync(tmp.fileno())
+            os.chmod(tmp_name, _target_mode(target))
+        except OSError as exc:
+            raise OutputError(path, f"cannot write: {_why(exc)}") from None
+
+    def write_lines(self, path: str | Path, lines: Iterable[str]) -> None:
+        """Stage `lines` (each without its newline) as UTF-8 for `path` (see `write_lines_atomic`).
+
+        Raises:
+            OutputError: As `write`.
+        """
+
+        def fill(handle: BinaryIO) -> None:
+            for line in lines:
+                handle.write(line.encode("utf-8"))
+                handle.write(b"\n")
+
+        self.write(path, fill)
+
+    def write_json(self, path: str | Path, data: dict[str, Any]) -> None:
+        """Stage `data` as JSON for `path` (see `write_json_atomic`).
+
+        Raises:
+            OutputError: As `write`.
+        """
+        text = json.dumps(data, ensure_ascii=False, indent=2) + "\n"
+        self.write(path, lambda handle: handle.write(text.encode("utf-8")))
+
+    def commit(self) -> None:
+        """Rename every staged file over its target, then sync their directories.
+
+        Raises:
+            OutputError: A rename failed; the files not yet renamed are removed.
+        """
+        directories: list[Path] = []
+        try:
+            while self._staged:
+                tmp_name, target = self._staged[0]
+                try:
+                    os.replace(tmp_name, target)
+                except OSError as exc:
+                    raise OutputError(target, f"cannot write: {_why(exc)}") from None
+                self._staged.pop(0)
+                if target.parent not in directories:
+                    directories.append(target.parent)
+        finally:
+            self.discard()
+        for directory in directories:
+            _fsync_directory(directory)
+
+    def discard(self) -> None:
+        """Remove every staged temporary file; the targets stay as they were."""
+        staged, self._staged = self._staged, []
+        for tmp_name, _ in staged:
             with contextlib.suppress(OSError):
                 os.unlink(tmp_name)
-    _fsync_directory(target.parent)
+
+
+TEMP = ".tmp"
+PROBE = ".probe"
+
+
+def _temp_prefix(target: Path) -> str:
+    return f".{target.name}.{os.getpid()}-"
+
+
+def remove_stale_temps(target: str | Path) -> int:
+    """Remove temporary files of writes to `target` whose writing process is gone.
+
+    A write killed before its rename (SIGKILL, power loss) leaves `.<name>.<pid>-<random>.tmp`
+    (or `.probe`) beside the target. Such a file is removed when the process `<pid>` no longer
+    exists: a live writer's file is never touched, whichever process it is. A pid reused by an
+    unrelated live process only keeps the file until that process ends, the safe side. Files
+    named without a pid (written before pids were part of the name) are removed when they were
+    last modified over an hour ago (a writer keeps its file's time fresh while it writes).
+
+    Returns:
+        The number of files removed.
+    """
+    target = Path(target)
+    prefix = f".{target.name}."
+    removed = 0
+    try:
+        entries = list(os.scandir(target.parent))
+    except OSError:
+        return 0
+    for entry in entries:
+        name = entry.name
+        if not name.startswith(prefix) or not name.endswith((TEMP, PROBE)):
+            continue
+        middle = name[len(prefix) : name.rindex(".")]
+        if not _stale(entry, middle):
+            continue
+        with contextlib.suppress(OSError):
+            os.unlink(entry.path)
+            removed += 1
+    return removed
+
+
+LEGACY_TEMP_AGE = 3600.0
+"""Seconds after its last change that a temporary file without a pid in its name is stale."""
+
+
+def _stale(entry: os.DirEntry, middle: str) -> bool:
+    """Whether the temporary file `entry` (name part `middle`, `<pid>-<random>`) is abandoned."""
+    pid_text, dash, _ = middle.partition("-")
+    if dash and pid_text.isdigit():
+        return int(pid_text) != os.getpid() and not _alive(int(pid_text))
+    try:
+        return time.time() - entry.stat(follow_symlinks=False).st_mtime > LEGACY_TEMP_AGE
+    except OSError:
+        return False
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process with this id exists (one we may not signal counts as alive)."""
+    if pid <= 0:
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
 
 
 def _target_mode(target: Path) -> int:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from batch.store import DIALOGUES, MANIFEST, Skipped, iter_dialogues
 from dialogues.record import FORMAT
 from induction.records import ROLE_ALIASES, Pair
 
@@ -114,19 +115,24 @@ class EvalDialogue:
         return list(self.messages[: turn.position])
 
 
-def load_dialogues(path: str | Path) -> list[EvalDialogue]:
+def load_dialogues(path: str | Path, skipped: Skipped | None = None) -> list[EvalDialogue]:
     """Read every dialogue of a file (JSON, JSON Lines, optionally gzip) or a batch directory.
 
     A file may hold one document, a list of documents, one document per line, or a single OpenAI
-    message list. A directory is read as a batch run (its `dialogues.jsonl`).
+    message list. A directory is read as a batch run (its `dialogues.jsonl`); one with a batch
+    manifest is read the way every reader of a batch does (`batch.store.iter_dialogues`): each
+    job once, damaged lines passed over and counted in `skipped`.
 
     Raises:
         EvalInputError: The file is missing, unreadable, or a record has no dialogue shape.
     """
     path = Path(path)
-    if path.is_dir():
-        path = path / "dialogues.jsonl"
-    records = _read_records(path)
+    if path.is_dir() and (path / MANIFEST).is_file():
+        records = _read_batch(path, skipped)
+        path = path / DIALOGUES
+    else:
+        path = path / DIALOGUES if path.is_dir() else path
+        records = _read_records(path)
     if not records:
         raise EvalInputError(f"{path}: no dialogues")
     dialogues = []
@@ -302,6 +308,15 @@ def _message(role: Any, content: Any) -> Message:
     if not isinstance(content, str):
         raise ValueError("a message has no text")
     return {"role": ROLE_ALIASES[role.strip().lower()] or "system", "content": content}
+
+
+def _read_batch(run_dir: Path, skipped: Skipped | None) -> list[Any]:
+    if not (run_dir / DIALOGUES).is_file():
+        raise EvalInputError(f"{run_dir / DIALOGUES}: no such file")
+    try:
+        return list(iter_dialogues(run_dir, skipped))
+    except OSError as exc:
+        raise EvalInputError(f"{run_dir / DIALOGUES}: unreadable ({_one_line(exc)})") from None
 
 
 def _read_records(path: Path) -> list[Any]:

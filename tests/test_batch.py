@@ -113,7 +113,14 @@ def test_plan_cycles_through_seeds_with_stable_ids():
 
 def doc(job: str, strategies: list[str] | None = None) -> dict:
     turns = [{"strategy": {"id": s, "text": s}} for s in strategies or []]
-    return {"format": "ideas-dialogue/1", "turns": turns, "batch": {"job": job}}
+    messages = [{"role": "user", "content": "Why?"}, {"role": "assistant", "content": "Because."}]
+    messages *= 1 + len(turns)
+    return {
+        "format": "ideas-dialogue/1",
+        "messages": messages,
+        "turns": turns,
+        "batch": {"job": job},
+    }
 
 
 def test_store_appends_indexes_and_reopens(tmp_path):

@@ -1,10 +1,22 @@
 import json
 import os
 import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
-from dialogues.output import OutputError, check_writable, write_json_atomic
+from dialogues.output import (
+    OutputError,
+    StagedWrites,
+    check_writable,
+    remove_stale_temps,
+    write_json_atomic,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
 
 DOC = {"dialogue": [{"role": "user", "content": "Qu'est-ce qu'un café ☕ ?"}], "turns": 1}
 
@@ -164,3 +176,91 @@ def test_check_writable_reports_a_refused_probe(tmp_path, monkeypatch):
 def test_output_error_is_a_value_error():
     assert isinstance(OutputError("x.json", "a\nb"), ValueError)
     assert str(OutputError("x.json", "a\nb")) == "x.json: a b"
+
+
+# stale temporary files (a writer killed before its rename)
+
+WRITER = """
+import sys
+from dialogues.output import write_lines_atomic
+
+def lines():
+    yield "x" * 100_000
+    print("writing", flush=True)
+    sys.stdin.readline()  # blocks until killed
+    yield "never"
+
+write_lines_atomic(sys.argv[1], lines())
+"""
+
+
+def test_a_killed_writers_temp_file_is_removed_by_the_next_write(tmp_path):
+    target = tmp_path / "out.json"
+    writer = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(target)],
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert writer.stdout.readline() == "writing\n"
+    assert len(leftovers(tmp_path)) == 1  # its temp file, being written
+    writer.kill()
+    writer.wait()
+    write_json_atomic(target, DOC)
+    assert json.loads(target.read_text(encoding="utf-8")) == DOC
+    assert leftovers(tmp_path) == []
+
+
+def test_only_temp_files_of_gone_writers_are_removed(tmp_path):
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True
+    )
+    dead = int(gone.stdout)
+    alive = os.getppid()
+    names = {
+        "dead": f".out.json.{dead}-abc123.tmp",
+        "dead probe": f".out.json.{dead}-abc123.probe",
+        "alive": f".out.json.{alive}-def456.tmp",
+        "mine": f".out.json.{os.getpid()}-ghi789.tmp",
+        "old, no pid": ".out.json.m4y0xsqm.tmp",
+        "fresh, no pid": ".out.json.q2w3e4r5.tmp",
+        "other target": f".other.json.{dead}-abc123.tmp",
+    }
+    for name in names.values():
+        (tmp_path / name).write_text("partial")
+    two_hours_ago = time.time() - 7200
+    os.utime(tmp_path / names["old, no pid"], (two_hours_ago, two_hours_ago))
+    assert remove_stale_temps(tmp_path / "out.json") == 3
+    kept = {"alive", "mine", "fresh, no pid", "other target"}
+    assert leftovers(tmp_path) == sorted(names[k] for k in kept)
+
+
+# files written together
+
+
+def test_staged_files_land_together_or_not_at_all(tmp_path, monkeypatch):
+    data, card = tmp_path / "x.jsonl", tmp_path / "x.jsonl.card.json"
+    data.write_text("old data\n")
+    card.write_text('{"old": true}\n')
+    calls = []
+    real_fsync = os.fsync
+
+    def full_disk_on_the_second_file(fd):
+        calls.append(fd)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", full_disk_on_the_second_file)
+    with pytest.raises(OutputError, match="no space left on device"), StagedWrites() as staged:
+        staged.write_lines(data, ["new data"])
+        staged.write_json(card, {"new": True})
+    assert data.read_text() == "old data\n" and card.read_text() == '{"old": true}\n'
+    assert leftovers(tmp_path) == []
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    with StagedWrites() as staged:
+        staged.write_lines(data, ["new data"])
+        staged.write_json(card, {"new": True})
+    assert data.read_text() == "new data\n" and json.loads(card.read_text()) == {"new": True}
+    assert leftovers(tmp_path) == []

@@ -1,0 +1,188 @@
+"""Faults on a real batch: SIGKILL at random moments, a second writer, a torn line; then resume.
+
+    python benchmarks/faults.py [--n 100] [--turns 2] [--kills 10] [--seed 13] [--latency 0.01]
+
+Runs `run.py batch` (the same command every time) against the fake OpenAI server
+(`tests/fake_openai.py`). Each of `--kills` starts is SIGKILLed at a random moment (seeded: during
+start-up, while dialogues are in flight, or while they are written); during one of them a second
+process is started on the same run directory and must be refused (exit 2). After half the kills,
+one stored line in the middle of `dialogues.jsonl` is torn (cut to 300 bytes, as a damaged disk
+or a careless edit would). Then the command is run until it exits 0.
+
+The figures are computed here from the run directory and the process table, not taken from the
+batch's own summary: `lost` (planned jobs with no readable dialogue line), `duplicated` (readable
+lines beyond the first of a job), `left running` (processes still naming the run directory), and
+`torn` (unreadable lines in `dialogues.jsonl` or `index.jsonl`, beside the one torn on purpose,
+plus a partial last line). The last line reads `lost 0, duplicated 0, left running 0, torn 0`
+when everything held.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import random
+import signal
+import socketserver
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from batch.jobs import plan_jobs  # noqa: E402
+from batch.store import LOCK  # noqa: E402
+from tests.fake_openai import FakeOpenAI  # noqa: E402
+
+
+def read_lines(path: Path) -> tuple[list[bytes], bool]:
+    """Return the complete lines of a file and whether a partial last line follows them."""
+    if not path.exists():
+        return [], False
+    data = path.read_bytes()
+    lines = data.split(b"\n")
+    return lines[:-1], lines[-1] != b""
+
+
+def readable_jobs(run: Path) -> tuple[list[str], list[bytes]]:
+    """Return the job id of every readable dialogue line, and the unreadable lines."""
+    jobs, bad = [], []
+    for line in read_lines(run / "dialogues.jsonl")[0]:
+        try:
+            jobs.append(json.loads(line)["batch"]["job"])
+        except (ValueError, KeyError, TypeError):
+            bad.append(line)
+    return jobs, bad
+
+
+def processes_naming(path: Path) -> list[int]:
+    """Return the pids of processes (other than this one) whose command line names `path`."""
+    needle = str(path).encode()
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        with contextlib.suppress(OSError):
+            if needle in (entry / "cmdline").read_bytes():
+                pids.append(int(entry.name))
+    return pids
+
+
+def holds_lock(run: Path, process: subprocess.Popen) -> bool:
+    """Wait until `process` holds the run directory's lock; False if it ended first."""
+    while process.poll() is None:
+        with contextlib.suppress(OSError):
+            if (run / LOCK).read_text().strip() == str(process.pid):
+                return True
+        time.sleep(0.01)
+    return False
+
+
+def tear_a_middle_line(run: Path, rng: random.Random) -> bytes | None:
+    """Cut one stored line (not the last) to 300 bytes in place; return the torn bytes."""
+    path = run / "dialogues.jsonl"
+    lines, _ = read_lines(path)
+    if len(lines) < 3:
+        return None
+    k = rng.randrange(1, len(lines) - 1)
+    torn = lines[k][:300]
+    data = path.read_bytes().split(b"\n")
+    data[k] = torn
+    path.write_bytes(b"\n".join(data))
+    return torn
+
+
+def main() -> None:
+    """Run the fault cycles, finish the batch, and print the counts."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=100)
+    parser.add_argument("--turns", type=int, default=2)
+    parser.add_argument("--kills", type=int, default=10)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--latency", type=float, default=0.01)
+    parser.add_argument("--seed", type=int, default=13)
+    parser.add_argument("--max-wait", type=float, default=14.0, help="latest kill, s after start")
+    args = parser.parse_args()
+    rng = random.Random(args.seed)
+    # A killed client resets its connections; the fake server need not print each as a traceback.
+    socketserver.BaseServer.handle_error = lambda self, request, address: None
+    seeds = ROOT / "examples" / "seeds.txt"
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp, FakeOpenAI(latency=args.latency) as fake:
+        run = Path(tmp) / "run"
+        argv = [
+            sys.executable, "run.py", "batch", "--seeds", str(seeds), "--out", str(run),
+            "--n", str(args.n), "--turns", str(args.turns),
+            "--concurrency", str(args.concurrency), "--store", str(Path(tmp) / "store"),
+            "--base-url", fake.base_url, "--library", "starter", "--quiet",
+        ]  # fmt: skip
+        torn_on_purpose: bytes | None = None
+        second_writer = rng.randrange(args.kills)
+        refused = None
+        for kill in range(args.kills):
+            moment = rng.uniform(0.5, args.max_wait)
+            log = Path(tmp) / f"start-{kill + 1}.log"
+            with log.open("wb") as out:
+                process = subprocess.Popen(argv, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+            deadline = time.monotonic() + moment
+            if kill == second_writer and holds_lock(run, process):
+                second = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True)
+                refused = (second.returncode, second.stderr.strip())
+            while time.monotonic() < deadline and process.poll() is None:
+                time.sleep(0.01)
+            ended = process.poll()
+            if ended is None:
+                process.send_signal(signal.SIGKILL)
+            process.wait()
+            jobs, _ = readable_jobs(run)
+            note = "killed" if ended is None else f"had exited ({ended})"
+            print(f"start {kill + 1:2d}: {note} at {moment:5.2f} s; {len(set(jobs))} stored")
+            for line in log.read_text(errors="replace").splitlines():
+                if "warning:" in line or "error:" in line or "Traceback" in line:
+                    print(f"  {line.strip()}")
+            if kill == args.kills // 2 and torn_on_purpose is None:
+                torn_on_purpose = tear_a_middle_line(run, rng)
+                done = "tore" if torn_on_purpose else "could not tear (too few lines)"
+                print(f"  {done} one stored line in the middle of dialogues.jsonl")
+        resumes = 0
+        while True:
+            resumes += 1
+            finished = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True)
+            warnings = [line for line in finished.stdout.splitlines() if "warning:" in line]
+            for line in warnings:
+                print(f"  resume {resumes}: {line.strip()}")
+            if finished.returncode == 0 or resumes == 5:
+                break
+        print(f"resumed {resumes} time(s) to the end; last exit code {finished.returncode}")
+        if refused is not None:
+            code, message = refused
+            print(f"second writer during start {second_writer + 1}: exit {code}: {message}")
+        planned = {job.id for job in plan_jobs(len(seeds.read_text().splitlines()), args.n)}
+        jobs, bad = readable_jobs(run)
+        index_lines, index_partial = read_lines(run / "index.jsonl")
+        index_bad = 0
+        for line in index_lines:
+            try:
+                json.loads(line)
+            except ValueError:
+                index_bad += 1
+        partial = read_lines(run / "dialogues.jsonl")[1] or index_partial
+        torn = len(bad) - (torn_on_purpose in bad) + index_bad + partial
+        lost = len(planned - set(jobs))
+        duplicated = sum(count - 1 for count in Counter(jobs).values())
+        left = len(processes_naming(run))
+        print(
+            f"{len(jobs)} readable dialogue lines, {len(bad)} unreadable (the one torn on "
+            f"purpose: {torn_on_purpose in bad}); {time.perf_counter() - started:.0f} s in all"
+        )
+        print(f"lost {lost}, duplicated {duplicated}, left running {left}, torn {torn}")
+
+
+if __name__ == "__main__":
+    main()
