@@ -26,7 +26,7 @@ from evaluation.dataset import (
     mmd_statistic,
     pairwise_statistic,
 )
-from evaluation.inputs import EvalDialogue
+from evaluation.inputs import EvalDialogue, EvalTurn
 from evaluation.realism import MMD, median_bandwidth
 from evaluation.results import CURVES, EvaluationResult, VariantResult
 from evaluation.specs import METRICS
@@ -153,6 +153,26 @@ class _Prepared:
         self.similarities: list[list[float | None]] = [[] for _ in self.dialogues]
         for (i, _), value in zip(turns, flat, strict=True):
             self.similarities[i].append(value)
+        self.ranked = self._rank_strategies(embedder, turns)
+
+    def _rank_strategies(
+        self, embedder: Embedder, turns: list[tuple[int, EvalTurn]]
+    ) -> list[list[tuple[int, int]]]:
+        """Per dialogue, `(rank, candidates)` of each turn whose applied strategy can be ranked."""
+        ranked: list[list[tuple[int, int]]] = [[] for _ in self.dialogues]
+        chosen = [
+            (row, i, t) for row, (i, t) in enumerate(turns) if m.applied_candidate(t) is not None
+        ]
+        texts = [text for _, _, t in chosen for _, text in t.candidates]
+        vectors, start = _embed(embedder, texts), 0
+        for row, i, turn in chosen:
+            k = len(turn.candidates)
+            rank = m.adherence_rank(
+                self.vectors[row], vectors[start : start + k], m.applied_candidate(turn)
+            )
+            ranked[i].append((rank, k))
+            start += k
+        return ranked
 
     def rows(self, index: int) -> np.ndarray:
         """The instruction embeddings of dialogue `index` (owners are in dialogue order)."""
@@ -190,6 +210,9 @@ def _statistics(
         "strategy_entropy_within": [m.strategy_entropy(d) for d in ds],
         "strategy_entropy_within_norm": [m.strategy_entropy_normalised(d, available) for d in ds],
         "top_candidate_rate": [m.top_candidate_rate(d) for d in ds],
+        "strategy_adherence": [m.strategy_adherence(r) for r in p.ranked],
+        "strategy_adherence_chance": [m.adherence_chance(r) for r in p.ranked],
+        "strategy_restatement": [m.strategy_restatement(d) for d in ds],
         "critic_depth": [m.critic_score(d, "depth") for d in ds],
         "critic_insight": [m.critic_score(d, "insight") for d in ds],
         "judge_depth": [m.judge_score(d, "depth") for d in ds],
@@ -202,6 +225,7 @@ def _statistics(
         "length_words": [m.length_words(d) for d in ds],
         "question_rate": [m.question_rate(d) for d in ds],
         "anaphora_rate": [m.anaphora_rate(d) for d in ds],
+        "assistant_like_rate": [m.assistant_like_rate(d) for d in ds],
     }
     stats = {name: mean_statistic(values) for name, values in per_dialogue.items()}
     stats |= _cost_statistics(ds)

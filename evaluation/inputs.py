@@ -70,6 +70,9 @@ class EvalTurn:
     strategy_rank: int | None = None
     """Position of the applied strategy among the turn's retrieved candidates (0 = the best
     match); None without a strategy or a recorded candidate list."""
+    candidates: tuple[tuple[str, str], ...] = ()
+    """`(id, text)` of each strategy retrieved for the turn, in retrieval order (empty when none
+    was recorded)."""
     depth: int | None = None
     """The critic's depth score (1-5) of the accepted draft; None when the critic gave none."""
     insight: int | None = None
@@ -225,8 +228,14 @@ def _turn_from_record(
     critic = record.get("critic")
     scores = (critic.get("scores") or critic) if isinstance(critic, dict) else {}
     selection = record.get("selection") or {}
-    candidates = [c.get("id") for c in record.get("candidates") or () if isinstance(c, dict)]
+    retrieved = [c for c in record.get("candidates") or () if isinstance(c, dict)]
+    candidates = [c.get("id") for c in retrieved]
     rank = candidates.index(strategy.get("id")) if strategy.get("id") in candidates else None
+    texts = tuple(
+        (str(c["id"]), c["text"])
+        for c in retrieved
+        if c.get("id") is not None and isinstance(c.get("text"), str)
+    )
     return EvalTurn(
         position=position,
         instruction=messages[position]["content"],
@@ -236,6 +245,7 @@ def _turn_from_record(
         strategy_text=strategy.get("text"),
         selection=selection.get("method"),
         strategy_rank=rank,
+        candidates=texts,
         depth=_score(scores.get("depth")),
         insight=_score(scores.get("insight")),
         verdict=critic if isinstance(critic, dict) else None,

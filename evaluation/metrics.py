@@ -15,8 +15,16 @@ from collections.abc import Sequence
 import numpy as np
 from rapidfuzz.distance import Levenshtein
 
-from evaluation.inputs import EvalDialogue
-from evaluation.text import is_anaphoric, is_question, ngrams, refers_back, words
+from evaluation.inputs import EvalDialogue, EvalTurn
+from evaluation.text import (
+    is_anaphoric,
+    is_assistant_like,
+    is_question,
+    ngrams,
+    refers_back,
+    strategy_overlap,
+    words,
+)
 
 
 def distinct_n(texts: Sequence[str], n: int) -> float | None:
@@ -90,6 +98,56 @@ def top_candidate_rate(dialogue: EvalDialogue) -> float | None:
     """
     ranks = [t.strategy_rank for t in dialogue.turns if t.strategy_rank is not None]
     return sum(r == 0 for r in ranks) / len(ranks) if ranks else None
+
+
+def applied_candidate(turn: EvalTurn) -> int | None:
+    """Index of the applied strategy among the turn's candidates, when it can be ranked.
+
+    None without a strategy, when the strategy is not among the candidates, or with fewer than 2
+    candidates (one candidate is always the most similar: nothing to rank).
+    """
+    ids = [cid for cid, _ in turn.candidates]
+    if len(ids) < 2 or turn.strategy_id not in ids:
+        return None
+    return ids.index(turn.strategy_id)
+
+
+def adherence_rank(instruction: np.ndarray, candidates: np.ndarray, applied: int) -> int:
+    """0-based rank of candidate `applied` by cosine similarity to the instruction.
+
+    Rows are L2-normalised embeddings. The rank counts the other candidates at least as similar
+    as the applied one, so a tie never makes the applied strategy the top one.
+    """
+    similarities = candidates @ instruction
+    return int(np.sum(similarities >= similarities[applied])) - 1
+
+
+def strategy_adherence(ranked: Sequence[tuple[int, int]]) -> float | None:
+    """Fraction of a dialogue's ranked turns whose applied strategy ranks first (top-1).
+
+    `ranked` holds `(rank, candidates)` per turn (`adherence_rank`, `applied_candidate`); None
+    when no turn could be ranked (no strategies, no candidates, foreign dialogues).
+    """
+    return sum(rank == 0 for rank, _ in ranked) / len(ranked) if ranked else None
+
+
+def adherence_chance(ranked: Sequence[tuple[int, int]]) -> float | None:
+    """Top-1 rate of a random guess over the same turns: mean of 1/k, k = the turn's candidates."""
+    return mean_or_none([1 / k for _, k in ranked])
+
+
+def strategy_restatement(dialogue: EvalDialogue) -> float | None:
+    """Mean share of each strategy's content words the instruction repeats (`strategy_overlap`).
+
+    Over turns with a strategy text holding a content word; None when there is none.
+    """
+    return mean_or_none(
+        [
+            strategy_overlap(t.instruction, t.strategy_text)
+            for t in dialogue.turns
+            if t.strategy_text
+        ]
+    )
 
 
 def within_distinct_n(dialogue: EvalDialogue, n: int) -> float | None:
@@ -178,3 +236,8 @@ def question_rate(dialogue: EvalDialogue) -> float | None:
 def anaphora_rate(dialogue: EvalDialogue) -> float | None:
     """Fraction of instructions with an anaphoric word or phrase (`text.is_anaphoric`)."""
     return mean_or_none([float(is_anaphoric(t)) for t in dialogue.instructions])
+
+
+def assistant_like_rate(dialogue: EvalDialogue) -> float | None:
+    """Fraction of instructions that read like an assistant reply (`text.assistant_like`)."""
+    return mean_or_none([float(is_assistant_like(t)) for t in dialogue.instructions])

@@ -15,7 +15,7 @@ class MetricSpec:
     label: str
     """Row label in the report."""
     group: str
-    """Diversity, depth, coherence, repetition, realism or cost."""
+    """Diversity, strategy, depth, coherence, repetition, realism or cost."""
     better: Literal["higher", "lower"] | None
     """Which direction is better, when one is (realism rates are compared to real users)."""
     scope: Literal["dialogue", "dataset"]
@@ -50,6 +50,13 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("top_candidate_rate", "strategist takes the top candidate", "diversity", None,
                "dialogue", "fraction of strategy turns applying the best-matching retrieved "
                "candidate (uniform choice: 1/k)"),
+    MetricSpec("strategy_adherence", "strategy adherence (top-1)", "strategy", "higher",
+               "dialogue", "fraction of ranked strategy turns whose applied strategy is, of the "
+               "turn's k >= 2 candidates, the most similar to the instruction (MiniLM cosine)"),
+    MetricSpec("strategy_adherence_chance", "strategy adherence, chance (1/k)", "strategy", None,
+               "dialogue", "top-1 rate of a random guess over the same turns: mean of 1/k"),
+    MetricSpec("strategy_restatement", "strategy restatement", "strategy", "lower", "dialogue",
+               "fraction of the strategy's content words the instruction repeats"),
     MetricSpec("critic_depth", "critic depth (1-5)", "depth", "higher", "dialogue",
                "mean critic depth score of accepted drafts"),
     MetricSpec("critic_insight", "critic insight (1-5)", "depth", "higher", "dialogue",
@@ -74,6 +81,9 @@ METRICS: tuple[MetricSpec, ...] = (
                "fraction ending with '?' or starting with a wh-/auxiliary word"),
     MetricSpec("anaphora_rate", "anaphora", "realism", None, "dialogue",
                "fraction with an anaphoric word or phrase"),
+    MetricSpec("assistant_like_rate", "assistant-like user turns", "realism", "lower",
+               "dialogue", "fraction opening like an answer, with a fenced code block over 10 "
+               "lines, a list of 3+ items, or over 120 words"),
     MetricSpec("length_w1", "length W1 to real (words)", "realism", "lower", "dataset",
                "Wasserstein-1 distance between length distributions, generated vs real"),
     MetricSpec("embedding_mmd", "embedding MMD to real", "realism", "lower", "dataset",

@@ -95,3 +95,96 @@ def refers_back(instruction: str, answer: str) -> bool:
     (`is_anaphoric`).
     """
     return bool(content_words(instruction) & content_words(answer)) or is_anaphoric(instruction)
+
+
+def strategy_overlap(instruction: str, strategy: str) -> float | None:
+    """Fraction of the strategy's content words that the instruction repeats.
+
+    Content words as in `content_words` (alphabetic, 4+ letters, not a stopword, a final 's'
+    dropped from words over 4 letters), so `Ask for concrete examples` -> {concrete, example}.
+    None when the strategy has no content word.
+    """
+    wanted = content_words(strategy)
+    return len(wanted & content_words(instruction)) / len(wanted) if wanted else None
+
+
+ANSWER_OPENERS = (
+    "sure",
+    "certainly",
+    "of course",
+    "absolutely",
+    "great question",
+    "good question",
+    "excellent question",
+    "here is",
+    "here's",
+    "here are",
+    "as an ai",
+    "as a language model",
+    "as an assistant",
+    "i'd be happy to",
+    "i would be happy to",
+    "i'm happy to",
+    "happy to help",
+    "i apologize",
+)
+"""Openings of an assistant's answer (matched on the first word tokens, case-insensitive)."""
+
+USER_AFTER_HERE = frozenset({"my", "mine", "our"})
+"""Words after `here is` / `here's` / `here are` that make it a user's own: `Here is my code`."""
+
+CODE_BLOCK_LINES = 10
+"""A fenced code block with more lines than this reads like an answer."""
+
+LIST_ITEMS = 3
+"""A list with at least this many numbered or bulleted lines reads like an answer."""
+
+LONG_WORDS = 120
+"""An instruction with more words than this is far over real length (real median 10-14)."""
+
+FENCE = re.compile(r"^[ \t]*(```|~~~)[^\n]*\n(.*?)^[ \t]*\1", re.MULTILINE | re.DOTALL)
+"""A fenced code block: its opening fence line, its body, its closing fence."""
+
+LIST_ITEM = re.compile(r"^[ \t]*(?:[-*+•]|\d{1,2}[.)])[ \t]+\S", re.MULTILINE)
+"""A line that starts a bulleted (`-`, `*`, `+`, `•`) or numbered (`1.`, `2)`) list item."""
+
+
+def assistant_like(text: str) -> list[str]:
+    """Name the clauses by which a user turn reads like an assistant's reply (empty: none).
+
+    A user turn is assistant-like when any of these holds:
+
+    1. `opener`: its first word tokens (lower-cased, curly apostrophes made straight) are one of
+       `ANSWER_OPENERS` ("Sure", "Certainly", "Of course", "Absolutely", "Great question",
+       "Here is/Here's/Here are", "As an AI", "I'd be happy to", "I apologize", ...), except
+       "here is/here's/here are" followed by a word of `USER_AFTER_HERE` ("Here is my code").
+    2. `code`: it holds a fenced (``` or ~~~) code block of more than `CODE_BLOCK_LINES` (10)
+       lines.
+    3. `list`: it holds `LIST_ITEMS` (3) or more lines starting a bulleted (`-`, `*`, `+`, `•`)
+       or numbered (`1.`, `1)`) list item.
+    4. `long`: it has more than `LONG_WORDS` (120) word tokens (`words`), about 10x the median
+       real follow-up.
+
+    "Yes, ..." is no opener: real users answer the assistant's questions that way.
+    """
+    tokens = words(text.replace("\u2019", "'"))
+    clauses = []
+    for opener in ANSWER_OPENERS:
+        head = opener.split()
+        if tokens[: len(head)] == head:
+            after = tokens[len(head) : len(head) + 1]
+            if not (head[0].startswith("here") and after and after[0] in USER_AFTER_HERE):
+                clauses.append("opener")
+            break
+    if any(body.count("\n") > CODE_BLOCK_LINES for _, body in FENCE.findall(text)):
+        clauses.append("code")
+    if len(LIST_ITEM.findall(text)) >= LIST_ITEMS:
+        clauses.append("list")
+    if len(tokens) > LONG_WORDS:
+        clauses.append("long")
+    return clauses
+
+
+def is_assistant_like(text: str) -> bool:
+    """Tell whether a user turn reads like an assistant's reply (see `assistant_like`)."""
+    return bool(assistant_like(text))

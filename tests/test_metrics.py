@@ -7,6 +7,7 @@ import dataclasses
 import gzip
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -33,11 +34,22 @@ from evaluation.inputs import (
 from evaluation.judge import Judge
 from evaluation.realism import MMD, median_bandwidth, wasserstein_1d
 from evaluation.results import EvaluationResult
-from evaluation.text import content_words, is_anaphoric, is_question, refers_back, words
+from evaluation.text import (
+    assistant_like,
+    content_words,
+    is_anaphoric,
+    is_question,
+    refers_back,
+    strategy_overlap,
+    words,
+)
+from induction.loaders import load
 from induction.records import Pair, Turn
 from stores.memory import HashingEmbedding
 from tests.fakes import scripted, tool_reply
 
+DATA = Path("/work/shared/data")
+REAL_FOLLOWUPS = [DATA / "oasst1-en100/en_100_tree.jsonl", DATA / "realhumaneval-chat/chats.jsonl"]
 R2 = math.sqrt(0.5)
 E1, E2, E3 = np.eye(3, dtype=np.float32)
 DIAGONAL = np.array([R2, R2, 0], dtype=np.float32)  # (e1 + e2) / sqrt(2)
@@ -278,6 +290,140 @@ def test_top_candidate_rate_counts_where_the_applied_strategy_stood(vaccine):
     assert m.top_candidate_rate(vaccine) is None  # no candidates recorded: n/a, not 0
 
 
+def candidates(*pairs):
+    return [{"id": c, "text": t, "score": 0.5, "rank": r} for r, (c, t) in enumerate(pairs)]
+
+
+def test_applied_candidate_needs_the_strategy_among_two_or_more_candidates(vaccine):
+    turns = vaccine_document()["turns"]
+    turns[0]["candidates"] = candidates(("s2", "b"), ("s1", "a"))
+    turns[1]["candidates"] = candidates(("s2", "b"))  # one candidate: nothing to rank
+    turns[2]["candidates"] = candidates(("s2", "b"), ("s3", "c"))  # s1 not among them
+    dialogue = dialogue_from_record(document(SEED, turns), "candidates")
+    assert dialogue.turns[0].candidates == (("s2", "b"), ("s1", "a"))
+    assert [m.applied_candidate(t) for t in dialogue.turns] == [1, None, None]
+    assert [m.applied_candidate(t) for t in vaccine.turns] == [None, None, None]
+
+
+def test_adherence_rank_counts_candidates_at_least_as_similar():
+    rows = np.stack([E1, E2, E3])
+    assert m.adherence_rank(E1, rows, 0) == 0  # cosines 1, 0, 0
+    assert m.adherence_rank(E1, rows, 2) == 2  # 0 ties with e2's 0 and is below e1's 1
+    assert m.adherence_rank(DIAGONAL, rows, 2) == 2  # 0 below 1/sqrt2 twice
+    assert m.adherence_rank(DIAGONAL, rows, 0) == 1  # ties with e2 (1/sqrt2): not top-1
+    assert m.adherence_rank(DIAGONAL, np.stack([DIAGONAL, E3]), 0) == 0
+
+
+def test_strategy_adherence_and_its_chance_inside_evaluate():
+    turns = vaccine_document()["turns"]
+    turns[0]["candidates"] = candidates(("s1", "alpha"), ("s2", "beta"))
+    turns[1]["candidates"] = candidates(("s1", "alpha"), ("s2", "beta"), ("s3", "gamma"))
+    turns[1]["strategy"] = {"id": "s3", "text": "gamma"}
+    turns[2]["candidates"] = candidates(("s4", "delta"))  # applied s1 not among: n/a
+    ranked = dialogue_from_record(document(SEED, turns, job="a"), "ranked")
+    plain_turns = [turn_record(1, Q1, A1, None, [draft(Q1)], {})]
+    plain = dialogue_from_record(document(SEED, plain_turns, job="b"), "plain")
+    vectors = {
+        Q1: E1,  # alpha (e1) 1, beta (e2) 0 -> the applied alpha ranks first
+        Q2: DIAGONAL,  # alpha, beta 1/sqrt2, gamma (e3) 0 -> the applied gamma ranks third
+        Q3: E3,
+        "alpha": E1,
+        "beta": E2,
+        "gamma": E3,
+        **{a: E2 for a in (A0, A1, A2)},
+    }
+    result = evaluate({"ideas": [ranked, plain]}, embedder=FixedEmbedder(vectors), resamples=50)
+    got = result.variants["ideas"].metrics
+    # top-1 in 1 of 2 ranked turns; the plain dialogue has no strategies: n/a, not 0
+    assert (got["strategy_adherence"].mean, got["strategy_adherence"].n) == (0.5, 1)
+    # chance: mean of 1/2 and 1/3
+    assert got["strategy_adherence_chance"].mean == pytest.approx(5 / 12)
+    assert got["strategy_adherence_chance"].n == 1
+
+
+def test_strategy_overlap_counts_the_strategy_content_words_repeated():
+    strategy = "Ask for a concrete example of the mechanism"  # {concrete, example, mechanism}
+    assert strategy_overlap("Can you give a concrete example?", strategy) == pytest.approx(2 / 3)
+    assert strategy_overlap("Any CONCRETE Examples of mechanisms?", strategy) == 1.0
+    assert strategy_overlap("Why does it matter?", strategy) == 0.0
+    assert strategy_overlap("Anything", "Go on, ask why") is None  # no content word
+
+
+def test_strategy_restatement_per_dialogue_skips_turns_without_a_strategy():
+    turns = [
+        turn_record(1, "Can you give a concrete example?", A1, "s1", [draft("x")], {}),
+        turn_record(2, "Why does the mechanism matter?", A2, "s2", [draft("y")], {}),
+        turn_record(3, "Go on.", A3, None, [draft("z")], {}),
+    ]
+    turns[0]["strategy"]["text"] = "Ask for a concrete example of the mechanism"  # 2 of 3
+    turns[1]["strategy"]["text"] = "Challenge an assumption in the answer"  # 0 of 3
+    dialogue = dialogue_from_record(document(SEED, turns), "restated")
+    assert m.strategy_restatement(dialogue) == pytest.approx(1 / 3)
+    plain = dialogue_from_record(document(SEED, turns[2:]), "plain")
+    assert m.strategy_restatement(plain) is None  # no strategy: n/a, not 0
+
+
+LIST = "Options:\n- one\n* two\n3. three"
+CODE = "```python\n" + "x = 1\n" * 11 + "```"
+
+
+@pytest.mark.parametrize(
+    ("text", "clauses"),
+    [
+        ("Sure! Here is how vaccines work.", ["opener"]),
+        ("**Certainly.** Memory cells...", ["opener"]),
+        ("Of course, the answer is 42.", ["opener"]),
+        ("Great question! B cells form first.", ["opener"]),
+        ("Here’s an example of a vaccine schedule.", ["opener"]),
+        ("Here are some options to consider.", ["opener"]),
+        ("Here is a revised version:", ["opener"]),
+        ("As an AI, I cannot say.", ["opener"]),
+        ("I'd be happy to explain that.", ["opener"]),
+        ("Absolutely, that is right.", ["opener"]),
+        ("I apologize for the confusion.", ["opener"]),
+        ("Here is my code, why does it fail?", []),  # a user's own material
+        ("Great! Can you do the next one?", []),  # 'great' alone is a user's thanks
+        ("Yes, and what about boosters?", []),  # users answer the assistant's questions
+        ("Surely that is not all?", []),  # whole words only
+        ("Why is this slow?\n" + CODE, ["code"]),
+        ("Why is this slow?\n```\n" + "x = 1\n" * 10 + "```", []),  # 10 lines: not over
+        ("Fix this:\n" + "x = 1\n" * 30, []),  # pasted code without a fence
+        (LIST, ["list"]),
+        ("Options:\n- one\n- two", []),  # two items
+        ("Compare (1) this and (2) that. 3. Also this", []),  # items must start a line
+        ("word " * 121, ["long"]),
+        ("word " * 120, []),
+        ("Sure. " + LIST + "\n" + CODE + " word" * 120, ["opener", "code", "list", "long"]),
+    ],
+)
+def test_assistant_like_clause_by_clause(text, clauses):
+    assert assistant_like(text) == clauses
+
+
+def test_assistant_like_rate_per_dialogue_and_for_real_users():
+    dialogue = dialogue_from_record(sharegpt("hi", "hello", "Sure! Here it is.", "ok", "why?", "x"))
+    assert m.assistant_like_rate(dialogue) == 0.5
+    history = (Turn("user", "hi"), Turn("assistant", "hello"))
+    reference = reference_dialogues(
+        [Pair("real.json", f"r{i}", 1, history, t) for i, t in enumerate(["Why?", "Certainly."])]
+    )
+    result = evaluate({"ideas": [dialogue]}, embedder=HashingEmbedding(), reference=reference)
+    assert result.variants["ideas"].metrics["assistant_like_rate"].mean == 0.5
+    assert result.reference.metrics["assistant_like_rate"].mean == 0.5  # 1 of 2 real users
+    assert result.reference.metrics["strategy_adherence"].mean is None
+    assert result.reference.metrics["strategy_restatement"].mean is None
+
+
+@pytest.mark.parametrize("path", REAL_FOLLOWUPS, ids=lambda p: p.parent.name)
+def test_real_follow_ups_are_rarely_assistant_like(path):
+    if not path.is_file():
+        pytest.skip(f"the shared data file {path} is missing (it is not part of the repo)")
+    followups = [pair.followup for pair in load(path).pairs]
+    rate = sum(bool(assistant_like(t)) for t in followups) / len(followups)
+    # measured: oasst1-en100 6 of 380 (1.6%), realhumaneval-chat 4 of 443 (0.9%)
+    assert len(followups) > 300 and 0 < rate < 0.05
+
+
 # ---------------------------------------------------------------- depth, coherence, repetition
 
 
@@ -393,6 +539,9 @@ def test_foreign_dialogues_report_na_not_zero():
         "strategy_entropy_norm",
         "strategy_entropy_within",
         "top_candidate_rate",
+        "strategy_adherence",
+        "strategy_adherence_chance",
+        "strategy_restatement",
         "critic_depth",
         "critic_insight",
         "judge_depth",

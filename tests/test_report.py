@@ -34,10 +34,13 @@ def ideas_document(job: int, depth: int) -> dict:
         scores = {"correct": True, "coherent": True, "depth": depth, "insight": 3, "feedback": "-"}
         accepted = {"text": instruction, "accepted": True, "reason": "<i>ok</i>", "scores": scores}
         rejected = {"text": "<svg onload=1>", "accepted": False, "reason": "too similar"}
+        strategy = {"id": f"s{(job + index) % 4}", "text": "<img src=x> ask why it matters"}
+        other = {"id": "other", "text": "Summarise the answer in one line"}
         turns.append(
             {
                 "index": index,
-                "strategy": {"id": f"s{(job + index) % 4}", "text": "<img src=x> ask why"},
+                "candidates": [strategy, other],
+                "strategy": strategy,
                 "selection": {"method": "llm", "note": None},
                 "drafts": [rejected, accepted],
                 "critic": accepted,
@@ -142,6 +145,29 @@ def test_how_to_read_note_explains_cells_markers_and_pairing(report):
     assert "- `ideas`: 5 dialogues, 15 instructions (complete 5)" in text
 
 
+def test_strategy_and_assistant_like_rows(report):
+    out, _ = report
+    _, body = table((out / "report.md").read_text(encoding="utf-8"))
+    names = ["better", "ideas", "random", "sharegpt", "real"]
+    rows = {row[0]: dict(zip(names, row[1:], strict=True)) for row in body}
+    adherence = rows["strategy adherence (top-1)"]
+    assert adherence["better"] == "↑" and adherence["sharegpt"] == adherence["real"] == "n/a"
+    # the applied strategy shares 'why' with every instruction, the other candidate no word
+    assert adherence["ideas"] == adherence["random"] == "1.000 [1.000, 1.000]"
+    chance = rows["strategy adherence, chance (1/k)"]  # every turn has 2 candidates
+    assert chance["ideas"] == chance["random"] == "0.500 [0.500, 0.500]"
+    assert chance["better"] == "·" and chance["real"] == "n/a"
+    # strategy 'ask why it matters' -> {matter}; every instruction ends '... matter?'
+    restatement = rows["strategy restatement"]
+    assert restatement["better"] == "↓" and restatement["ideas"] == "1.000 [1.000, 1.000]"
+    assert restatement["sharegpt"] == restatement["real"] == "n/a"
+    assistant = rows["assistant-like user turns"]
+    assert assistant["better"] == "↓" and assistant["real"] == "0.000 [0.000, 0.000]"
+    data = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    assert data["reference"]["metrics"]["assistant_like_rate"]["n"] == 4
+    assert data["variants"]["ideas"]["metrics"]["strategy_adherence"]["n"] == 5
+
+
 @pytest.mark.parametrize("name", ["metrics.png", "strategies.png", "depth_by_turn.png"])
 def test_plots_are_real_pngs(report, name):
     out, _ = report
@@ -164,7 +190,7 @@ def test_html_escapes_model_text_and_shows_decisions(report):
     for raw in [EVIL, "<b>Answer</b>", "<img src=x>", "<i>ok</i>", "<svg onload=1>"]:
         assert raw not in page
     assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in page
-    assert "&lt;img src=x&gt; ask why (llm)" in page
+    assert "&lt;img src=x&gt; ask why it matters (llm)" in page
     assert "&lt;i&gt;ok&lt;/i&gt; · depth 4/5, insight 3/5" in page
     assert "1 rejected draft" in page and "&lt;svg onload=1&gt;" in page
     assert page.count("<article>") == 2 + 2 + 1  # 2 per variant, sharegpt has only 1
