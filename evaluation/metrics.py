@@ -107,9 +107,10 @@ def applied_candidate(turn: EvalTurn) -> int | None:
     candidates (one candidate is always the most similar: nothing to rank).
     """
     ids = [cid for cid, _ in turn.candidates]
-    if len(ids) < 2 or turn.strategy_id not in ids:
+    applied = str(turn.strategy_id) if turn.strategy_id is not None else None
+    if len(ids) < 2 or applied not in ids:
         return None
-    return ids.index(turn.strategy_id)
+    return ids.index(applied)
 
 
 def adherence_rank(instruction: np.ndarray, candidates: np.ndarray, applied: int) -> int:
