@@ -11,9 +11,11 @@ from agents.chat import ChatClient
 from agents.critic import AcceptAllCritic, Critic, LLMCritic, NoveltyCritic
 from agents.simulator import PlainSimulator, StrategySimulator, UserSimulator
 from agents.strategist import (
+    LearnedStrategist,
     LLMStrategist,
     NoStrategist,
     RandomStrategist,
+    RankingRetriever,
     Retriever,
     Strategist,
 )
@@ -27,6 +29,7 @@ class Wiring(Protocol):
     settings: Settings
     store: StrategyStore
     retriever: Retriever
+    learned_retriever: RankingRetriever
 
     def chat(self, role: Role) -> ChatClient:
         """Return the chat client for `role`."""
@@ -36,6 +39,9 @@ class Wiring(Protocol):
 STRATEGISTS: dict[str, Callable[[Wiring], Strategist]] = {
     "llm": lambda w: LLMStrategist(w.retriever, w.chat("strategist"), w.settings.top_k),
     "random": lambda w: RandomStrategist(w.retriever, w.settings.top_k, w.settings.seed),
+    "learned": lambda w: LearnedStrategist(
+        w.learned_retriever, w.settings.top_k, w.settings.strategy_temperature, w.settings.seed
+    ),
     "none": lambda w: NoStrategist(),
 }
 SIMULATORS: dict[str, Callable[[Wiring], UserSimulator]] = {

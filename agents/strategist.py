@@ -14,8 +14,9 @@ from agents.chat import ChatClient, Usage
 from dialogues.messages import last_answer
 from prompts import render
 from stores.base import Candidate
+from stores.ranker import Ranked
 
-Method = Literal["llm", "fallback", "random", "none"]
+Method = Literal["llm", "fallback", "random", "learned", "none"]
 
 
 @dataclass
@@ -27,10 +28,12 @@ class Selection:
     method: Method
     note: str | None = None
     usage: Usage = field(default_factory=Usage)
+    draw: dict | None = None
+    """The learned strategist's draw: temperature, the chosen strategy's probability and rank."""
 
     def as_record(self) -> dict:
         """Return plain data for the state and the output file."""
-        return {
+        record = {
             "candidates": [c.model_dump() | {"score": round(c.score, 4)} for c in self.candidates],
             "strategy": {"id": self.strategy.id, "text": self.strategy.text}
             if self.strategy
@@ -38,6 +41,9 @@ class Selection:
             "method": self.method,
             "note": self.note,
         }
+        if self.draw is not None:
+            record["draw"] = self.draw
+        return record
 
 
 class Retriever(Protocol):
@@ -102,6 +108,57 @@ class RandomStrategist:
         if not candidates:
             return Selection([], None, "none", "no unused strategy left in the library")
         return Selection(candidates, self.rng.choice(candidates), "random")
+
+
+class RankingRetriever(Retriever, Protocol):
+    """A retriever that also gives the whole ranked distribution (`stores.ranker`)."""
+
+    def rank(
+        self, text: str, *, exclude: Collection[str] = (), temperature: float = 1.0
+    ) -> list[Ranked]:
+        """Return every unused strategy, most likely first, with probabilities."""
+        ...
+
+
+class LearnedStrategist:
+    """Draw the strategy from the learned ranker's distribution over the unused strategies.
+
+    Temperature 0 takes the most likely strategy; 1 draws with the ranker's own probabilities,
+    so a dataset follows what real users did after such answers and still varies. The record
+    lists the top-k as candidates (plus the drawn strategy when it ranked lower) with their
+    probabilities, and the draw itself.
+    """
+
+    def __init__(
+        self, retriever: RankingRetriever, k: int = 8, temperature: float = 1.0, seed: int = 0
+    ) -> None:
+        """Rank with `retriever`, record `k` candidates, draw at `temperature` (seeded)."""
+        self.retriever, self.k, self.temperature = retriever, k, temperature
+        self.rng = random.Random(seed)
+
+    async def select(self, messages: Sequence[BaseMessage], used: Collection[str]) -> Selection:
+        """Rank every unused strategy and draw one."""
+        ranked = self.retriever.rank(
+            last_answer(messages), exclude=used, temperature=self.temperature
+        )
+        if not ranked:
+            return Selection([], None, "none", "no unused strategy left in the library")
+        position = self.rng.choices(range(len(ranked)), weights=[r.probability for r in ranked])[0]
+        shown = list(range(min(self.k, len(ranked))))
+        if position not in shown:
+            shown.append(position)
+        candidates = [
+            Candidate(id=r.record.id, text=r.record.text, score=r.probability, rank=i)
+            for i, r in ((i, ranked[i]) for i in shown)
+        ]
+        draw = {
+            "temperature": self.temperature,
+            "probability": round(ranked[position].probability, 4),
+            "rank": position,
+            "pool": len(ranked),
+        }
+        chosen = candidates[shown.index(position)]
+        return Selection(candidates, chosen, "learned", None, draw=draw)
 
 
 class NoStrategist:

@@ -19,7 +19,7 @@ from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
 from agents.chat import ChatClient
 from agents.registry import Wiring, build_agents
-from agents.strategist import Retriever
+from agents.strategist import RankingRetriever, Retriever
 from batch.jobs import Job, SeedSet
 from batch.store import BatchStore
 from dialogues.messages import to_langchain
@@ -62,6 +62,11 @@ class JobWiring:
     def chat(self, role: Role) -> ChatClient:
         """Return the shared chat client for `role`, sending seeds derived from the job's."""
         return self.base.chat(role).seeded(self.settings.seed)
+
+    @property
+    def learned_retriever(self) -> RankingRetriever:
+        """The batch's learned ranker (shared; each job draws with its own seed)."""
+        return self.base.learned_retriever
 
 
 class Progress(Protocol):

@@ -1,4 +1,4 @@
-"""Recall@k of candidate retrieval Q(a), with and without answer-context retrieval.
+"""Recall@k of candidate retrieval Q(a): popularity, strategy text, answer contexts, learned ranker.
 
     python benchmarks/retrieval.py [--data ../shared/data] [--folds 5]
 
@@ -8,7 +8,9 @@ for every held-back real follow-up ranks the library's top-tier strategies for t
 it. The follow-up's "own" strategy is the top-tier strategy nearest its team-written extraction.
 `support` ranks by cluster size alone (no answer used): the popularity prior any method gets free.
 Text retrieval ranks strategy texts by similarity to the answer; context retrieval ranks them by
-the real answers that preceded them (falling back to text for the rest).
+the real answers that preceded them (falling back to text for the rest); `learned` is the library's
+learned ranker (stores/ranker.py), trained on the fold's library only, so it never sees the
+held-back dialogues. Prints the spread across folds for each mode.
 """
 
 from __future__ import annotations
@@ -26,12 +28,17 @@ from induction.abstract import CentroidAbstractor  # noqa: E402
 from induction.annotations import load_extractions  # noqa: E402
 from induction.library import build_library_sync  # noqa: E402
 from induction.loaders import load  # noqa: E402
-from stores.contexts import ContextRetriever, InMemoryContextIndex  # noqa: E402
+from stores.contexts import ContextRetriever  # noqa: E402
 from stores.embeddings import MiniLMEmbedding  # noqa: E402
 from stores.memory import InMemoryStrategyStore  # noqa: E402
+from stores.ranker import LearnedRetriever, train_for_store  # noqa: E402
 
 KS = (1, 3, 5, 8, 10, 20)
-FILES = ("oasst1-en100/en_100_tree.jsonl", "hh-rlhf-helpful-74/realistic_seed_data.json")
+FILES = (
+    "oasst1-en100/en_100_tree.jsonl",
+    "hh-rlhf-helpful-74/realistic_seed_data.json",
+    "realhumaneval-chat/chats.jsonl",
+)
 
 
 def fold_of(pair, folds: int) -> int:
@@ -51,14 +58,18 @@ def ranks_for(fold: int, folds: int, pairs, extractions, embedding) -> dict[str,
     )
     store = InMemoryStrategyStore("cv", embedding)
     store.add(library.records)
-    index = InMemoryContextIndex()
+    index = store.contexts()
     index.add(library.answer_contexts())
     top = library.by_level("high")
     top_vectors = embedding.embed([r.text for r in top])
     gold_ids = [
         top[int(np.argmax(top_vectors @ v))].id for v in embedding.embed([e.strategy for e in test])
     ]
-    retrievers = {"text": store, "context": ContextRetriever(store, index, embedding)}
+    retrievers = {
+        "text": store,
+        "context": ContextRetriever(store, index, embedding),
+        "learned": LearnedRetriever.from_store(store, train_for_store(store)),
+    }
     by_support = [r.id for r in sorted(top, key=lambda r: -r.support)]
     ranks: dict[str, list[int]] = {mode: [] for mode in ("support", *retrievers)}
     for extraction, gold in zip(test, gold_ids, strict=True):
@@ -71,6 +82,12 @@ def ranks_for(fold: int, folds: int, pairs, extractions, embedding) -> dict[str,
     return ranks
 
 
+def summary(ranks: list[float]) -> tuple[list[float], float]:
+    """Return recall at each of KS and the mean rank."""
+    r = np.array(ranks)
+    return [float(np.mean(r <= k)) for k in KS], float(r.mean())
+
+
 def main() -> None:
     """Run the cross-validation and print recall@k per mode."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -80,22 +97,38 @@ def main() -> None:
     pairs = [p for name in FILES for p in load(args.data / name).pairs]
     extractions = load_extractions(Path("induction/data/team_extractions.jsonl"))
     embedding = MiniLMEmbedding()
-    totals: dict[str, list[int]] = {"support": [], "text": [], "context": [], "size": []}
+    modes = ("support", "text", "context", "learned")
+    totals: dict[str, list[int]] = {mode: [] for mode in modes}
+    per_fold: dict[str, list[tuple[float, float]]] = {mode: [] for mode in modes}
+    sizes = []
     for fold in range(args.folds):
-        for mode, values in ranks_for(fold, args.folds, pairs, extractions, embedding).items():
+        ranks = ranks_for(fold, args.folds, pairs, extractions, embedding)
+        sizes += ranks.pop("size")
+        for mode, values in ranks.items():
             totals[mode] += values
-    sizes = totals.pop("size")
+            recalls, mean_rank = summary(values)
+            per_fold[mode].append((recalls[KS.index(8)], mean_rank))
     print(
         f"held-back follow-ups: {len(totals['text'])}, folds: {args.folds}, "
         f"top-tier strategies per fold: {min(sizes)}-{max(sizes)}"
     )
-    print("mode      " + "  ".join(f"R@{k:<3}" for k in KS) + "  mean rank")
+    print("mode      " + "  ".join(f"R@{k:<3}" for k in KS) + "  mean rank  R@8 by fold (min-max)")
     chance = [min(k / np.mean(sizes), 1.0) for k in KS]
     print("random    " + "  ".join(f"{c:.3f}" for c in chance) + f"  {np.mean(sizes) / 2:.1f}")
     for mode, ranks in totals.items():
-        r = np.array(ranks)
-        recalls = "  ".join(f"{np.mean(r <= k):.3f}" for k in KS)
-        print(f"{mode:<9} {recalls}  {r.mean():.1f}")
+        recalls, mean_rank = summary(ranks)
+        folds = [r8 for r8, _ in per_fold[mode]]
+        print(
+            f"{mode:<9} "
+            + "  ".join(f"{r:.3f}" for r in recalls)
+            + f"  {mean_rank:9.1f}  {min(folds):.3f}-{max(folds):.3f}"
+        )
+    learned, support = summary(totals["learned"]), summary(totals["support"])
+    gain = learned[0][KS.index(8)] - support[0][KS.index(8)]
+    print(
+        f"learned vs support: R@8 {gain:+.3f}, mean rank {learned[1] - support[1]:+.1f} "
+        f"(target: R@8 +0.05 or more and a lower mean rank)"
+    )
 
 
 if __name__ == "__main__":

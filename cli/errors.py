@@ -14,13 +14,20 @@ def classify(exc: BaseException) -> int | None:
     from dialogues.output import OutputError
     from dialogues.seeds import SeedError
     from runtime.server import ServerError
+    from runtime.session import RetrievalUnavailable
     from runtime.settings import SettingsError
     from stores.embeddings import EmbeddingUnavailable
     from stores.starter import LibraryNotFound
 
     if isinstance(
         exc,
-        UsageError | SeedError | OutputError | SettingsError | LibraryNotFound | BatchStoreError,
+        UsageError
+        | SeedError
+        | OutputError
+        | SettingsError
+        | LibraryNotFound
+        | BatchStoreError
+        | RetrievalUnavailable,
     ):
         return 2
     if isinstance(exc, ServerError | ModelError | EmbeddingUnavailable):

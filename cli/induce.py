@@ -52,6 +52,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="also write the library as a packaged directory (records, metadata, "
         "answer-context embeddings; no dialogue text)",
     )
+    parser.add_argument(
+        "--no-ranker",
+        action="store_true",
+        help="do not train the learned candidate ranker (retrieval then uses answer contexts)",
+    )
+    parser.add_argument(
+        "--library-version",
+        type=int,
+        help="version number to give the library (default: the stored one + 1)",
+    )
     parser.add_argument("--quiet", action="store_true", help="print only the summary")
     add_settings_arguments(parser)
     return parser
@@ -189,10 +199,13 @@ async def build_and_save(
     from induction.abstract import CentroidAbstractor, LLMAbstractor
     from induction.library import build_library, save_library, source_digests
     from stores.chroma import open_store
+    from stores.ranker import train_for_store
 
     store = open_store(settings.library, path=settings.store, chroma_url=settings.chroma_url)
     previous = store.metadata().get("version", "0")
     version = str(int(previous) + 1) if str(previous).isdigit() else "1"
+    if args.library_version is not None:
+        version = str(args.library_version)
     mode = args.abstraction
     if mode == "auto":
         mode = "centroid" if settings.uses_bundled_model("abstractor") else "llm"
@@ -214,6 +227,10 @@ async def build_and_save(
     store.clear()
     save_library(library, store)
     store.contexts().add(library.answer_contexts())
+    ranker = None if args.no_ranker else train_for_store(store, seed=settings.seed)
+    if ranker is not None:
+        library.metadata["ranker"] = ranker.to_metadata()
+        store.set_metadata(library.metadata)
     if args.export is not None:
         from stores.packaged import export_library
 
@@ -228,8 +245,22 @@ async def build_and_save(
             level: len(library.by_level(level)) for level in ("high", "intermediate", "extracted")
         },
         "answer contexts": len(library.answer_embeddings),
+        "ranker": ranker_summary(ranker),
         "llm calls": extract_stats.get("llm_calls", 0) + library.usage.calls,
     }
+
+
+def ranker_summary(ranker: Any) -> str:
+    """Say in one line how the learned ranker did in cross-validation (or that there is none)."""
+    if ranker is None:
+        return "none"
+    cv = ranker.cv
+    recall, rank = cv["recall_at_8"], cv["mean_rank"]
+    return (
+        f"trained on {ranker.pairs} follow-ups; {cv['folds']}-fold CV by dialogue: "
+        f"R@8 {recall['learned']:.3f} (support prior {recall['support']:.3f}), "
+        f"mean rank {rank['learned']:.1f} ({rank['support']:.1f}) of {cv['strategies']}"
+    )
 
 
 def render_summary(console: Console, sources: list[LoadResult], report: dict[str, Any]) -> None:

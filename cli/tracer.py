@@ -56,6 +56,12 @@ class Tracer:
         label = Text("strategy ", style="bold")
         label.append(chosen["text"] if chosen else "(none)", style="green")
         label.append(f"  [{event['method']}]", style="dim")
+        if draw := event.get("draw"):
+            label.append(
+                f"  drawn at temperature {draw['temperature']:g}: p={draw['probability']:.2f}, "
+                f"rank {draw['rank'] + 1} of {draw['pool']}",
+                style="dim",
+            )
         self.console.print(label)
         if event.get("note"):
             self.console.print(Text(event["note"], style="yellow"))

@@ -47,6 +47,14 @@ def summarize(state: Mapping[str, Any], wall_seconds: float) -> dict[str, Any]:
     }
 
 
+def selection_summary(selection: Mapping[str, Any]) -> dict[str, Any]:
+    """Return how a turn's strategy was chosen: method, note and, for a drawn one, the draw."""
+    summary = {"method": selection.get("method"), "note": selection.get("note")}
+    if selection.get("draw") is not None:
+        summary["draw"] = selection["draw"]
+    return summary
+
+
 def unfinished_turn(state: Mapping[str, Any]) -> dict[str, Any] | None:
     """Return the decisions of a turn that started but did not finish (None if there is none)."""
     selection = state.get("selection")
@@ -56,7 +64,7 @@ def unfinished_turn(state: Mapping[str, Any]) -> dict[str, Any] | None:
         "index": state.get("turn", 0) + 1,
         "candidates": selection.get("candidates", []),
         "strategy": selection.get("strategy"),
-        "selection": {"method": selection.get("method"), "note": selection.get("note")},
+        "selection": selection_summary(selection),
         "drafts": state["drafts"],
         "usage": state.get("usage", {}),
     }

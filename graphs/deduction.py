@@ -10,6 +10,7 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
 
 from agents.chat import Usage
+from dialogues.record import selection_summary
 from graphs.state import Deps, State
 
 
@@ -97,7 +98,7 @@ async def respond(state: State, runtime: Runtime[Deps]) -> dict[str, Any]:
         "index": turn,
         "candidates": selection.get("candidates", []),
         "strategy": strategy,
-        "selection": {"method": selection.get("method"), "note": selection.get("note")},
+        "selection": selection_summary(selection),
         "drafts": state["drafts"],
         "critic": state["drafts"][-1] if state["drafts"] else None,
         "instruction": instruction.text,

@@ -74,6 +74,8 @@ class Library:
     answer_embeddings: dict[str, np.ndarray]
     """Extracted record id -> unit vector of the real answer before its follow-up."""
     tiers: list[TierStats]
+    answer_groups: dict[str, str] = field(default_factory=dict)
+    """Extracted record id -> digest of the dialogue its answer came from (for the ranker)."""
     usage: Usage = field(default_factory=Usage)
     fallbacks: dict[str, str] = field(default_factory=dict)
     """Abstraction record id -> why the LLM's phrase was not used."""
@@ -90,8 +92,15 @@ class Library:
             top = record_id
             while parents.get(top):
                 top = parents[top]
-            contexts.append(AnswerContext(record_id, top, vector))
+            group = self.answer_groups.get(record_id, "")
+            contexts.append(AnswerContext(record_id, top, vector, group))
         return contexts
+
+
+def dialogue_digest(pair: Any) -> str:
+    """Name the dialogue a pair came from without its text: a digest of its first message."""
+    first = pair.history[0]
+    return _digest(pair.source, first.id or first.text)
 
 
 def source_digests(paths: Iterable[str | Path]) -> dict[str, str]:
@@ -152,7 +161,13 @@ async def build_library(
         raise ValueError("two extractions share a (source, record_id, turn) key")
     build = _Build(abstractor, _Vectors(embedding), threshold, concurrency)
     answers = _embed_answers(build.vectors, items, layer, pairs_by_key)
-    library = Library(list(layer), {}, answers, [])
+    groups = {
+        record.id: dialogue_digest(pair)
+        for item, record in zip(items, layer, strict=True)
+        if (pair := pairs_by_key.get((item.source, item.record_id, item.turn))) is not None
+        and getattr(pair, "history", None)
+    }
+    library = Library(list(layer), {}, answers, [], answer_groups=groups)
     build.under = {r.id: Counter({r.provenance[0].source: 1}) for r in layer}
     for tier in range(1, tiers + 1):
         layer = await build.tier(library, tier, "high" if tier == tiers else "intermediate", layer)

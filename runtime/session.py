@@ -34,6 +34,8 @@ class Session:
         self._limits: dict[str, EndpointLimit] = {}
         self._stack = ExitStack()
         self.server: Any = None
+        self._retriever: Any = None
+        self._learned: Any = None
 
     def __enter__(self) -> Session:
         """Enter the session."""
@@ -61,17 +63,25 @@ class Session:
 
     @property
     def retriever(self) -> Any:
-        """How candidates are found: by answer context when the library has contexts."""
-        store = self.store
-        contexts = getattr(store, "contexts", None)
-        if self.settings.retrieval == "text" or contexts is None:
-            return store
-        index = contexts()
-        if index.count() == 0:
-            return store
-        from stores.contexts import ContextRetriever
+        """How candidates are found (`settings.retrieval`; see `choose_retriever`), built once."""
+        if self._retriever is None:
+            self._retriever = choose_retriever(self.store, self.settings.retrieval)
+        return self._retriever
 
-        return ContextRetriever(store, index, store.embedding)
+    @property
+    def learned_retriever(self) -> Any:
+        """The library's learned ranker (for `--strategist learned`), whatever `retrieval` says.
+
+        Raises:
+            RetrievalUnavailable: The library has no learned ranker.
+        """
+        from stores.ranker import LearnedRetriever
+
+        if isinstance(self.retriever, LearnedRetriever):
+            return self.retriever
+        if self._learned is None:
+            self._learned = choose_retriever(self.store, "learned")
+        return self._learned
 
     def chat(self, role: Role) -> ChatClient:
         """Return a chat client for `role`, starting the embedded server if it needs it."""
@@ -105,3 +115,46 @@ class Session:
             )
             self.server = self._stack.enter_context(server)
         return self.server.base_url
+
+
+class RetrievalUnavailable(ValueError):
+    """The retrieval mode asked for needs something the library does not have; one line."""
+
+
+def choose_retriever(store: StrategyStore, mode: str) -> Any:
+    """Return the retriever for `mode`: `learned`, `context`, `text`, or `auto` (the best there is).
+
+    `auto` takes the library's learned ranker when it has one, else its answer contexts, else the
+    strategy texts.
+
+    Raises:
+        RetrievalUnavailable: `learned` or `context` was asked for and the library lacks it.
+    """
+    if mode == "text":
+        return store
+    if mode in ("auto", "learned"):
+        from stores.ranker import LearnedRetriever, RankerModel
+
+        data = store.metadata().get("ranker")
+        retriever = None
+        if data:
+            try:
+                retriever = LearnedRetriever.from_store(store, RankerModel.from_metadata(data))
+            except ValueError:
+                retriever = None
+        if retriever is not None:
+            return retriever
+        if mode == "learned":
+            raise RetrievalUnavailable(
+                f"library {store.library!r} has no learned ranker; rebuild it with "
+                "`run.py induce` or `run.py strategies train-ranker`"
+            )
+    contexts = getattr(store, "contexts", None)
+    index = contexts() if contexts is not None else None
+    if index is None or index.count() == 0:
+        if mode == "context":
+            raise RetrievalUnavailable(f"library {store.library!r} has no answer contexts")
+        return store
+    from stores.contexts import ContextRetriever
+
+    return ContextRetriever(store, index, store.embedding)

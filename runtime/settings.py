@@ -118,10 +118,18 @@ class Settings(BaseSettings):
         description="Strategy library: `default` (induced from real dialogues, shipped), "
         "`starter` (team-written) or one built with `run.py induce`.",
     )
-    retrieval: Literal["auto", "text"] = Field(
+    retrieval: Literal["auto", "learned", "context", "text"] = Field(
         default="auto",
-        description="auto: rank by the real answers that preceded each strategy when the library "
-        "has them, else by strategy text; text: always by strategy text.",
+        description="learned: the library's learned ranker; context: by the real answers that "
+        "preceded each strategy; text: by strategy text; auto: the first of these the library "
+        "has.",
+    )
+    strategy_temperature: float = Field(
+        default=1.0,
+        ge=0.0,
+        le=10.0,
+        description="Learned strategist: temperature of its draw from the ranker's distribution "
+        "(0 = always the most likely strategy; 1 = the ranker's own probabilities).",
     )
 
     cluster_threshold: float = Field(
@@ -191,8 +199,11 @@ class Settings(BaseSettings):
             "library retrieval turns top_k max_rejections novelty_threshold min_depth "
             "min_insight history_tokens seed"
         ).split()
+        agents = self.resolve_agents()[0]
+        if agents.strategist == "learned":
+            keys.append("strategy_temperature")
         return {
-            "agents": self.resolve_agents()[0].model_dump(),
+            "agents": agents.model_dump(),
             "models": models,
             "gguf": self.gguf.name if self.gguf else None,
             **{key: getattr(self, key) for key in keys},

@@ -10,13 +10,14 @@ from typing import Any
 from urllib.parse import urlparse
 
 import chromadb
+import numpy as np
 from chromadb.api import ClientAPI
 from chromadb.api.types import EmbeddingFunction
 from chromadb.config import Settings
 from platformdirs import user_data_dir
 
 from stores.base import Candidate, Level, Provenance, StrategyRecord
-from stores.contexts import AnswerContext
+from stores.contexts import AnswerContext, ContextRows
 from stores.embeddings import MiniLMEmbedding
 from stores.memory import Embedder, embedder_name
 
@@ -211,7 +212,7 @@ class ChromaContextIndex:
             self._collection.upsert(
                 ids=[c.id for c in batch],
                 embeddings=[c.embedding.tolist() for c in batch],
-                metadatas=[{"strategy_id": c.strategy_id} for c in batch],
+                metadatas=[{"strategy_id": c.strategy_id, "group": c.group or c.id} for c in batch],
             )
 
     def nearest(self, embedding: Any, n: int) -> list[tuple[str, float]]:
@@ -230,6 +231,19 @@ class ChromaContextIndex:
     def count(self) -> int:
         """Return the number of stored contexts."""
         return self._collection.count()
+
+    def rows(self) -> ContextRows:
+        """Return every stored context (ordered by id, so the result does not depend on Chroma)."""
+        found = self._collection.get(include=["embeddings", "metadatas"])
+        order = sorted(range(len(found["ids"])), key=lambda i: found["ids"][i])
+        metas = found["metadatas"]
+        vectors = np.asarray(found["embeddings"], dtype=np.float32).reshape(len(order), -1)
+        return ContextRows(
+            ids=[found["ids"][i] for i in order],
+            strategy_ids=[metas[i]["strategy_id"] for i in order],
+            groups=[metas[i].get("group") or found["ids"][i] for i in order],
+            vectors=vectors[order] if order else vectors,
+        )
 
 
 def open_store(

@@ -27,6 +27,19 @@ class AnswerContext:
     id: str
     strategy_id: str
     embedding: np.ndarray
+    group: str = ""
+    """The dialogue the answer came from (a digest, never its text); empty when unknown."""
+
+
+@dataclass(frozen=True)
+class ContextRows:
+    """Every stored context at once: what the learned ranker reads."""
+
+    ids: list[str]
+    strategy_ids: list[str]
+    groups: list[str]
+    """Each context's dialogue; a context of unknown dialogue is its own group (its id)."""
+    vectors: np.ndarray
 
 
 class ContextIndex(Protocol):
@@ -44,6 +57,10 @@ class ContextIndex(Protocol):
         """Return the number of stored contexts."""
         ...
 
+    def rows(self) -> ContextRows:
+        """Return every stored context."""
+        ...
+
 
 class InMemoryContextIndex:
     """Exact cosine search over normalised answer embeddings."""
@@ -52,6 +69,7 @@ class InMemoryContextIndex:
         """Start empty."""
         self._ids: list[str] = []
         self._strategies: list[str] = []
+        self._groups: list[str] = []
         self._matrix = np.zeros((0, 0), dtype=np.float32)
 
     def add(self, contexts: Sequence[AnswerContext]) -> None:
@@ -62,6 +80,7 @@ class InMemoryContextIndex:
         self._matrix = rows if not self._ids else np.vstack([self._matrix, rows])
         self._ids += [c.id for c in contexts]
         self._strategies += [c.strategy_id for c in contexts]
+        self._groups += [c.group or c.id for c in contexts]
 
     def nearest(self, embedding: np.ndarray, n: int) -> list[tuple[str, float]]:
         """Return the n most similar contexts' strategy ids and similarities."""
@@ -74,6 +93,12 @@ class InMemoryContextIndex:
     def count(self) -> int:
         """Return the number of stored contexts."""
         return len(self._ids)
+
+    def rows(self) -> ContextRows:
+        """Return every stored context."""
+        return ContextRows(
+            list(self._ids), list(self._strategies), list(self._groups), self._matrix
+        )
 
 
 class ContextRetriever:

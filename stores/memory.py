@@ -70,6 +70,20 @@ class InMemoryStrategyStore:
         self._records: dict[str, StrategyRecord] = {}
         self._vectors: dict[str, np.ndarray] = {}
         self._metadata: dict[str, Any] = {}
+        self._contexts: Any = None
+
+    def contexts(self) -> Any:
+        """Return the library's answer-context index (`stores.contexts.InMemoryContextIndex`)."""
+        if self._contexts is None:
+            from stores.contexts import InMemoryContextIndex
+
+            self._contexts = InMemoryContextIndex()
+        return self._contexts
+
+    def clear(self) -> None:
+        """Delete every record, the metadata and the answer contexts."""
+        self._records, self._vectors, self._metadata = {}, {}, {}
+        self._contexts = None
 
     def add(self, records: Sequence[StrategyRecord]) -> None:
         """Insert or update records (by id)."""

@@ -1,7 +1,8 @@
 """Libraries shipped inside the package: records, metadata and answer-context embeddings.
 
 A packaged library is a directory with `records.jsonl` (one StrategyRecord per line),
-`metadata.json` and `contexts.npz` (context ids, strategy ids and float16 answer embeddings).
+`metadata.json` and `contexts.npz` (context ids, strategy ids, dialogue digests and float16
+answer embeddings).
 It holds no dialogue text: only strategy texts written by the pipeline or the team, provenance
 keys, and embeddings of the real answers.
 """
@@ -45,6 +46,7 @@ def export_library(
         directory / "contexts.npz",
         ids=np.array([c.id for c in contexts]),
         strategy_ids=np.array([c.strategy_id for c in contexts]),
+        groups=np.array([c.group or c.id for c in contexts]),
         embeddings=np.stack([c.embedding for c in contexts]).astype(np.float16),
     )
 
@@ -62,10 +64,13 @@ def load_packaged(store: StrategyStore, directory: Path) -> int:
         data = np.load(directory / "contexts.npz")
         vectors = data["embeddings"].astype(np.float32)
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True).clip(min=1e-12)
+        groups = data["groups"] if "groups" in data.files else data["ids"]
         contexts_index().add(
             [
-                AnswerContext(str(i), str(s), v)
-                for i, s, v in zip(data["ids"], data["strategy_ids"], vectors, strict=True)
+                AnswerContext(str(i), str(s), v, str(g))
+                for i, s, v, g in zip(
+                    data["ids"], data["strategy_ids"], vectors, groups, strict=True
+                )
             ]
         )
     return len(records)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
@@ -61,8 +62,25 @@ def load_starter(store: StrategyStore) -> int:
     return len(starter.strategies)
 
 
+def _stale_copy(store: StrategyStore, packaged: Path) -> bool:
+    """Whether the store holds an older copy of a shipped library (a new version was installed).
+
+    Only a copy loaded from the package is replaced; a library of the same name that the user
+    built with `induce` is theirs and stays.
+    """
+    held = store.metadata()
+    if not str(held.get("loaded_from", "")).startswith("packaged library"):
+        return False
+    shipped = json.loads((packaged / "metadata.json").read_text(encoding="utf-8"))
+    keys = ("version", "created_at")
+    return any(held.get(k) != shipped.get(k) for k in keys) and hasattr(store, "clear")
+
+
 def ensure_library(store: StrategyStore) -> None:
     """Make sure the store's library can be used: load a shipped library into an empty one.
+
+    A copy of a shipped library left in the store by an older release is replaced by the shipped
+    one.
 
     Args:
         store: The opened library.
@@ -70,12 +88,15 @@ def ensure_library(store: StrategyStore) -> None:
     Raises:
         LibraryNotFound: If a library other than the starter one is empty.
     """
+    packaged = packaged_path(store.library)
     if store.count() > 0:
+        if packaged is not None and _stale_copy(store, packaged):
+            store.clear()
+            load_packaged(store, packaged)
         return
     if store.library == STARTER:
         load_starter(store)
         return
-    packaged = packaged_path(store.library)
     if packaged is not None:
         load_packaged(store, packaged)
         return

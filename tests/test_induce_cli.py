@@ -35,7 +35,8 @@ ULTRACHAT = DATA / "ultrachat-eval" / "ultra_eval.json"
 TEAM = Path(__file__).resolve().parents[1] / "induction" / "data" / "team_extractions.jsonl"
 
 pytestmark = pytest.mark.skipif(
-    not (OASST.is_file() and HH.is_file() and RHE.is_file()), reason=f"the shared data is not in {DATA}"
+    not (OASST.is_file() and HH.is_file() and RHE.is_file()),
+    reason=f"the shared data is not in {DATA}",
 )
 
 
@@ -117,7 +118,7 @@ class Build:
 
 @pytest.fixture(scope="module")
 def real(tmp_path_factory) -> list[Build]:
-    """Build `real` from the three files, again from the same files, then from the HH-RLHF file alone."""
+    """Build `real` from the three files, again from the same files, then from HH-RLHF alone."""
     store = tmp_path_factory.mktemp("real") / "store"
     builds = []
     with pytest.MonkeyPatch.context() as mp:

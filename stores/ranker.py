@@ -1,0 +1,382 @@
+"""A learned candidate ranker Q(a): which top-level strategy real users applied after an answer.
+
+The paper trains a classifier on (answer, strategy) pairs. Ours is the same idea at the scale of a
+few hundred real follow-ups: a regularised conditional logit (a softmax over the library's
+strategies) on a handful of features of each (answer, strategy) pair, all computed from what a
+library already stores:
+
+- `cosine`: similarity of the answer to the strategy text;
+- `log_support`: log of the strategy's cluster size (the popularity prior);
+- `vote_k8`, `vote_k32`, `vote_k128`: share of the k nearest real answers (softmax-weighted by
+  similarity) whose follow-up applied the strategy;
+- `max_context`: similarity of the closest real answer whose follow-up applied it.
+
+Because the features describe a pair rather than name a strategy, the weights (six numbers) carry
+over to any library and fit in its metadata. Training features are computed with the
+training answer's own dialogue left out of the neighbours, exactly as a new dialogue will see
+them. The softmax of the scores over the strategies still unused is the ranker's distribution,
+trained by maximum likelihood, so its probabilities mean what they say; a temperature sharpens or
+flattens it.
+
+Inference is numpy only; training uses scipy's optimiser.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+from stores.base import Candidate, StrategyRecord, StrategyStore
+from stores.memory import Embedder
+
+FEATURES = ("cosine", "log_support", "vote_k8", "vote_k32", "vote_k128", "max_context")
+NEIGHBOURS = ((8, 20.0), (32, 10.0), (128, 5.0))
+"""(k, softmax sharpness) of each neighbour vote."""
+VOTE_FLOOR = 1e-3
+"""Added to a vote share before its log, so a strategy no neighbour applied is not -inf."""
+RANKER_VERSION = 1
+RECALL_K = 8
+
+
+@dataclass(frozen=True)
+class Contexts:
+    """The real answers a library was learned from, as a matrix, with their strategies' indices."""
+
+    vectors: np.ndarray
+    """(c, d) unit rows: the real answers before each follow-up."""
+    strategy: np.ndarray
+    """(c,) index into the strategy list of the top-level strategy each follow-up applied."""
+    groups: np.ndarray
+    """(c,) dialogue of each answer (any hashable labels); neighbours never come from the same."""
+
+
+def pair_features(
+    answers: np.ndarray,
+    strategies: np.ndarray,
+    support: np.ndarray,
+    contexts: Contexts,
+    *,
+    answer_groups: np.ndarray | None = None,
+) -> np.ndarray:
+    """Return the (n, m, len(FEATURES)) features of every (answer, strategy) pair.
+
+    Args:
+        answers: (n, d) unit rows, the answers to rank strategies for.
+        strategies: (m, d) unit rows, the top-level strategies' text embeddings.
+        support: (m,) cluster sizes (at least 1).
+        contexts: The real answers the votes come from.
+        answer_groups: (n,) dialogue labels of `answers`; a context of the same dialogue is not a
+            neighbour (training). None for new answers.
+    """
+    n, m = len(answers), len(strategies)
+    sims = answers @ contexts.vectors.T if len(contexts.vectors) else np.zeros((n, 0))
+    if answer_groups is not None and sims.size:
+        sims = np.where(answer_groups[:, None] == contexts.groups[None, :], -np.inf, sims)
+    columns = [answers @ strategies.T, np.broadcast_to(np.log(support)[None, :], (n, m))]
+    order = np.argsort(-sims, axis=1, kind="stable")
+    rows = np.arange(n)[:, None]
+    for k, sharpness in NEIGHBOURS:
+        nearest = order[:, :k]
+        near_sims = sims[rows, nearest]
+        weights = np.exp(sharpness * (near_sims - near_sims[:, :1]))
+        weights = np.where(np.isfinite(near_sims), weights, 0.0)
+        votes = np.zeros((n, m))
+        np.add.at(
+            votes,
+            (np.repeat(np.arange(n), nearest.shape[1]), contexts.strategy[nearest].ravel()),
+            weights.ravel(),
+        )
+        votes /= votes.sum(axis=1, keepdims=True).clip(min=1e-12)
+        columns.append(np.log(votes + VOTE_FLOOR))
+    closest = np.full((n, m), -1.0)
+    finite = np.where(np.isfinite(sims), sims, -1.0)
+    for j in range(m):
+        mask = contexts.strategy == j
+        if mask.any():
+            closest[:, j] = finite[:, mask].max(axis=1)
+    columns.append(closest)
+    return np.stack(columns, axis=2)
+
+
+@dataclass
+class RankerModel:
+    """The learned weights, how they were trained and how well they rank (cross-validated)."""
+
+    weights: np.ndarray
+    bias: float
+    pairs: int
+    cv: dict[str, Any] = field(default_factory=dict)
+    trained_at: str = ""
+    version: int = RANKER_VERSION
+
+    def logits(self, features: np.ndarray) -> np.ndarray:
+        """Return the (n, m) scores of pair features (higher: more likely the user's move)."""
+        return features @ self.weights + self.bias
+
+    def to_metadata(self) -> dict[str, Any]:
+        """Return plain JSON data for the library's metadata."""
+        return {
+            "version": self.version,
+            "model": "conditional logit over (answer, strategy) pair features",
+            "features": list(FEATURES),
+            "weights": [round(float(w), 6) for w in self.weights],
+            "bias": round(float(self.bias), 6),
+            "pairs": self.pairs,
+            "cv": self.cv,
+            "trained_at": self.trained_at,
+        }
+
+    @classmethod
+    def from_metadata(cls, data: dict[str, Any]) -> RankerModel:
+        """Rebuild from `to_metadata` output.
+
+        Raises:
+            ValueError: The data was written by another ranker version or for other features.
+        """
+        if data.get("version") != RANKER_VERSION or list(data.get("features", [])) != list(
+            FEATURES
+        ):
+            raise ValueError(f"unsupported ranker (version {data.get('version')!r})")
+        return cls(
+            weights=np.asarray(data["weights"], dtype=np.float64),
+            bias=float(data["bias"]),
+            pairs=int(data.get("pairs", 0)),
+            cv=dict(data.get("cv", {})),
+            trained_at=str(data.get("trained_at", "")),
+        )
+
+
+def _fit(features: np.ndarray, labels: np.ndarray, l2: float) -> tuple[np.ndarray, float]:
+    """Fit a conditional logit: P(strategy j | answer i) = softmax_j(features[i, j] . w).
+
+    L2-regularised maximum likelihood of the strategies real users applied, solved with scipy's
+    L-BFGS (the problem is convex, so the result does not depend on a seed). The bias cancels in
+    the softmax; it is kept at 0 so old and new scores share a scale.
+    """
+    from scipy.optimize import minimize
+    from scipy.special import logsumexp
+
+    rows = np.arange(len(labels))
+    chosen = features[rows, labels]
+
+    def loss(weights: np.ndarray) -> tuple[float, np.ndarray]:
+        logits = features @ weights
+        norm = logsumexp(logits, axis=1)
+        probs = np.exp(logits - norm[:, None])
+        value = -(logits[rows, labels] - norm).mean() + l2 * weights @ weights
+        expected = np.einsum("nm,nmf->nf", probs, features)
+        return float(value), -(chosen - expected).mean(axis=0) + 2 * l2 * weights
+
+    result = minimize(loss, np.zeros(features.shape[2]), jac=True, method="L-BFGS-B")
+    return result.x.astype(np.float64), 0.0
+
+
+def ranks_of(scores: np.ndarray, gold: np.ndarray) -> np.ndarray:
+    """Return the 1-based rank of each row's gold column, ties counted half (no optimism)."""
+    mine = scores[np.arange(len(gold)), gold][:, None]
+    above = (scores > mine).sum(axis=1)
+    tied = (scores == mine).sum(axis=1) - 1
+    return above + 1 + tied / 2
+
+
+def train_ranker(
+    strategies: np.ndarray,
+    support: np.ndarray,
+    contexts: Contexts,
+    *,
+    folds: int = 5,
+    l2: float = 1e-3,
+    seed: int = 0,
+) -> RankerModel:
+    """Fit the ranker on every context, after cross-validating it by dialogue.
+
+    Each fold holds back a share of the dialogues: their answers are ranked by a model trained on
+    the rest, whose neighbour votes never see the held-back dialogues. The library's clusters were
+    built from all pairs, so the figures are a little optimistic; `benchmarks/retrieval.py`
+    rebuilds the library per fold for the strict figure.
+
+    Args:
+        strategies: (m, d) unit rows of the top-level strategies.
+        support: (m,) their cluster sizes.
+        contexts: One row per real follow-up, labelled with its top-level strategy's index.
+        folds: Cross-validation folds (by dialogue; fewer when there are fewer dialogues).
+        l2: L2 penalty on the weights.
+        seed: Seed of the fold assignment.
+
+    Raises:
+        ValueError: With fewer than two contexts or two strategies.
+    """
+    if len(contexts.vectors) < 2 or len(strategies) < 2:
+        raise ValueError("a ranker needs at least two answer contexts and two strategies")
+    labels, groups = contexts.strategy, contexts.groups
+    unique = np.unique(groups)
+    rng = np.random.default_rng(seed)
+    fold_of = dict(
+        zip(unique, rng.permutation(len(unique)) % max(2, min(folds, len(unique))), strict=True)
+    )
+    assignment = np.array([fold_of[g] for g in groups])
+    by_fold: dict[str, list[float]] = {
+        "learned_r8": [],
+        "support_r8": [],
+        "learned_rank": [],
+        "support_rank": [],
+    }
+    prior = np.log(support)[None, :] + 1e-9 * -np.arange(len(support))[None, :]
+    for fold in np.unique(assignment):
+        train, test = assignment != fold, assignment == fold
+        known = Contexts(contexts.vectors[train], labels[train], groups[train])
+        fit_features = pair_features(
+            contexts.vectors[train], strategies, support, known, answer_groups=groups[train]
+        )
+        weights, bias = _fit(fit_features, labels[train], l2)
+        scores = pair_features(contexts.vectors[test], strategies, support, known) @ weights + bias
+        learned = ranks_of(scores, labels[test])
+        popular = ranks_of(np.broadcast_to(prior, scores.shape), labels[test])
+        by_fold["learned_r8"].append(float(np.mean(learned <= RECALL_K)))
+        by_fold["support_r8"].append(float(np.mean(popular <= RECALL_K)))
+        by_fold["learned_rank"].append(float(learned.mean()))
+        by_fold["support_rank"].append(float(popular.mean()))
+    cv = {
+        "folds": len(by_fold["learned_r8"]),
+        "split": "by dialogue",
+        f"recall_at_{RECALL_K}": {
+            "learned": _mean(by_fold["learned_r8"]),
+            "support": _mean(by_fold["support_r8"]),
+            "learned_by_fold": [round(v, 3) for v in by_fold["learned_r8"]],
+        },
+        "mean_rank": {
+            "learned": _mean(by_fold["learned_rank"]),
+            "support": _mean(by_fold["support_rank"]),
+            "learned_by_fold": [round(v, 1) for v in by_fold["learned_rank"]],
+        },
+        "strategies": len(strategies),
+    }
+    all_features = pair_features(
+        contexts.vectors, strategies, support, contexts, answer_groups=groups
+    )
+    weights, bias = _fit(all_features, labels, l2)
+    return RankerModel(
+        weights=weights,
+        bias=bias,
+        pairs=len(labels),
+        cv=cv,
+        trained_at=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
+
+
+def _mean(values: Sequence[float]) -> float:
+    return round(float(np.mean(values)), 4)
+
+
+def distribution(logits: np.ndarray, temperature: float) -> np.ndarray:
+    """Turn logits into probabilities; temperature 0 puts all mass on the best (first on ties)."""
+    if temperature <= 0:
+        probs = np.zeros_like(logits, dtype=np.float64)
+        probs[int(np.argmax(logits))] = 1.0
+        return probs
+    z = (logits - logits.max()) / temperature
+    p = np.exp(z)
+    return p / p.sum()
+
+
+@dataclass(frozen=True)
+class Ranked:
+    """One strategy with the ranker's logit and its probability among the unused ones."""
+
+    record: StrategyRecord
+    logit: float
+    probability: float
+
+
+class LearnedRetriever:
+    """Rank a library's top-level strategies with its learned ranker (see module docstring).
+
+    Satisfies the strategist's `Retriever` protocol (`search`), and offers the full distribution
+    (`rank`) for the learned strategist's draw. Everything is loaded once: the top-level records,
+    their text embeddings and the answer contexts.
+    """
+
+    def __init__(
+        self,
+        model: RankerModel,
+        records: Sequence[StrategyRecord],
+        strategy_vectors: np.ndarray,
+        contexts: Contexts,
+        embedding: Embedder,
+    ) -> None:
+        """Use `model` over `records` (top level, with their unit text vectors)."""
+        self.model, self.records, self.embedding = model, list(records), embedding
+        self.vectors, self.contexts = strategy_vectors, contexts
+        self.support = np.array([max(1, r.support) for r in self.records], dtype=np.float64)
+
+    @classmethod
+    def from_store(cls, store: StrategyStore, model: RankerModel) -> LearnedRetriever | None:
+        """Build from a store whose context index can list its rows; None when it has none."""
+        inputs = store_inputs(store)
+        return None if inputs is None else cls(model, *inputs, store.embedding)
+
+    def rank(
+        self, text: str, *, exclude: Collection[str] = (), temperature: float = 1.0
+    ) -> list[Ranked]:
+        """Return every unused strategy, most likely first, with probabilities at `temperature`."""
+        query = np.asarray(self.embedding.embed([text])[0], dtype=np.float64)
+        logits = self.model.logits(
+            pair_features(query[None, :], self.vectors, self.support, self.contexts)
+        )[0]
+        keep = [i for i, r in enumerate(self.records) if r.id not in exclude]
+        if not keep:
+            return []
+        probs = distribution(logits[keep], temperature)
+        order = sorted(range(len(keep)), key=lambda j: (-logits[keep[j]], keep[j]))
+        return [
+            Ranked(self.records[keep[j]], float(logits[keep[j]]), float(probs[j])) for j in order
+        ]
+
+    def search(self, text: str, k: int, *, exclude: Collection[str] = ()) -> list[Candidate]:
+        """Return the k most likely unused strategies, scored by probability at temperature 1."""
+        ranked = self.rank(text, exclude=exclude)[:k]
+        return [
+            Candidate(id=r.record.id, text=r.record.text, score=r.probability, rank=i)
+            for i, r in enumerate(ranked)
+        ]
+
+
+def store_inputs(
+    store: StrategyStore,
+) -> tuple[list[StrategyRecord], np.ndarray, Contexts] | None:
+    """Read what the ranker needs from a library: top-level records, their vectors, the contexts.
+
+    Returns None when the library has no top-level records or no answer contexts for them.
+    """
+    records = store.records("high")
+    contexts_index = getattr(store, "contexts", None)
+    if not records or contexts_index is None:
+        return None
+    rows = contexts_index().rows()
+    index_of = {r.id: i for i, r in enumerate(records)}
+    keep = [i for i, sid in enumerate(rows.strategy_ids) if sid in index_of]
+    if not keep:
+        return None
+    contexts = Contexts(
+        vectors=np.asarray(rows.vectors[keep], dtype=np.float64),
+        strategy=np.array([index_of[rows.strategy_ids[i]] for i in keep]),
+        groups=np.array([rows.groups[i] for i in keep]),
+    )
+    vectors = np.asarray(store.embedding.embed([r.text for r in records]), dtype=np.float64)
+    return records, vectors, contexts
+
+
+def train_for_store(store: StrategyStore, *, seed: int = 0) -> RankerModel | None:
+    """Train a ranker on a library's own answer contexts; None when it has too few."""
+    inputs = store_inputs(store)
+    if inputs is None:
+        return None
+    records, vectors, contexts = inputs
+    if len(contexts.vectors) < 2 or len(records) < 2:
+        return None
+    support = np.array([max(1, r.support) for r in records], dtype=np.float64)
+    return train_ranker(vectors, support, contexts, seed=seed)
