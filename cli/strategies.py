@@ -117,7 +117,7 @@ def stats_action(store: StrategyStore, args: argparse.Namespace) -> dict[str, An
 
 
 def _render_list(console: Console, data: dict[str, Any]) -> None:
-    table = Table(title=f"library {data['library']}: high-level strategies by support")
+    table = Table(title=Text(f"library {data['library']}: high-level strategies by support"))
     for column in ("id", "support", "strategy", "members"):
         table.add_column(column)
     for s in data["strategies"]:
@@ -141,7 +141,7 @@ def _render_show(console: Console, data: dict[str, Any]) -> None:
 
 
 def _render_search(console: Console, data: dict[str, Any]) -> None:
-    table = Table(title=f"closest to: {data['query']}")
+    table = Table(title=Text(f"closest to: {data['query']}"))
     for column in ("#", "score", "id", "strategy"):
         table.add_column(column)
     for c in data["results"]:
