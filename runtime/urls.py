@@ -55,7 +55,8 @@ def check_url(url: str, *, default_scheme: str | None = None) -> str:
         default_scheme: Prepended (as `scheme://`) when `url` has none (Chroma's `host:port`).
 
     Raises:
-        ValueError: The URL is empty, not http(s), has no host, or its port is out of range.
+        ValueError: The URL is empty, holds spaces, is not http(s), has no host, or its port is
+            out of range.
             The message shows the URL redacted.
     """
     if not url.strip():
@@ -67,6 +68,8 @@ def check_url(url: str, *, default_scheme: str | None = None) -> str:
         port = parts.port
     except ValueError as exc:
         raise ValueError(f"{shown} is not a valid URL ({exc})") from None
+    if any(ch.isspace() for ch in url):
+        raise ValueError(f"{shown!r} is not a valid URL (it contains spaces)")
     if parts.scheme not in ("http", "https"):
         raise ValueError(f"{shown} is not an http:// or https:// URL")
     if not parts.hostname:
