@@ -106,7 +106,7 @@ def named_paths(specs: Sequence[str]) -> dict[str, Path]:
     for spec in specs:
         name, _, path = spec.rpartition("=") if "=" in spec else ("", "", spec)
         path_ = Path(path)
-        name = name or (path_.name if path_.is_dir() else path_.stem)
+        name = display_path(name or (path_.name if path_.is_dir() else path_.stem))
         if name in named:
             raise UsageError(f"two dialogue sets are named {name!r}; use NAME=PATH")
         named[name] = path_

@@ -596,3 +596,28 @@ def test_an_unreachable_judge_prints_exactly_one_line(tmp_path):
     assert [line for line in result.stderr.splitlines() if line.strip()] == [
         f"error: model server {url} did not answer: Connection error."
     ]
+
+
+def test_a_query_with_a_lone_surrogate_is_searched(capsys):
+    argv = ["strategies", "search", "\udcff example", "--library", "starter", "-k", 1]
+    code, stdout, err = run_cli(capsys, *argv)
+    assert (code, err) == (0, "")
+    assert "closest to: \ufffd example" in stdout
+
+
+def test_resuming_a_run_directory_that_cannot_be_written_is_refused(capsys, tmp_path, questions):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "batch.json").write_text("{}")
+    real = os.access
+    monkeypatch = pytest.MonkeyPatch()
+    monkeypatch.setattr(
+        os, "access", lambda p, mode: Path(p) != run_dir / "batch.json" and real(p, mode)
+    )
+    try:
+        argv = ["batch", "--seeds", questions, "--out", run_dir, "--base-url", UNUSED]
+        code, _, err = run_cli(capsys, *argv)
+    finally:
+        monkeypatch.undo()
+    assert code == 2
+    assert "the run directory's files are not writable" in one_line(err)
