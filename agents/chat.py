@@ -19,6 +19,7 @@ from langchain_core.messages.utils import count_tokens_approximately, trim_messa
 from pydantic import BaseModel
 
 from runtime.settings import ModelSettings
+from runtime.urls import redact_url
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -221,9 +222,8 @@ class ChatClient:
         try:
             return await runnable.ainvoke(list(messages))
         except openai.APIConnectionError as exc:
-            where = " ".join(
-                filter(None, ["model server", getattr(self.model, "openai_api_base", None)])
-            )
+            url = getattr(self.model, "openai_api_base", None)
+            where = " ".join(filter(None, ["model server", url and redact_url(url)]))
             raise ModelError(f"{where} did not answer: {exc.__cause__ or exc}") from None
         except openai.APIStatusError as exc:
             raise ModelError(

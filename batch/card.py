@@ -19,6 +19,7 @@ from typing import Any
 from batch.export import ExportResult
 from batch.filters import FilterReport
 from dialogues.output import StagedWrites
+from runtime.urls import redact_url
 
 FORMAT = "ideas-card/1"
 TOP_STRATEGIES = 20
@@ -114,10 +115,11 @@ def role_models(settings: dict[str, Any], agents: dict[str, Any] | None = None) 
     for role in GENERATION_ROLES:
         override = {k: v for k, v in (settings.get(role) or {}).items() if v is not None}
         merged = shared | ROLE_DEFAULTS.get(role, {}) | override
+        url = merged.get("base_url")
         models[role] = {
             "agent": chosen.get(role),
             "model": merged.get("model"),
-            "endpoint": merged.get("base_url") or "embedded server",
+            "endpoint": redact_url(url) if url else "embedded server",
             "temperature": merged.get("temperature"),
             "max_tokens": merged.get("max_tokens"),
         }

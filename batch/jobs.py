@@ -16,11 +16,13 @@ from __future__ import annotations
 import hashlib
 import random
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from dialogues.seeds import TEXT_SUFFIXES, Seed, SeedError, parse_seed
+from dialogues.text import display_path, is_blank
 from induction.records import Dialogue, NotDialogueFile
 from induction.sniff import detect, read_records
 
@@ -54,7 +56,7 @@ class SeedSet:
     def describe(self) -> dict[str, Any]:
         """Return the manifest's description of the source."""
         return {
-            "path": str(self.path),
+            "path": display_path(self.path),
             "sha256": self.sha256,
             "format": self.format,
             "count": len(self.seeds),
@@ -91,14 +93,21 @@ def plan_jobs(seed_count: int, n: int) -> list[Job]:
     return [Job(i % seed_count, i // seed_count) for i in range(n)]
 
 
-def load_seed_set(path: Path, *, opening_only: bool = False) -> SeedSet:
-    """Read every seed of a seed source.
+def load_seed_set(path: Path, *, opening_only: bool = False, limit: int | None = None) -> SeedSet:
+    """Read every seed of a seed source (or its first `limit` questions).
+
+    Args:
+        path: The seed source.
+        opening_only: Seed with each dialogue's opening exchange also for OpenAI/ShareGPT files.
+        limit: Stop after this many questions of a `.txt` file: a batch of `--n` dialogues
+            from the start of a huge file parses only what it uses. The job plan is the same
+            as with every question read (`plan_jobs` takes seed `i` for job `i < n`).
 
     Raises:
         SeedError: The file cannot be read, or holds no usable seed.
     """
     path = Path(path)
-    source = str(path)
+    source = display_path(path)
     try:
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
     except FileNotFoundError:
@@ -108,7 +117,7 @@ def load_seed_set(path: Path, *, opening_only: bool = False) -> SeedSet:
     except OSError as exc:
         raise SeedError(source, f"cannot read file: {exc.strerror or exc}") from None
     if path.suffix.lower() in TEXT_SUFFIXES:
-        seeds, skipped, kind = _question_lines(path, source)
+        seeds, skipped, kind = _question_lines(path, source, limit)
     else:
         seeds, skipped, kind = _records(path, source, opening_only)
     if not seeds:
@@ -117,16 +126,26 @@ def load_seed_set(path: Path, *, opening_only: bool = False) -> SeedSet:
     return SeedSet(path, digest, kind, seeds, skipped)
 
 
-def _question_lines(path: Path, source: str) -> tuple[list[Seed], Counter[str], str]:
+def _question_lines(
+    path: Path, source: str, limit: int | None
+) -> tuple[list[Seed], Counter[str], str]:
+    seeds: list[Seed] = []
+    lines = (part for line in _physical_lines(path) for part in line.splitlines())
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        for number, line in enumerate(lines, start=1):
+            if limit is not None and len(seeds) >= limit:
+                break
+            if not is_blank(line):
+                seeds.append(parse_seed(line.strip(), f"{source}:{number}"))
     except UnicodeDecodeError:
         raise SeedError(source, "not UTF-8 text") from None
-    lines = [line.strip() for line in text.splitlines()]
-    seeds = [
-        parse_seed(line, f"{source}:{number}") for number, line in enumerate(lines, start=1) if line
-    ]
     return seeds, Counter(), "questions"
+
+
+def _physical_lines(path: Path) -> Iterator[str]:
+    """Yield the lines of a UTF-8 text file one at a time (the file is never read whole)."""
+    with path.open(encoding="utf-8-sig") as handle:
+        yield from handle
 
 
 def _records(path: Path, source: str, opening_only: bool) -> tuple[list[Seed], Counter[str], str]:

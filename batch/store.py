@@ -35,7 +35,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from dialogues.output import write_json_atomic
+from dialogues.output import utf8, write_json_atomic
 
 MANIFEST = "batch.json"
 DIALOGUES = "dialogues.jsonl"
@@ -312,7 +312,7 @@ def _truncate_partial_tail(path: Path) -> None:
 
 def _append_line(path: Path, record: dict[str, Any]) -> int:
     """Append one JSON line durably; return the offset it was written at."""
-    data = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
+    data = utf8(json.dumps(record, ensure_ascii=False) + "\n")
     with path.open("ab") as handle:
         offset = handle.seek(0, os.SEEK_END)
         handle.write(data)

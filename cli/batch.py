@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -28,6 +30,8 @@ from batch.runner import Batch, BatchOptions, BatchReport
 from batch.store import LOCK, MANIFEST, BatchStore, hold_run_dir, load_manifest
 from cli.errors import UsageError
 from cli.generate import add_agent_arguments, add_settings_arguments, preflight, settings_from_args
+from dialogues.output import check_directory_writable
+from dialogues.text import display_path
 from runtime.session import Session
 from runtime.settings import Settings
 
@@ -36,6 +40,11 @@ Executor = Callable[[Batch], object]
 
 EXIT_PARTIAL = 3
 """Exit code when the batch ran to the end but some planned dialogues failed."""
+
+CONCURRENCY_PER_SLOT = 4
+"""`--concurrency` may be at most this many times the request slots of the model endpoints."""
+MIN_CONCURRENCY_CAP = 16
+"""...and always at least this much."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -91,17 +100,51 @@ def check_args(args: argparse.Namespace) -> None:
     check_counts(args)
     if args.max_failures < 1:
         raise UsageError("--max-failures must be at least 1")
-    out: Path = args.out
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"{out}: exists and is not a directory")
+    check_run_dir(args.out)
+    if args.executor == "local" and args.ray_address:
+        raise UsageError("--ray-address needs --executor ray")
+
+
+def check_run_dir(out: Path) -> None:
+    """Refuse a run directory that is a file, someone else's directory, or not writable."""
+    check_directory_writable(out)
     if (
         out.is_dir()
         and any(p.name != LOCK for p in out.iterdir())
         and not (out / MANIFEST).exists()
     ):
-        raise UsageError(f"{out}: not empty and not a batch directory; choose a new --out")
-    if args.executor == "local" and args.ray_address:
-        raise UsageError("--ray-address needs --executor ray")
+        raise UsageError(
+            f"{display_path(out)}: not empty and not a batch directory; choose a new --out"
+        )
+    if (out / MANIFEST).exists() and not os.access(out / MANIFEST, os.W_OK):
+        raise UsageError(f"{display_path(out)}: the run directory's files are not writable")
+
+
+def check_concurrency(concurrency: int, settings: Settings) -> None:
+    """Refuse a `--concurrency` far beyond what the model endpoints accept at once.
+
+    Each dialogue has at most one request in flight, so dialogues beyond the endpoints' request
+    slots only wait (holding memory); the cap is `CONCURRENCY_PER_SLOT` times the slots of the
+    generation roles' endpoints (`IDEAS_ENDPOINT_CONCURRENCY`, default 8 per URL, 1 embedded),
+    and at least `MIN_CONCURRENCY_CAP`.
+    """
+    endpoints = {
+        settings.model_for(role).base_url
+        for role in ("strategist", "simulator", "critic", "assistant")
+    }
+    slots = sum(settings.endpoint_concurrency or (8 if url else 1) for url in endpoints)
+    cap = max(CONCURRENCY_PER_SLOT * slots, MIN_CONCURRENCY_CAP)
+    if concurrency > cap:
+        raise UsageError(
+            f"--concurrency {concurrency} is more than {CONCURRENCY_PER_SLOT}x the {slots} request "
+            f"slots of the model endpoints (at most {cap}); raise IDEAS_ENDPOINT_CONCURRENCY if "
+            "the servers take more requests at once"
+        )
+
+
+def seed_limit(args: argparse.Namespace) -> int | None:
+    """Return how many questions to read: `--n` when the seeds are taken in file order."""
+    return None if args.shuffle or args.n is None else args.n
 
 
 def check_counts(args: argparse.Namespace) -> None:
@@ -150,7 +193,7 @@ class BarProgress:
     def __init__(self, console: Console, label: str, enabled: bool) -> None:
         """Draw on `console` unless disabled."""
         self.bar = Progress(
-            TextColumn(f"[bold]{label}"),
+            TextColumn(f"[bold]{escape(label)}"),
             BarColumn(),
             MofNCompleteColumn(),
             TextColumn("[red]{task.fields[failed]} failed[/] · {task.fields[inflight]} in flight"),
@@ -248,7 +291,8 @@ def batch(argv: list[str], console: Console) -> int:
     args = build_parser().parse_args(argv)
     check_args(args)
     settings = settings_from_args(args)
-    seeds = load_seed_set(args.seeds, opening_only=args.opening_only)
+    check_concurrency(args.concurrency, settings)
+    seeds = load_seed_set(args.seeds, opening_only=args.opening_only, limit=seed_limit(args))
     if args.shuffle:
         seeds = seeds.shuffled(settings.seed)
     n = args.n or len(seeds.seeds)
@@ -271,10 +315,12 @@ def batch(argv: list[str], console: Console) -> int:
         job = open_batch(args.out, seeds, n, session, options, manifest)
         warn_damage(console, job.store)
         console.print(
-            f"[bold]{args.out}[/]: {n} dialogues of {settings.turns} turns from "
-            f"{len(seeds.seeds)} seeds ({seeds.format}, {args.seeds}); "
-            f"{len(job.store.done())} already stored",
-            highlight=False,
+            Text.assemble(
+                (display_path(args.out), "bold"),
+                f": {n} dialogues of {settings.turns} turns from {len(seeds.seeds)} seeds "
+                f"({seeds.format}, {display_path(args.seeds)}); "
+                f"{len(job.store.done())} already stored",
+            )
         )
         finished = run(
             job, console, label="batch", quiet=args.quiet, executor=executor_for(args, settings)
@@ -327,7 +373,8 @@ def print_summary(
     if total:
         top, count = uses.most_common(1)[0]
         table.add_row(
-            "strategies used", f"{len(uses)} distinct; most used {top} ({count / total:.0%})"
+            "strategies used",
+            Text(f"{len(uses)} distinct; most used {top} ({count / total:.0%})"),
         )
     console.print(table)
     done = len(store.done())
@@ -340,4 +387,5 @@ def print_summary(
         )
     elif report.aborted:
         console.print(Text(f"stopped: {report.aborted}", style="bold red"), soft_wrap=True)
-    console.print(f"[bold]{store.dialogues_path}[/]: {done} dialogues", highlight=False)
+    where = display_path(store.dialogues_path)
+    console.print(Text.assemble((where, "bold"), f": {done} dialogues"))

@@ -22,18 +22,24 @@ from batch.jobs import load_seed_set
 from batch.runner import BatchOptions, JobWiring
 from batch.store import Skipped, hold_run_dirs
 from cli.batch import (
+    check_concurrency,
     check_counts,
+    check_run_dir,
     open_batch,
     print_summary,
     resumable_manifest,
     run,
+    seed_limit,
     warn_damage,
 )
 from cli.errors import UsageError
 from cli.generate import add_agent_arguments, add_settings_arguments, preflight, settings_from_args
+from dialogues.output import check_directory_writable
+from dialogues.text import display_path
 from evaluation.inputs import EvalDialogue, EvalInputError, load_dialogues, reference_dialogues
 from runtime.session import Session
 from runtime.settings import ModelSettings, Settings
+from runtime.urls import check_url, redact_url
 
 VARIANTS: dict[str, dict[str, str]] = {
     "ideas": {},
@@ -52,7 +58,9 @@ def add_report_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--judge-model", help="a separate judge model rates every instruction")
     parser.add_argument("--judge-base-url", help="OpenAI-compatible server of the judge model")
-    parser.add_argument("--baseline", default="ideas", help="variant the others are compared to")
+    parser.add_argument(
+        "--baseline", help="variant the others are compared to (default: ideas, when present)"
+    )
 
 
 def eval_parser() -> argparse.ArgumentParser:
@@ -101,7 +109,7 @@ def named_paths(specs: Sequence[str]) -> dict[str, Path]:
     for spec in specs:
         name, _, path = spec.rpartition("=") if "=" in spec else ("", "", spec)
         path_ = Path(path)
-        name = name or (path_.name if path_.is_dir() else path_.stem)
+        name = display_path(name or (path_.name if path_.is_dir() else path_.stem))
         if name in named:
             raise UsageError(f"two dialogue sets are named {name!r}; use NAME=PATH")
         named[name] = path_
@@ -134,6 +142,10 @@ def judge_client(args: argparse.Namespace, settings: Settings | None) -> ChatCli
     base_url = args.judge_base_url or (settings.model.base_url if settings else None)
     if not base_url:
         raise UsageError("--judge-model needs --judge-base-url (a server that hosts the judge)")
+    try:
+        check_url(base_url)
+    except ValueError as exc:
+        raise UsageError(f"--judge-base-url: {exc}") from None
     model = ModelSettings(
         base_url=base_url, model=args.judge_model, temperature=0.0, max_tokens=256
     )
@@ -147,15 +159,23 @@ def load_reference(path: Path | None) -> list[EvalDialogue] | None:
     from induction.loaders import load
     from induction.records import NotDialogueFile
 
+    if path.is_dir():
+        raise UsageError(f"{display_path(path)}: is a directory; give a dialogue file")
     try:
         pairs = load(path).pairs
     except FileNotFoundError:
-        raise UsageError(f"{path}: file not found") from None
+        raise UsageError(f"{display_path(path)}: file not found") from None
     except NotDialogueFile as exc:
         raise UsageError(str(exc)) from None
     if not pairs:
         raise UsageError(f"{path}: no follow-up turns to compare with")
     return reference_dialogues(pairs)
+
+
+def check_baseline(baseline: str | None, names: Sequence[str]) -> None:
+    """Refuse a `--baseline` that names none of the variants."""
+    if baseline is not None and baseline not in names:
+        raise UsageError(f"--baseline {baseline!r} is not one of the variants ({', '.join(names)})")
 
 
 def report(
@@ -164,18 +184,19 @@ def report(
     console: Console,
     judge: ChatClient | None,
     generation: dict[str, Any] | None = None,
+    reference: list[EvalDialogue] | None = None,
 ) -> None:
     """Judge (optionally), evaluate and write the report; print its table.
 
     `generation` (ablate) records how each variant was generated: agents, per-role models and
-    temperatures, sampling seed, seeds; it goes into report.json's settings.
+    temperatures, sampling seed, seeds; it goes into report.json's settings. `reference` is
+    the already loaded `--reference` (see `load_reference`).
     """
     from evaluation.evaluate import evaluate
     from evaluation.judge import Judge
     from evaluation.report import write_report
     from stores.embeddings import MiniLMEmbedding
 
-    reference = load_reference(args.reference)
     if judge is not None:
         judging = Judge(judge)
 
@@ -185,20 +206,22 @@ def report(
         variants = asyncio.run(judge_all())
         if judging.failures:
             console.print(Text(f"judge: {len(judging.failures)} ratings failed", style="yellow"))
-    baseline = args.baseline if args.baseline in variants else None
     result = evaluate(
-        variants, embedder=MiniLMEmbedding(), reference=reference, baseline=baseline or "ideas"
+        variants, embedder=MiniLMEmbedding(), reference=reference, baseline=args.baseline or "ideas"
     )
     if generation:
         result.settings["generation"] = generation
     if judge is not None:
-        result.settings["judge"] = {"model": args.judge_model, "base_url": args.judge_base_url}
+        url = args.judge_base_url
+        result.settings["judge"] = {"model": args.judge_model, "base_url": url and redact_url(url)}
     paths = write_report(result, args.out, samples=variants)
     console.print(summary_table(result))
     console.print(
-        f"[bold]report[/] (with 95% intervals): {paths['report.md']}; plots, samples and JSON "
-        f"in {args.out}",
-        highlight=False,
+        Text.assemble(
+            ("report", "bold"),
+            f" (with 95% intervals): {display_path(paths['report.md'])}; plots, samples and JSON "
+            f"in {display_path(args.out)}",
+        )
     )
 
 
@@ -213,7 +236,7 @@ def summary_table(result: Any) -> Table:
     table = Table(title="evaluation (mean; ▲/▼ significantly above/below the baseline)")
     table.add_column("metric")
     for variant in columns:
-        table.add_column(f"{variant.name}\n{variant.dialogues} dlg", justify="right")
+        table.add_column(Text(f"{variant.name}\n{variant.dialogues} dlg"), justify="right")
     for spec in result.specs:
         cells = []
         for variant in columns:
@@ -231,6 +254,8 @@ def eval_command(argv: list[str], console: Console) -> int:
     """Run the eval command; return the exit code."""
     args = eval_parser().parse_args(argv)
     paths = named_paths(args.dialogues)
+    check_baseline(args.baseline, list(paths))
+    check_directory_writable(args.out)
     judge = judge_client(args, None)
     skipped = {name: Skipped() for name in paths}
     try:
@@ -240,10 +265,11 @@ def eval_command(argv: list[str], console: Console) -> int:
     for name, lines in skipped.items():
         if lines.describe():
             console.print(Text(f"warning: {name}: skipped {lines.describe()}", style="yellow"))
+    reference = load_reference(args.reference)
     for name, dialogues in variants.items():
         turns = sum(len(d.turns) for d in dialogues)
-        console.print(f"{name}: {len(dialogues)} dialogues, {turns} generated user turns")
-    report(variants, args, console, judge)
+        console.print(Text(f"{name}: {len(dialogues)} dialogues, {turns} generated user turns"))
+    report(variants, args, console, judge, reference=reference)
     return 0
 
 
@@ -260,14 +286,20 @@ def ablate(argv: list[str], console: Console) -> int:
 def _ablate(argv: list[str], console: Console, locks: contextlib.ExitStack) -> int:
     args = ablate_parser().parse_args(argv)
     names = variant_names(args.variants)
+    check_baseline(args.baseline, names)
     check_counts(args)
+    check_directory_writable(args.out)
     settings = settings_from_args(args)
+    check_concurrency(args.concurrency, settings)
     judge = judge_client(args, settings)
-    seeds = load_seed_set(args.seeds, opening_only=args.opening_only)
+    reference = load_reference(args.reference)  # before hours of generation, not after
+    seeds = load_seed_set(args.seeds, opening_only=args.opening_only, limit=seed_limit(args))
     if args.shuffle:
         seeds = seeds.shuffled(settings.seed)
     n = args.n or len(seeds.seeds)
     runs = {name: args.out / "runs" / name for name in names}
+    for run_dir in runs.values():
+        check_run_dir(run_dir)
     manifests = {
         name: resumable_manifest(runs[name], seeds, variant_settings(settings, name))
         for name in names
@@ -286,9 +318,11 @@ def _ablate(argv: list[str], console: Console, locks: contextlib.ExitStack) -> i
             warn_damage(console, batch.store)
             agents = vs.resolve_agents()[0]
             console.print(
-                f"[bold]{name}[/]: strategist {agents.strategist}, simulator {agents.simulator}, "
-                f"critic {agents.critic}; {len(batch.store.done())}/{n} stored",
-                highlight=False,
+                Text.assemble(
+                    (name, "bold"),
+                    f": strategist {agents.strategist}, simulator {agents.simulator}, "
+                    f"critic {agents.critic}; {len(batch.store.done())}/{n} stored",
+                )
             )
             finished = run(
                 batch, console, label=name, quiet=args.quiet, executor=lambda b: loop.run(b.run())
@@ -308,5 +342,5 @@ def _ablate(argv: list[str], console: Console, locks: contextlib.ExitStack) -> i
                 "n": n,
                 "seeds": seeds.describe(),
             }
-    report(variants, args, console, judge, generation)
+    report(variants, args, console, judge, generation, reference)
     return 0

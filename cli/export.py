@@ -24,6 +24,7 @@ from batch.export import FORMATS, export
 from batch.filters import FilterConfig, FilterError, FilterReport, apply_filters
 from cli.errors import UsageError
 from dialogues.output import StagedWrites, check_writable
+from dialogues.text import display_path
 from stores.memory import Embedder
 
 STORE_FILES = (
@@ -67,7 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="the batch's run directory")
     parser.add_argument("--format", required=True, choices=FORMATS, help="what to write")
-    parser.add_argument("--out", required=True, type=Path, metavar="FILE", help="file to write")
+    # A str, not a Path: Path("dir/") drops the slash that says "a directory" (refused).
+    parser.add_argument("--out", required=True, metavar="FILE", help="file to write")
     parser.add_argument(
         "--plain", action="store_true", help="leave out the `ideas` decision records"
     )
@@ -194,14 +196,14 @@ def read_dialogues(
     return documents, counts
 
 
-def check_out(out: Path, run_dir: Path) -> None:
+def check_out(out: str | Path, run_dir: Path) -> None:
     """Refuse an output path that would overwrite the batch's own files; probe that it is writable.
 
     Raises:
         UsageError: `out` is one of the batch's store files.
         OutputError: `out` cannot be written.
     """
-    resolved = out.resolve()
+    resolved = Path(out).resolve()
     if any(resolved == (run_dir / name).resolve() for name in STORE_FILES):
         raise UsageError(f"{out}: is a file of the batch itself; write the export elsewhere")
     check_writable(out)
@@ -219,11 +221,15 @@ def export_command(argv: list[str], console: Console, *, embedder: Embedder | No
     config = filter_config(args)
     manifest = read_manifest(args.run_dir)
     check_out(args.out, args.run_dir)
+    args.out = Path(args.out)
     skipped = batch_store.Skipped()
     documents, counts = read_dialogues(args.run_dir, skipped)
     if skipped.describe():
         console.print(
-            Text(f"warning: {args.run_dir}: skipped {skipped.describe()}", style="yellow")
+            Text(
+                f"warning: {display_path(args.run_dir)}: skipped {skipped.describe()}",
+                style="yellow",
+            )
         )
     if config.dedup and embedder is None:
         from stores.embeddings import MiniLMEmbedding
@@ -285,7 +291,7 @@ def _print_summary(
         top.add_column("turns", justify="right")
         top.add_column("share", justify="right")
         for row in strategies["top"][:10]:
-            top.add_row(row["strategy"], str(row["count"]), f"{row['share']:.1%}")
+            top.add_row(Text(str(row["strategy"])), str(row["count"]), f"{row['share']:.1%}")
         console.print(top)
     out, md_path, json_path = paths
     console.print(Text(f"wrote {out}", style="bold green"))

@@ -16,6 +16,7 @@ from dialogues.messages import to_langchain
 from dialogues.output import check_writable, write_json_atomic
 from dialogues.record import dialogue_document
 from dialogues.seeds import load_seed
+from dialogues.text import display_path
 from graphs.deduction import build_graph
 from graphs.state import Deps, initial_state
 from runtime.generation import Growth, run_dialogue
@@ -57,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="seed dialogue: OpenAI messages, ShareGPT, or an opening question",
     )
     parser.add_argument("--turns", type=int, help="user turns to generate (default 6)")
-    parser.add_argument("--out", type=Path, help="write the dialogue JSON here (atomically)")
+    # A str, not a Path: Path("dir/") drops the slash that says "a directory" (refused).
+    parser.add_argument("--out", help="write the dialogue JSON here (atomically)")
     verbosity = parser.add_mutually_exclusive_group()
     verbosity.add_argument("--quiet", action="store_true", help="print only the summary")
     verbosity.add_argument("--verbose", action="store_true", help="full texts and reasons")
@@ -134,13 +136,14 @@ def generate(argv: list[str], console: Console) -> int:
     seed = load_seed(args.seed)
     if args.out is not None:
         check_writable(args.out)
+        args.out = Path(args.out)
     preflight(settings)
     verbosity = "quiet" if args.quiet else "verbose" if args.verbose else "normal"
     tracer = Tracer(console, verbosity)
     agents, notice = settings.resolve_agents()
     if notice:
         tracer.notice(notice)
-    tracer.seed(seed.to_openai_messages(), str(args.seed))
+    tracer.seed(seed.to_openai_messages(), seed.source)
     with Session(settings) as session:
         library = {"name": settings.library, **session.store.metadata()}
         deps = Deps(build_agents(session), max_rejections=settings.max_rejections)
@@ -155,12 +158,12 @@ def generate(argv: list[str], console: Console) -> int:
         reason=outcome.reason,
         wall_seconds=outcome.wall_seconds,
         settings=settings.public_dump(),
-        seed_source=str(args.seed),
+        seed_source=seed.source,
         library=library,
     )
     finished = outcome.status in ("complete", "ended_early")
     written = args.out is not None and (finished or outcome.generated)
     if written:
         write_json_atomic(args.out, document)
-    tracer.summary(document, str(args.out) if written else None)
+    tracer.summary(document, display_path(args.out) if written else None)
     return EXIT_CODES[outcome.status]

@@ -15,6 +15,7 @@ from rich.text import Text
 
 from cli.errors import UsageError
 from cli.generate import add_settings_arguments, settings_from_args
+from dialogues.output import check_directory_writable
 from induction.loaders import FORMATS, LoadResult, NotDialogueFile, load
 from runtime.session import Session
 from runtime.settings import Settings
@@ -86,6 +87,8 @@ def induce(argv: list[str], console: Console) -> int:
     if args.library is None:
         raise UsageError("induce needs --library NAME (the library to build)")
     settings = settings_from_args(args)
+    if args.export is not None:
+        check_directory_writable(args.export)  # before the library in the store is replaced
     started = time.perf_counter()
     sources = load_sources(args.dialogues, args.format)
     pairs = [p for r in sources for p in r.pairs]
@@ -199,7 +202,7 @@ async def build_and_save(
     from induction.abstract import CentroidAbstractor, LLMAbstractor
     from induction.library import build_library, save_library, source_digests
     from stores.chroma import open_store
-    from stores.ranker import train_for_store
+    from stores.ranker import train_for
 
     store = open_store(settings.library, path=settings.store, chroma_url=settings.chroma_url)
     previous = store.metadata().get("version", "0")
@@ -224,17 +227,23 @@ async def build_and_save(
         extraction=extract_stats["method"],
         sources=source_digests([r.path for r in sources]),
     )
-    store.clear()
-    save_library(library, store)
-    store.contexts().add(library.answer_contexts())
-    ranker = None if args.no_ranker else train_for_store(store, seed=settings.seed)
+    ranker = None
+    if not args.no_ranker:
+        ranker = train_for(
+            library.by_level("high"),
+            library.answer_contexts(),
+            store.embedding,
+            seed=settings.seed,
+        )
     if ranker is not None:
         library.metadata["ranker"] = ranker.to_metadata()
-        store.set_metadata(library.metadata)
-    if args.export is not None:
+    if args.export is not None:  # first: a failed export leaves the store's library as it was
         from stores.packaged import export_library
 
         export_library(args.export, library.records, library.metadata, library.answer_contexts())
+    store.clear()
+    save_library(library, store)
+    store.contexts().add(library.answer_contexts())
     return {
         "library": f"{settings.library} (version {version}) in {store.location}",
         "pairs": len(pairs),

@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.text import Text
 
 from cli.batch import batch
-from cli.errors import classify
+from cli.errors import classify, message
 from cli.evaluate import ablate, eval_command
 from cli.export import export_command
 from cli.generate import generate
@@ -43,5 +43,5 @@ def main(argv: list[str] | None = None) -> int:
         code = classify(exc)
         if code is None:
             raise
-        errors.print(Text(f"error: {exc}", style="bold red"), soft_wrap=True)
+        errors.print(Text(f"error: {message(exc)}", style="bold red"), soft_wrap=True)
         return code

@@ -12,6 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from cli.errors import UsageError
+from dialogues.text import scrub
 from runtime.session import Session
 from runtime.settings import load_settings
 from stores.base import StrategyRecord, StrategyStore
@@ -94,8 +95,9 @@ def show_action(store: StrategyStore, args: argparse.Namespace) -> dict[str, Any
 
 def search_action(store: StrategyStore, args: argparse.Namespace) -> dict[str, Any]:
     """The high-level strategies closest to a text."""
-    found = store.search(args.query, args.k)
-    return {"query": args.query, "results": [c.model_dump() for c in found]}
+    query = scrub(args.query)  # an argument that is not UTF-8 holds lone surrogates
+    found = store.search(query, args.k)
+    return {"query": query, "results": [c.model_dump() for c in found]}
 
 
 def stats_action(store: StrategyStore, args: argparse.Namespace) -> dict[str, Any]:
@@ -117,7 +119,7 @@ def stats_action(store: StrategyStore, args: argparse.Namespace) -> dict[str, An
 
 
 def _render_list(console: Console, data: dict[str, Any]) -> None:
-    table = Table(title=f"library {data['library']}: high-level strategies by support")
+    table = Table(title=Text(f"library {data['library']}: high-level strategies by support"))
     for column in ("id", "support", "strategy", "members"):
         table.add_column(column)
     for s in data["strategies"]:
@@ -141,7 +143,7 @@ def _render_show(console: Console, data: dict[str, Any]) -> None:
 
 
 def _render_search(console: Console, data: dict[str, Any]) -> None:
-    table = Table(title=f"closest to: {data['query']}")
+    table = Table(title=Text(f"closest to: {data['query']}"))
     for column in ("#", "score", "id", "strategy"):
         table.add_column(column)
     for c in data["results"]:

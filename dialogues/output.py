@@ -24,6 +24,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from dialogues.text import display_path, scrub
+
 
 class OutputError(ValueError):
     """An output path that cannot be written; `str()` is one line starting with the path."""
@@ -68,6 +70,27 @@ def check_writable(path: str | Path) -> None:
         raise OutputError(path, f"directory {str(parent)!r} is not writable: {_why(exc)}") from None
 
 
+def check_directory_writable(path: str | Path) -> None:
+    """Fail early if the output directory `path` is a file or cannot be created or written.
+
+    Nothing is created: a directory that does not exist yet is probed through its nearest
+    existing ancestor (a read-only filesystem or missing permissions show there).
+
+    Raises:
+        OutputError: `path` is a file, a file is in the way, or the place is not writable.
+    """
+    target = Path(path)
+    if target.exists() and not target.is_dir():
+        raise OutputError(display_path(path), "exists and is not a directory")
+    existing = next(p for p in (target, *target.absolute().parents) if p.exists())
+    if not existing.is_dir():
+        raise OutputError(
+            display_path(path), f"cannot create it: {display_path(existing)!r} is a file"
+        )
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise OutputError(display_path(path), f"{display_path(existing)!r} is not writable")
+
+
 def write_json_atomic(path: str | Path, data: dict[str, Any]) -> None:
     """Write `data` as UTF-8 JSON (indent 2, non-ASCII kept) to `path`, atomically.
 
@@ -83,7 +106,7 @@ def write_json_atomic(path: str | Path, data: dict[str, Any]) -> None:
         OutputError: The filesystem refused (permissions, disk full, a directory in the way...).
     """
     text = json.dumps(data, ensure_ascii=False, indent=2) + "\n"
-    write_bytes_atomic(path, text.encode("utf-8"))
+    write_bytes_atomic(path, utf8(text))
 
 
 def write_lines_atomic(path: str | Path, lines: Iterable[str]) -> None:
@@ -95,10 +118,21 @@ def write_lines_atomic(path: str | Path, lines: Iterable[str]) -> None:
 
     def fill(handle: BinaryIO) -> None:
         for line in lines:
-            handle.write(line.encode("utf-8"))
+            handle.write(utf8(line))
             handle.write(b"\n")
 
     _write_atomic(path, fill)
+
+
+def utf8(text: str) -> bytes:
+    """Encode `text` as UTF-8; a lone surrogate (which UTF-8 cannot hold) becomes U+FFFD.
+
+    A finished document is never lost to one undecodable character of a file name or input.
+    """
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        return scrub(text).encode("utf-8")
 
 
 def write_bytes_atomic(path: str | Path, data: bytes) -> None:

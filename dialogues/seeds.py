@@ -9,6 +9,7 @@ message is one line that starts with the file name, fit to show a user as is.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -20,6 +21,8 @@ from pydantic import (
     ValidationError,
     model_validator,
 )
+
+from dialogues.text import display_path, is_blank, parse_json, scrub
 
 Role = Literal["user", "assistant"]
 
@@ -37,6 +40,12 @@ ROLE_ALIASES: dict[str, str] = {
 
 TEXT_SUFFIXES = frozenset({".txt", ".md"})
 """Files with these suffixes are always read as a plain-text opening question."""
+
+MAX_SEED_BYTES = 1_048_576
+"""Largest seed file `load_seed` reads (1 MiB); a larger one is refused before reading."""
+
+MAX_MESSAGE_CHARS = 32_000
+"""Longest seed message, in characters (about 8k tokens); a longer one is refused."""
 
 SHAPES_HINT = (
     'expected an OpenAI message list, {"messages": [...]}, '
@@ -114,26 +123,27 @@ def _alternation_reason(index: int, role: str, number: int) -> str:
 
 
 def load_seed(path: str | Path) -> Seed:
-    """Read and validate a seed file.
+    r"""Read and validate a seed file.
 
     Args:
         path: A `.json` seed in any accepted shape, or a plain-text file holding one question.
 
     Returns:
-        The validated seed, with `source` set to `str(path)`.
+        The validated seed; `source` is the path, bytes that are not UTF-8 shown as `\xNN`.
 
     Raises:
-        SeedError: The file cannot be read, is not valid JSON, or is not a usable seed.
+        SeedError: The file cannot be read, is larger than `MAX_SEED_BYTES`, is not valid JSON,
+            or is not a usable seed.
     """
-    source = str(path)
+    source = display_path(path)
     text = _read_text(Path(path), source)
     stripped = text.strip()
-    if not stripped:
+    if is_blank(stripped):
         raise SeedError(source, "the seed is empty")
     if Path(path).suffix.lower() in TEXT_SUFFIXES:
         return parse_seed(stripped, source)
     try:
-        data = json.loads(stripped)
+        data = parse_json(stripped)
     except json.JSONDecodeError as exc:
         if stripped[0] in "{[":
             raise SeedError(
@@ -145,6 +155,13 @@ def load_seed(path: str | Path) -> Seed:
 
 def _read_text(path: Path, source: str) -> str:
     try:
+        size = os.stat(path).st_size
+        if size > MAX_SEED_BYTES and path.is_file():
+            raise SeedError(
+                source,
+                f"{size} bytes; a seed file holds at most {MAX_SEED_BYTES} (1 MiB); "
+                "use `run.py batch` for many seeds",
+            )
         raw = path.read_bytes()
     except FileNotFoundError:
         raise SeedError(source, "file not found") from None
@@ -178,7 +195,7 @@ def parse_seed(data: object, source: str) -> Seed:
         SeedError: The object is not a usable seed.
     """
     if isinstance(data, str):
-        if not data.strip():
+        if is_blank(data):
             raise SeedError(source, "the seed is empty")
         data = [{"role": "user", "content": data}]
     items, system = _message_items(data, source)
@@ -216,8 +233,8 @@ def _message_items(data: object, source: str) -> tuple[list[Any], str | None]:
         key = next((k for k in ("messages", "conversations") if k in data), None)
         if key is None:
             raise SeedError(source, f"not a seed: {SHAPES_HINT}")
-        if isinstance(data.get("system"), str) and data["system"].strip():
-            system = data["system"].strip()
+        if isinstance(data.get("system"), str) and not is_blank(data["system"]):
+            system = scrub(data["system"].strip())
         data = data[key]
         if not isinstance(data, list):
             raise SeedError(source, f"'{key}' must be a list of messages")
@@ -245,9 +262,14 @@ def _normalise(item: object, number: int, source: str) -> tuple[str, str]:
     content = _text(item.get("content", item.get("value")))
     if content is None:
         raise SeedError(source, f"message {number} content must be text or a list of text parts")
-    if not content.strip() and role != "system":
+    if is_blank(content) and role != "system":
         raise SeedError(source, f"message {number} ({role}) has empty content")
-    return role, content.strip()
+    if len(content) > MAX_MESSAGE_CHARS:
+        raise SeedError(
+            source,
+            f"message {number} is {len(content)} characters; the limit is {MAX_MESSAGE_CHARS}",
+        )
+    return role, "" if is_blank(content) else scrub(content.strip())
 
 
 def _text(content: object) -> str | None:

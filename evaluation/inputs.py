@@ -19,6 +19,7 @@ from typing import Any
 
 from batch.store import DIALOGUES, MANIFEST, Skipped, iter_dialogues
 from dialogues.record import FORMAT
+from dialogues.text import parse_json
 from induction.records import ROLE_ALIASES, Pair
 
 Message = dict[str, str]
@@ -340,7 +341,7 @@ def _read_records(path: Path) -> list[Any]:
     except (OSError, EOFError, UnicodeDecodeError) as exc:
         raise EvalInputError(f"{path}: unreadable ({_one_line(exc)})") from None
     try:
-        data = json.loads(text)
+        data = parse_json(text)
     except json.JSONDecodeError:
         return _json_lines(path, text)
     if isinstance(data, list) and data and all(_is_message(m) for m in data):
@@ -356,7 +357,7 @@ def _json_lines(path: Path, text: str) -> list[Any]:
         if not line.strip():
             continue
         try:
-            records.append(json.loads(line))
+            records.append(parse_json(line))
         except json.JSONDecodeError as exc:
             if number == len(lines) and not text.endswith("\n") and records:
                 break  # a partial last line after complete ones

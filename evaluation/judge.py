@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from collections.abc import Coroutine, Mapping, Sequence
+from typing import Any, Literal, TypeVar
 
 from jinja2 import Environment, StrictUndefined
 from langchain_core.messages import HumanMessage
@@ -18,6 +18,8 @@ from pydantic import BaseModel, Field, field_validator
 
 from agents.chat import ChatClient, Usage
 from evaluation.inputs import EvalDialogue
+
+T = TypeVar("T")
 
 Rating = Literal[1, 2, 3, 4, 5, 6, 7, 8, 9, 10]
 
@@ -125,8 +127,8 @@ class Judge:
 
     async def judge_dialogue(self, dialogue: EvalDialogue) -> EvalDialogue:
         """Return a copy of `dialogue` whose turns carry the judge's ratings (None on failure)."""
-        scores = await asyncio.gather(
-            *(self.score(dialogue.history(t), t.instruction) for t in dialogue.turns)
+        scores = await gather_or_cancel(
+            [self.score(dialogue.history(t), t.instruction) for t in dialogue.turns]
         )
         turns = tuple(
             dataclasses.replace(turn, judge=_record(score))
@@ -136,7 +138,7 @@ class Judge:
 
     async def judge_dialogues(self, dialogues: Sequence[EvalDialogue]) -> list[EvalDialogue]:
         """Rate every instruction of every dialogue (at most `concurrency` at a time)."""
-        return list(await asyncio.gather(*(self.judge_dialogue(d) for d in dialogues)))
+        return await gather_or_cancel([self.judge_dialogue(d) for d in dialogues])
 
     def _semaphore(self) -> asyncio.Semaphore:
         """The concurrency limit of the running event loop (a new loop gets a new one)."""
@@ -144,6 +146,23 @@ class Judge:
         if self._slots is None or self._loop is not loop:
             self._slots, self._loop = asyncio.Semaphore(self.concurrency), loop
         return self._slots
+
+
+async def gather_or_cancel(coroutines: Sequence[Coroutine[Any, Any, T]]) -> list[T]:
+    """Run `coroutines` concurrently; on the first failure cancel the rest, then raise it.
+
+    Unlike `asyncio.gather`, nothing is left running when the failure propagates: each task is
+    cancelled and awaited here, inside the loop, so an unreachable server gives one error
+    (not a "coroutine was never awaited" warning from a request torn down at loop shutdown).
+    """
+    tasks = [asyncio.ensure_future(c) for c in coroutines]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
 
 
 def _record(scores: JudgeScores | None) -> dict[str, Any] | None:

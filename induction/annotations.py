@@ -15,6 +15,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from dialogues.text import parse_json
 from induction.extract import Extraction, Key, PairLike
 from induction.strategy_check import validate_strategy
 
@@ -43,7 +44,7 @@ def load_extractions(path: str | Path) -> list[Extraction]:
 
 def _parse(line: str, where: str) -> Extraction:
     try:
-        data = json.loads(line)
+        data = parse_json(line)
     except json.JSONDecodeError as exc:
         raise AnnotationError(f"{where}: not JSON: {exc.msg} (column {exc.colno})") from None
     if not isinstance(data, dict):

@@ -8,6 +8,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from dialogues.text import parse_json
 from induction.records import NotDialogueFile
 
 GZIP_MAGIC = b"\x1f\x8b"
@@ -46,7 +47,7 @@ def read_records(path: Path, skipped: Counter[str] | None = None) -> list[tuple[
     if not text.strip():
         raise NotDialogueFile(path, "empty file")
     try:
-        whole = json.loads(text)
+        whole = parse_json(text)
     except json.JSONDecodeError:
         pass
     else:
@@ -57,7 +58,7 @@ def read_records(path: Path, skipped: Counter[str] | None = None) -> list[tuple[
     lines = [line for line in text.splitlines() if line.strip()]
     for index, line in enumerate(lines):
         try:
-            records.append((index, json.loads(line)))
+            records.append((index, parse_json(line)))
         except json.JSONDecodeError:
             if index == 0:
                 raise NotDialogueFile(path, "not JSON or JSON Lines") from None

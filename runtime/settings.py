@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 from platformdirs import user_data_dir
-from pydantic import BaseModel, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -18,6 +18,8 @@ from pydantic_settings import (
 from pydantic_settings import (
     SettingsError as PydanticSettingsError,
 )
+
+from runtime.urls import check_url, redact_url
 
 Role = Literal["strategist", "simulator", "critic", "assistant", "extractor", "abstractor"]
 ROLES: tuple[Role, ...] = get_args(Role)
@@ -29,6 +31,11 @@ _config_file: ContextVar[Path | None] = ContextVar("ideas_config_file", default=
 
 class SettingsError(ValueError):
     """Settings could not be loaded; the message is one line for the user."""
+
+
+def _model_url(url: str | None) -> str | None:
+    """Validate a model server URL (None = the embedded server)."""
+    return None if url is None else check_url(url)
 
 
 class ModelSettings(BaseModel):
@@ -52,9 +59,16 @@ class ModelSettings(BaseModel):
         default=None, ge=-2.0, le=2.0, description="Sent only when set (extractor: 0.6)."
     )
 
+    _check_base_url = field_validator("base_url")(_model_url)
+
 
 class RoleOverride(BaseModel):
-    """Per-role overrides of the shared model settings; unset fields inherit."""
+    """Per-role overrides of the shared model settings; unset fields inherit.
+
+    Unknown fields are refused, so a typo such as `IDEAS_CRITIC__TEMPRATURE` is an error.
+    """
+
+    model_config = ConfigDict(extra="forbid")
 
     base_url: str | None = None
     model: str | None = None
@@ -63,6 +77,8 @@ class RoleOverride(BaseModel):
     max_tokens: int | None = Field(default=None, gt=0)
     structured_output: StructuredMethod | None = None
     frequency_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
+
+    _check_base_url = field_validator("base_url")(_model_url)
 
 
 class AgentChoice(BaseModel):
@@ -73,10 +89,23 @@ class AgentChoice(BaseModel):
     accepted), so the default falls back to the novelty check and says so.
     """
 
+    model_config = ConfigDict(extra="forbid")
+
     strategist: str = "llm"
     simulator: str = "strategy"
     critic: str = "auto"
     assistant: str = "llm"
+
+    @field_validator("strategist", "simulator", "critic", "assistant")
+    @classmethod
+    def _registered(cls, name: str, info: Any) -> str:
+        """Accept only names of the role's registry (and `auto` for the critic)."""
+        from agents.registry import REGISTRIES
+
+        names = [*REGISTRIES[info.field_name], *(["auto"] if info.field_name == "critic" else [])]
+        if name not in names:
+            raise ValueError(f"unknown {info.field_name} {name!r}; choose from {', '.join(names)}")
+        return name
 
 
 ROLE_DEFAULTS: dict[Role, dict[str, Any]] = {
@@ -157,6 +186,12 @@ class Settings(BaseSettings):
         "embedded server (it answers one at a time), 8 for a server given by URL.",
     )
 
+    @field_validator("chroma_url")
+    @classmethod
+    def _check_chroma_url(cls, url: str | None) -> str | None:
+        """Accept `http(s)://host:port` or a bare `host:port` (http is assumed)."""
+        return None if url is None else check_url(url, default_scheme="http")
+
     def model_for(self, role: Role) -> ModelSettings:
         """Return the model settings of `role`: shared < the role's defaults < its overrides."""
         override: RoleOverride = getattr(self, role)
@@ -210,14 +245,20 @@ class Settings(BaseSettings):
         }
 
     def public_dump(self) -> dict[str, Any]:
-        """Return the settings as plain JSON data: `auto` resolved, secrets removed."""
+        """Return the settings as plain JSON data: `auto` resolved, secrets removed.
+
+        API keys are left out and every URL is redacted (no user info or query string).
+        """
         data = self.model_dump(mode="json")
         agents, notice = self.resolve_agents()
         data["agents"] = agents.model_dump() | {"notice": notice}
         data["roles"] = self.fingerprint()["models"]  # what each role ran with, defaults applied
-        data["model"].pop("api_key", None)
-        for role in ROLES:
-            data[role].pop("api_key", None)
+        for section in ("model", *ROLES):
+            data[section].pop("api_key", None)
+            if data[section].get("base_url"):
+                data[section]["base_url"] = redact_url(data[section]["base_url"])
+        if data.get("chroma_url"):
+            data["chroma_url"] = redact_url(data["chroma_url"])
         return data
 
     @classmethod
@@ -259,7 +300,8 @@ def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
     except ValidationError as exc:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"]) or "settings"
-        raise SettingsError(f"invalid setting {where}: {err['msg']}") from None
+        message = err["msg"].removeprefix("Value error, ")
+        raise SettingsError(f"invalid setting {where}: {message}") from None
     except PydanticSettingsError as exc:
         raise SettingsError(" ".join(str(exc).split())) from None
     finally:

@@ -13,6 +13,14 @@ Level = Literal["high", "intermediate", "extracted"]
 from a real follow-up."""
 
 
+class StoreError(ValueError):
+    """A strategy store that cannot be used as configured (bad name or path); one line."""
+
+
+class StoreUnavailable(RuntimeError):
+    """The configured Chroma server could not be reached or is not a Chroma server; one line."""
+
+
 class Provenance(BaseModel):
     """Where a strategy came from."""
 

@@ -16,7 +16,15 @@ from chromadb.api.types import EmbeddingFunction
 from chromadb.config import Settings
 from platformdirs import user_data_dir
 
-from stores.base import Candidate, Level, Provenance, StrategyRecord
+from runtime.urls import redact_url
+from stores.base import (
+    Candidate,
+    Level,
+    Provenance,
+    StoreError,
+    StoreUnavailable,
+    StrategyRecord,
+)
 from stores.contexts import AnswerContext, ContextRows
 from stores.embeddings import MiniLMEmbedding
 from stores.memory import Embedder, embedder_name
@@ -44,20 +52,40 @@ def connect(path: Path | None = None, chroma_url: str | None = None) -> ClientAP
 
     Returns:
         An `HttpClient` when `chroma_url` is set, else a `PersistentClient`.
+
+    Raises:
+        StoreUnavailable: The Chroma server did not answer, or is not a Chroma server.
+        StoreError: The URL is unusable, or the store directory cannot be created or opened.
     """
     settings = Settings(anonymized_telemetry=False)
     if chroma_url:
-        url = urlparse(chroma_url if "://" in chroma_url else f"http://{chroma_url}")
-        https = url.scheme == "https"
-        return chromadb.HttpClient(
-            host=url.hostname or "localhost",
-            port=url.port or (443 if https else 8000),
-            ssl=https,
-            settings=settings,
-        )
+        shown = redact_url(chroma_url)
+        try:
+            url = urlparse(chroma_url if "://" in chroma_url else f"http://{chroma_url}")
+            https = url.scheme == "https"
+            host, port = url.hostname or "localhost", url.port or (443 if https else 8000)
+        except ValueError as exc:
+            raise StoreError(f"--chroma-url {shown}: {exc}") from None
+        try:
+            return chromadb.HttpClient(host=host, port=port, ssl=https, settings=settings)
+        except Exception as exc:  # noqa: BLE001 - chromadb raises anything from a wrong server
+            reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+            raise StoreUnavailable(f"Chroma server {shown} did not answer: {reason}") from None
     directory = Path(path) if path else default_path()
-    directory.mkdir(parents=True, exist_ok=True)
-    return chromadb.PersistentClient(path=str(directory), settings=settings)
+    if directory.exists() and not directory.is_dir():
+        raise StoreError(f"{directory}: the store must be a directory, and this is a file")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        return chromadb.PersistentClient(path=str(directory), settings=settings)
+    except OSError as exc:
+        raise StoreError(f"{directory}: cannot open the store: {_why(exc)}") from None
+    except Exception as exc:  # noqa: BLE001 - chromadb wraps sqlite and Rust errors its own way
+        reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+        raise StoreError(f"{directory}: cannot open the store: {reason}") from None
+
+
+def _why(exc: OSError) -> str:
+    return (exc.strerror or str(exc)).lower()
 
 
 def list_libraries(client: ClientAPI) -> list[str]:
@@ -85,7 +113,7 @@ class ChromaStrategyStore:
         location: Where the store lives (a path or URL), for messages.
 
     Raises:
-        ValueError: If the library name is not a valid collection name, or the collection holds
+        StoreError: If the library name is not a valid collection name, or the collection holds
             vectors of another embedding.
     """
 
@@ -94,7 +122,7 @@ class ChromaStrategyStore:
     ) -> None:
         name = PREFIX + library
         if not _NAME.fullmatch(name):
-            raise ValueError(
+            raise StoreError(
                 f"invalid library name {library!r}: use letters, digits, '.', '_', '-'"
             )
         self.library = library
@@ -106,7 +134,7 @@ class ChromaStrategyStore:
         wanted = embedder_name(embedding)
         stored = (self._collection.metadata or {}).get(_EMBEDDING_KEY)
         if stored and stored != wanted and self._collection.count():
-            raise ValueError(f"library {library!r} was embedded with {stored!r}, not {wanted!r}")
+            raise StoreError(f"library {library!r} was embedded with {stored!r}, not {wanted!r}")
 
     def _open_collection(self) -> Any:
         chroma_function = self.embedding if isinstance(self.embedding, EmbeddingFunction) else None
@@ -264,7 +292,7 @@ def open_store(
         The store; it may be empty (see `stores.starter.ensure_library`).
     """
     client = connect(path, chroma_url)
-    location = chroma_url or str(path or default_path())
+    location = redact_url(chroma_url) if chroma_url else str(path or default_path())
     return ChromaStrategyStore(client, library, embedding or MiniLMEmbedding(), location)
 
 

@@ -18,6 +18,8 @@ import numpy as np
 from chromadb.api.types import Documents, EmbeddingFunction, Embeddings, Space
 from chromadb.utils.embedding_functions import register_embedding_function
 
+from dialogues.text import scrub
+
 MAX_TOKENS = 256
 """all-MiniLM-L6-v2 was trained with at most 256 word pieces (its `max_seq_length`)."""
 DIMENSION = 384
@@ -76,8 +78,11 @@ class _Encoder:
         self.tokenizer.enable_padding()  # pad to the longest text of each batch
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
-        """Embed one batch: mean-pool the last hidden state over real tokens, L2-normalise."""
-        encodings = self.tokenizer.encode_batch(list(texts))
+        """Embed one batch: mean-pool the last hidden state over real tokens, L2-normalise.
+
+        Lone surrogates (which the tokenizer refuses) are replaced by U+FFFD first.
+        """
+        encodings = self.tokenizer.encode_batch([scrub(t) for t in texts])
         ids = np.array([e.ids for e in encodings], dtype=np.int64)
         mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
         feeds = {"input_ids": ids, "attention_mask": mask}

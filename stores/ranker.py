@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from stores.base import Candidate, StrategyRecord, StrategyStore
+from stores.contexts import AnswerContext, ContextRows
 from stores.memory import Embedder
 
 FEATURES = ("cosine", "log_support", "vote_k8", "vote_k32", "vote_k128", "max_context")
@@ -352,27 +353,54 @@ def store_inputs(
 
     Returns None when the library has no top-level records or no answer contexts for them.
     """
-    records = store.records("high")
     contexts_index = getattr(store, "contexts", None)
-    if not records or contexts_index is None:
+    if contexts_index is None:
         return None
-    rows = contexts_index().rows()
+    return ranker_inputs(store.records("high"), contexts_index().rows(), store.embedding)
+
+
+def ranker_inputs(
+    records: Sequence[StrategyRecord], rows: ContextRows, embedding: Embedder
+) -> tuple[list[StrategyRecord], np.ndarray, Contexts] | None:
+    """Tie answer contexts to the top-level records; None when none of them has a context."""
     index_of = {r.id: i for i, r in enumerate(records)}
     keep = [i for i, sid in enumerate(rows.strategy_ids) if sid in index_of]
-    if not keep:
+    if not records or not keep:
         return None
     contexts = Contexts(
         vectors=np.asarray(rows.vectors[keep], dtype=np.float64),
         strategy=np.array([index_of[rows.strategy_ids[i]] for i in keep]),
         groups=np.array([rows.groups[i] for i in keep]),
     )
-    vectors = np.asarray(store.embedding.embed([r.text for r in records]), dtype=np.float64)
-    return records, vectors, contexts
+    vectors = np.asarray(embedding.embed([r.text for r in records]), dtype=np.float64)
+    return list(records), vectors, contexts
 
 
 def train_for_store(store: StrategyStore, *, seed: int = 0) -> RankerModel | None:
     """Train a ranker on a library's own answer contexts; None when it has too few."""
-    inputs = store_inputs(store)
+    return _train(store_inputs(store), seed)
+
+
+def train_for(
+    records: Sequence[StrategyRecord],
+    contexts: Sequence[AnswerContext],
+    embedding: Embedder,
+    *,
+    seed: int = 0,
+) -> RankerModel | None:
+    """Train a ranker for a library being built (its top-level records and answer contexts)."""
+    rows = ContextRows(
+        ids=[c.id for c in contexts],
+        strategy_ids=[c.strategy_id for c in contexts],
+        groups=[c.group or c.id for c in contexts],
+        vectors=np.stack([c.embedding for c in contexts]) if contexts else np.zeros((0, 0)),
+    )
+    return _train(ranker_inputs(records, rows, embedding), seed)
+
+
+def _train(
+    inputs: tuple[list[StrategyRecord], np.ndarray, Contexts] | None, seed: int
+) -> RankerModel | None:
     if inputs is None:
         return None
     records, vectors, contexts = inputs

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from rich.table import Table
+from rich.text import Text
 
 
 @dataclass
@@ -87,5 +88,5 @@ class FilterReport:
         for column in ("dialogues affected", "turns removed", "dropped"):
             table.add_column(column, justify="right")
         for row in self.rows():
-            table.add_row(*row, style=None if row[1] == "on" else "dim")
+            table.add_row(*map(Text, row), style=None if row[1] == "on" else "dim")
         return table
