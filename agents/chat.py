@@ -128,6 +128,8 @@ class ChatClient:
         attempts: int = 3,
         limit: EndpointLimit | None = None,
         seed: int | None = None,
+        timeout: float | None = None,
+        timeout_retries: int | None = None,
     ) -> None:
         """Wrap `model`; `attempts` bounds retries of empty or unparseable output.
 
@@ -136,6 +138,12 @@ class ChatClient:
         seed derived from it, the messages sent and the attempt (see `request_seed`), so a
         server that honours seeds samples the same reply for the same job and context, while a
         retry of the same messages still gets a fresh draw.
+
+        `timeout` is a total deadline in seconds for each request, however slowly the server
+        sends its reply (the HTTP client's own timeout only bounds the wait for each chunk); a
+        request past it is tried again up to `timeout_retries` times. Both default to the
+        model's own settings (`request_timeout`, `max_retries` of ChatOpenAI); no deadline when
+        the model has none.
         """
         self.model = model
         self.limit = limit
@@ -143,6 +151,10 @@ class ChatClient:
         self.history_tokens = history_tokens
         self.attempts = attempts
         self.seed = seed
+        self.timeout = timeout if timeout is not None else _seconds(model, "request_timeout")
+        if timeout_retries is None:
+            timeout_retries = getattr(model, "max_retries", None)
+        self.timeout_retries = timeout_retries if isinstance(timeout_retries, int) else 0
 
     def seeded(self, seed: int | None) -> ChatClient:
         """Return a client like this one whose requests derive their sampling seed from `seed`."""
@@ -217,14 +229,31 @@ class ChatClient:
         usage = Usage(1, meta.get("input_tokens", 0), meta.get("output_tokens", 0), seconds)
         return result, usage
 
+    def _server(self) -> str:
+        """Name the model server in messages: `model server URL` when the URL is known."""
+        return " ".join(
+            filter(None, ["model server", getattr(self.model, "openai_api_base", None)])
+        )
+
     async def _call(self, runnable, messages: Sequence[BaseMessage]):
+        """Run one request under the total deadline, trying again after a timed-out attempt."""
+        tries = 1 + self.timeout_retries if self.timeout else 1
+        for _ in range(tries):
+            try:
+                async with asyncio.timeout(self.timeout):
+                    return await self._request(runnable, messages)
+            except TimeoutError:
+                continue
+        raise ModelError(
+            f"{self._server()} did not finish a reply within {self.timeout:g} s "
+            f"({tries} attempt{'s' if tries > 1 else ''})"
+        )
+
+    async def _request(self, runnable, messages: Sequence[BaseMessage]):
         try:
             return await runnable.ainvoke(list(messages))
         except openai.APIConnectionError as exc:
-            where = " ".join(
-                filter(None, ["model server", getattr(self.model, "openai_api_base", None)])
-            )
-            raise ModelError(f"{where} did not answer: {exc.__cause__ or exc}") from None
+            raise ModelError(f"{self._server()} did not answer: {exc.__cause__ or exc}") from None
         except openai.APIStatusError as exc:
             raise ModelError(
                 f"model server error {exc.status_code}: {_short(exc.message)}"
@@ -233,6 +262,12 @@ class ChatClient:
             raise ModelError(f"model call failed: {_short(str(exc))}") from None
         except (ValueError, TypeError, KeyError) as exc:  # a reply that is not a chat completion
             raise ModelError(f"model server sent an invalid response: {_short(str(exc))}") from None
+
+
+def _seconds(model: BaseChatModel, name: str) -> float | None:
+    """Return the model's `name` setting when it is a plain number of seconds, else None."""
+    value = getattr(model, name, None)
+    return float(value) if isinstance(value, int | float) and value > 0 else None
 
 
 def _describe_parse_error(result: dict) -> str:

@@ -5,15 +5,24 @@ Every fault comes from `tests/fake_openai.py` in one of its modes (real HTTP, no
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
+from langchain_core.messages import HumanMessage
 
+from agents.chat import ChatClient, ModelError, build_chat_model
+from batch.jobs import load_seed_set, plan_jobs
+from batch.runner import Batch, BatchOptions
 from batch.store import BatchStore
 from cli.main import main
 from runtime.session import Session
+from runtime.settings import ModelSettings, Settings
 from tests.fake_openai import FakeOpenAI
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -77,6 +86,67 @@ def generate(capsys, fake: FakeOpenAI, seed: Path, out: Path, *extra: object):
 def batch(capsys, fake: FakeOpenAI, tmp_path: Path, *extra: object):
     argv = ["batch", "--seeds", seeds_file(tmp_path), "--out", tmp_path / "run", "--turns", 1]
     return run_cli(capsys, *argv, "--base-url", fake.base_url, "--quiet", *extra)
+
+
+# --- F5: a reply trickled a byte at a time is cut off by the total deadline ---------------------
+
+
+def test_a_trickling_reply_is_cut_off_and_retried():
+    """httpx times out each chunk, not the reply: only the client's own deadline ends this."""
+    settings = ModelSettings(model="m", timeout=1, max_retries=1)
+    with FakeOpenAI(mode="trickle", delay=0.2) as fake:
+        chat = ChatClient(build_chat_model(settings, fake.base_url))
+        started = time.monotonic()
+        with pytest.raises(ModelError) as caught:
+            asyncio.run(asyncio.wait_for(chat.text([HumanMessage(content="Hi?")]), 30))
+        seconds = time.monotonic() - started
+    assert str(caught.value) == (
+        f"model server {fake.base_url} did not finish a reply within 1 s (2 attempts)"
+    )
+    assert len(fake.requests) == 2  # the timed-out attempt was retried once
+    assert seconds < 10
+
+
+def test_generate_against_a_trickling_server_fails_in_one_line(tmp_path, seed_file):
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    env |= {"IDEAS_MODEL__TIMEOUT": "1", "IDEAS_MODEL__MAX_RETRIES": "1"}
+    out = tmp_path / "out.json"
+    with FakeOpenAI(mode="trickle", delay=0.2) as fake:
+        argv = ["--seed", seed_file, "--turns", "1", "--out", out, "--base-url", fake.base_url]
+        result = subprocess.run(
+            [sys.executable, "run.py", *map(str, argv)],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=90,
+        )
+    assert result.returncode == 1
+    assert "Traceback" not in result.stdout + result.stderr
+    [line] = lines(result.stderr)
+    assert line.startswith("error: model server") and "did not finish a reply within 1 s" in line
+    assert not out.exists()
+
+
+def test_a_batch_against_a_trickling_server_records_failures(tmp_path, store):
+    """Every dialogue fails within its deadlines; before the fix this batch never ended."""
+    with FakeOpenAI(mode="trickle", delay=0.2) as fake:
+        model = {"base_url": fake.base_url, "timeout": 1, "max_retries": 0}
+        config = Settings(model=model, turns=1)
+        seeds = load_seed_set(seeds_file(tmp_path))
+        job = Batch(
+            store=BatchStore.open(tmp_path / "run"),
+            seeds=seeds,
+            jobs=plan_jobs(len(seeds.seeds), 2),
+            wiring=Session(config, store=store),
+            library={"name": "test"},
+            options=BatchOptions(concurrency=2),
+        )
+        report = asyncio.run(asyncio.wait_for(job.run(), 30))
+    assert report.failed == 2 and report.done == 0
+    [(reason, count)] = report.failures.items()
+    assert count == 2 and reason.endswith("did not finish a reply within 1 s (1 attempt)")
+    assert len(BatchStore.open(tmp_path / "run").failed()) == 2
 
 
 # --- every other fault: one line, exit 1 (generate) or a stopped batch (exit 1) -----------------
