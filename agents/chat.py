@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import hashlib
+import json
 import time
 import weakref
 from collections.abc import Sequence
@@ -57,11 +58,16 @@ class Usage:
 
 @dataclass
 class Structured(Generic[M]):
-    """The outcome of a structured call: the parsed object, or None with the last error."""
+    """The outcome of a structured call: the parsed object, or None with the last error.
+
+    `unusable` is True when no attempt got a usable reply at all (empty, or tool arguments that
+    are not JSON): a broken server rather than a weak model, which callers may treat as failure.
+    """
 
     value: M | None
     usage: Usage
     error: str | None = None
+    unusable: bool = False
 
 
 def request_seed(seed: int, messages: Sequence[BaseMessage], attempt: int) -> int:
@@ -179,23 +185,27 @@ class ChatClient:
         return kept
 
     async def text(self, messages: Sequence[BaseMessage]) -> tuple[str, Usage]:
-        """Return the model's reply text, retrying empty replies."""
+        """Return the model's reply text, retrying empty replies.
+
+        Raises:
+            ModelError: If every attempt got an empty reply (a broken server: nothing to use).
+        """
         messages = self.fit(messages)
         usage = Usage()
-        content = ""
         for attempt in range(self.attempts):
             reply, spent = await self._invoke(self._model(messages, attempt), messages)
             usage += spent
             content = reply.text.strip() if isinstance(reply, AIMessage) else ""
             if content:
-                break
-        return content, usage
+                return content, usage
+        raise ModelError(f"{self._server()} gave only empty replies ({self.attempts} attempts)")
 
     async def structured(self, schema: type[M], messages: Sequence[BaseMessage]) -> Structured[M]:
         """Return `schema` filled by the model, retrying output that does not validate."""
         messages = self.fit(messages)
         usage = Usage()
         error = None
+        unusable = True
         for attempt in range(self.attempts):
             runnable = self._model(messages, attempt).with_structured_output(
                 schema, method=self.structured_method, include_raw=True
@@ -206,7 +216,8 @@ class ChatClient:
             if isinstance(parsed, schema):
                 return Structured(parsed, usage)
             error = _describe_parse_error(result)
-        return Structured(None, usage, error)
+            unusable = unusable and _unusable(result.get("raw"))
+        return Structured(None, usage, error, unusable)
 
     def _model(self, messages: Sequence[BaseMessage], attempt: int) -> BaseChatModel:
         """Return the model to call: a copy carrying this request's seed when seeding applies.
@@ -270,11 +281,38 @@ def _seconds(model: BaseChatModel, name: str) -> float | None:
     return float(value) if isinstance(value, int | float) and value > 0 else None
 
 
+def _unusable(raw: object) -> bool:
+    """Whether a structured reply carries nothing usable: no message, no content, or bad JSON.
+
+    Tool arguments that are not JSON land in `invalid_tool_calls`; text that is not JSON is
+    only unusable when it is empty, or when it looks like an attempt at JSON (a weak model that
+    answers in prose is a model problem, not a broken server).
+    """
+    if not isinstance(raw, AIMessage):
+        return True
+    if raw.tool_calls:
+        return False
+    if raw.invalid_tool_calls:
+        return True
+    text = raw.text.strip()
+    if not text:
+        return True
+    if text[0] in "{[":
+        try:
+            json.loads(text)
+        except ValueError:
+            return True
+    return False
+
+
 def _describe_parse_error(result: dict) -> str:
     error = result.get("parsing_error")
     if error is not None:
         return _short(f"invalid output: {error}")
     raw = result.get("raw")
+    if isinstance(raw, AIMessage) and raw.invalid_tool_calls and not raw.tool_calls:
+        args = raw.invalid_tool_calls[0].get("args")
+        return _short(f"tool call arguments are not JSON: {args!r}")
     if isinstance(raw, AIMessage) and not raw.tool_calls:
         return _short(f"no structured output, got text: {raw.text!r}")
     return "invalid output"

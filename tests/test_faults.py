@@ -19,7 +19,7 @@ from langchain_core.messages import HumanMessage
 from agents.chat import ChatClient, ModelError, build_chat_model
 from batch.jobs import load_seed_set, plan_jobs
 from batch.runner import Batch, BatchOptions
-from batch.store import BatchStore
+from batch.store import BatchStore, iter_dialogues
 from cli.main import main
 from runtime.session import Session
 from runtime.settings import ModelSettings, Settings
@@ -147,6 +147,50 @@ def test_a_batch_against_a_trickling_server_records_failures(tmp_path, store):
     [(reason, count)] = report.failures.items()
     assert count == 2 and reason.endswith("did not finish a reply within 1 s (1 attempt)")
     assert len(BatchStore.open(tmp_path / "run").failed()) == 2
+
+
+# --- F6: empty or unusable replies fail the dialogue (retryable), never "succeed" ---------------
+
+
+def test_generate_with_only_empty_replies_exits_1_in_one_line(capsys, tmp_path, seed_file):
+    out = tmp_path / "out.json"
+    with FakeOpenAI(mode="empty") as fake:
+        code, stdout, err = generate(capsys, fake, seed_file, out)
+    assert code == 1
+    assert "Traceback" not in stdout + err
+    assert lines(err) == [
+        f"error: model server {fake.base_url} gave only empty replies (3 attempts)"
+    ]
+    assert not out.exists()
+
+
+def test_generate_with_garbage_tool_arguments_exits_1_in_one_line(capsys, tmp_path, seed_file):
+    out = tmp_path / "out.json"
+    with FakeOpenAI(mode="garbage-tools") as fake:
+        code, stdout, err = generate(capsys, fake, seed_file, out, "--critic", "llm")
+    assert code == 1
+    assert "Traceback" not in stdout + err
+    [line] = lines(err)
+    assert line.startswith(
+        "error: the critic got no usable reply from the model: tool call arguments are not JSON"
+    )
+    assert not out.exists()
+
+
+def test_a_batch_of_empty_replies_fails_and_is_retried_once_the_server_works(tmp_path, capsys):
+    with FakeOpenAI(mode="empty") as fake:
+        code, out, _ = batch(capsys, fake, tmp_path)
+    assert code == 3  # every dialogue failed: none is stored as done
+    assert list(iter_dialogues(tmp_path / "run")) == []
+    failed = BatchStore.open(tmp_path / "run").failed()
+    assert len(failed) == 3 and all("gave only empty replies" in r for r in failed.values())
+    assert "3 x model server" in out
+
+    with FakeOpenAI() as fake:
+        code, out, _ = batch(capsys, fake, tmp_path, "--retry-failed")
+    assert code == 0
+    documents = list(iter_dialogues(tmp_path / "run"))
+    assert len(documents) == 3 and all(len(d["turns"]) == 1 for d in documents)
 
 
 # --- every other fault: one line, exit 1 (generate) or a stopped batch (exit 1) -----------------
