@@ -178,8 +178,9 @@ def test_generate_with_garbage_tool_arguments_exits_1_in_one_line(capsys, tmp_pa
 
 
 def test_a_batch_of_empty_replies_fails_and_is_retried_once_the_server_works(tmp_path, capsys):
+    # the novelty critic: the fake's random LLM verdicts could end a dialogue early
     with FakeOpenAI(mode="empty") as fake:
-        code, out, _ = batch(capsys, fake, tmp_path)
+        code, out, _ = batch(capsys, fake, tmp_path, "--critic", "novelty")
     assert code == 3  # every dialogue failed: none is stored as done
     assert list(iter_dialogues(tmp_path / "run")) == []
     failed = BatchStore.open(tmp_path / "run").failed()
@@ -187,10 +188,11 @@ def test_a_batch_of_empty_replies_fails_and_is_retried_once_the_server_works(tmp
     assert "3 x model server" in out
 
     with FakeOpenAI() as fake:
-        code, out, _ = batch(capsys, fake, tmp_path, "--retry-failed")
+        code, out, _ = batch(capsys, fake, tmp_path, "--critic", "novelty", "--retry-failed")
     assert code == 0
     documents = list(iter_dialogues(tmp_path / "run"))
-    assert len(documents) == 3 and all(len(d["turns"]) == 1 for d in documents)
+    assert len(documents) == 3 and BatchStore.open(tmp_path / "run").failed() == {}
+    assert [(d["status"], len(d["turns"])) for d in documents] == [("complete", 1)] * 3
 
 
 # --- every other fault: one line, exit 1 (generate) or a stopped batch (exit 1) -----------------
@@ -233,7 +235,7 @@ def test_a_few_server_errors_are_retried_away(capsys, tmp_path, seed_file, monke
     monkeypatch.setenv("IDEAS_MODEL__MAX_RETRIES", "2")
     out = tmp_path / "out.json"
     with FakeOpenAI(mode="error500:2") as fake:
-        code, _, err = generate(capsys, fake, seed_file, out, "--turns", 1)
+        code, _, err = generate(capsys, fake, seed_file, out, "--turns", 1, "--critic", "novelty")
     assert (code, err) == (0, "")
     assert json.loads(out.read_text())["status"] == "complete"
 
