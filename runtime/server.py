@@ -212,8 +212,11 @@ class EmbeddedServer:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
+        except BaseException:
+            self._log = None  # no server: the anonymous log is closed below as well
+            raise
         finally:
-            if log is not self._log:
+            if log is not self._log:  # the child holds its own copy of the descriptor
                 log.close()
         atexit.register(self.stop)
         self._trap_exit_signals()
