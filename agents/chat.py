@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import hashlib
+import json
 import time
 import weakref
 from collections.abc import Sequence
@@ -58,11 +59,16 @@ class Usage:
 
 @dataclass
 class Structured(Generic[M]):
-    """The outcome of a structured call: the parsed object, or None with the last error."""
+    """The outcome of a structured call: the parsed object, or None with the last error.
+
+    `unusable` is True when no attempt got a usable reply at all (empty, or tool arguments that
+    are not JSON): a broken server rather than a weak model, which callers may treat as failure.
+    """
 
     value: M | None
     usage: Usage
     error: str | None = None
+    unusable: bool = False
 
 
 def request_seed(seed: int, messages: Sequence[BaseMessage], attempt: int) -> int:
@@ -129,6 +135,8 @@ class ChatClient:
         attempts: int = 3,
         limit: EndpointLimit | None = None,
         seed: int | None = None,
+        timeout: float | None = None,
+        timeout_retries: int | None = None,
     ) -> None:
         """Wrap `model`; `attempts` bounds retries of empty or unparseable output.
 
@@ -137,6 +145,12 @@ class ChatClient:
         seed derived from it, the messages sent and the attempt (see `request_seed`), so a
         server that honours seeds samples the same reply for the same job and context, while a
         retry of the same messages still gets a fresh draw.
+
+        `timeout` is a total deadline in seconds for each request, however slowly the server
+        sends its reply (the HTTP client's own timeout only bounds the wait for each chunk); a
+        request past it is tried again up to `timeout_retries` times. Both default to the
+        model's own settings (`request_timeout`, `max_retries` of ChatOpenAI); no deadline when
+        the model has none.
         """
         self.model = model
         self.limit = limit
@@ -144,6 +158,10 @@ class ChatClient:
         self.history_tokens = history_tokens
         self.attempts = attempts
         self.seed = seed
+        self.timeout = timeout if timeout is not None else _seconds(model, "request_timeout")
+        if timeout_retries is None:
+            timeout_retries = getattr(model, "max_retries", None)
+        self.timeout_retries = timeout_retries if isinstance(timeout_retries, int) else 0
 
     def seeded(self, seed: int | None) -> ChatClient:
         """Return a client like this one whose requests derive their sampling seed from `seed`."""
@@ -168,23 +186,27 @@ class ChatClient:
         return kept
 
     async def text(self, messages: Sequence[BaseMessage]) -> tuple[str, Usage]:
-        """Return the model's reply text, retrying empty replies."""
+        """Return the model's reply text, retrying empty replies.
+
+        Raises:
+            ModelError: If every attempt got an empty reply (a broken server: nothing to use).
+        """
         messages = self.fit(messages)
         usage = Usage()
-        content = ""
         for attempt in range(self.attempts):
             reply, spent = await self._invoke(self._model(messages, attempt), messages)
             usage += spent
             content = reply.text.strip() if isinstance(reply, AIMessage) else ""
             if content:
-                break
-        return content, usage
+                return content, usage
+        raise ModelError(f"{self._server()} gave only empty replies ({self.attempts} attempts)")
 
     async def structured(self, schema: type[M], messages: Sequence[BaseMessage]) -> Structured[M]:
         """Return `schema` filled by the model, retrying output that does not validate."""
         messages = self.fit(messages)
         usage = Usage()
         error = None
+        unusable = True
         for attempt in range(self.attempts):
             runnable = self._model(messages, attempt).with_structured_output(
                 schema, method=self.structured_method, include_raw=True
@@ -195,7 +217,8 @@ class ChatClient:
             if isinstance(parsed, schema):
                 return Structured(parsed, usage)
             error = _describe_parse_error(result)
-        return Structured(None, usage, error)
+            unusable = unusable and _unusable(result.get("raw"))
+        return Structured(None, usage, error, unusable)
 
     def _model(self, messages: Sequence[BaseMessage], attempt: int) -> BaseChatModel:
         """Return the model to call: a copy carrying this request's seed when seeding applies.
@@ -218,13 +241,30 @@ class ChatClient:
         usage = Usage(1, meta.get("input_tokens", 0), meta.get("output_tokens", 0), seconds)
         return result, usage
 
+    def _server(self) -> str:
+        """Name the model server in messages: `model server URL` when the URL is known."""
+        url = getattr(self.model, "openai_api_base", None)
+        return " ".join(filter(None, ["model server", url and redact_url(url)]))
+
     async def _call(self, runnable, messages: Sequence[BaseMessage]):
+        """Run one request under the total deadline, trying again after a timed-out attempt."""
+        tries = 1 + self.timeout_retries if self.timeout else 1
+        for _ in range(tries):
+            try:
+                async with asyncio.timeout(self.timeout):
+                    return await self._request(runnable, messages)
+            except TimeoutError:
+                continue
+        raise ModelError(
+            f"{self._server()} did not finish a reply within {self.timeout:g} s "
+            f"({tries} attempt{'s' if tries > 1 else ''})"
+        )
+
+    async def _request(self, runnable, messages: Sequence[BaseMessage]):
         try:
             return await runnable.ainvoke(list(messages))
         except openai.APIConnectionError as exc:
-            url = getattr(self.model, "openai_api_base", None)
-            where = " ".join(filter(None, ["model server", url and redact_url(url)]))
-            raise ModelError(f"{where} did not answer: {exc.__cause__ or exc}") from None
+            raise ModelError(f"{self._server()} did not answer: {exc.__cause__ or exc}") from None
         except openai.APIStatusError as exc:
             raise ModelError(
                 f"model server error {exc.status_code}: {_short(exc.message)}"
@@ -235,11 +275,44 @@ class ChatClient:
             raise ModelError(f"model server sent an invalid response: {_short(str(exc))}") from None
 
 
+def _seconds(model: BaseChatModel, name: str) -> float | None:
+    """Return the model's `name` setting when it is a plain number of seconds, else None."""
+    value = getattr(model, name, None)
+    return float(value) if isinstance(value, int | float) and value > 0 else None
+
+
+def _unusable(raw: object) -> bool:
+    """Whether a structured reply carries nothing usable: no message, no content, or bad JSON.
+
+    Tool arguments that are not JSON land in `invalid_tool_calls`; text that is not JSON is
+    only unusable when it is empty, or when it looks like an attempt at JSON (a weak model that
+    answers in prose is a model problem, not a broken server).
+    """
+    if not isinstance(raw, AIMessage):
+        return True
+    if raw.tool_calls:
+        return False
+    if raw.invalid_tool_calls:
+        return True
+    text = raw.text.strip()
+    if not text:
+        return True
+    if text[0] in "{[":
+        try:
+            json.loads(text)
+        except ValueError:
+            return True
+    return False
+
+
 def _describe_parse_error(result: dict) -> str:
     error = result.get("parsing_error")
     if error is not None:
         return _short(f"invalid output: {error}")
     raw = result.get("raw")
+    if isinstance(raw, AIMessage) and raw.invalid_tool_calls and not raw.tool_calls:
+        args = raw.invalid_tool_calls[0].get("args")
+        return _short(f"tool call arguments are not JSON: {args!r}")
     if isinstance(raw, AIMessage) and not raw.tool_calls:
         return _short(f"no structured output, got text: {raw.text!r}")
     return "invalid output"

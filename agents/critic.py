@@ -10,7 +10,7 @@ from langchain_core.messages import BaseMessage, HumanMessage
 from pydantic import BaseModel, Field, field_validator
 from rapidfuzz import fuzz, process
 
-from agents.chat import ChatClient, Usage
+from agents.chat import ChatClient, ModelError, Usage
 from dialogues.messages import last_answer, user_texts
 from prompts import render
 
@@ -111,7 +111,13 @@ class LLMCritic:
         self.min_depth, self.min_insight = min_depth, min_insight
 
     async def critique(self, messages: Sequence[BaseMessage], draft: str) -> CriticVerdict:
-        """Return the verdict; an unparseable LLM verdict counts as a rejection."""
+        """Return the verdict; an unparseable LLM verdict counts as a rejection.
+
+        Raises:
+            ModelError: If no attempt got a usable reply at all (empty, or tool arguments that
+                are not JSON): the server is broken, and rejecting real drafts for it would end
+                the dialogue early as if the drafts were bad.
+        """
         verdict = await self.novelty.critique(messages, draft)
         if not verdict.accepted:
             return verdict
@@ -123,6 +129,8 @@ class LLMCritic:
         )
         result = await self.chat.structured(CriticScores, [HumanMessage(content=prompt)])
         scores = result.value
+        if scores is None and result.unusable:
+            raise ModelError(f"the critic got no usable reply from the model: {result.error}")
         if scores is None:
             reason = f"critic gave no valid verdict ({result.error})"
             return CriticVerdict(False, reason, verdict.similarity, None, result.usage)

@@ -29,6 +29,33 @@ GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_ALIAS = "smollm2-135m-instruct"
 HOST = "127.0.0.1"
 EXIT_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+SERVER_MODULE = "llama_cpp.server"
+PR_SET_PDEATHSIG = 1
+WATCH_SECONDS = 0.25
+
+CHILD_LAUNCHER = f"""\
+import ctypes, os, runpy, signal, sys, threading, time
+parent, pdeathsig, module = int(sys.argv[1]), sys.argv[2] == "1", sys.argv[3]
+if pdeathsig and sys.platform.startswith("linux"):
+    ctypes.CDLL(None, use_errno=True).prctl({PR_SET_PDEATHSIG}, signal.SIGKILL)
+def watch():
+    while os.getppid() == parent:
+        time.sleep({WATCH_SECONDS})
+    os._exit(1)
+if os.getppid() != parent:
+    os._exit(1)
+threading.Thread(target=watch, name="parent-watchdog", daemon=True).start()
+sys.argv = [module, *sys.argv[4:]]
+runpy.run_module(module, run_name="__main__", alter_sys=True)
+"""
+"""Runs the server module in the child so that it dies with the process that started it.
+
+On Linux `prctl(PR_SET_PDEATHSIG, SIGKILL)` makes the kernel kill the child the moment its
+parent dies (also on SIGKILL or a crash of the parent, where no cleanup code runs); a watchdog
+thread that exits once the parent PID changes covers other systems, and a parent thread that
+ends before the process does (the death signal follows the thread that forked). A parent that
+died before the launcher ran is caught by the first `getppid` check.
+"""
 
 
 class ServerError(RuntimeError):
@@ -80,22 +107,24 @@ def _raise_system_exit(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(128 + signum)
 
 
-def _last_line(path: Path) -> str:
-    """Return the last non-blank line of a log file, or a placeholder."""
-    try:
-        lines = path.read_text(errors="replace").splitlines()
-    except OSError:
-        return "(no log)"
+def _last_line(text: str) -> str:
+    """Return the last non-blank line of a log's text, or a placeholder."""
+    lines = text.splitlines()
     return next((line.strip() for line in reversed(lines) if line.strip()), "(empty log)")
 
 
 class EmbeddedServer:
     """Run ``python -m llama_cpp.server`` on a local port for the length of a ``with`` block.
 
-    The server's output goes to a log file, never to the terminal. The child runs in its own
-    session, so a terminal Ctrl-C reaches only this process, whose ``__exit__`` then stops it.
-    While the server runs, SIGTERM and SIGHUP (if unhandled) raise ``SystemExit`` in the main
-    thread for the same reason: by default they would kill us without running ``__exit__``.
+    The server's output goes to a log file, never to the terminal. Without ``log_path`` that
+    file is anonymous (deleted as it is created; ``/proc/PID/fd/1`` of the server shows it), so
+    no log outlives the server however this process ends; a server that fails to start has its
+    log copied to a named ``llama-server-*.log`` that the error message points at. The child runs
+    in its own session, so a terminal Ctrl-C reaches only this process, whose ``__exit__`` then
+    stops it. While the server runs, SIGTERM and SIGHUP (if unhandled) raise ``SystemExit`` in
+    the main thread for the same reason: by default they would kill us without running
+    ``__exit__``. If this process dies without cleaning up (SIGKILL, a crash), the server dies
+    with it (see `CHILD_LAUNCHER`).
 
     Example:
         >>> with EmbeddedServer() as server:  # doctest: +SKIP
@@ -121,7 +150,7 @@ class EmbeddedServer:
         self.log_path = log_path
         self.process: subprocess.Popen[bytes] | None = None
         self.startup_seconds: float | None = None
-        self._temporary_log = False
+        self._log: IO[bytes] | None = None
         self._saved_handlers: dict[int, object] = {}
 
     @property
@@ -137,13 +166,18 @@ class EmbeddedServer:
     def command(self) -> list[str]:
         """Build the server command line for the resolved model path and port.
 
+        The server module runs under `CHILD_LAUNCHER`, which ties its life to this process.
         ``--logits_all False`` keeps memory flat (the server's default stores a vocabulary-sized
         row per context token, ~0.2 MB each) at the price of ``logprobs`` support. The chat
         format is left to the GGUF's own template: forced tool calls then get a grammar built
         from the tool's JSON schema, while ``chatml-function-calling`` proved far slower.
         """
+        # The kernel's death signal follows the forking thread: only the main thread lives as
+        # long as the process; from other threads the watchdog alone stands guard.
+        pdeathsig = threading.current_thread() is threading.main_thread()
         return [
-            sys.executable, "-m", "llama_cpp.server",
+            sys.executable, "-c", CHILD_LAUNCHER,
+            str(os.getpid()), "1" if pdeathsig else "0", SERVER_MODULE,
             "--model", str(self.gguf),
             "--model_alias", self.alias,
             "--host", HOST,
@@ -165,14 +199,12 @@ class EmbeddedServer:
             return self
         self._check_inputs()
         if self.log_path is None:
-            fd, name = tempfile.mkstemp(prefix="llama-server-", suffix=".log")
-            self.log_path = Path(name)
-            self._temporary_log = True
-            log: IO[bytes] = os.fdopen(fd, "wb")
+            self._log = tempfile.TemporaryFile(prefix="llama-server-", suffix=".log")
+            log: IO[bytes] = self._log
         else:
-            log = self.log_path.open("wb")
+            log = self.log_path.open("w+b")
         started = time.monotonic()
-        with log:
+        try:
             self.process = subprocess.Popen(
                 self.command(),
                 stdin=subprocess.DEVNULL,
@@ -180,12 +212,17 @@ class EmbeddedServer:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
+        except BaseException:
+            self._log = None  # no server: the anonymous log is closed below as well
+            raise
+        finally:
+            if log is not self._log:  # the child holds its own copy of the descriptor
+                log.close()
         atexit.register(self.stop)
         self._trap_exit_signals()
         try:
             self._wait_healthy(started)
         except BaseException:
-            self._temporary_log = False  # keep the log: the error message points at it
             self.stop()
             raise
         self.startup_seconds = time.monotonic() - started
@@ -205,8 +242,9 @@ class EmbeddedServer:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
-        if self._temporary_log and self.log_path is not None:
-            self.log_path.unlink(missing_ok=True)
+        log, self._log = self._log, None
+        if log is not None:
+            log.close()
 
     def __enter__(self) -> Self:
         return self.start()
@@ -248,16 +286,38 @@ class EmbeddedServer:
             signum, handler = self._saved_handlers.popitem()
             signal.signal(signum, handler)
 
+    def _log_text(self) -> str:
+        """Return what the server has logged so far."""
+        try:
+            if self._log is not None:
+                self._log.seek(0)
+                return self._log.read().decode(errors="replace")
+            return self.log_path.read_text(errors="replace") if self.log_path else ""
+        except OSError:
+            return ""
+
+    def _keep_log(self) -> Path:
+        """Return a named file with the server's log, copying an anonymous log to one."""
+        if self.log_path is None:
+            fd, name = tempfile.mkstemp(prefix="llama-server-", suffix=".log")
+            with os.fdopen(fd, "w") as kept:
+                kept.write(self._log_text())
+            self.log_path = Path(name)
+        return self.log_path
+
     def _wait_healthy(self, started: float) -> None:
-        """Poll ``/v1/models`` until it answers 200, the process dies, or time runs out."""
-        assert self.process is not None and self.log_path is not None
+        """Poll ``/v1/models`` until it answers 200, the process dies, or time runs out.
+
+        A failure keeps the server's log in a named file (see `_keep_log`).
+        """
+        assert self.process is not None
         url = f"{self.base_url}/models"
         while True:
             code = self.process.poll()
             if code is not None:
-                raise ServerError(
-                    f"embedded server exited with code {code}: {_last_line(self.log_path)}"
-                )
+                last = _last_line(self._log_text())
+                self._keep_log()
+                raise ServerError(f"embedded server exited with code {code}: {last}")
             try:
                 with urllib.request.urlopen(url, timeout=2) as response:
                     if response.status == 200:
@@ -267,6 +327,6 @@ class EmbeddedServer:
             if time.monotonic() - started > self.startup_timeout:
                 raise ServerError(
                     f"embedded server not ready after {self.startup_timeout:.0f} s "
-                    f"(log: {self.log_path})"
+                    f"(log: {self._keep_log()})"
                 )
             time.sleep(0.2)

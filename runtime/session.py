@@ -98,6 +98,8 @@ class Session:
             history_tokens=self.settings.history_tokens,
             limit=limit,
             seed=self.settings.seed,
+            timeout=model_settings.timeout,
+            timeout_retries=model_settings.max_retries,
         )
 
     def embedded_url(self, model: str) -> str:

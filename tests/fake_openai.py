@@ -5,6 +5,14 @@ body and count); structured requests (tools or a JSON schema response format) ge
 from the schema: enums pick one value, integers take their maximum, strings fit their length
 limits. Every request body is recorded, so tests assert what was asked.
 
+Fault modes make it a broken server instead (`--mode`, with `--delay` for the slow ones):
+`trickle` sends a valid reply one byte every `delay` seconds, `empty` answers with empty content
+and no tool call, `garbage-tools` gives tool calls whose arguments are not JSON (plain requests
+still get sentences), `close-mid-reply` closes the connection halfway through the body,
+`error500:N` answers HTTP 500 to the next N requests and then behaves, `hang` never answers,
+`non-json` sends a body that is not JSON, `not-completion` sends JSON that is not a chat
+completion.
+
 Run it alone (`python tests/fake_openai.py --port 8011 --latency 0.05`) to point a batch at it.
 """
 
@@ -14,11 +22,25 @@ import argparse
 import hashlib
 import json
 import random
+import socket
 import threading
 import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+MODES = (
+    "ok",
+    "trickle",
+    "empty",
+    "garbage-tools",
+    "close-mid-reply",
+    "error500",
+    "hang",
+    "non-json",
+    "not-completion",
+)
+"""How the server answers POSTs; `error500` takes a count (`error500:N`)."""
 
 WORDS = (
     "why how which what would could should explain compare contrast detail example case cost "
@@ -73,6 +95,8 @@ class FakeOpenAI:
         latency: Seconds each request takes (to make concurrency and kills observable).
         fail: Requests whose body makes this return True get an HTTP 500.
         port: 0 picks a free port.
+        mode: One of `MODES` (a fault to inject); `error500:N` fails the next N requests.
+        delay: Seconds between the bytes of a `trickle` reply.
     """
 
     def __init__(
@@ -80,9 +104,16 @@ class FakeOpenAI:
         latency: float = 0.0,
         fail: Callable[[dict[str, Any]], bool] = lambda body: False,
         port: int = 0,
+        mode: str = "ok",
+        delay: float = 0.5,
     ) -> None:
         """Configure the server (it starts on enter)."""
-        self.latency, self.fail = latency, fail
+        self.latency, self.fail, self.delay = latency, fail, delay
+        self.mode, _, count = mode.partition(":")
+        if self.mode not in MODES or bool(count) != (self.mode == "error500"):
+            raise ValueError(f"unknown mode {mode!r}: one of {', '.join(MODES)} (error500:N)")
+        self.errors_left = int(count or 0)
+        self.stopped = threading.Event()
         self.requests: list[dict[str, Any]] = []
         self.inflight = self.max_inflight = 0
         self.lock = threading.Lock()
@@ -101,7 +132,8 @@ class FakeOpenAI:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        """Stop serving."""
+        """Stop serving (and end replies still hanging or trickling)."""
+        self.stopped.set()
         self.server.shutdown()
         self.server.server_close()
 
@@ -115,15 +147,19 @@ class FakeOpenAI:
         message: dict[str, Any] = {"role": "assistant", "content": None}
         tools = body.get("tools")
         response_format = body.get("response_format") or {}
-        if tools:
+        if self.mode == "empty":
+            message["content"] = ""
+        elif tools:
             function = tools[0]["function"]
             params = function.get("parameters", {})
-            args = fake_value(params, rng, params.get("$defs", {}))
+            args = json.dumps(fake_value(params, rng, params.get("$defs", {})))
+            if self.mode == "garbage-tools":
+                args = "{'not': json" + args[:10]
             message["tool_calls"] = [
                 {
                     "id": f"call_{count}",
                     "type": "function",
-                    "function": {"name": function["name"], "arguments": json.dumps(args)},
+                    "function": {"name": function["name"], "arguments": args},
                 }
             ]
         elif response_format.get("type") == "json_schema":
@@ -167,25 +203,59 @@ class FakeOpenAI:
                 try:
                     if fake.latency:
                         time.sleep(fake.latency)
-                    if fake.fail(body):
-                        error = {"error": {"message": "scripted failure", "type": "server"}}
-                        self._send(500, error)
-                    else:
-                        self._send(200, fake.reply(body))
+                    self._answer(body)
                 finally:
                     with fake.lock:
                         fake.inflight -= 1
 
-            def _send(self, status: int, payload: dict[str, Any]) -> None:
-                data = json.dumps(payload).encode()
+            def _answer(self, body: dict[str, Any]) -> None:
+                """Send the reply, or the fault of the server's mode."""
+                mode = fake.mode
+                with fake.lock:
+                    scripted_error = mode == "error500" and fake.errors_left > 0
+                    fake.errors_left -= scripted_error
+                if fake.fail(body) or scripted_error:
+                    error = {"error": {"message": "scripted failure", "type": "server"}}
+                    self._send(500, error)
+                elif mode == "hang":
+                    with fake.lock:
+                        fake.requests.append(body)
+                    fake.stopped.wait()
+                    self.close_connection = True
+                elif mode == "non-json":
+                    self._send(200, b"<html>this is not JSON</html>")
+                elif mode == "not-completion":
+                    self._send(200, {"status": "ok", "result": [1, 2, 3]})
+                else:
+                    self._send(200, fake.reply(body))
+
+            def _send(self, status: int, payload: dict[str, Any] | bytes) -> None:
+                data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 try:
-                    self.wfile.write(data)
+                    if fake.mode == "trickle" and status == 200:
+                        self._trickle(data)
+                    elif fake.mode == "close-mid-reply" and status == 200:
+                        self.wfile.write(data[: len(data) // 2])
+                        self.wfile.flush()
+                        self.close_connection = True
+                        self.connection.shutdown(socket.SHUT_RDWR)
+                    else:
+                        self.wfile.write(data)
                 except (BrokenPipeError, ConnectionResetError):  # the client was killed
-                    pass
+                    self.close_connection = True
+
+            def _trickle(self, data: bytes) -> None:
+                """Send `data` one byte every `delay` seconds until done or the server stops."""
+                for i in range(len(data)):
+                    if fake.stopped.wait(fake.delay):
+                        self.close_connection = True
+                        return
+                    self.wfile.write(data[i : i + 1])
+                    self.wfile.flush()
 
         return Handler
 
@@ -195,8 +265,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--latency", type=float, default=0.0)
+    parser.add_argument("--mode", default="ok", help=f"{'|'.join(MODES)} (error500:N)")
+    parser.add_argument("--delay", type=float, default=0.5, help="seconds per trickled byte")
     args = parser.parse_args()
-    with FakeOpenAI(args.latency, port=args.port) as fake:
+    try:
+        fake = FakeOpenAI(args.latency, port=args.port, mode=args.mode, delay=args.delay)
+    except ValueError as exc:
+        parser.error(str(exc))
+    with fake:
         print(fake.base_url, flush=True)  # noqa: T201 - the script's output
         threading.Event().wait()
 

@@ -202,6 +202,26 @@ def test_llm_critic_invalid_verdicts_reject_after_three_attempts():
     assert result.feedback == result.reason
 
 
+def garbage_tool_call() -> AIMessage:
+    bad = {"name": "CriticScores", "args": "{'depth': 4", "id": "c1", "error": "not JSON"}
+    return AIMessage(content="", invalid_tool_calls=[bad])
+
+
+def test_llm_critic_with_only_unusable_replies_is_a_model_error():
+    chat = scripted(text_reply(""), garbage_tool_call(), garbage_tool_call())
+    critic = LLMCritic(chat, NoveltyCritic())
+    with pytest.raises(ModelError, match="^the critic got no usable reply from the model: tool"):
+        run(critic.critique(DIALOGUE, "Why do boosters help?"))
+
+
+def test_llm_critic_with_one_real_but_invalid_reply_still_rejects():
+    """A model that answers in prose once is weak, not broken: the draft is only rejected."""
+    chat = scripted(text_reply(""), text_reply("Looks great!"), garbage_tool_call())
+    result = run(LLMCritic(chat, NoveltyCritic()).critique(DIALOGUE, "Why do boosters help?"))
+    assert not result.accepted
+    assert result.reason.startswith("critic gave no valid verdict (tool call arguments are not")
+
+
 def test_llm_critic_out_of_range_score_is_invalid():
     chat = scripted(verdict(depth=9), verdict(depth=0), verdict(depth=4))
     result = run(LLMCritic(chat, NoveltyCritic()).critique(DIALOGUE, "Why do boosters help?"))
@@ -332,10 +352,11 @@ def test_text_retries_empty_replies():
     assert usage.calls == 3 and usage.input_tokens == 120 and usage.output_tokens == 60
 
 
-def test_text_gives_up_after_the_attempts():
+def test_text_fails_after_only_empty_replies():
     chat = scripted(*[text_reply("")] * 3)
-    text, usage = run(chat.text(DIALOGUE))
-    assert text == "" and usage.calls == 3
+    with pytest.raises(ModelError, match=r"^model server gave only empty replies \(3 attempts\)$"):
+        run(chat.text(DIALOGUE))
+    assert chat.model.unused == 0
 
 
 def test_a_seeded_client_sends_a_seed_per_messages_and_attempt():

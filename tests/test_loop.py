@@ -198,7 +198,8 @@ def test_ablation_none_strategist_and_no_critic_make_no_llm_calls_for_them(wirin
     w.assert_all_used()
 
 
-def test_empty_assistant_answer_ends_early_without_adding_the_turn(wiring, seed_messages):
+def test_only_empty_assistant_answers_fail_without_adding_the_turn(wiring, seed_messages):
+    """A server that answers nothing is broken: the dialogue fails (retryable), not ends early."""
     w = wiring(
         {
             "strategist": [tool_reply("StrategyChoice", choice="1")],
@@ -209,7 +210,7 @@ def test_empty_assistant_answer_ends_early_without_adding_the_turn(wiring, seed_
     )
     outcome, _ = run(w, seed_messages, 2)
 
-    assert outcome.status == "ended_early"
-    assert "empty answer" in outcome.reason
+    assert outcome.status == "failed"
+    assert outcome.reason == "model server gave only empty replies (3 attempts)"
     assert len(outcome.state["messages"]) == 2
     w.assert_all_used()

@@ -2,7 +2,13 @@
 
 import importlib.util
 import json
+import os
+import signal
 import socket
+import subprocess
+import sys
+import textwrap
+import time
 import urllib.request
 from pathlib import Path
 
@@ -19,6 +25,8 @@ from runtime.server import (
 needs_llama = pytest.mark.skipif(
     importlib.util.find_spec("llama_cpp") is None, reason="llama-cpp-python not installed"
 )
+needs_proc = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -106,6 +114,111 @@ def test_failed_start_keeps_its_temporary_log(tmp_path):
     server.log_path.unlink()
 
 
+# --- the server dies with the process that started it, however that process ends ---
+
+FAKE_SERVER = """\
+import argparse, http.server, json
+parser = argparse.ArgumentParser()
+parser.add_argument("--port", type=int)
+args, _ = parser.parse_known_args()
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = json.dumps({"object": "list", "data": []}).encode()
+        self.send_response(200)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        print("request", *args, flush=True)
+
+print("fake llama_cpp.server listening", flush=True)
+http.server.HTTPServer(("127.0.0.1", args.port), Handler).serve_forever()
+"""
+
+PARENT = """\
+import sys, threading, time
+from runtime.server import EmbeddedServer
+
+server = EmbeddedServer(gguf=sys.argv[1], startup_timeout=30)
+if sys.argv[2] == "thread":  # started from a thread that ends long before the process
+    starter = threading.Thread(target=server.start)
+    starter.start()
+    starter.join()
+else:
+    server.start()
+print(server.process.pid, flush=True)
+time.sleep(300)
+"""
+
+
+def alive(pid: int) -> bool:
+    """Whether `pid` runs (a zombie nobody reaps is not running)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
+def wait_gone(pid: int, seconds: float) -> bool:
+    """Poll until `pid` is gone or `seconds` pass; return whether it is gone."""
+    deadline = time.monotonic() + seconds
+    while alive(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+@needs_proc
+@pytest.mark.parametrize("started_from", ["main", "thread"])
+def test_sigkill_of_the_parent_takes_the_server_and_its_log_along(tmp_path, started_from):
+    """A stand-in llama_cpp.server outlives neither a SIGKILLed parent nor its log file.
+
+    Started from the main thread the kernel's death signal ends it; started from a thread that
+    has already ended (where that signal cannot be used) the watchdog in the child does.
+    """
+    package = tmp_path / "fake" / "llama_cpp" / "server"
+    package.mkdir(parents=True)
+    (package.parent / "__init__.py").write_text("")
+    (package / "__init__.py").write_text("")
+    (package / "__main__.py").write_text(FAKE_SERVER)
+    gguf = tmp_path / "model.gguf"
+    gguf.write_text("stand-in")
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "fake"), "TMPDIR": str(temp)}
+    parent = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(PARENT), str(gguf), started_from],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        line = parent.stdout.readline()
+        assert line.strip().isdigit(), parent.stderr.read()
+        child = int(line)
+        assert alive(child)
+        if started_from == "thread":  # the watchdog must not fire while the parent lives
+            time.sleep(0.6)
+            assert alive(child)
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait(timeout=10)
+        gone = wait_gone(child, 10)
+        if not gone:
+            os.kill(child, signal.SIGKILL)
+        assert gone, "the server outlived the process that started it"
+        assert list(temp.iterdir()) == []  # no server log left behind
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()
+
+
 # --- the real embedded model (slow; `pytest -m embedded`) ---
 
 
@@ -118,12 +231,10 @@ def server():
         pytest.skip(str(error))
     with EmbeddedServer(gguf=gguf) as running:
         process = running.process
-        log = running.log_path
-        assert log is not None and log.exists()
+        assert running.log_path is None  # an anonymous log: nothing on disk to leave behind
         yield running
     assert running.process is None
     assert process.returncode is not None
-    assert not log.exists(), "a temporary server log outlived a clean stop"
 
 
 @pytest.mark.embedded
@@ -177,3 +288,64 @@ def test_default_gguf_points_at_bundled_model():
         pytest.skip("embedded model not installed")
     assert path.name == "SmolLM2-135M-Instruct.Q4_1.gguf" and path.is_file()
     assert isinstance(path, Path)
+
+
+def server_child(parent: int) -> tuple[int, int] | None:
+    """Return (pid, port) of the llama_cpp.server child of `parent`, once it has one."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            status = (entry / "status").read_text()
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if f"\nPPid:\t{parent}\n" in status and b"llama_cpp.server" in argv:
+            return int(entry.name), int(argv[argv.index(b"--port") + 1])
+    return None
+
+
+@pytest.mark.embedded
+@needs_proc
+def test_sigkill_of_run_py_takes_the_embedded_server_and_its_log_along(tmp_path):
+    pytest.importorskip("llama_cpp")
+    try:
+        default_gguf()
+    except ServerError as error:
+        pytest.skip(str(error))
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    env = {**os.environ, "TMPDIR": str(temp), "IDEAS_STORE": str(tmp_path / "store")}
+    run = subprocess.Popen(
+        [sys.executable, "run.py", "--seed", "examples/question.txt", "--turns", "3", "--quiet"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 240
+        found = None
+        while time.monotonic() < deadline and run.poll() is None:
+            found = found or server_child(run.pid)
+            if found:
+                try:
+                    url = f"http://127.0.0.1:{found[1]}/v1/models"
+                    with urllib.request.urlopen(url, timeout=1) as response:
+                        if response.status == 200:
+                            break
+                except OSError:
+                    pass
+            time.sleep(0.1)
+        assert run.poll() is None and found, "the embedded server never came up"
+        os.kill(run.pid, signal.SIGKILL)
+        run.wait(timeout=10)
+        gone = wait_gone(found[0], 10)
+        if not gone:
+            os.kill(found[0], signal.SIGKILL)
+        assert gone, "the embedded server outlived run.py"
+        assert not list(temp.glob("llama-server-*")), "a server log outlived run.py"
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
