@@ -79,6 +79,11 @@ def add_agent_arguments(parser: argparse.ArgumentParser) -> None:
     a.add_argument("--min-depth", type=int, help="critic's minimum depth 1-5 (default 3)")
     a.add_argument("--min-insight", type=int, help="critic's minimum insight 1-5 (default 3)")
     a.add_argument("--random-seed", type=int, help="seed for sampling choices (default 0)")
+    a.add_argument(
+        "--strategy-temperature",
+        type=float,
+        help="learned strategist: temperature of its draw (0 = most likely; default 1)",
+    )
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
@@ -109,6 +114,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         ("min_depth", "min_depth"),
         ("min_insight", "min_insight"),
         ("random_seed", "seed"),
+        ("strategy_temperature", "strategy_temperature"),
         ("threshold", "cluster_threshold"),
         ("tiers", "tiers"),
     ]:

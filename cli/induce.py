@@ -254,22 +254,9 @@ async def build_and_save(
             level: len(library.by_level(level)) for level in ("high", "intermediate", "extracted")
         },
         "answer contexts": len(library.answer_embeddings),
-        "ranker": ranker_summary(ranker),
+        "ranker": ranker.describe() if ranker else "none",
         "llm calls": extract_stats.get("llm_calls", 0) + library.usage.calls,
     }
-
-
-def ranker_summary(ranker: Any) -> str:
-    """Say in one line how the learned ranker did in cross-validation (or that there is none)."""
-    if ranker is None:
-        return "none"
-    cv = ranker.cv
-    recall, rank = cv["recall_at_8"], cv["mean_rank"]
-    return (
-        f"trained on {ranker.pairs} follow-ups; {cv['folds']}-fold CV by dialogue: "
-        f"R@8 {recall['learned']:.3f} (support prior {recall['support']:.3f}), "
-        f"mean rank {rank['learned']:.1f} ({rank['support']:.1f}) of {cv['strategies']}"
-    )
 
 
 def render_summary(console: Console, sources: list[LoadResult], report: dict[str, Any]) -> None:

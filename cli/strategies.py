@@ -1,4 +1,8 @@
-"""`run.py strategies list|show ID|search TEXT|stats`: inspect a strategy library."""
+"""`run.py strategies list|show ID|search TEXT|stats|train-ranker`: inspect a strategy library.
+
+`train-ranker` (re)trains the library's learned candidate ranker from its own answer contexts
+and saves it in the library's metadata (`induce` does this when it builds a library).
+"""
 
 from __future__ import annotations
 
@@ -21,7 +25,7 @@ from stores.base import StrategyRecord, StrategyStore
 def build_parser() -> argparse.ArgumentParser:
     """Return the parser of the strategies command."""
     parser = argparse.ArgumentParser(prog="run.py strategies", description=__doc__)
-    parser.add_argument("action", choices=["list", "show", "search", "stats"])
+    parser.add_argument("action", choices=list(ACTIONS))
     parser.add_argument("query", nargs="?", help="strategy id (show) or text (search)")
     parser.add_argument("--library", help="library name (default: starter)")
     parser.add_argument("--store", help="directory of the embedded Chroma store")
@@ -118,6 +122,20 @@ def stats_action(store: StrategyStore, args: argparse.Namespace) -> dict[str, An
     }
 
 
+def train_ranker_action(store: StrategyStore, args: argparse.Namespace) -> dict[str, Any]:
+    """Train the learned ranker on the library's answer contexts and save it with the library."""
+    from stores.ranker import train_for_store
+
+    model = train_for_store(store)
+    if model is None:
+        raise UsageError(
+            f"library {store.library!r} has no answer contexts to train a ranker on; "
+            "build it with `run.py induce`"
+        )
+    store.set_metadata({**store.metadata(), "ranker": model.to_metadata()})
+    return {"library": store.library, "ranker": model.to_metadata()}
+
+
 def _render_list(console: Console, data: dict[str, Any]) -> None:
     table = Table(title=Text(f"library {data['library']}: high-level strategies by support"))
     for column in ("id", "support", "strategy", "members"):
@@ -159,10 +177,24 @@ def _render_stats(console: Console, data: dict[str, Any]) -> None:
     console.print(Text(f"  support: {data['support']}"))
 
 
-ACTIONS = {"list": list_action, "show": show_action, "search": search_action, "stats": stats_action}
+def _render_train_ranker(console: Console, data: dict[str, Any]) -> None:
+    from stores.ranker import RankerModel
+
+    described = RankerModel.from_metadata(data["ranker"]).describe()
+    console.print(Text(f"library {data['library']}: ranker {described}"))
+
+
+ACTIONS = {
+    "list": list_action,
+    "show": show_action,
+    "search": search_action,
+    "stats": stats_action,
+    "train-ranker": train_ranker_action,
+}
 RENDER = {
     "list": _render_list,
     "show": _render_show,
     "search": _render_search,
     "stats": _render_stats,
+    "train-ranker": _render_train_ranker,
 }

@@ -58,7 +58,7 @@ class Tracer:
         label.append(f"  [{event['method']}]", style="dim")
         if draw := event.get("draw"):
             label.append(
-                f"  drawn at temperature {draw['temperature']:g}: p={draw['probability']:.2f}, "
+                f"  drawn at temperature {draw['temperature']:g}: p={draw['probability']:.3f}, "
                 f"rank {draw['rank'] + 1} of {draw['pool']}",
                 style="dim",
             )

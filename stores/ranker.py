@@ -118,6 +118,16 @@ class RankerModel:
         """Return the (n, m) scores of pair features (higher: more likely the user's move)."""
         return features @ self.weights + self.bias
 
+    def describe(self) -> str:
+        """Say in one line what the ranker was trained on and how it did in cross-validation."""
+        recall, rank = self.cv[f"recall_at_{RECALL_K}"], self.cv["mean_rank"]
+        return (
+            f"trained on {self.pairs} follow-ups; {self.cv['folds']}-fold CV by dialogue: "
+            f"R@{RECALL_K} {recall['learned']:.3f} (support prior {recall['support']:.3f}), "
+            f"mean rank {rank['learned']:.1f} ({rank['support']:.1f}) "
+            f"of {self.cv['strategies']}"
+        )
+
     def to_metadata(self) -> dict[str, Any]:
         """Return plain JSON data for the library's metadata."""
         return {
