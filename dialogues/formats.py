@@ -196,7 +196,7 @@ def join_content(content: object) -> str | None:
     return "\n".join(t for t in texts if not is_blank(t))
 
 
-def message_text(content: object, role: Role, number: int | None = None) -> str:
+def _message_text(content: object, role: Role, number: int | None = None) -> str:
     """Return a message's text, stripped and scrubbed ('' for a blank system message).
 
     Raises:
@@ -215,7 +215,7 @@ def message_text(content: object, role: Role, number: int | None = None) -> str:
     return scrub(text.strip())
 
 
-def parse_messages(items: list[Any], *, keep_system: bool = True) -> tuple[Message, ...]:
+def _parse_messages(items: list[Any], *, keep_system: bool = True) -> tuple[Message, ...]:
     """Read a list of OpenAI `{role, content}` or ShareGPT `{from, value}` messages.
 
     Errors name the message by its 1-based position in `items`.
@@ -237,7 +237,7 @@ def parse_messages(items: list[Any], *, keep_system: bool = True) -> tuple[Messa
                 "missing fields", f"message {number} has no 'role' (or ShareGPT 'from')"
             )
         role = role_of(name, number)
-        text = message_text(item.get("content", item.get("value")), role, number)
+        text = _message_text(item.get("content", item.get("value")), role, number)
         if keep_system or role != "system":
             messages.append(Message(role, text))
     return tuple(messages)
@@ -279,12 +279,12 @@ def parse_record(record: Any, format: str, *, keep_system: bool = True) -> Chat:
         BadRecord: The record has not that format's shape, or a message is unreadable.
     """
     if format == "openai" and isinstance(record, list):
-        return Chat(None, parse_messages(record, keep_system=keep_system))
+        return Chat(None, _parse_messages(record, keep_system=keep_system))
     if format in ("sharegpt", "openai"):
         key = "conversations" if format == "sharegpt" else "messages"
         if not isinstance(record, dict) or not isinstance(record.get(key), list):
             raise BadRecord("missing fields", f"no '{key}' list")
-        messages = parse_messages(record[key], keep_system=keep_system)
+        messages = _parse_messages(record[key], keep_system=keep_system)
         system = record.get("system")
         system = scrub(system.strip()) if isinstance(system, str) and not is_blank(system) else None
         return Chat(_own_id(record), messages, system)
@@ -311,7 +311,7 @@ def _hh(record: Any) -> tuple[Message, ...]:
     messages = []
     for number, (speaker, text) in enumerate(zip(parts[1::2], parts[2::2], strict=True), start=1):
         role = role_of(speaker, number)
-        messages.append(Message(role, message_text(text, role, number)))
+        messages.append(Message(role, _message_text(text, role, number)))
     return tuple(messages)
 
 
@@ -327,7 +327,7 @@ def _mtbench101(record: Any) -> Chat:
             raise BadRecord("missing fields", "a history step has no 'user'")
         turns = [("user", step["user"])] + ([("assistant", step["bot"])] if "bot" in step else [])
         for role, content in turns:
-            messages.append(Message(role, message_text(content, role, len(messages) + 1)))
+            messages.append(Message(role, _message_text(content, role, len(messages) + 1)))
     return Chat(f"{record['task']}-{record['id']}", tuple(messages))
 
 
@@ -363,7 +363,7 @@ def _node(msg: Any, id_fields: tuple[str, ...] = ID_FIELDS) -> _Node:
         raise BadRecord("missing fields", "a tree message has no id, user role or text")
     rank = msg.get("rank")
     rank = float(rank) if isinstance(rank, int | float) and not isinstance(rank, bool) else None
-    return _Node(Message(role, message_text(msg["text"], role), str(msg_id)), rank)
+    return _Node(Message(role, _message_text(msg["text"], role), str(msg_id)), rank)
 
 
 def _leads_to_user(node: _Node) -> bool:
