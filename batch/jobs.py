@@ -21,10 +21,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from dialogues.formats import NotDialogueFile, Record, detect, read_records
 from dialogues.seeds import TEXT_SUFFIXES, Seed, SeedError, parse_seed
 from dialogues.text import display_path, is_blank
-from induction.records import Dialogue, NotDialogueFile
-from induction.sniff import detect, read_records
+from induction.records import Dialogue
 
 QUESTION_KEYS = ("question", "prompt", "instruction", "text")
 WHOLE_FORMATS = frozenset({"openai", "sharegpt"})
@@ -151,7 +151,7 @@ def _physical_lines(path: Path) -> Iterator[str]:
 def _records(path: Path, source: str, opening_only: bool) -> tuple[list[Seed], Counter[str], str]:
     skipped: Counter[str] = Counter()
     try:
-        records = read_records(path, skipped)
+        records = read_records(path, skipped=skipped)
     except NotDialogueFile as exc:
         raise SeedError(source, exc.reason) from None
     try:
@@ -168,17 +168,15 @@ def _records(path: Path, source: str, opening_only: bool) -> tuple[list[Seed], C
 
 
 def _parse_each(
-    records: list[tuple[int, Any]], source: str, skipped: Counter[str], *, questions: bool
+    records: list[Record], source: str, skipped: Counter[str], *, questions: bool
 ) -> list[Seed]:
     """Parse every record as a seed (a question field first, if `questions`); count failures."""
     seeds = []
-    for index, record in records:
-        if questions and isinstance(record, dict):
-            record = next(
-                (record[k] for k in QUESTION_KEYS if isinstance(record.get(k), str)), record
-            )
+    for index, _, data in records:
+        if questions and isinstance(data, dict):
+            data = next((data[k] for k in QUESTION_KEYS if isinstance(data.get(k), str)), data)
         try:
-            seeds.append(parse_seed(record, f"{source}#{index}"))
+            seeds.append(parse_seed(data, f"{source}#{index}"))
         except SeedError as exc:
             skipped[exc.reason] += 1
     return seeds

@@ -156,8 +156,7 @@ def load_reference(path: Path | None) -> list[EvalDialogue] | None:
     """Read the real follow-ups of a reference dialogue file."""
     if path is None:
         return None
-    from induction.loaders import load
-    from induction.records import NotDialogueFile
+    from induction.loaders import NotDialogueFile, load
 
     if path.is_dir():
         raise UsageError(f"{display_path(path)}: is a directory; give a dialogue file")

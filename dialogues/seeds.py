@@ -2,8 +2,9 @@
 
 Accepted shapes: an OpenAI message list (bare or under `"messages"`), a ShareGPT record
 (`"conversations"` with `from`/`value`, optionally wrapped in a one-element list), or a bare
-opening question (a JSON string or a plain-text file). Every failure is a `SeedError` whose
-message is one line that starts with the file name, fit to show a user as is.
+opening question (a JSON string or a plain-text file). Messages are read by the one chat reader
+(`dialogues.formats`: its role aliases, its joining of content parts). Every failure is a
+`SeedError` whose message is one line that starts with the file name, fit to show a user as is.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import (
     BaseModel,
@@ -22,21 +23,10 @@ from pydantic import (
     model_validator,
 )
 
-from dialogues.text import display_path, is_blank, parse_json, scrub
+from dialogues.formats import BadRecord, parse_record
+from dialogues.text import display_path, is_blank, parse_json
 
 Role = Literal["user", "assistant"]
-
-ROLE_ALIASES: dict[str, str] = {
-    "user": "user",
-    "human": "user",
-    "assistant": "assistant",
-    "gpt": "assistant",
-    "chatgpt": "assistant",
-    "bing": "assistant",
-    "bard": "assistant",
-    "system": "system",
-}
-"""Role (OpenAI) and speaker (ShareGPT `from`) names, lower-cased, mapped to canonical roles."""
 
 TEXT_SUFFIXES = frozenset({".txt", ".md"})
 """Files with these suffixes are always read as a plain-text opening question."""
@@ -198,19 +188,29 @@ def parse_seed(data: object, source: str) -> Seed:
         if is_blank(data):
             raise SeedError(source, "the seed is empty")
         data = [{"role": "user", "content": data}]
-    items, system = _message_items(data, source)
+    record, format = _record(data, source)
+    try:
+        chat = parse_record(record, format)
+    except BadRecord as bad:
+        raise SeedError(source, str(bad)) from None
+    system = chat.system
     messages: list[dict[str, str]] = []
     numbers: list[int] = []
-    for number, item in enumerate(items, start=1):
-        role, content = _normalise(item, number, source)
-        if role == "system":
+    for number, message in enumerate(chat.messages, start=1):
+        if len(message.text) > MAX_MESSAGE_CHARS:
+            raise SeedError(
+                source,
+                f"message {number} is {len(message.text)} characters; "
+                f"the limit is {MAX_MESSAGE_CHARS}",
+            )
+        if message.role == "system":
             if number != 1 or system is not None:
                 raise SeedError(
                     source, f"message {number} has role 'system'; only the first message may be one"
                 )
-            system = content or None
+            system = message.text or None
             continue
-        messages.append({"role": role, "content": content})
+        messages.append({"role": message.role, "content": message.text})
         numbers.append(number)
     if not messages:
         raise SeedError(source, "the seed has no user or assistant messages")
@@ -223,70 +223,26 @@ def parse_seed(data: object, source: str) -> Seed:
         raise SeedError(source, _condense(exc, numbers)) from None
 
 
-def _message_items(data: object, source: str) -> tuple[list[Any], str | None]:
-    """Find the message list (and a top-level system prompt) inside any accepted shape."""
+def _record(data: object, source: str) -> tuple[object, str]:
+    """Find the record and its format (`openai` or `sharegpt`) inside any accepted shape."""
     if isinstance(data, list) and len(data) == 1 and isinstance(data[0], dict):
         if "conversations" in data[0] or "messages" in data[0]:
             data = data[0]
-    system = None
+    format = "openai"
+    items = data
     if isinstance(data, dict):
         key = next((k for k in ("messages", "conversations") if k in data), None)
         if key is None:
             raise SeedError(source, f"not a seed: {SHAPES_HINT}")
-        if isinstance(data.get("system"), str) and not is_blank(data["system"]):
-            system = scrub(data["system"].strip())
-        data = data[key]
-        if not isinstance(data, list):
+        format = "sharegpt" if key == "conversations" else "openai"
+        items = data[key]
+        if not isinstance(items, list):
             raise SeedError(source, f"'{key}' must be a list of messages")
-    if not isinstance(data, list):
+    if not isinstance(items, list):
         raise SeedError(source, f"not a seed: {SHAPES_HINT}")
-    if not data:
+    if not items:
         raise SeedError(source, "the seed is empty")
-    return data, system
-
-
-def _normalise(item: object, number: int, source: str) -> tuple[str, str]:
-    """Return the canonical role and the text of one OpenAI or ShareGPT message."""
-    if not isinstance(item, dict):
-        raise SeedError(source, f"message {number} is not an object: {SHAPES_HINT}")
-    raw_role = item.get("role", item.get("from"))
-    if not isinstance(raw_role, str):
-        raise SeedError(source, f"message {number} has no 'role' (or ShareGPT 'from')")
-    role = ROLE_ALIASES.get(raw_role.strip().lower())
-    if role is None:
-        raise SeedError(
-            source,
-            f"message {number} has role '{raw_role}'; expected user, assistant or system "
-            "(ShareGPT: human, gpt or system)",
-        )
-    content = _text(item.get("content", item.get("value")))
-    if content is None:
-        raise SeedError(source, f"message {number} content must be text or a list of text parts")
-    if is_blank(content) and role != "system":
-        raise SeedError(source, f"message {number} ({role}) has empty content")
-    if len(content) > MAX_MESSAGE_CHARS:
-        raise SeedError(
-            source,
-            f"message {number} is {len(content)} characters; the limit is {MAX_MESSAGE_CHARS}",
-        )
-    return role, "" if is_blank(content) else scrub(content.strip())
-
-
-def _text(content: object) -> str | None:
-    """Join an OpenAI content-part list into text; non-text parts (images...) are skipped."""
-    if isinstance(content, str):
-        return content
-    if not isinstance(content, list):
-        return None
-    texts = []
-    for part in content:
-        if isinstance(part, str):
-            texts.append(part)
-        elif isinstance(part, dict) and isinstance(part.get("text"), str):
-            texts.append(part["text"])
-        elif not isinstance(part, dict):
-            return None
-    return "\n".join(t for t in texts if t.strip())
+    return data, format
 
 
 def _condense(exc: ValidationError, numbers: list[int]) -> str:

@@ -1,26 +1,33 @@
-"""Dialogues to evaluate, normalised from our own documents, ShareGPT or OpenAI records.
+"""Dialogues to evaluate, normalised from our own documents or other tools' chat records.
 
 Every input becomes an `EvalDialogue`: the whole message list plus one `EvalTurn` per *generated*
 user instruction. In our `ideas-dialogue/1` documents those are the turns the graph grew (the last
-`2 * len(turns)` messages) with their strategy, critic verdict and usage. In a foreign dialogue
-(ShareGPT or OpenAI messages) every user turn after the first counts as a generated follow-up and
-no strategy, critic or usage data exists, so the metrics needing them report n/a, not zero.
+`2 * len(turns)` messages) with their strategy, critic verdict and usage. A foreign dialogue
+(OpenAI messages, ShareGPT, HH-RLHF or MT-Bench-101, read by the one chat reader,
+`dialogues.formats`) has every user turn after the first counted as a generated follow-up and no
+strategy, critic or usage data, so the metrics needing them report n/a, not zero.
 Real follow-ups from `induction.loaders.load` become one-turn dialogues via `reference_dialogues`.
 """
 
 from __future__ import annotations
 
-import gzip
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from batch.store import DIALOGUES, MANIFEST, Skipped, iter_dialogues
+from dialogues.formats import (
+    LINEAR_FORMATS,
+    ChatFileError,
+    NotDialogueFile,
+    Record,
+    format_of,
+    parse_record,
+    read_records,
+)
 from dialogues.record import FORMAT
-from dialogues.text import parse_json
-from induction.records import ROLE_ALIASES, Pair
+from induction.records import Pair
 
 Message = dict[str, str]
 """One message as `{"role": "system" | "user" | "assistant", "content": str}`."""
@@ -128,11 +135,12 @@ def load_dialogues(path: str | Path, skipped: Skipped | None = None) -> list[Eva
     job once, damaged lines passed over and counted in `skipped`.
 
     Raises:
-        EvalInputError: The file is missing, unreadable, or a record has no dialogue shape.
+        EvalInputError: The file is missing or unreadable, or a line or record is bad: one line
+            naming the file and the line (`record <n>` in a whole JSON document or a batch).
     """
     path = Path(path)
     if path.is_dir() and (path / MANIFEST).is_file():
-        records = _read_batch(path, skipped)
+        records = [Record(i, None, r) for i, r in enumerate(_read_batch(path, skipped))]
         path = path / DIALOGUES
     else:
         path = path / DIALOGUES if path.is_dir() else path
@@ -141,32 +149,34 @@ def load_dialogues(path: str | Path, skipped: Skipped | None = None) -> list[Eva
         raise EvalInputError(f"{path}: no dialogues")
     dialogues = []
     for number, record in enumerate(records, start=1):
-        where = f"{path.name}#{number}"
         try:
-            dialogues.append(dialogue_from_record(record, where))
+            dialogues.append(dialogue_from_record(record.data, f"{path.name}#{number}"))
         except (KeyError, TypeError, ValueError) as exc:
-            raise EvalInputError(f"{path}: record {number}: {_one_line(exc)}") from None
+            raise EvalInputError(str(ChatFileError(path, record, _one_line(exc)))) from None
     return dialogues
 
 
 def dialogue_from_record(record: Any, where: str = "record") -> EvalDialogue:
-    """Normalise one record of any supported shape.
+    """Normalise one record: one of our documents, or a chat record of a linear format.
+
+    Foreign records are read by the one chat reader (`dialogues.formats.parse_record`), system
+    messages kept in place (a record's own `system` field first).
 
     Raises:
         ValueError: The record is not a dialogue of a supported shape.
     """
-    if isinstance(record, list):
-        return _foreign(_openai_messages(record), "openai", where, None)
-    if not isinstance(record, dict):
-        raise ValueError("not a dialogue object")
-    if record.get("format") == FORMAT:
+    if isinstance(record, dict) and record.get("format") == FORMAT:
         return from_document(record, where)
-    key = str(record["id"]) if record.get("id") is not None else None
-    if "conversations" in record:
-        return _foreign(_sharegpt_messages(record["conversations"]), "sharegpt", where, key)
-    if "messages" in record:
-        return _foreign(_openai_messages(record["messages"]), "openai", where, key)
-    raise ValueError("neither an ideas-dialogue/1 document nor ShareGPT nor OpenAI messages")
+    format = format_of(record)
+    if format not in LINEAR_FORMATS:
+        raise ValueError(
+            "neither an ideas-dialogue/1 document nor a chat record "
+            "(OpenAI messages, ShareGPT, HH-RLHF or MT-Bench-101)"
+        )
+    chat = parse_record(record, format)
+    system = [{"role": "system", "content": chat.system}] if chat.system else []
+    messages = system + [{"role": m.role, "content": m.text} for m in chat.messages]
+    return _foreign(messages, format, where, chat.id)
 
 
 def from_document(document: Mapping[str, Any], where: str = "document") -> EvalDialogue:
@@ -175,7 +185,7 @@ def from_document(document: Mapping[str, Any], where: str = "document") -> EvalD
     Raises:
         ValueError: Its turns do not match the end of its messages.
     """
-    messages = tuple(_openai_messages(document["messages"]))
+    messages = _document_messages(document["messages"])
     records = document.get("turns") or []
     start = len(messages) - 2 * len(records)
     turns = []
@@ -299,26 +309,16 @@ def _next_answer(messages: Sequence[Message], position: int) -> str | None:
     return None
 
 
-def _sharegpt_messages(conversations: Any) -> list[Message]:
-    if not isinstance(conversations, list):
-        raise ValueError("conversations is not a list")
-    return [_message(turn.get("from"), turn.get("value")) for turn in conversations]
-
-
-def _openai_messages(messages: Any) -> list[Message]:
+def _document_messages(messages: Any) -> tuple[Message, ...]:
+    """Our own document's messages, as written (canonical roles, texts kept whole)."""
     if not isinstance(messages, list):
         raise ValueError("messages is not a list")
-    return [_message(m.get("role"), m.get("content")) for m in messages]
-
-
-def _message(role: Any, content: Any) -> Message:
-    if not isinstance(role, str) or role.strip().lower() not in ROLE_ALIASES:
-        raise ValueError(f"unknown role {role!r}")
-    if isinstance(content, list):  # OpenAI content parts
-        content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
-    if not isinstance(content, str):
-        raise ValueError("a message has no text")
-    return {"role": ROLE_ALIASES[role.strip().lower()] or "system", "content": content}
+    for message in messages:
+        if message["role"] not in ("system", "user", "assistant"):
+            raise ValueError(f"unknown role {message['role']!r}")
+        if not isinstance(message["content"], str):
+            raise ValueError("a message has no text")
+    return tuple({"role": m["role"], "content": m["content"]} for m in messages)
 
 
 def _read_batch(run_dir: Path, skipped: Skipped | None) -> list[Any]:
@@ -330,43 +330,15 @@ def _read_batch(run_dir: Path, skipped: Skipped | None) -> list[Any]:
         raise EvalInputError(f"{run_dir / DIALOGUES}: unreadable ({_one_line(exc)})") from None
 
 
-def _read_records(path: Path) -> list[Any]:
+def _read_records(path: Path) -> list[Record]:
     try:
-        raw = path.read_bytes()
-        if raw[:2] == b"\x1f\x8b":
-            raw = gzip.decompress(raw)
-        text = raw.decode("utf-8")
+        return read_records(path, on_bad_record="raise")
     except FileNotFoundError:
         raise EvalInputError(f"{path}: no such file") from None
-    except (OSError, EOFError, UnicodeDecodeError) as exc:
+    except OSError as exc:
         raise EvalInputError(f"{path}: unreadable ({_one_line(exc)})") from None
-    try:
-        data = parse_json(text)
-    except json.JSONDecodeError:
-        return _json_lines(path, text)
-    if isinstance(data, list) and data and all(_is_message(m) for m in data):
-        return [data]  # one bare OpenAI message list
-    return data if isinstance(data, list) else [data]
-
-
-def _json_lines(path: Path, text: str) -> list[Any]:
-    """Parse JSON Lines; a partial last line (no newline: a batch killed mid-write) is skipped."""
-    records = []
-    lines = text.splitlines()
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            records.append(parse_json(line))
-        except json.JSONDecodeError as exc:
-            if number == len(lines) and not text.endswith("\n") and records:
-                break  # a partial last line after complete ones
-            raise EvalInputError(f"{path}: line {number}: invalid JSON ({exc.msg})") from None
-    return records
-
-
-def _is_message(item: Any) -> bool:
-    return isinstance(item, dict) and "role" in item and "content" in item
+    except (ChatFileError, NotDialogueFile) as exc:
+        raise EvalInputError(str(exc)) from None
 
 
 def _one_line(exc: BaseException) -> str:

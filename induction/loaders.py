@@ -1,29 +1,26 @@
 """Load real dialogues from any supported file and list their (history, follow-up) pairs.
 
-`load` sniffs the format from the first record (`detect_format`), reads every record, skips and
-counts the bad ones, and returns the dialogues with their pairs deduplicated by `Pair.key`. A file
-with no dialogue shape at all (a CSV, single questions, unrelated JSON) raises `NotDialogueFile`.
+`load` reads the file with the one chat reader (`dialogues.formats.read_chats`: format sniffed
+from the first record, system messages dropped, bad records skipped and counted), makes each chat
+an alternating `Dialogue` (merging same-role runs, skipping one the assistant opens) and returns
+the dialogues with their pairs deduplicated by `Pair.key`. A file with no dialogue shape at all
+(a CSV, single questions, unrelated JSON) raises `NotDialogueFile`.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-from induction.formats import LINEAR
-from induction.records import (
+from dialogues.formats import (
+    FORMATS,
     BadRecord,
-    Dialogue,
-    LoadResult,
     NotDialogueFile,
-    Pair,
-    Turn,
-    pairs_of,
+    detect,
+    read_chats,
+    read_records,
 )
-from induction.sniff import FORMATS, detect, read_records
-from induction.trees import flat_dialogues, nested_dialogues
+from induction.records import Dialogue, LoadResult, Pair, Turn, make_dialogue, pairs_of
 
 __all__ = [
     "FORMATS",
@@ -46,16 +43,6 @@ def detect_format(path: Path) -> str:
     """
     path = Path(path)
     return detect(path, read_records(path))
-
-
-def _linear(
-    reader: Any, records: list[tuple[int, Any]], skipped: Counter[str], repaired: Counter[str]
-) -> Iterator[Dialogue]:
-    for index, record in records:
-        try:
-            yield reader(record, index, repaired)
-        except BadRecord as bad:
-            skipped[str(bad)] += 1
 
 
 def _unique_ids(dialogues: list[Dialogue], repaired: Counter[str]) -> list[Dialogue]:
@@ -83,23 +70,17 @@ def load(path: str | Path, format: str | None = None) -> LoadResult:
         ValueError: `format` is not one of `FORMATS`.
     """
     path = Path(path)
-    if format is not None and format not in FORMATS:
-        raise ValueError(
-            f"unknown dialogue format {format!r}; expected one of {', '.join(FORMATS)}"
-        )
-    skipped: Counter[str] = Counter()
+    chats = read_chats(path, format, keep_system=False)
     repaired: Counter[str] = Counter()
-    records = read_records(path, skipped)
-    format = format or detect(path, records)
-    if format == "oasst-tree":
-        dialogues = list(nested_dialogues(records, skipped, repaired))
-    elif format == "oasst-flat":
-        dialogues = list(flat_dialogues(records, skipped, repaired))
-    else:
-        dialogues = list(_linear(LINEAR[format], records, skipped, repaired))
+    dialogues = []
+    for chat in chats.chats:
+        try:
+            dialogues.append(make_dialogue(chat, repaired))
+        except BadRecord as bad:
+            chats.skipped[bad.reason] += 1
     dialogues = _unique_ids(dialogues, repaired)
     pairs: dict[tuple[str, str, int], Pair] = {}
     for dialogue in dialogues:
         for pair in pairs_of(dialogue, path.name):
             pairs.setdefault(pair.key, pair)
-    return LoadResult(path, format, dialogues, list(pairs.values()), skipped, repaired)
+    return LoadResult(path, chats.format, dialogues, list(pairs.values()), chats.skipped, repaired)

@@ -8,40 +8,13 @@ extracts a strategy from. The opener yields none: it is not a follow-up.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
-Role = Literal["user", "assistant"]
+from dialogues.formats import BadRecord, Chat, Message
 
-ROLE_ALIASES: dict[str, Role | None] = {
-    "user": "user",
-    "human": "user",
-    "prompter": "user",
-    "assistant": "assistant",
-    "gpt": "assistant",
-    "chatgpt": "assistant",
-    "bing": "assistant",
-    "bard": "assistant",
-    "model": "assistant",
-    "bot": "assistant",
-    "system": None,
-    "developer": None,
-}
-"""Speaker names (lower-cased) mapped to a role; `None` marks a system message, which is dropped."""
-
-
-@dataclass(frozen=True)
-class Turn:
-    """One message of a dialogue."""
-
-    role: Role
-    """Who speaks."""
-    text: str
-    """What was said, stripped of surrounding whitespace; never empty."""
-    id: str | None = None
-    """The message's own id in formats that have one (OpenAssistant), else `None`."""
+Turn = Message
+"""One message of a dialogue (`dialogues.formats.Message`): in a `Dialogue`, never a system one."""
 
 
 @dataclass(frozen=True)
@@ -80,20 +53,6 @@ class Pair:
         return (self.source, self.record_id, self.turn)
 
 
-class NotDialogueFile(ValueError):
-    """A file that holds no dialogues at all; `str()` is one line starting with the path."""
-
-    def __init__(self, path: str | Path, reason: str) -> None:
-        """Build the message `"<path>: not a dialogue file (<reason>)"`, folded onto one line."""
-        self.path = Path(path)
-        self.reason = " ".join(reason.split())
-        super().__init__(f"{path}: not a dialogue file ({self.reason})")
-
-
-class BadRecord(ValueError):
-    """One record that cannot be used; its message is the reason counted in `skipped`."""
-
-
 @dataclass
 class LoadResult:
     """What `load` read from one file."""
@@ -112,52 +71,31 @@ class LoadResult:
     """Reason -> number of dialogues kept after a repair (consecutive same-role turns merged)."""
 
 
-def role_of(name: object) -> Role | None:
-    """Map a speaker name to a role (`None` for system messages).
+def make_dialogue(chat: Chat, repaired: Counter[str] | None = None) -> Dialogue:
+    """Make a read chat (without system messages) a `Dialogue`.
+
+    Consecutive turns of one role are merged (their texts joined by a blank line, the first id
+    kept), which is counted in `repaired`.
 
     Raises:
-        BadRecord: The name is not a known speaker.
-    """
-    if not isinstance(name, str) or name.strip().lower() not in ROLE_ALIASES:
-        raise BadRecord("unknown role")
-    return ROLE_ALIASES[name.strip().lower()]
-
-
-def make_dialogue(
-    record_id: str,
-    raw: Iterable[tuple[Role | None, object, str | None]],
-    repaired: Counter[str] | None = None,
-) -> Dialogue:
-    """Validate `(role, text, id)` triples into a `Dialogue`.
-
-    System turns (role `None`) are dropped; consecutive turns of one role are merged (their texts
-    joined by a blank line, the first id kept), which is counted in `repaired`.
-
-    Raises:
-        BadRecord: A text is missing or empty, there are no turns, or the assistant speaks first.
+        BadRecord: There are no turns, or the assistant speaks first.
     """
     turns: list[Turn] = []
     merged = False
-    for role, text, msg_id in raw:
-        if role is None:
-            continue
-        if not isinstance(text, str):
-            raise BadRecord("missing text")
-        if not text.strip():
-            raise BadRecord("empty text")
-        if turns and turns[-1].role == role:
+    for turn in chat.messages:
+        if turns and turns[-1].role == turn.role:
             last = turns[-1]
-            turns[-1] = Turn(role, f"{last.text}\n\n{text.strip()}", last.id)
+            turns[-1] = Turn(turn.role, f"{last.text}\n\n{turn.text}", last.id)
             merged = True
         else:
-            turns.append(Turn(role, text.strip(), msg_id))
+            turns.append(turn)
     if not turns:
         raise BadRecord("no turns")
     if turns[0].role != "user":
         raise BadRecord("starts with assistant")
     if merged and repaired is not None:
         repaired["merged consecutive same-role turns"] += 1
-    return Dialogue(record_id, tuple(turns))
+    return Dialogue(str(chat.id), tuple(turns))
 
 
 def pairs_of(dialogue: Dialogue, source: str) -> list[Pair]:

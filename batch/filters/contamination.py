@@ -31,8 +31,8 @@ def load_benchmark(path: Path) -> list[str]:
     Raises:
         FilterError: The file is missing, unreadable or holds no question.
     """
-    from induction.loaders import NotDialogueFile, load
-    from induction.sniff import read_records
+    from dialogues.formats import NotDialogueFile, read_records
+    from induction.loaders import load
 
     path = Path(path)
     if not path.is_file():
@@ -48,7 +48,7 @@ def load_benchmark(path: Path) -> list[str]:
         if texts:
             return texts
     try:
-        records = [r for _, r in read_records(path)]
+        records = [r.data for r in read_records(path)]
     except NotDialogueFile as exc:
         if path.suffix.lower() != ".txt":
             raise FilterError(f"{path}: not a benchmark file ({exc.reason})") from None
