@@ -41,7 +41,7 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--port", type=int, help="port for the embedded server (default: a free one)")
     g.add_argument("--store", type=Path, help="directory of the embedded Chroma store")
     g.add_argument("--chroma-url", help="Chroma server URL (instead of the embedded store)")
-    g.add_argument("--library", help="strategy library name (default: starter)")
+    g.add_argument("--library", help="strategy library name (default: default)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,7 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="run.py",
         description="Grow a seed dialogue with strategy-guided user turns.",
-        epilog="Subcommands: none yet besides generation (the default).",
+        epilog="Subcommands: induce, strategies, batch, export, eval, ablate "
+        "(`run.py SUBCOMMAND --help`); without one, run.py grows one seed dialogue.",
     )
     parser.add_argument(
         "--seed",
@@ -73,7 +74,11 @@ def add_agent_arguments(parser: argparse.ArgumentParser) -> None:
     a = parser.add_argument_group("agents (ablations)")
     a.add_argument("--strategist", choices=list(STRATEGISTS), help="default llm")
     a.add_argument("--simulator", choices=list(SIMULATORS), help="default strategy")
-    a.add_argument("--critic", choices=list(CRITICS), help="default llm")
+    a.add_argument(
+        "--critic",
+        choices=list(CRITICS),
+        help="default auto: llm, or novelty on the bundled SmolLM2 (its verdicts are constant)",
+    )
     a.add_argument("--top-k", type=int, help="candidate strategies per turn (default 8)")
     a.add_argument("--max-rejections", type=int, help="rejections in a row that end (default 6)")
     a.add_argument("--min-depth", type=int, help="critic's minimum depth 1-5 (default 3)")

@@ -27,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="run.py strategies", description=__doc__)
     parser.add_argument("action", choices=list(ACTIONS))
     parser.add_argument("query", nargs="?", help="strategy id (show) or text (search)")
-    parser.add_argument("--library", help="library name (default: starter)")
+    parser.add_argument("--library", help="library name (default: default)")
     parser.add_argument("--store", help="directory of the embedded Chroma store")
     parser.add_argument("--chroma-url", help="Chroma server URL")
     parser.add_argument("-k", type=int, default=10, help="results for search (default 10)")
