@@ -61,6 +61,16 @@ CRITICS: dict[str, Callable[[Wiring], Critic]] = {
 ASSISTANTS: dict[str, Callable[[Wiring], Assistant]] = {
     "llm": lambda w: LLMAssistant(w.chat("assistant")),
 }
+VARIANTS: dict[str, dict[str, str]] = {
+    "ideas": {},
+    "plain": {"strategist": "none", "simulator": "plain"},
+    "random-strategy": {"strategist": "random"},
+    "learned-strategy": {"strategist": "learned"},
+    "no-critic": {"critic": "none"},
+}
+"""Ablation variants (`run.py ablate`): name -> the agents it changes from the base choice (the
+`ideas` variant). Every value names an entry of the registries above."""
+
 REGISTRIES = {
     "strategist": STRATEGISTS,
     "simulator": SIMULATORS,

@@ -18,6 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from agents.chat import ChatClient, ModelError, build_chat_model
+from agents.registry import VARIANTS
 from batch.jobs import load_seed_set
 from batch.runner import BatchOptions, JobWiring
 from batch.store import Skipped, hold_run_dirs
@@ -40,14 +41,6 @@ from evaluation.inputs import EvalDialogue, EvalInputError, load_dialogues, refe
 from runtime.session import Session
 from runtime.settings import ModelSettings, Settings
 from runtime.urls import check_url, redact_url
-
-VARIANTS: dict[str, dict[str, str]] = {
-    "ideas": {},
-    "plain": {"strategist": "none", "simulator": "plain"},
-    "random-strategy": {"strategist": "random"},
-    "no-critic": {"critic": "none"},
-}
-"""Variant name -> the agents it changes from the base choice (the `ideas` variant)."""
 
 
 def add_report_arguments(parser: argparse.ArgumentParser) -> None:
@@ -88,7 +81,7 @@ def ablate_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seeds", required=True, type=Path, help="seed source (as for batch)")
     parser.add_argument(
         "--variants",
-        default=",".join(VARIANTS),
+        default="ideas,plain,random-strategy,no-critic",
         help=f"comma-separated, from: {', '.join(VARIANTS)}",
     )
     parser.add_argument("--n", type=int, help="dialogues per variant (default: one per seed)")

@@ -220,3 +220,12 @@ def test_learned_strategist_draws_by_the_rankers_probabilities_repeatably():
             assert len(ids) == 3 and ids[-1] == selection.strategy.id
             assert selection.candidates[-1].rank == selection.draw["rank"]
             assert selection.candidates[-1].rank == selection.draw["rank"]
+
+
+def test_every_ablation_variant_names_registered_agents():
+    from agents.registry import REGISTRIES, VARIANTS
+
+    assert VARIANTS["learned-strategy"] == {"strategist": "learned"}
+    for changes in VARIANTS.values():
+        for role, name in changes.items():
+            assert name in REGISTRIES[role]
