@@ -83,8 +83,9 @@ def pair_features(
     for k, sharpness in NEIGHBOURS:
         nearest = order[:, :k]
         near_sims = sims[rows, nearest]
-        weights = np.exp(sharpness * (near_sims - near_sims[:, :1]))
-        weights = np.where(np.isfinite(near_sims), weights, 0.0)
+        finite = np.isfinite(near_sims)  # -inf: a context of the answer's own dialogue
+        top = np.where(finite, near_sims, -1.0).max(axis=1, keepdims=True)
+        weights = np.where(finite, np.exp(sharpness * (np.where(finite, near_sims, top) - top)), 0)
         votes = np.zeros((n, m))
         np.add.at(
             votes,

@@ -72,7 +72,8 @@ def test_unknown_variant_is_a_one_line_error(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2
     assert err.strip() == (
-        "error: unknown variant 'best'; choose from ideas, plain, random-strategy, no-critic"
+        "error: unknown variant 'best'; choose from ideas, plain, random-strategy, "
+        "learned-strategy, no-critic"
     )
 
 
