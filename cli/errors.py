@@ -17,12 +17,20 @@ def classify(exc: BaseException) -> int | None:
     from runtime.settings import SettingsError
     from stores.embeddings import EmbeddingUnavailable
     from stores.starter import LibraryNotFound
+    from training import TrainingError
+    from training.job import TrainingInputError
 
     if isinstance(
         exc,
-        UsageError | SeedError | OutputError | SettingsError | LibraryNotFound | BatchStoreError,
+        UsageError
+        | SeedError
+        | OutputError
+        | SettingsError
+        | LibraryNotFound
+        | BatchStoreError
+        | TrainingInputError,
     ):
         return 2
-    if isinstance(exc, ServerError | ModelError | EmbeddingUnavailable):
+    if isinstance(exc, ServerError | ModelError | EmbeddingUnavailable | TrainingError):
         return 1
     return None
