@@ -106,6 +106,23 @@ def build_chat_model(settings: ModelSettings, base_url: str) -> BaseChatModel:
     )
 
 
+def fit_history(messages: Sequence[BaseMessage], max_tokens: int) -> list[BaseMessage]:
+    """Drop the oldest messages to fit `max_tokens`, never the system or last message."""
+    messages = list(messages)
+    kept = trim_messages(
+        messages,
+        max_tokens=max_tokens,
+        token_counter=count_tokens_approximately,
+        strategy="last",
+        include_system=True,
+        allow_partial=False,
+    )
+    if messages and (not kept or kept[-1] is not messages[-1]):
+        system = [m for m in messages[:1] if isinstance(m, SystemMessage)]
+        kept = [*system, messages[-1]] if messages[-1] not in system else system
+    return kept
+
+
 class EndpointLimit:
     """At most `n` requests in flight to one endpoint (per event loop), shared by its clients."""
 
@@ -170,20 +187,8 @@ class ChatClient:
         return clone
 
     def fit(self, messages: Sequence[BaseMessage]) -> list[BaseMessage]:
-        """Drop the oldest messages to fit the token budget, never the system or last message."""
-        messages = list(messages)
-        kept = trim_messages(
-            messages,
-            max_tokens=self.history_tokens,
-            token_counter=count_tokens_approximately,
-            strategy="last",
-            include_system=True,
-            allow_partial=False,
-        )
-        if messages and (not kept or kept[-1] is not messages[-1]):
-            system = [m for m in messages[:1] if isinstance(m, SystemMessage)]
-            kept = [*system, messages[-1]] if messages[-1] not in system else system
-        return kept
+        """Drop the oldest messages to fit the token budget (see `fit_history`)."""
+        return fit_history(messages, self.history_tokens)
 
     async def text(self, messages: Sequence[BaseMessage]) -> tuple[str, Usage]:
         """Return the model's reply text, retrying empty replies.

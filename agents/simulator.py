@@ -63,12 +63,21 @@ class StrategySimulator:
             return render("simulator_plain", feedback=feedback)
         return render("simulator", strategy=strategy, feedback=feedback)
 
+    def messages(
+        self, history: Sequence[BaseMessage], strategy: str | None, feedback: str | None
+    ) -> list[BaseMessage]:
+        """Return what a draft sends: the instructions, then the dialogue with roles swapped.
+
+        The chat client then fits them to its history budget (`agents.chat.fit_history`). The
+        simulator trainer builds its inputs with this method, so training and run time agree.
+        """
+        return [SystemMessage(content=self.system_prompt(strategy, feedback)), *swap_roles(history)]
+
     async def draft(
         self, messages: Sequence[BaseMessage], strategy: str | None, feedback: str | None
     ) -> Draft:
         """Draft the next instruction in the user's voice."""
-        prompt = [SystemMessage(content=self.system_prompt(strategy, feedback))]
-        text, usage = await self.chat.text(prompt + swap_roles(messages))
+        text, usage = await self.chat.text(self.messages(messages, strategy, feedback))
         return Draft(clean_instruction(text), usage)
 
 

@@ -26,6 +26,8 @@ def classify(exc: BaseException) -> int | None:
     from stores.base import StoreError, StoreUnavailable
     from stores.embeddings import EmbeddingUnavailable
     from stores.starter import LibraryNotFound
+    from training import TrainingError
+    from training.job import TrainingInputError
 
     if isinstance(
         exc,
@@ -36,10 +38,13 @@ def classify(exc: BaseException) -> int | None:
         | LibraryNotFound
         | BatchStoreError
         | RetrievalUnavailable
-        | StoreError,
+        | StoreError
+        | TrainingInputError,
     ):
         return 2
-    if isinstance(exc, ServerError | ModelError | EmbeddingUnavailable | StoreUnavailable):
+    if isinstance(
+        exc, ServerError | ModelError | EmbeddingUnavailable | StoreUnavailable | TrainingError
+    ):
         return 1
     if _filesystem_error(exc):
         return 2

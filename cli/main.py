@@ -14,6 +14,7 @@ from cli.export import export_command
 from cli.generate import generate
 from cli.induce import induce
 from cli.strategies import strategies
+from cli.train import train_simulator
 
 COMMANDS = {
     "induce": induce,
@@ -22,6 +23,7 @@ COMMANDS = {
     "export": export_command,
     "eval": eval_command,
     "ablate": ablate,
+    "train-simulator": train_simulator,
 }
 """Subcommands; anything else is the generate command (`run.py --seed ...`)."""
 

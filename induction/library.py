@@ -233,10 +233,15 @@ def _digest(*parts: object) -> str:
     return hashlib.sha256("\x1f".join(map(str, parts)).encode("utf-8")).hexdigest()[:16]
 
 
+def extracted_record_id(source: str, record_id: str, turn: int) -> str:
+    """Return the library id of the strategy extracted from the follow-up with this key."""
+    return f"x-{_digest(source, record_id, turn)}"
+
+
 def _extracted_record(extraction: ExtractionLike) -> StrategyRecord:
     e = extraction
     return StrategyRecord(
-        id=f"x-{_digest(e.source, e.record_id, e.turn)}",
+        id=extracted_record_id(e.source, e.record_id, e.turn),
         text=e.strategy,
         level="extracted",
         provenance=[Provenance(source=e.source, record_id=e.record_id, turn=e.turn)],

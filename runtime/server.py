@@ -140,8 +140,11 @@ class EmbeddedServer:
         n_threads: int = 2,
         startup_timeout: float = 90.0,
         log_path: Path | None = None,
+        lora: Path | None = None,
     ) -> None:
+        """Serve `gguf` (default: the bundled model), with the LoRA adapter GGUF `lora` if any."""
         self.gguf = Path(gguf) if gguf is not None else None
+        self.lora = Path(lora) if lora is not None else None
         self.alias = alias
         self.port = port
         self.n_ctx = n_ctx
@@ -186,6 +189,7 @@ class EmbeddedServer:
             "--n_threads", str(self.n_threads),
             "--interrupt_requests", "False",
             "--logits_all", "False",
+            *(["--lora_path", str(self.lora)] if self.lora is not None else []),
         ]  # fmt: skip
 
     def start(self) -> Self:
@@ -265,6 +269,8 @@ class EmbeddedServer:
             self.gguf = default_gguf()
         elif not self.gguf.is_file():
             raise ServerError(f"GGUF model not found: {self.gguf}")
+        if self.lora is not None and not self.lora.is_file():
+            raise ServerError(f"LoRA adapter not found: {self.lora}")
         if self.port is None:
             self.port = free_port(HOST)
         else:

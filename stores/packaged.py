@@ -51,10 +51,15 @@ def export_library(
     )
 
 
+def read_records(directory: Path) -> list[StrategyRecord]:
+    """Return the records of a packaged library, in file order."""
+    text = (directory / "records.jsonl").read_text(encoding="utf-8")
+    return [StrategyRecord.model_validate_json(line) for line in text.splitlines() if line]
+
+
 def load_packaged(store: StrategyStore, directory: Path) -> int:
     """Fill an empty store from a packaged library; return the number of records added."""
-    text = (directory / "records.jsonl").read_text(encoding="utf-8")
-    records = [StrategyRecord.model_validate_json(line) for line in text.splitlines() if line]
+    records = read_records(directory)
     metadata = json.loads((directory / "metadata.json").read_text(encoding="utf-8"))
     for start in range(0, len(records), 1000):
         store.add(records[start : start + 1000])

@@ -1,0 +1,213 @@
+"""`run.py train-simulator`: fine-tune the bundled model to write real users' follow-ups."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.text import Text
+
+from cli.errors import UsageError
+from cli.induce import load_sources
+from induction.annotations import AnnotationError, load_extractions
+from runtime.settings import Settings
+from stores.packaged import PACKAGED, read_records
+from training import INSTALL_HINT, TrainingError
+from training.job import TrainJob
+from training.pairs import PairSet, build_pairs, strategy_texts
+
+EXTRA_MODULES = ("torch", "transformers", "peft", "gguf")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the parser of the train-simulator command."""
+    parser = argparse.ArgumentParser(prog="run.py train-simulator", description=__doc__)
+    parser.add_argument("--dialogues", nargs="+", required=True, type=Path, metavar="FILE")
+    parser.add_argument(
+        "--extractions",
+        required=True,
+        type=Path,
+        metavar="FILE",
+        help="team-written strategies of the pairs (JSONL)",
+    )
+    parser.add_argument("--out", required=True, type=Path, help="output folder, e.g. models/NAME")
+    parser.add_argument(
+        "--no-strategy",
+        action="store_true",
+        help="train the plain simulator's prompt on the same pairs",
+    )
+    parser.add_argument(
+        "--strategy-level",
+        choices=["high", "extracted"],
+        default="high",
+        help="which strategy the prompt gets (default: high, as at run time)",
+    )
+    parser.add_argument(
+        "--library",
+        type=Path,
+        default=PACKAGED / "default",
+        help="packaged library whose parent links give the high-level strategy",
+    )
+    parser.add_argument("--base", type=Path, help="base GGUF (default: the bundled SmolLM2)")
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0, help="split, order and dropout seed")
+    parser.add_argument("--max-steps", type=int, help="stop after N optimiser steps in all")
+    parser.add_argument("--learning-rate", type=float, default=2e-4)
+    parser.add_argument("--accumulation", type=int, default=8, help="pairs per optimiser step")
+    parser.add_argument("--rank", type=int, default=8, help="LoRA rank")
+    parser.add_argument("--alpha", type=int, default=16, help="LoRA alpha")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads (1: on 2 shared cores, 2 threads ran 2-4x slower than 1)",
+    )
+    parser.add_argument("--held-out", type=float, default=0.1, help="share of dialogues held out")
+    parser.add_argument("--eval-limit", type=int, help="evaluate on at most N held-out pairs")
+    parser.add_argument("--max-length", type=int, default=1024, help="longest pair in tokens")
+    parser.add_argument(
+        "--history-tokens",
+        type=int,
+        default=Settings().history_tokens,
+        help="history budget, as at run time (setting history_tokens)",
+    )
+    return parser
+
+
+def train_simulator(argv: list[str], console: Console) -> int:
+    """Run the train-simulator command; return the exit code."""
+    args = build_parser().parse_args(argv)
+    job = make_job(args)
+    real_pairs = [p for r in load_sources(args.dialogues, None) for p in r.pairs]
+    pair_set = make_pairs(args, job, real_pairs)
+    missing = [m for m in EXTRA_MODULES if importlib.util.find_spec(m) is None]
+    if missing:
+        raise TrainingError(f"train-simulator needs {', '.join(missing)}: {INSTALL_HINT}")
+    from training.pipeline import run
+
+    console.print(
+        f"{len(pair_set.pairs)} pairs from {len(real_pairs)} real follow-ups "
+        f"({job.variant} variant) -> {job.out}"
+    )
+    with _progress(console) as progress:
+        task = progress.add_task("held-out loss of the base model", total=None, loss=0.0, rate=0.0)
+
+        def report(event: str, state) -> None:
+            if event == "eval":
+                progress.update(task, description="held-out loss")
+            elif state is not None:
+                progress.update(
+                    task,
+                    description=f"epoch {state.epoch}",
+                    completed=state.step,
+                    total=state.total_steps,
+                    loss=state.loss,
+                    rate=state.tokens_per_s,
+                )
+
+        card = run(job, pair_set, real_pairs, report, lambda line: console.print(Text(line)))
+    last = card["epochs"][-1]
+    console.print(
+        f"held-out perplexity {card['epochs'][0]['held_out_perplexity']:.2f} (base) -> "
+        f"{last['held_out_perplexity']:.2f}; {last['tokens_per_s']} tokens/s; "
+        f"peak RSS {card['peak_rss_mib']} MiB; wrote {job.out / card['adapter']['file']} "
+        f"({card['adapter']['bytes'] / 2**20:.1f} MiB) and {job.out / 'CARD.md'}"
+    )
+    return 0
+
+
+def make_job(args: argparse.Namespace) -> TrainJob:
+    """Check the paths and numbers given and return the job (one-line usage errors)."""
+    for path in (args.extractions, args.library / "records.jsonl"):
+        if not path.is_file():
+            raise UsageError(f"{path}: file not found")
+    if args.base is None:
+        from runtime.server import default_gguf
+
+        args.base = default_gguf()
+    elif not args.base.is_file():
+        raise UsageError(f"{args.base}: file not found")
+    check_out(args.out)
+    if args.epochs < 1 or (args.max_steps is not None and args.max_steps < 1):
+        raise UsageError("--epochs and --max-steps must be at least 1")
+    if not 0 < args.held_out < 1:
+        raise UsageError("--held-out must be a share between 0 and 1")
+    return TrainJob(
+        dialogues=list(args.dialogues),
+        extractions=args.extractions,
+        library=args.library,
+        out=args.out,
+        base=args.base,
+        with_strategy=not args.no_strategy,
+        level=args.strategy_level,
+        history_tokens=args.history_tokens,
+        max_length=args.max_length,
+        held_out=args.held_out,
+        eval_limit=args.eval_limit,
+        threads=args.threads,
+        lora={"rank": args.rank, "alpha": args.alpha},
+        loop={
+            "epochs": args.epochs,
+            "learning_rate": args.learning_rate,
+            "accumulation": args.accumulation,
+            "max_steps": args.max_steps,
+            "seed": args.seed,
+        },
+    )
+
+
+def check_out(out: Path) -> None:
+    """Accept a new folder, or one holding this command's checkpoints (to resume)."""
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out}: exists and is not a folder")
+    if (out / "card.json").exists():
+        raise UsageError(f"--out {out}: already holds a trained simulator; choose another folder")
+    if out.is_dir() and any(out.iterdir()) and not (out / "checkpoints").is_dir():
+        raise UsageError(f"--out {out}: folder is not empty and holds no checkpoints to resume")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"--out {out}: cannot create folder: {exc.strerror}") from None
+
+
+def make_pairs(args: argparse.Namespace, job: TrainJob, real_pairs: list) -> PairSet:
+    """Build the training pairs of the job (usage error when there are none)."""
+    if not real_pairs:
+        raise UsageError("no (answer, follow-up) pairs in the given files")
+    try:
+        extractions = load_extractions(job.extractions)
+    except AnnotationError as exc:
+        raise UsageError(str(exc)) from None
+    strategies = strategy_texts(extractions, read_records(job.library), job.level)
+    pair_set = build_pairs(
+        real_pairs, strategies, with_strategy=job.with_strategy, history_tokens=job.history_tokens
+    )
+    if not pair_set.pairs:
+        raise UsageError(
+            f"none of the {len(real_pairs)} pairs has a strategy in {job.extractions.name} "
+            f"that the library {job.library} holds"
+        )
+    return pair_set
+
+
+def _progress(console: Console) -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.3f}"),
+        TextColumn("{task.fields[rate]:.0f} tok/s"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+    )

@@ -1,0 +1,246 @@
+"""Training pairs (no torch needed): the prompt is what the simulator sends, loss on the target."""
+
+import asyncio
+import json
+
+import pytest
+from langchain_core.messages import AIMessage, HumanMessage
+
+from agents.simulator import PlainSimulator, StrategySimulator
+from cli.main import main
+from dialogues.messages import to_openai
+from induction.extract import Extraction
+from induction.library import extracted_record_id
+from induction.records import Pair, Turn
+from stores.base import StrategyRecord
+from tests.fakes import scripted, text_reply
+from training import INSTALL_HINT
+from training.encode import IGNORE, encode
+from training.pairs import build_pairs, dialogue_of, split_by_dialogue, strategy_texts
+
+LONG = "word " * 300
+
+
+def pair(record_id: str, turn: int = 1, root: str | None = None, answers: int = 1) -> Pair:
+    history: list[Turn] = [Turn("user", f"question {record_id}", root)]
+    for n in range(answers):
+        if n:
+            history.append(Turn("user", f"more {n} {LONG}"))
+        history.append(Turn("assistant", f"answer {n} of {record_id} {LONG}"))
+    return Pair("src.jsonl", record_id, turn, tuple(history), f"follow-up of {record_id}")
+
+
+def langchain_history(p: Pair):
+    kinds = {"user": HumanMessage, "assistant": AIMessage}
+    return [kinds[t.role](content=t.text) for t in p.history]
+
+
+def extraction(p: Pair, strategy: str) -> Extraction:
+    return Extraction(
+        source=p.source, record_id=p.record_id, turn=p.turn, analysis="", strategy=strategy
+    )
+
+
+@pytest.mark.parametrize(
+    "simulator, with_strategy", [(StrategySimulator, True), (PlainSimulator, False)]
+)
+def test_prompt_is_exactly_what_the_simulator_sends(simulator, with_strategy):
+    p = pair("d1", answers=4)  # long enough for the history budget to drop old turns
+    built = build_pairs(
+        [p], {p.key: "Ask for an example"}, with_strategy=with_strategy, history_tokens=300
+    )
+    chat = scripted(text_reply("ok"), history_tokens=300)
+    asyncio.run(simulator(chat).draft(langchain_history(p), "Ask for an example", None))
+
+    sent = to_openai(chat.model.prompts[0])
+    (training_pair,) = built.pairs
+    assert training_pair.messages == sent
+    assert len(sent) < len(p.history) + 1  # the budget trimmed the history, as at run time
+    assert training_pair.target == p.followup
+    assert ("Ask for an example" in sent[0]["content"]) is with_strategy
+    assert training_pair.strategy == ("Ask for an example" if with_strategy else None)
+
+
+def test_pairs_without_a_strategy_are_dropped_and_counted():
+    a, b = pair("a"), pair("b")
+    built = build_pairs([a, b], {a.key: "Ask why"}, with_strategy=False, history_tokens=2400)
+    assert [p.key for p in built.pairs] == [a.key]
+    assert built.dropped == {"without strategy": 1}
+
+
+def test_strategy_level_climbs_parent_links_to_the_high_level_record():
+    a, b, c = pair("a"), pair("b"), pair("c")
+    records = [
+        StrategyRecord(id="h", text="Probe the limits", level="high"),
+        StrategyRecord(id="i", text="Ask about edge cases", level="intermediate", parent_id="h"),
+        StrategyRecord(
+            id=extracted_record_id(*a.key),
+            text="Ask about empty input",
+            level="extracted",
+            parent_id="i",
+        ),
+        StrategyRecord(id=extracted_record_id(*b.key), text="Ask for a test", level="extracted"),
+    ]
+    extractions = [
+        extraction(a, "Ask about empty input"),
+        extraction(b, "Ask for a test"),
+        extraction(c, "Ask more"),
+    ]
+
+    assert strategy_texts(extractions, records, "high") == {
+        a.key: "Probe the limits",
+        b.key: "Ask for a test",
+    }
+    assert strategy_texts(extractions, records, "extracted") == {
+        a.key: "Ask about empty input",
+        b.key: "Ask for a test",
+    }
+
+
+class CharTokenizer:
+    """One token per character; a chat template with a visible end-of-turn mark."""
+
+    def apply_chat_template(self, conversation, tokenize=False, add_generation_prompt=False):
+        assert tokenize is False
+        text = "".join(f"<{m['role']}>{m['content']}$" for m in conversation)
+        return text + ("<assistant>" if add_generation_prompt else "")
+
+    def __call__(self, text, add_special_tokens=False):
+        return {"input_ids": [ord(c) for c in text]}
+
+
+def test_loss_mask_covers_the_target_and_end_of_turn_only():
+    messages = [{"role": "system", "content": "be a user"}, {"role": "user", "content": "hi"}]
+    example = encode(CharTokenizer(), messages, "why?")
+
+    prompt = "<system>be a user$<user>hi$<assistant>"
+    assert "".join(map(chr, example.input_ids)) == prompt + "why?$"
+    assert example.labels[: len(prompt)] == [IGNORE] * len(prompt)
+    assert "".join(map(chr, example.labels[len(prompt) :])) == "why?$"
+    assert (example.prompt_length, example.target_length) == (len(prompt), 5)
+
+
+def test_split_is_by_dialogue_and_seeded():
+    pairs = [pair(f"m{d}-{t}", turn=t, root=f"root{d}") for d in range(20) for t in (1, 2, 3)]
+    built = build_pairs(
+        pairs, {p.key: "Ask why" for p in pairs}, with_strategy=True, history_tokens=2400
+    )
+    train, held = split_by_dialogue(built.pairs, 0.2, seed=1)
+
+    assert {p.dialogue for p in train}.isdisjoint({p.dialogue for p in held})
+    assert len({p.dialogue for p in held}) == 4 and len(held) == 12
+    assert split_by_dialogue(built.pairs, 0.2, seed=1) == (train, held)
+    assert split_by_dialogue(built.pairs, 0.2, seed=2)[1] != held
+
+
+def test_a_tree_is_one_dialogue_and_a_linear_record_is_its_own():
+    assert dialogue_of(pair("msg-1", root="root")) == dialogue_of(pair("msg-2", root="root"))
+    assert dialogue_of(pair("d1")) != dialogue_of(pair("d2"))
+
+
+# --- CLI input errors (before torch is needed) -------------------------------------------------
+
+
+@pytest.fixture
+def inputs(tmp_path):
+    dialogues = tmp_path / "chats.jsonl"
+    rows = [
+        {"id": f"d{n}", "messages": [
+            {"role": "user", "content": f"How do I sort {n} items?"},
+            {"role": "assistant", "content": "Use sorted()."},
+            {"role": "user", "content": "And in reverse?"},
+        ]}
+        for n in range(4)
+    ]  # fmt: skip
+    dialogues.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    extractions = tmp_path / "extractions.jsonl"
+    extractions.write_text("")
+    return dialogues, extractions
+
+
+def train_cli(capsys, *args):
+    code = main(["train-simulator", *map(str, args)])
+    return code, capsys.readouterr().err.strip()
+
+
+def test_cli_missing_file_is_a_usage_error(capsys, tmp_path, inputs):
+    dialogues, extractions = inputs
+    code, err = train_cli(
+        capsys,
+        "--dialogues",
+        tmp_path / "nope.jsonl",
+        "--extractions",
+        extractions,
+        "--out",
+        tmp_path / "m",
+    )
+    assert code == 2 and err.startswith("error:") and "nope.jsonl" in err and "\n" not in err
+
+
+def test_cli_without_strategies_for_the_pairs_is_a_usage_error(capsys, tmp_path, inputs):
+    dialogues, extractions = inputs
+    code, err = train_cli(
+        capsys, "--dialogues", dialogues, "--extractions", extractions, "--out", tmp_path / "m"
+    )
+    assert code == 2 and "none of the 4 pairs has a strategy" in err
+
+
+def test_cli_out_that_is_a_file_is_a_usage_error(capsys, tmp_path, inputs):
+    dialogues, extractions = inputs
+    out = tmp_path / "model"
+    out.write_text("x")
+    code, err = train_cli(
+        capsys, "--dialogues", dialogues, "--extractions", extractions, "--out", out
+    )
+    assert code == 2 and "is not a folder" in err
+
+
+def test_cli_names_the_extra_when_torch_is_missing(capsys, tmp_path, inputs, monkeypatch):
+    dialogues, extractions = inputs
+    rows = [json.loads(line) for line in dialogues.read_text().splitlines()]
+    from induction.loaders import load
+
+    keys = [p.key for p in load(dialogues).pairs]
+    extractions.write_text(
+        "\n".join(
+            json.dumps(
+                {
+                    "source": s,
+                    "record_id": r,
+                    "turn": t,
+                    "analysis": "",
+                    "strategy": "Ask for the reverse order",
+                }
+            )
+            for s, r, t in keys
+        )
+    )
+    library = tmp_path / "library"
+    library.mkdir()
+    library.joinpath("records.jsonl").write_text(
+        "\n".join(
+            json.dumps(
+                {"id": extracted_record_id(*k), "text": "Ask for a variant", "level": "extracted"}
+            )
+            for k in keys
+        )
+    )
+    import cli.train
+
+    real = cli.train.importlib.util.find_spec
+    monkeypatch.setattr(
+        cli.train.importlib.util, "find_spec", lambda n: None if n == "torch" else real(n)
+    )
+    code, err = train_cli(
+        capsys,
+        "--dialogues",
+        dialogues,
+        "--extractions",
+        extractions,
+        "--library",
+        library,
+        "--out",
+        tmp_path / "m",
+    )
+    assert len(rows) == 4 and code == 1
+    assert "needs torch" in err and INSTALL_HINT in err and "\n" not in err

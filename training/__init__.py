@@ -1,0 +1,15 @@
+"""The user-simulator trainer: real follow-ups -> LoRA fine-tune -> a llama.cpp adapter.
+
+Only `training.pairs` and `training.encode` work without the optional `train` extra; the rest
+imports torch, transformers and peft.
+"""
+
+INSTALL_HINT = (
+    "pip install torch==2.13.0 && pip install -e '.[train]' "
+    "(install torch first: the CPU wheel, not PyPI's default CUDA one)"
+)
+"""How to install the optional `train` extra, in one line."""
+
+
+class TrainingError(RuntimeError):
+    """Training cannot run or finish in this environment; the message is one line."""

@@ -1,0 +1,84 @@
+"""The model card of a trained simulator: `card.json` (data) and `CARD.md` (for people)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+STRATEGY_LEVEL_WHY = {
+    "high": "the pair's high-level strategy (the top-tier ancestor of its extracted strategy in "
+    "the library): the strategist retrieves high-level strategies at run time, so training on "
+    "them teaches the simulator the strategies it will actually be given",
+    "extracted": "the strategy extracted from this very follow-up (closest to what the user did, "
+    "but never what the strategist hands the simulator at run time)",
+}
+
+
+def write_card(out: Path, card: dict[str, Any]) -> None:
+    """Write `card.json` and `CARD.md` into `out`."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "card.json").write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
+    (out / "CARD.md").write_text(markdown(card), encoding="utf-8")
+
+
+def markdown(card: dict[str, Any]) -> str:
+    """Render the card for people."""
+    settings, counts = card["settings"], card["counts"]
+    level = settings["strategy_level"]
+    prompt = (
+        f"the strategy simulator's prompt with {STRATEGY_LEVEL_WHY[level]}"
+        if level
+        else "the plain simulator's prompt (no strategy), on the same pairs as the `ideas` variant"
+    )
+    lines = [
+        f"# Trained user simulator `{card['name']}` ({settings['variant']})",
+        "",
+        f"LoRA adapter for `{card['base']}`, trained on CPU to write the real user's follow-up "
+        f"given exactly what the simulator is sent at run time: {prompt}. The loss covers the "
+        "follow-up's tokens only. Load it with llama.cpp (`lora_path`).",
+        "",
+        "## Data",
+        "",
+        "| source | sha256 |",
+        "|---|---|",
+        *(f"| {name} | `{digest}` |" for name, digest in card["sources"].items()),
+        "",
+        f"{counts['real_pairs']} real pairs; left out: "
+        + ", ".join(f"{n} {why}" for why, n in counts["dropped"].items())
+        + f". Split by dialogue: {counts['train']} train pairs ({counts['train_dialogues']} "
+        f"dialogues), {counts['held_out']} held out ({counts['held_out_dialogues']} dialogues; "
+        f"{counts['held_out_evaluated']} evaluated). "
+        f"{counts['train_tokens']} training tokens, {counts['train_target_tokens']} of them "
+        "targets.",
+        "",
+        "## Training",
+        "",
+        "| epoch | steps | train loss | held-out loss | held-out perplexity | seconds | tokens/s |",
+        "|---|---|---|---|---|---|---|",
+        *(_epoch_row(e) for e in card["epochs"]),
+        "",
+        "Epoch 0 is the base model before training.",
+        "",
+        f"Peak RSS {card['peak_rss_mib']} MiB; adapter `{card['adapter']['file']}` "
+        f"{card['adapter']['bytes'] / 2**20:.1f} MiB; whole run {card['seconds']} s.",
+        "",
+        "## Settings",
+        "",
+        "```json",
+        json.dumps(settings, indent=2),
+        "```",
+        "",
+        "Versions: " + ", ".join(f"{k} {v}" for k, v in card["versions"].items()) + ".",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _epoch_row(epoch: dict[str, Any]) -> str:
+    train = "" if epoch["train_loss"] is None else f"{epoch['train_loss']:.3f}"
+    cut = "" if epoch["complete"] else " (cut by --max-steps)"
+    return (
+        f"| {epoch['epoch']}{cut} | {epoch['steps']} | {train} | {epoch['held_out_loss']:.3f} "
+        f"| {epoch['held_out_perplexity']:.2f} | {epoch['seconds']} | {epoch['tokens_per_s']} |"
+    )

@@ -1,0 +1,129 @@
+"""Training pairs: exactly what the user simulator is sent at run time, and the real follow-up.
+
+For each real (history, follow-up) pair with a team-written strategy, the input is the chat the
+strategy simulator would send for that history (`StrategySimulator.messages`, then
+`fit_history` with the same token budget), and the target is what the real user wrote next.
+Building the input with the simulator's own functions keeps training and run time in step.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from agents.chat import fit_history
+from agents.simulator import PlainSimulator, StrategySimulator
+from dialogues.messages import to_langchain, to_openai
+from induction.extract import Extraction, Key
+from induction.library import extracted_record_id
+from induction.records import Pair
+from stores.base import StrategyRecord
+
+StrategyLevel = Literal["high", "extracted"]
+"""Which strategy a pair is trained with: its top-tier ancestor (what the strategist retrieves
+at run time) or the strategy written for that very follow-up."""
+
+
+@dataclass(frozen=True)
+class TrainingPair:
+    """One training example before tokenisation."""
+
+    key: Key
+    """The real pair's `(source, record_id, turn)`."""
+    dialogue: str
+    """The dialogue (or conversation tree) it comes from: the unit of the train/held-out split."""
+    messages: list[dict[str, str]]
+    """The chat messages the simulator sends, OpenAI style (`role`, `content`)."""
+    target: str
+    """The real user's follow-up."""
+    strategy: str | None
+    """The strategy text in the prompt (None for the plain variant)."""
+
+
+@dataclass
+class PairSet:
+    """Training pairs and the counts of real pairs left out, with the reason."""
+
+    pairs: list[TrainingPair]
+    dropped: dict[str, int] = field(default_factory=dict)
+
+
+def strategy_texts(
+    extractions: Iterable[Extraction], records: Sequence[StrategyRecord], level: StrategyLevel
+) -> dict[Key, str]:
+    """Map each annotated pair to its strategy text at `level`, via the library's parent links.
+
+    Pairs whose extracted strategy is not in the library are left out, for both levels, so the
+    pair set does not depend on the level chosen.
+    """
+    by_id = {r.id: r for r in records}
+    texts = {}
+    for extraction in extractions:
+        record = by_id.get(extracted_record_id(*extraction.key))
+        if record is None:
+            continue
+        if level == "high":
+            while record.level != "high" and record.parent_id in by_id:
+                record = by_id[record.parent_id]
+        texts[extraction.key] = record.text
+    return texts
+
+
+def dialogue_of(pair: Pair) -> str:
+    """Name the dialogue of a pair: its first message's id (a tree's root) or its record id."""
+    return f"{pair.source}\x1f{pair.history[0].id or pair.record_id}"
+
+
+def build_pairs(
+    pairs: Iterable[Pair],
+    strategies: Mapping[Key, str],
+    *,
+    with_strategy: bool,
+    history_tokens: int,
+) -> PairSet:
+    """Build the training pairs of every real pair that has a strategy.
+
+    Args:
+        pairs: Real pairs from `induction.loaders.load`.
+        strategies: Strategy text per pair key (`strategy_texts`); pairs without one are dropped.
+        with_strategy: The strategy simulator's prompt with the pair's strategy, or the plain
+            simulator's prompt (the same pairs either way).
+        history_tokens: The history budget the chat client fits messages to at run time.
+    """
+    simulator = StrategySimulator if with_strategy else PlainSimulator
+    prompt_of = simulator(chat=None).messages  # type: ignore[arg-type] - never calls the model
+    built, dropped = [], {"without strategy": 0}
+    for pair in pairs:
+        strategy = strategies.get(pair.key)
+        if strategy is None:
+            dropped["without strategy"] += 1
+            continue
+        history = to_langchain({"role": t.role, "content": t.text} for t in pair.history)
+        sent = fit_history(prompt_of(history, strategy, None), history_tokens)
+        built.append(
+            TrainingPair(
+                key=pair.key,
+                dialogue=dialogue_of(pair),
+                messages=to_openai(sent),
+                target=pair.followup,
+                strategy=strategy if with_strategy else None,
+            )
+        )
+    return PairSet(built, dropped)
+
+
+def split_by_dialogue(
+    pairs: Sequence[TrainingPair], held_out: float, seed: int
+) -> tuple[list[TrainingPair], list[TrainingPair]]:
+    """Split into (train, held-out) by dialogue, never by pair; the same seed gives the same split.
+
+    About `held_out` of the dialogues (at least one when there are two or more) are held out.
+    """
+    dialogues = sorted({p.dialogue for p in pairs})
+    random.Random(seed).shuffle(dialogues)
+    n = max(1, round(len(dialogues) * held_out)) if len(dialogues) > 1 and held_out > 0 else 0
+    kept_out = set(dialogues[:n])
+    train = [p for p in pairs if p.dialogue not in kept_out]
+    return train, [p for p in pairs if p.dialogue in kept_out]
