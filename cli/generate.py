@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="run.py",
         description="Grow a seed dialogue with strategy-guided user turns.",
-        epilog="Subcommands: induce, strategies, batch, export, eval, ablate "
+        epilog="Subcommands: induce, strategies, batch, export, eval, ablate, train-simulator "
         "(`run.py SUBCOMMAND --help`); without one, run.py grows one seed dialogue.",
     )
     parser.add_argument(
