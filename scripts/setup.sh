@@ -16,12 +16,15 @@ want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)
 if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$want" ]; then
   started=$(date +%s)
   [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+  # torch may already be here from the optional `train` extra; the default install must not add it
+  had_torch=0
+  "$VENV/bin/python" -m pip show -q torch 2>/dev/null && had_torch=1
   "$VENV/bin/python" -m pip install -q --upgrade "pip>=25.1"
   echo "setup: installing into $VENV (first time: llama.cpp compiles, ~5 min on 2 cores)"
   CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF}" \
     "$VENV/bin/python" -m pip install -q -e ".[embedded]" --group dev
   "$VENV/bin/python" -m pip install -q --no-deps "${NO_DEPS[@]}"
-  if "$VENV/bin/python" -m pip show -q torch 2>/dev/null; then
+  if [ "$had_torch" = 0 ] && "$VENV/bin/python" -m pip show -q torch 2>/dev/null; then
     echo "setup: torch was pulled into $VENV; the default install must not need it" >&2
     exit 1
   fi
