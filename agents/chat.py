@@ -29,12 +29,19 @@ class ModelError(RuntimeError):
 
 @dataclass
 class Usage:
-    """LLM calls, tokens and seconds spent by one agent."""
+    """LLM calls, tokens and seconds spent by one agent.
+
+    `input_tokens` are the prompt tokens sent; `cached_tokens` those of them the server reported
+    as reused from its prefix cache (OpenAI's `usage.prompt_tokens_details.cached_tokens`, which
+    the embedded server, vLLM, SGLang and llama-server fill in), so the server evaluated
+    `input_tokens - cached_tokens`. A server that reports nothing counts as 0 cached.
+    """
 
     calls: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
     seconds: float = 0.0
+    cached_tokens: int = 0
 
     def __add__(self, other: Usage) -> Usage:
         """Sum two usages."""
@@ -43,7 +50,13 @@ class Usage:
             self.input_tokens + other.input_tokens,
             self.output_tokens + other.output_tokens,
             self.seconds + other.seconds,
+            self.cached_tokens + other.cached_tokens,
         )
+
+    @property
+    def evaluated_tokens(self) -> int:
+        """Prompt tokens the server actually evaluated (sent minus reused from its cache)."""
+        return self.input_tokens - self.cached_tokens
 
     def as_dict(self) -> dict[str, float]:
         """Return plain data for state and output."""
@@ -51,7 +64,7 @@ class Usage:
 
     @classmethod
     def from_dict(cls, data: dict | None) -> Usage:
-        """Rebuild from `as_dict` output (None gives zero usage)."""
+        """Rebuild from `as_dict` output (None: zero usage; old records lack `cached_tokens`)."""
         return cls(**data) if data else cls()
 
 
@@ -214,7 +227,8 @@ class ChatClient:
             seconds = time.perf_counter() - started
         raw = result.get("raw") if isinstance(result, dict) else result
         meta = getattr(raw, "usage_metadata", None) or {}
-        usage = Usage(1, meta.get("input_tokens", 0), meta.get("output_tokens", 0), seconds)
+        cached = (meta.get("input_token_details") or {}).get("cache_read") or 0
+        usage = Usage(1, meta.get("input_tokens", 0), meta.get("output_tokens", 0), seconds, cached)
         return result, usage
 
     async def _call(self, runnable, messages: Sequence[BaseMessage]):

@@ -404,7 +404,68 @@ def test_usage_sums_and_round_trips():
     total = Usage(1, 10, 2, 0.5) + Usage(2, 5, 3, 0.25) + Usage()
     assert total == Usage(3, 15, 5, 0.75)
     assert sum([Usage(1, 1, 1, 1.0)] * 3, Usage()) == Usage(3, 3, 3, 3.0)
-    data = Usage(1, 2, 3, 0.123456789).as_dict()
-    assert data == {"calls": 1, "input_tokens": 2, "output_tokens": 3, "seconds": 0.1235}
-    assert Usage.from_dict(data) == Usage(1, 2, 3, 0.1235)
+    data = Usage(1, 2, 3, 0.123456789, 1).as_dict()
+    assert data == {
+        "calls": 1,
+        "input_tokens": 2,
+        "output_tokens": 3,
+        "seconds": 0.1235,
+        "cached_tokens": 1,
+    }
+    assert Usage.from_dict(data) == Usage(1, 2, 3, 0.1235, 1)
     assert Usage.from_dict(None) == Usage() == Usage.from_dict({})
+
+
+def test_usage_sums_cached_tokens_and_loads_records_without_them():
+    total = Usage(1, 100, 5, 0.5, 90) + Usage(1, 50, 5, 0.5)
+    assert total.cached_tokens == 90 and total.evaluated_tokens == 60
+    old = Usage.from_dict({"calls": 1, "input_tokens": 7, "output_tokens": 1, "seconds": 0.1})
+    assert old.cached_tokens == 0 and old.evaluated_tokens == 7
+
+
+def test_client_records_the_cached_prompt_tokens_the_server_reports():
+    usage = {
+        "input_tokens": 300,
+        "output_tokens": 5,
+        "total_tokens": 305,
+        "input_token_details": {"cache_read": 280},
+    }
+    chat = scripted(AIMessage(content="Hi.", usage_metadata=usage), text_reply("Plain."))
+    _, first = run(chat.text(DIALOGUE))
+    assert (first.input_tokens, first.cached_tokens, first.evaluated_tokens) == (300, 280, 20)
+    _, second = run(chat.text(DIALOGUE))  # a reply without cache details: nothing reused
+    assert (second.input_tokens, second.cached_tokens) == (40, 0)
+
+
+def test_openai_prompt_tokens_details_reach_the_usage_record():
+    body = {
+        "id": "x",
+        "object": "chat.completion",
+        "created": 0,
+        "model": "m",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "Hi."},
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {
+            "prompt_tokens": 120,
+            "completion_tokens": 2,
+            "total_tokens": 122,
+            "prompt_tokens_details": {"cached_tokens": 100},
+        },
+    }
+    transport = httpx.MockTransport(lambda request: httpx.Response(200, json=body))
+    from langchain_openai import ChatOpenAI
+
+    model = ChatOpenAI(
+        base_url="http://test/v1",
+        api_key="x",
+        model="m",
+        max_retries=0,
+        http_async_client=httpx.AsyncClient(transport=transport),
+    )
+    _, usage = run(ChatClient(model).text(DIALOGUE))
+    assert (usage.input_tokens, usage.cached_tokens, usage.evaluated_tokens) == (120, 100, 20)
