@@ -102,6 +102,9 @@ class EmbeddedServer:
         ...     ChatOpenAI(base_url=server.base_url, api_key="x", model=server.model)
     """
 
+    prompt_cache_bytes: int | None = 256 << 20
+    """Budget of the prefix cache's model states (~23 kB per token for SmolLM2); None: no cache."""
+
     def __init__(
         self,
         gguf: Path | None = None,
@@ -141,9 +144,20 @@ class EmbeddedServer:
         row per context token, ~0.2 MB each) at the price of ``logprobs`` support. The chat
         format is left to the GGUF's own template: forced tool calls then get a grammar built
         from the tool's JSON schema, while ``chatml-function-calling`` proved far slower.
+
+        The server is started through `runtime/llama_server.py`, which reports per request the
+        prompt tokens it reused. With ``prompt_cache_bytes`` set it keeps a RAM cache of model
+        states keyed by token prefix (``--cache``), so each role's next request resumes from its
+        last one even when other roles or dialogues called in between; `llama_server.PrefixCache`
+        makes ``--cache_size`` bound what it really holds.
         """
+        cache = (
+            ["--cache", "True", "--cache_size", str(self.prompt_cache_bytes)]
+            if self.prompt_cache_bytes
+            else []
+        )
         return [
-            sys.executable, "-m", "llama_cpp.server",
+            sys.executable, str(Path(__file__).with_name("llama_server.py")),
             "--model", str(self.gguf),
             "--model_alias", self.alias,
             "--host", HOST,
@@ -152,6 +166,7 @@ class EmbeddedServer:
             "--n_threads", str(self.n_threads),
             "--interrupt_requests", "False",
             "--logits_all", "False",
+            *cache,
         ]  # fmt: skip
 
     def start(self) -> Self:
