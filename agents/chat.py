@@ -10,12 +10,13 @@ import weakref
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import asdict, dataclass
+from itertools import takewhile
 from typing import Generic, TypeVar
 
 import openai
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, SystemMessage
-from langchain_core.messages.utils import count_tokens_approximately, trim_messages
+from langchain_core.messages.utils import count_tokens_approximately
 from pydantic import BaseModel
 
 from runtime.settings import ModelSettings
@@ -164,20 +165,26 @@ class ChatClient:
         return clone
 
     def fit(self, messages: Sequence[BaseMessage]) -> list[BaseMessage]:
-        """Drop the oldest messages to fit the token budget, never the system or last message."""
+        """Drop old history in chunks to fit the token budget, never the system or last message.
+
+        The leading system messages (the role's instructions) and the last message (this turn's
+        request) always stay. The history between loses its oldest messages at cut points fixed
+        by the history itself, one after about every half budget of tokens counted from the
+        dialogue's start: the cut moves only when the budget forces it, by a large chunk, so a
+        request keeps beginning with the one before it (a prefix the server can reuse) for half
+        a budget of new turns, instead of shifting every turn.
+        """
         messages = list(messages)
-        kept = trim_messages(
-            messages,
-            max_tokens=self.history_tokens,
-            token_counter=count_tokens_approximately,
-            strategy="last",
-            include_system=True,
-            allow_partial=False,
-        )
-        if messages and (not kept or kept[-1] is not messages[-1]):
-            system = [m for m in messages[:1] if isinstance(m, SystemMessage)]
-            kept = [*system, messages[-1]] if messages[-1] not in system else system
-        return kept
+        if len(messages) < 2:
+            return messages
+        head = list(takewhile(lambda m: isinstance(m, SystemMessage), messages[:-1]))
+        history, last = messages[len(head) : -1], messages[-1:]
+        sizes = [count_tokens_approximately([m]) for m in history]
+        room = self.history_tokens - count_tokens_approximately(head + last)
+        for cut in _cut_points(sizes, max(self.history_tokens // 2, 1)):
+            if sum(sizes[cut:]) <= room:
+                return head + history[cut:] + last
+        return head + last
 
     async def text(self, messages: Sequence[BaseMessage]) -> tuple[str, Usage]:
         """Return the model's reply text, retrying empty replies."""
@@ -247,6 +254,16 @@ class ChatClient:
             raise ModelError(f"model call failed: {_short(str(exc))}") from None
         except (ValueError, TypeError, KeyError) as exc:  # a reply that is not a chat completion
             raise ModelError(f"model server sent an invalid response: {_short(str(exc))}") from None
+
+
+def _cut_points(sizes: Sequence[int], chunk: int) -> list[int]:
+    """Return where history may be cut: 0, then the first message after every `chunk` tokens."""
+    cuts, total = [0], 0
+    for i, size in enumerate(sizes):
+        total += size
+        if total >= len(cuts) * chunk:
+            cuts.append(i + 1)
+    return cuts
 
 
 def _describe_parse_error(result: dict) -> str:

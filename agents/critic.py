@@ -6,12 +6,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
-from langchain_core.messages import BaseMessage, HumanMessage
+from langchain_core.messages import BaseMessage, SystemMessage
 from pydantic import BaseModel, Field, field_validator
 from rapidfuzz import fuzz, process
 
 from agents.chat import ChatClient, Usage
-from dialogues.messages import last_answer, user_texts
+from dialogues.messages import conversation, user_texts, with_request
 from prompts import render
 
 Score = Literal[1, 2, 3, 4, 5]
@@ -111,17 +111,17 @@ class LLMCritic:
         self.min_depth, self.min_insight = min_depth, min_insight
 
     async def critique(self, messages: Sequence[BaseMessage], draft: str) -> CriticVerdict:
-        """Return the verdict; an unparseable LLM verdict counts as a rejection."""
+        """Return the verdict; an unparseable LLM verdict counts as a rejection.
+
+        The model sees its rubric, the conversation, then the draft, so that a redraft's request
+        differs from the rejected one's only in its last lines.
+        """
         verdict = await self.novelty.critique(messages, draft)
         if not verdict.accepted:
             return verdict
-        prompt = render(
-            "critic",
-            questions=user_texts(messages)[-4:],
-            answer=last_answer(messages)[-1500:],
-            draft=draft,
-        )
-        result = await self.chat.structured(CriticScores, [HumanMessage(content=prompt)])
+        prompt = [SystemMessage(content=render("critic"))]
+        prompt += with_request(conversation(messages), render("critic_draft", draft=draft))
+        result = await self.chat.structured(CriticScores, prompt)
         scores = result.value
         if scores is None:
             reason = f"critic gave no valid verdict ({result.error})"

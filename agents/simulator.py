@@ -10,7 +10,7 @@ from typing import Protocol
 from langchain_core.messages import BaseMessage, SystemMessage
 
 from agents.chat import ChatClient, Usage
-from dialogues.messages import swap_roles
+from dialogues.messages import swap_roles, with_request
 from prompts import render
 
 _LABEL = re.compile(
@@ -53,28 +53,36 @@ def clean_instruction(text: str) -> str:
 class StrategySimulator:
     """Applies the chosen strategy; with no strategy it writes a plain follow-up."""
 
+    instructions = "simulator"
+    """The template of the system prompt, the same every turn."""
+
     def __init__(self, chat: ChatClient) -> None:
         """Draft with `chat`."""
         self.chat = chat
 
-    def system_prompt(self, strategy: str | None, feedback: str | None) -> str:
-        """Return the simulator's instructions for this draft."""
-        if strategy is None:
-            return render("simulator_plain", feedback=feedback)
-        return render("simulator", strategy=strategy, feedback=feedback)
+    def request(self, strategy: str | None, feedback: str | None) -> str:
+        """Return this draft's request: the strategy to apply and the feedback to act on."""
+        return render("simulator_turn", strategy=strategy, feedback=feedback)
 
     async def draft(
         self, messages: Sequence[BaseMessage], strategy: str | None, feedback: str | None
     ) -> Draft:
-        """Draft the next instruction in the user's voice."""
-        prompt = [SystemMessage(content=self.system_prompt(strategy, feedback))]
-        text, usage = await self.chat.text(prompt + swap_roles(messages))
+        """Draft the next instruction in the user's voice.
+
+        The model sees its instructions, the dialogue with roles swapped, then the request for
+        this draft below the assistant's last answer.
+        """
+        prompt = [SystemMessage(content=render(self.instructions))]
+        prompt += with_request(swap_roles(messages), self.request(strategy, feedback))
+        text, usage = await self.chat.text(prompt)
         return Draft(clean_instruction(text), usage)
 
 
 class PlainSimulator(StrategySimulator):
     """Ignores any strategy: the plain prompted user simulator (UltraChat/Baize style)."""
 
-    def system_prompt(self, strategy: str | None, feedback: str | None) -> str:
-        """Return the plain instructions whatever the strategy."""
-        return render("simulator_plain", feedback=feedback)
+    instructions = "simulator_plain"
+
+    def request(self, strategy: str | None, feedback: str | None) -> str:
+        """Return the plain request whatever the strategy."""
+        return super().request(None, feedback)

@@ -80,20 +80,22 @@ def test_strategy_simulator_prompt_roles_and_cleaning():
     assert draft.usage.calls == 1 and draft.usage.input_tokens == 40
     system, *rest = chat.model.prompts[0]
     assert isinstance(system, SystemMessage)
-    assert "Ask for an example" in system.text and "too vague" in system.text
-    # The simulator sees its own (user) turns as AI and the answers as human.
-    assert [(m.type, m.text) for m in rest] == [
-        ("ai", DIALOGUE[0].text),
-        ("human", DIALOGUE[1].text),
-    ]
+    assert "Ask for an example" not in system.text and "too vague" not in system.text
+    # The simulator sees its own (user) turns as AI and the answers as human; this draft's
+    # request (strategy, feedback) follows the last answer.
+    assert [m.type for m in rest] == ["ai", "human"]
+    assert rest[0].text == DIALOGUE[0].text
+    answer, request = rest[1].text.split("\n\n", 1)
+    assert answer == DIALOGUE[1].text
+    assert "Ask for an example" in request and "too vague" in request
 
 
 def test_plain_simulator_ignores_the_strategy():
     chat = scripted(text_reply("Why?"))
     run(PlainSimulator(chat).draft(DIALOGUE, "Ask for a table", None))
-    system = chat.model.prompts[0][0].text
-    assert "Ask for a table" not in system and "strategy" not in system
-    assert "rejected" not in system
+    prompt = "\n".join(m.text for m in chat.model.prompts[0])
+    assert "Ask for a table" not in prompt and "strategy" not in prompt
+    assert "rejected" not in prompt
 
 
 def test_assistant_adds_a_default_system_prompt_only_when_missing():
@@ -184,9 +186,10 @@ def test_llm_critic_custom_minimums():
 def test_llm_critic_prompt_and_feedback():
     chat = scripted(verdict(depth=1, feedback="Mention   memory\ncells."))
     result = run(LLMCritic(chat, NoveltyCritic()).critique(DIALOGUE, "Why do boosters help?"))
-    prompt = chat.model.prompts[0][0].text
-    assert "Why do boosters help?" in prompt
-    assert DIALOGUE[0].text in prompt and DIALOGUE[1].text in prompt
+    system, *rest = chat.model.prompts[0]
+    assert system.type == "system" and "Why do boosters help?" not in system.text
+    assert [(m.type, m.text) for m in rest[:2]] == [(m.type, m.text) for m in DIALOGUE]
+    assert rest[-1].type == "human" and "Why do boosters help?" in rest[-1].text
     assert result.feedback == "depth 1 < 3. Mention memory cells."
 
 
@@ -236,11 +239,13 @@ def test_llm_strategist_picks_by_number(store):
     assert len(selection.candidates) == 3
     assert selection.strategy == selection.candidates[1]
     assert selection.usage.calls == 1
-    prompt = chat.model.prompts[0][0].text
+    system, *rest = chat.model.prompts[0]
+    assert system.type == "system" and "1." not in system.text
+    assert [(m.type, m.text) for m in rest[:2]] == [(m.type, m.text) for m in DIALOGUE]
+    request = rest[-1].text
     for i, c in enumerate(selection.candidates, 1):
-        assert f"{i}. {c.text}" in prompt
-    assert "4." not in prompt
-    assert DIALOGUE[1].text in prompt
+        assert f"{i}. {c.text}" in request
+    assert "4." not in request
 
 
 def test_llm_strategist_falls_back_when_the_pick_is_off_the_list(store):
