@@ -93,3 +93,16 @@ def test_a_batch_on_the_embedded_model_repeats_at_any_concurrency(tmp_path):
     assert runs[0] == runs[1] and len(runs[0]) == 3
     # and two repeats of one seed sample differently (their jobs' seeds differ)
     assert runs[0]["000000.0"] != runs[0]["000000.1"]
+
+
+def test_the_prefix_cache_serves_each_roles_history_on_the_second_turn(tmp_path):
+    out = tmp_path / "dialogue.json"
+    result = run_cli(tmp_path, "--seed", "examples/seed.json", "--turns", "2", "--out", str(out))
+
+    assert result.returncode == 0, result.stderr
+    first, second = json.loads(out.read_text())["turns"]
+    for role in ("strategist", "simulator", "assistant"):
+        sent, cached = second["usage"][role]["input_tokens"], second["usage"][role]["cached_tokens"]
+        # Another role called in between: only the server's cache can hold this role's prefix.
+        assert cached > sent / 2, (role, second["usage"][role])
+    assert first["usage"]["strategist"]["cached_tokens"] < 50  # its first call: nothing cached
