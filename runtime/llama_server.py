@@ -13,6 +13,7 @@ It is started as a script (`python runtime/llama_server.py --model ...`, the arg
 
 from __future__ import annotations
 
+import ctypes
 import runpy
 from collections.abc import Iterator
 from functools import wraps
@@ -24,6 +25,9 @@ import numpy as np
 from llama_cpp import Llama, LlamaRAMCache
 from llama_cpp.llama import LlamaState
 
+M_MMAP_THRESHOLD = -3
+"""glibc's `mallopt` parameter number of the size from which blocks get their own mapping."""
+
 
 def instrument(cls: type[Llama] = Llama) -> None:
     """Make `cls.create_chat_completion` report the prompt tokens it did not evaluate.
@@ -32,9 +36,14 @@ def instrument(cls: type[Llama] = Llama) -> None:
     the context (after `_create_completion` restored the best cached state), then one token per
     sampled token. The first `eval` of each `generate` is therefore the prompt work; an exact
     cache hit evaluates nothing or replays one token.
+
+    Also keeps `save_state` and `load_state` off the `n_batch` x vocabulary logits array (~100 MB
+    for SmolLM2 at `n_batch` 512), which every cached state would otherwise copy and which no one
+    reads without `logits_all`: sampling reads llama.cpp's own logits, and a restored state
+    always re-evaluates at least one token. A saved state holds one zero row instead.
     """
     generate, evaluate, chat = cls.generate, cls.eval, cls.create_chat_completion
-    load = cls.load_state
+    load, save = cls.load_state, cls.save_state
 
     @wraps(generate)
     def counting_generate(self: Llama, *args: Any, **kwargs: Any) -> Iterator[int]:
@@ -58,22 +67,25 @@ def instrument(cls: type[Llama] = Llama) -> None:
             usage["prompt_tokens_details"] = {"cached_tokens": cached}
         return result
 
-    @wraps(load)
-    def light_load(self: Llama, state: LlamaState) -> None:
-        if self._logits_all:
-            return load(self, state)
-        scores, self.scores = self.scores, np.zeros((1, self._n_vocab), dtype=np.single)
-        try:  # unread without logits_all; writing them would page in the whole array
-            return load(self, state)
-        finally:
-            self.scores = scores
+    def without_logits(method: Any) -> Any:
+        @wraps(method)
+        def wrapper(self: Llama, *args: Any) -> Any:
+            if self._logits_all:
+                return method(self, *args)
+            scores, self.scores = self.scores, np.zeros((1, self._n_vocab), dtype=np.single)
+            try:
+                return method(self, *args)
+            finally:
+                self.scores = scores
+
+        return wrapper
 
     cls.generate, cls.eval, cls.create_chat_completion = (
         counting_generate,
         counting_eval,
         reporting_chat,
     )
-    cls.load_state = light_load
+    cls.save_state, cls.load_state = without_logits(save), without_logits(load)
     _declare_usage_details()
 
 
@@ -89,31 +101,39 @@ def _declare_usage_details() -> None:
 
 
 class PrefixCache(LlamaRAMCache):
-    """The server's RAM cache of model states, without its memory trap and its stale entries.
+    """The server's RAM cache of model states, dropping each state once a newer one supersedes it.
 
-    `Llama.save_state` copies the whole `n_batch` x vocabulary logits array into every state
-    (~100 MB at `n_batch` 512 for a 49,152-token vocabulary), which the byte budget does not count.
-    With `logits_all` off that array is never read back: sampling reads llama.cpp's own logits, and
-    a restored state always re-evaluates at least one token. One row is kept (for `load_state`,
-    which `instrument` also keeps from writing into the array), so the byte budget bounds what the
-    cache really holds.
-
-    A new state makes an older one stale when it repeats at least half of the older one's tokens:
+    A new state supersedes an older one when it repeats at least half of the older one's tokens:
     the rest of the older one is a turn-specific tail (a strategy, candidates, a draft) or an
-    earlier reply that no later request repeats, so it goes at once instead of by age.
+    earlier reply that no later request repeats. Dropping it at once, rather than by age, leaves
+    the byte budget to the states that later requests can extend.
     """
 
     def __setitem__(self, key: Any, value: LlamaState) -> None:
-        """Store `value` under `key`, dropping the logits copy and the states it supersedes."""
+        """Store `value` under `key`, dropping the states it supersedes."""
         key = tuple(key)
-        value.scores = value.scores[-1:].copy()
         for old in list(self.cache_state):
             if 2 * Llama.longest_token_prefix(old, key) >= len(old):
                 del self.cache_state[old]
         super().__setitem__(key, value)
 
 
+def return_freed_memory() -> None:
+    """Have glibc map large blocks on their own, so freed cache states go back to the system.
+
+    Saving and restoring a state makes several transient copies of it (tens of MB each); by
+    default glibc raises its mmap threshold after the first one is freed and keeps later ones in
+    the heaps of the server's worker threads, where the resident size only grows.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc
+        return
+    libc.mallopt(M_MMAP_THRESHOLD, 1 << 20)
+
+
 if __name__ == "__main__":
+    return_freed_memory()
     instrument()
     llama_cpp.LlamaRAMCache = PrefixCache  # the class the server instantiates for --cache
     runpy.run_module("llama_cpp.server", run_name="__main__", alter_sys=True)
