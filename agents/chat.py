@@ -33,8 +33,8 @@ class Usage:
     """LLM calls, tokens and seconds spent by one agent.
 
     `input_tokens` are the prompt tokens sent; `cached_tokens` those of them the server reported
-    as reused from its prefix cache (OpenAI's `usage.prompt_tokens_details.cached_tokens`, which
-    the embedded server, vLLM, SGLang and llama-server fill in), so the server evaluated
+    as reused from its prefix cache (OpenAI's `usage.prompt_tokens_details.cached_tokens`, filled
+    in by the embedded server, and by vLLM and SGLang when asked to), so the server evaluated
     `input_tokens - cached_tokens`. A server that reports nothing counts as 0 cached.
     """
 
