@@ -3,13 +3,14 @@
     python benchmarks/prefix_cache.py [--turns 6] [--seed examples/seed.json]
                                       [--n 4] [--batch-turns 2] [--concurrency 1 4]
 
-Runs one dialogue on the embedded default, then a small batch at each concurrency, each twice
-with the same seeds: without the server's prefix cache, then with it, every run on a freshly
-started server. Prints per accepted turn the prompt tokens sent and evaluated (sent minus those the
-server reports reused), LLM and wall seconds, the server's peak RSS, whether the dialogues came out
-identical, and the ratios; last `prefix cache: evaluated prompt tokens xA.AA, wall xB.BB` for the
-dialogue (with cache / without). Without the cache the server still reuses the prefix of the
-request just before, as llama-cpp-python always does. Run it on a quiet machine.
+Runs one dialogue on the embedded default, then a small batch at each concurrency (none with a
+bare `--concurrency`), each twice with the same seeds: without the server's prefix cache, then
+with it, every run on a freshly started server. Prints each run as it ends, then both side by
+side: per accepted turn the prompt tokens sent and evaluated (sent minus those the server reports
+reused), LLM and wall seconds, the server's peak RSS, whether the dialogues came out identical,
+and the ratios; last `prefix cache: evaluated prompt tokens xA.AA, wall xB.BB` for the dialogue
+(with cache / without). Without the cache the server still reuses the prefix of the request just
+before, as llama-cpp-python always does. Run it on a quiet machine.
 """
 
 from __future__ import annotations
@@ -126,7 +127,7 @@ def main() -> None:
     parser.add_argument("--seed", type=Path, default=Path("examples/seed.json"))
     parser.add_argument("--n", type=int, default=4)
     parser.add_argument("--batch-turns", type=int, default=2)
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4])
+    parser.add_argument("--concurrency", type=int, nargs="*", default=[1, 4], help="none: no batch")
     parser.add_argument("--seeds", type=Path, default=Path("examples/seeds.txt"))
     args = parser.parse_args()
     results: dict[tuple, dict] = {}
@@ -135,11 +136,13 @@ def main() -> None:
             EmbeddedServer.prompt_cache_bytes = cache
             settings = load_settings(turns=args.turns, store=Path(tmp) / "store")
             results["dialogue", cache] = one_dialogue(settings, load_seed(args.seed))
+            print(line(f"dialogue, cache {bool(cache)}", results["dialogue", cache]), flush=True)  # noqa: T201
             settings = load_settings(turns=args.batch_turns, store=Path(tmp) / "store")
             seeds = load_seed_set(args.seeds)
             for c in args.concurrency:
                 run_dir = Path(tmp) / f"run-{c}-{bool(cache)}"
                 results[c, cache] = batch(settings, seeds, args.n, c, run_dir)
+                print(line(f"batch c={c}, cache {bool(cache)}", results[c, cache]), flush=True)  # noqa: T201
     for c in args.concurrency:
         off, on = results[c, None], results[c, CACHE_BYTES]
         compare(f"batch {args.n}x{args.batch_turns} at c={c}", off, on)
