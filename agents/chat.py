@@ -11,12 +11,13 @@ import weakref
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import asdict, dataclass
+from itertools import takewhile
 from typing import Generic, TypeVar
 
 import openai
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, SystemMessage
-from langchain_core.messages.utils import count_tokens_approximately, trim_messages
+from langchain_core.messages.utils import count_tokens_approximately
 from pydantic import BaseModel
 
 from runtime.settings import ModelSettings
@@ -31,12 +32,19 @@ class ModelError(RuntimeError):
 
 @dataclass
 class Usage:
-    """LLM calls, tokens and seconds spent by one agent."""
+    """LLM calls, tokens and seconds spent by one agent.
+
+    `input_tokens` are the prompt tokens sent; `cached_tokens` those of them the server reported
+    as reused from its prefix cache (OpenAI's `usage.prompt_tokens_details.cached_tokens`, filled
+    in by the embedded server, and by vLLM and SGLang when asked to), so the server evaluated
+    `input_tokens - cached_tokens`. A server that reports nothing counts as 0 cached.
+    """
 
     calls: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
     seconds: float = 0.0
+    cached_tokens: int = 0
 
     def __add__(self, other: Usage) -> Usage:
         """Sum two usages."""
@@ -45,7 +53,13 @@ class Usage:
             self.input_tokens + other.input_tokens,
             self.output_tokens + other.output_tokens,
             self.seconds + other.seconds,
+            self.cached_tokens + other.cached_tokens,
         )
+
+    @property
+    def evaluated_tokens(self) -> int:
+        """Prompt tokens the server actually evaluated (sent minus reused from its cache)."""
+        return self.input_tokens - self.cached_tokens
 
     def as_dict(self) -> dict[str, float]:
         """Return plain data for state and output."""
@@ -53,7 +67,7 @@ class Usage:
 
     @classmethod
     def from_dict(cls, data: dict | None) -> Usage:
-        """Rebuild from `as_dict` output (None gives zero usage)."""
+        """Rebuild from `as_dict` output (None: zero usage; old records lack `cached_tokens`)."""
         return cls(**data) if data else cls()
 
 
@@ -107,20 +121,26 @@ def build_chat_model(settings: ModelSettings, base_url: str) -> BaseChatModel:
 
 
 def fit_history(messages: Sequence[BaseMessage], max_tokens: int) -> list[BaseMessage]:
-    """Drop the oldest messages to fit `max_tokens`, never the system or last message."""
+    """Drop old history in chunks to fit `max_tokens`, never the system or the last message.
+
+    The leading system messages (the role's instructions) and the last message (this turn's
+    request) always stay. The history between loses its oldest messages at cut points fixed by
+    the history itself, one after about every half budget of tokens counted from the dialogue's
+    start: the cut moves only when the budget forces it, by a large chunk, so a request keeps
+    beginning with the one before it (a prefix the server can reuse) for half a budget of new
+    turns, instead of shifting every turn.
+    """
     messages = list(messages)
-    kept = trim_messages(
-        messages,
-        max_tokens=max_tokens,
-        token_counter=count_tokens_approximately,
-        strategy="last",
-        include_system=True,
-        allow_partial=False,
-    )
-    if messages and (not kept or kept[-1] is not messages[-1]):
-        system = [m for m in messages[:1] if isinstance(m, SystemMessage)]
-        kept = [*system, messages[-1]] if messages[-1] not in system else system
-    return kept
+    if len(messages) < 2:
+        return messages
+    head = list(takewhile(lambda m: isinstance(m, SystemMessage), messages[:-1]))
+    history, last = messages[len(head) : -1], messages[-1:]
+    sizes = [count_tokens_approximately([m]) for m in history]
+    room = max_tokens - count_tokens_approximately(head + last)
+    for cut in _cut_points(sizes, max(max_tokens // 2, 1)):
+        if sum(sizes[cut:]) <= room:
+            return head + history[cut:] + last
+    return head + last
 
 
 class EndpointLimit:
@@ -187,7 +207,7 @@ class ChatClient:
         return clone
 
     def fit(self, messages: Sequence[BaseMessage]) -> list[BaseMessage]:
-        """Drop the oldest messages to fit the token budget (see `fit_history`)."""
+        """Fit the messages to the token budget (see `fit_history`)."""
         return fit_history(messages, self.history_tokens)
 
     async def text(self, messages: Sequence[BaseMessage]) -> tuple[str, Usage]:
@@ -243,7 +263,8 @@ class ChatClient:
             seconds = time.perf_counter() - started
         raw = result.get("raw") if isinstance(result, dict) else result
         meta = getattr(raw, "usage_metadata", None) or {}
-        usage = Usage(1, meta.get("input_tokens", 0), meta.get("output_tokens", 0), seconds)
+        cached = (meta.get("input_token_details") or {}).get("cache_read") or 0
+        usage = Usage(1, meta.get("input_tokens", 0), meta.get("output_tokens", 0), seconds, cached)
         return result, usage
 
     def _server(self) -> str:
@@ -308,6 +329,16 @@ def _unusable(raw: object) -> bool:
         except ValueError:
             return True
     return False
+
+
+def _cut_points(sizes: Sequence[int], chunk: int) -> list[int]:
+    """Return where history may be cut: 0, then the first message after every `chunk` tokens."""
+    cuts, total = [0], 0
+    for i, size in enumerate(sizes):
+        total += size
+        if total >= len(cuts) * chunk:
+            cuts.append(i + 1)
+    return cuts
 
 
 def _describe_parse_error(result: dict) -> str:

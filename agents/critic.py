@@ -6,12 +6,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
-from langchain_core.messages import BaseMessage, HumanMessage
+from langchain_core.messages import BaseMessage, SystemMessage
 from pydantic import BaseModel, Field, field_validator
 from rapidfuzz import fuzz, process
 
 from agents.chat import ChatClient, ModelError, Usage
-from dialogues.messages import last_answer, user_texts
+from dialogues.messages import conversation, user_texts, with_request
 from prompts import render
 
 Score = Literal[1, 2, 3, 4, 5]
@@ -113,6 +113,9 @@ class LLMCritic:
     async def critique(self, messages: Sequence[BaseMessage], draft: str) -> CriticVerdict:
         """Return the verdict; an unparseable LLM verdict counts as a rejection.
 
+        The model sees its rubric, the conversation, then the draft, so that a redraft's request
+        differs from the rejected one's only in its last lines.
+
         Raises:
             ModelError: If no attempt got a usable reply at all (empty, or tool arguments that
                 are not JSON): the server is broken, and rejecting real drafts for it would end
@@ -121,13 +124,9 @@ class LLMCritic:
         verdict = await self.novelty.critique(messages, draft)
         if not verdict.accepted:
             return verdict
-        prompt = render(
-            "critic",
-            questions=user_texts(messages)[-4:],
-            answer=last_answer(messages)[-1500:],
-            draft=draft,
-        )
-        result = await self.chat.structured(CriticScores, [HumanMessage(content=prompt)])
+        prompt = [SystemMessage(content=render("critic"))]
+        prompt += with_request(conversation(messages), render("critic_draft", draft=draft))
+        result = await self.chat.structured(CriticScores, prompt)
         scores = result.value
         if scores is None and result.unusable:
             raise ModelError(f"the critic got no usable reply from the model: {result.error}")

@@ -10,7 +10,7 @@ from typing import Protocol
 from langchain_core.messages import BaseMessage, SystemMessage
 
 from agents.chat import ChatClient, Usage
-from dialogues.messages import swap_roles
+from dialogues.messages import swap_roles, with_request
 from prompts import render
 
 _LABEL = re.compile(
@@ -53,25 +53,28 @@ def clean_instruction(text: str) -> str:
 class StrategySimulator:
     """Applies the chosen strategy; with no strategy it writes a plain follow-up."""
 
+    instructions = "simulator"
+    """The template of the system prompt, the same every turn."""
+
     def __init__(self, chat: ChatClient) -> None:
         """Draft with `chat`."""
         self.chat = chat
 
-    def system_prompt(self, strategy: str | None, feedback: str | None) -> str:
-        """Return the simulator's instructions for this draft."""
-        if strategy is None:
-            return render("simulator_plain", feedback=feedback)
-        return render("simulator", strategy=strategy, feedback=feedback)
+    def request(self, strategy: str | None, feedback: str | None) -> str:
+        """Return this draft's request: the strategy to apply and the feedback to act on."""
+        return render("simulator_turn", strategy=strategy, feedback=feedback)
 
     def messages(
         self, history: Sequence[BaseMessage], strategy: str | None, feedback: str | None
     ) -> list[BaseMessage]:
-        """Return what a draft sends: the instructions, then the dialogue with roles swapped.
+        """Return what a draft sends: instructions, the swapped dialogue, then this draft's request.
 
-        The chat client then fits them to its history budget (`agents.chat.fit_history`). The
+        The request (strategy to apply, feedback to act on) stands below the assistant's last
+        answer. The chat client then fits them to its history budget (`agents.chat.fit_history`). The
         simulator trainer builds its inputs with this method, so training and run time agree.
         """
-        return [SystemMessage(content=self.system_prompt(strategy, feedback)), *swap_roles(history)]
+        prompt: list[BaseMessage] = [SystemMessage(content=render(self.instructions))]
+        return prompt + with_request(swap_roles(history), self.request(strategy, feedback))
 
     async def draft(
         self, messages: Sequence[BaseMessage], strategy: str | None, feedback: str | None
@@ -84,6 +87,8 @@ class StrategySimulator:
 class PlainSimulator(StrategySimulator):
     """Ignores any strategy: the plain prompted user simulator (UltraChat/Baize style)."""
 
-    def system_prompt(self, strategy: str | None, feedback: str | None) -> str:
-        """Return the plain instructions whatever the strategy."""
-        return render("simulator_plain", feedback=feedback)
+    instructions = "simulator_plain"
+
+    def request(self, strategy: str | None, feedback: str | None) -> str:
+        """Return the plain request whatever the strategy."""
+        return super().request(None, feedback)

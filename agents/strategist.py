@@ -7,11 +7,11 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
-from langchain_core.messages import BaseMessage, HumanMessage
+from langchain_core.messages import BaseMessage, SystemMessage
 from pydantic import Field, create_model
 
 from agents.chat import ChatClient, Usage
-from dialogues.messages import last_answer
+from dialogues.messages import conversation, last_answer, with_request
 from prompts import render
 from stores.base import Candidate
 from stores.ranker import Ranked
@@ -79,15 +79,20 @@ class LLMStrategist:
         self.retriever, self.chat, self.k = retriever, chat, k
 
     async def select(self, messages: Sequence[BaseMessage], used: Collection[str]) -> Selection:
-        """Retrieve, then choose; an invalid pick falls back to the best-ranked candidate."""
+        """Retrieve, then choose; an invalid pick falls back to the best-ranked candidate.
+
+        The model sees its instructions, the conversation, then this turn's candidates.
+        """
         answer = last_answer(messages)
         candidates = self.retriever.search(answer, self.k, exclude=used)
         if not candidates:
             return Selection([], None, "none", "no unused strategy left in the library")
         keys = [str(i + 1) for i in range(len(candidates))]
         options = [{"key": key, "text": c.text} for key, c in zip(keys, candidates, strict=True)]
-        prompt = render("strategist", answer=answer[-1500:], candidates=options)
-        result = await self.chat.structured(choice_schema(keys), [HumanMessage(content=prompt)])
+        request = render("strategist_choice", candidates=options)
+        prompt = [SystemMessage(content=render("strategist"))]
+        prompt += with_request(conversation(messages), request)
+        result = await self.chat.structured(choice_schema(keys), prompt)
         if result.value is None:
             note = f"invalid pick ({result.error}); fell back to the best-ranked candidate"
             return Selection(candidates, candidates[0], "fallback", note, result.usage)

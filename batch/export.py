@@ -119,6 +119,7 @@ def usage_rows(usage: dict[str, Any] | None) -> list[dict[str, Any]]:
             "agent": agent,
             "calls": _int(spent.get("calls")),
             "input_tokens": _int(spent.get("input_tokens")),
+            "cached_tokens": _int(spent.get("cached_tokens")),
             "output_tokens": _int(spent.get("output_tokens")),
             "seconds": _float(spent.get("seconds")),
         }

@@ -1,4 +1,9 @@
-"""Views of a dialogue held as LangChain messages: texts by speaker, swapped roles, OpenAI form."""
+"""Views of a dialogue held as LangChain messages: texts by speaker, swapped roles, OpenAI form.
+
+Roles see the dialogue as chat history followed by their turn's request (`with_request`): the
+history renders the same from turn to turn, so each role's request extends its previous one and a
+model server can reuse that prefix.
+"""
 
 from __future__ import annotations
 
@@ -42,3 +47,21 @@ def swap_roles(messages: Sequence[BaseMessage]) -> list[BaseMessage]:
         elif isinstance(m, AIMessage):
             swapped.append(HumanMessage(content=m.text))
     return swapped
+
+
+def conversation(messages: Sequence[BaseMessage]) -> list[BaseMessage]:
+    """Return the user and assistant messages, without the assistant's system prompt."""
+    return [m for m in messages if isinstance(m, HumanMessage | AIMessage)]
+
+
+def with_request(history: Sequence[BaseMessage], request: str) -> list[BaseMessage]:
+    """Return `history` followed by this turn's `request` to the role, as a user message.
+
+    After a user message the request joins it (below a blank line) rather than following as a
+    second user message, which chat templates that insist on alternating roles reject. Either
+    way every message before it is unchanged, and so is the text of the message it joins.
+    """
+    if history and isinstance(history[-1], HumanMessage):
+        joined = HumanMessage(content=f"{history[-1].text}\n\n{request}")
+        return [*history[:-1], joined]
+    return [*history, HumanMessage(content=request)]

@@ -40,6 +40,7 @@ def summarize(state: Mapping[str, Any], wall_seconds: float) -> dict[str, Any]:
         "rejections": rejected,
         "llm_calls": total.calls,
         "input_tokens": total.input_tokens,
+        "cached_tokens": total.cached_tokens,
         "output_tokens": total.output_tokens,
         "llm_seconds": round(total.seconds, 3),
         "wall_seconds": round(wall_seconds, 3),

@@ -256,6 +256,7 @@ def _cost_statistics(dialogues: Sequence[EvalDialogue]) -> dict[str, Statistic]:
     return {
         "calls_per_turn": ratio_statistic(column("calls"), turns),
         "input_tokens_per_turn": ratio_statistic(column("input_tokens"), turns),
+        "evaluated_tokens_per_turn": ratio_statistic(column("evaluated_tokens"), turns),
         "output_tokens_per_turn": ratio_statistic(column("output_tokens"), turns),
         "seconds_per_turn": ratio_statistic(column("seconds"), turns),
         "rejection_rate": ratio_statistic(column("rejected"), column("drafts")),

@@ -45,6 +45,8 @@ class Cost:
     """LLM calls of every agent, in finished turns and in an unfinished last turn."""
     input_tokens: int
     """Prompt tokens of those calls."""
+    evaluated_tokens: int
+    """Prompt tokens the server evaluated: sent minus those it reported reused from its cache."""
     output_tokens: int
     """Completion tokens of those calls."""
     seconds: float
@@ -275,6 +277,9 @@ def _cost(records: Sequence[Mapping[str, Any]], unfinished: Mapping[str, Any]) -
     return Cost(
         calls=sum(int(a.get("calls", 0)) for a in spent),
         input_tokens=sum(int(a.get("input_tokens", 0)) for a in spent),
+        evaluated_tokens=sum(
+            int(a.get("input_tokens", 0)) - int(a.get("cached_tokens", 0)) for a in spent
+        ),
         output_tokens=sum(int(a.get("output_tokens", 0)) for a in spent),
         seconds=sum(float(a.get("seconds", 0.0)) for a in spent),
         drafts=len(drafts),

@@ -92,6 +92,9 @@ METRICS: tuple[MetricSpec, ...] = (
                "all agents' calls / accepted turns (ratio of sums)"),
     MetricSpec("input_tokens_per_turn", "input tokens per turn", "cost", "lower", "dialogue",
                "prompt tokens / accepted turns (ratio of sums)"),
+    MetricSpec("evaluated_tokens_per_turn", "evaluated prompt tokens per turn", "cost", "lower",
+               "dialogue", "prompt tokens the server evaluated, not reused from its prefix "
+               "cache / accepted turns (ratio of sums)"),
     MetricSpec("output_tokens_per_turn", "output tokens per turn", "cost", "lower", "dialogue",
                "completion tokens / accepted turns (ratio of sums)"),
     MetricSpec("seconds_per_turn", "LLM seconds per turn", "cost", "lower", "dialogue",

@@ -29,13 +29,15 @@ GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_ALIAS = "smollm2-135m-instruct"
 HOST = "127.0.0.1"
 EXIT_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
-SERVER_MODULE = "llama_cpp.server"
+SERVER_SCRIPT = str(Path(__file__).with_name("llama_server.py"))
+"""The server entry point: llama_cpp.server with prompt-token accounting and a bounded prefix
+cache (`runtime/llama_server.py`)."""
 PR_SET_PDEATHSIG = 1
 WATCH_SECONDS = 0.25
 
 CHILD_LAUNCHER = f"""\
 import ctypes, os, runpy, signal, sys, threading, time
-parent, pdeathsig, module = int(sys.argv[1]), sys.argv[2] == "1", sys.argv[3]
+parent, pdeathsig, target = int(sys.argv[1]), sys.argv[2] == "1", sys.argv[3]
 if pdeathsig and sys.platform.startswith("linux"):
     ctypes.CDLL(None, use_errno=True).prctl({PR_SET_PDEATHSIG}, signal.SIGKILL)
 def watch():
@@ -45,10 +47,13 @@ def watch():
 if os.getppid() != parent:
     os._exit(1)
 threading.Thread(target=watch, name="parent-watchdog", daemon=True).start()
-sys.argv = [module, *sys.argv[4:]]
-runpy.run_module(module, run_name="__main__", alter_sys=True)
+sys.argv = [target, *sys.argv[4:]]
+if target.endswith(".py"):
+    runpy.run_path(target, run_name="__main__")
+else:
+    runpy.run_module(target, run_name="__main__", alter_sys=True)
 """
-"""Runs the server module in the child so that it dies with the process that started it.
+"""Runs the server (a script path or a module) in the child so that it dies with its starter.
 
 On Linux `prctl(PR_SET_PDEATHSIG, SIGKILL)` makes the kernel kill the child the moment its
 parent dies (also on SIGKILL or a crash of the parent, where no cleanup code runs); a watchdog
@@ -131,6 +136,11 @@ class EmbeddedServer:
         ...     ChatOpenAI(base_url=server.base_url, api_key="x", model=server.model)
     """
 
+    prompt_cache_bytes: int | None = 256 << 20
+    """Budget of the prefix cache's model states (~23 kB per token for SmolLM2); None: no cache."""
+    entry: str = SERVER_SCRIPT
+    """What the child runs: a script path or a module name (tests use a stand-in module)."""
+
     def __init__(
         self,
         gguf: Path | None = None,
@@ -174,13 +184,24 @@ class EmbeddedServer:
         row per context token, ~0.2 MB each) at the price of ``logprobs`` support. The chat
         format is left to the GGUF's own template: forced tool calls then get a grammar built
         from the tool's JSON schema, while ``chatml-function-calling`` proved far slower.
+
+        The server is started through `runtime/llama_server.py`, which reports per request the
+        prompt tokens it reused. With ``prompt_cache_bytes`` set it keeps a RAM cache of model
+        states keyed by token prefix (``--cache``), so each role's next request resumes from its
+        last one even when other roles or dialogues called in between; `llama_server.PrefixCache`
+        makes ``--cache_size`` bound what it really holds.
         """
         # The kernel's death signal follows the forking thread: only the main thread lives as
         # long as the process; from other threads the watchdog alone stands guard.
         pdeathsig = threading.current_thread() is threading.main_thread()
+        cache = (
+            ["--cache", "True", "--cache_size", str(self.prompt_cache_bytes)]
+            if self.prompt_cache_bytes
+            else []
+        )
         return [
             sys.executable, "-c", CHILD_LAUNCHER,
-            str(os.getpid()), "1" if pdeathsig else "0", SERVER_MODULE,
+            str(os.getpid()), "1" if pdeathsig else "0", self.entry,
             "--model", str(self.gguf),
             "--model_alias", self.alias,
             "--host", HOST,
@@ -190,6 +211,7 @@ class EmbeddedServer:
             "--interrupt_requests", "False",
             "--logits_all", "False",
             *(["--lora_path", str(self.lora)] if self.lora is not None else []),
+            *cache,
         ]  # fmt: skip
 
     def start(self) -> Self:

@@ -80,20 +80,22 @@ def test_strategy_simulator_prompt_roles_and_cleaning():
     assert draft.usage.calls == 1 and draft.usage.input_tokens == 40
     system, *rest = chat.model.prompts[0]
     assert isinstance(system, SystemMessage)
-    assert "Ask for an example" in system.text and "too vague" in system.text
-    # The simulator sees its own (user) turns as AI and the answers as human.
-    assert [(m.type, m.text) for m in rest] == [
-        ("ai", DIALOGUE[0].text),
-        ("human", DIALOGUE[1].text),
-    ]
+    assert "Ask for an example" not in system.text and "too vague" not in system.text
+    # The simulator sees its own (user) turns as AI and the answers as human; this draft's
+    # request (strategy, feedback) follows the last answer.
+    assert [m.type for m in rest] == ["ai", "human"]
+    assert rest[0].text == DIALOGUE[0].text
+    answer, request = rest[1].text.split("\n\n", 1)
+    assert answer == DIALOGUE[1].text
+    assert "Ask for an example" in request and "too vague" in request
 
 
 def test_plain_simulator_ignores_the_strategy():
     chat = scripted(text_reply("Why?"))
     run(PlainSimulator(chat).draft(DIALOGUE, "Ask for a table", None))
-    system = chat.model.prompts[0][0].text
-    assert "Ask for a table" not in system and "strategy" not in system
-    assert "rejected" not in system
+    prompt = "\n".join(m.text for m in chat.model.prompts[0])
+    assert "Ask for a table" not in prompt and "strategy" not in prompt
+    assert "rejected" not in prompt
 
 
 def test_assistant_adds_a_default_system_prompt_only_when_missing():
@@ -184,9 +186,10 @@ def test_llm_critic_custom_minimums():
 def test_llm_critic_prompt_and_feedback():
     chat = scripted(verdict(depth=1, feedback="Mention   memory\ncells."))
     result = run(LLMCritic(chat, NoveltyCritic()).critique(DIALOGUE, "Why do boosters help?"))
-    prompt = chat.model.prompts[0][0].text
-    assert "Why do boosters help?" in prompt
-    assert DIALOGUE[0].text in prompt and DIALOGUE[1].text in prompt
+    system, *rest = chat.model.prompts[0]
+    assert system.type == "system" and "Why do boosters help?" not in system.text
+    assert [(m.type, m.text) for m in rest[:2]] == [(m.type, m.text) for m in DIALOGUE]
+    assert rest[-1].type == "human" and "Why do boosters help?" in rest[-1].text
     assert result.feedback == "depth 1 < 3. Mention memory cells."
 
 
@@ -256,11 +259,13 @@ def test_llm_strategist_picks_by_number(store):
     assert len(selection.candidates) == 3
     assert selection.strategy == selection.candidates[1]
     assert selection.usage.calls == 1
-    prompt = chat.model.prompts[0][0].text
+    system, *rest = chat.model.prompts[0]
+    assert system.type == "system" and "1." not in system.text
+    assert [(m.type, m.text) for m in rest[:2]] == [(m.type, m.text) for m in DIALOGUE]
+    request = rest[-1].text
     for i, c in enumerate(selection.candidates, 1):
-        assert f"{i}. {c.text}" in prompt
-    assert "4." not in prompt
-    assert DIALOGUE[1].text in prompt
+        assert f"{i}. {c.text}" in request
+    assert "4." not in request
 
 
 def test_llm_strategist_falls_back_when_the_pick_is_off_the_list(store):
@@ -425,7 +430,68 @@ def test_usage_sums_and_round_trips():
     total = Usage(1, 10, 2, 0.5) + Usage(2, 5, 3, 0.25) + Usage()
     assert total == Usage(3, 15, 5, 0.75)
     assert sum([Usage(1, 1, 1, 1.0)] * 3, Usage()) == Usage(3, 3, 3, 3.0)
-    data = Usage(1, 2, 3, 0.123456789).as_dict()
-    assert data == {"calls": 1, "input_tokens": 2, "output_tokens": 3, "seconds": 0.1235}
-    assert Usage.from_dict(data) == Usage(1, 2, 3, 0.1235)
+    data = Usage(1, 2, 3, 0.123456789, 1).as_dict()
+    assert data == {
+        "calls": 1,
+        "input_tokens": 2,
+        "output_tokens": 3,
+        "seconds": 0.1235,
+        "cached_tokens": 1,
+    }
+    assert Usage.from_dict(data) == Usage(1, 2, 3, 0.1235, 1)
     assert Usage.from_dict(None) == Usage() == Usage.from_dict({})
+
+
+def test_usage_sums_cached_tokens_and_loads_records_without_them():
+    total = Usage(1, 100, 5, 0.5, 90) + Usage(1, 50, 5, 0.5)
+    assert total.cached_tokens == 90 and total.evaluated_tokens == 60
+    old = Usage.from_dict({"calls": 1, "input_tokens": 7, "output_tokens": 1, "seconds": 0.1})
+    assert old.cached_tokens == 0 and old.evaluated_tokens == 7
+
+
+def test_client_records_the_cached_prompt_tokens_the_server_reports():
+    usage = {
+        "input_tokens": 300,
+        "output_tokens": 5,
+        "total_tokens": 305,
+        "input_token_details": {"cache_read": 280},
+    }
+    chat = scripted(AIMessage(content="Hi.", usage_metadata=usage), text_reply("Plain."))
+    _, first = run(chat.text(DIALOGUE))
+    assert (first.input_tokens, first.cached_tokens, first.evaluated_tokens) == (300, 280, 20)
+    _, second = run(chat.text(DIALOGUE))  # a reply without cache details: nothing reused
+    assert (second.input_tokens, second.cached_tokens) == (40, 0)
+
+
+def test_openai_prompt_tokens_details_reach_the_usage_record():
+    body = {
+        "id": "x",
+        "object": "chat.completion",
+        "created": 0,
+        "model": "m",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "Hi."},
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {
+            "prompt_tokens": 120,
+            "completion_tokens": 2,
+            "total_tokens": 122,
+            "prompt_tokens_details": {"cached_tokens": 100},
+        },
+    }
+    transport = httpx.MockTransport(lambda request: httpx.Response(200, json=body))
+    from langchain_openai import ChatOpenAI
+
+    model = ChatOpenAI(
+        base_url="http://test/v1",
+        api_key="x",
+        model="m",
+        max_retries=0,
+        http_async_client=httpx.AsyncClient(transport=transport),
+    )
+    _, usage = run(ChatClient(model).text(DIALOGUE))
+    assert (usage.input_tokens, usage.cached_tokens, usage.evaluated_tokens) == (120, 100, 20)

@@ -93,3 +93,20 @@ def test_a_batch_on_the_embedded_model_repeats_at_any_concurrency(tmp_path):
     assert runs[0] == runs[1] and len(runs[0]) == 3
     # and two repeats of one seed sample differently (their jobs' seeds differ)
     assert runs[0]["000000.0"] != runs[0]["000000.1"]
+
+
+def test_the_prefix_cache_serves_each_roles_history_on_the_second_turn(tmp_path):
+    out = tmp_path / "dialogue.json"
+    result = run_cli(tmp_path, "--seed", "examples/seed.json", "--turns", "2", "--out", str(out))
+
+    assert result.returncode == 0, result.stderr
+    first, second = json.loads(out.read_text())["turns"]
+    assert first["usage"]["strategist"]["cached_tokens"] < 50  # the first call: nothing cached
+    for role in ("strategist", "simulator", "assistant"):
+        before, after = first["usage"][role], second["usage"][role]
+        # Another role called in between, so without the server's cache only the few tokens that
+        # open every chat prompt would be reused; with it, this role's history from turn 1.
+        assert after["cached_tokens"] > 100, (role, before, after)
+        assert after["cached_tokens"] >= before["input_tokens"] - 300, (role, before, after)
+    assistant = first["usage"]["assistant"], second["usage"]["assistant"]
+    assert assistant[1]["cached_tokens"] >= assistant[0]["input_tokens"] - 10  # all of turn 1's

@@ -17,7 +17,7 @@ from cli.export import export_command
 from stores.memory import HashingEmbedding
 from tests.batch_docs import MANIFEST, SEED, SETTINGS, make_doc, make_run_dir
 
-USAGE = {"calls": 1, "input_tokens": 10, "output_tokens": 10, "seconds": 0.5}
+USAGE = {"calls": 1, "input_tokens": 10, "cached_tokens": 0, "output_tokens": 10, "seconds": 0.5}
 NO_CONTAMINATION = {"match": "", "score": 0.0, "source": ""}
 REJECTED = {
     "accepted": False,

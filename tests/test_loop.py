@@ -91,7 +91,7 @@ def test_rejected_draft_is_redrafted_with_feedback(wiring, seed_messages):
     drafts = outcome.state["turns"][0]["drafts"]
     assert [d["accepted"] for d in drafts] == [False, True]
     assert "depth 1 < 3" in drafts[0]["reason"]
-    redraft_prompt = w.models["simulator"].prompts[1][0].text
+    redraft_prompt = w.models["simulator"].prompts[1][-1].text
     assert "Go deeper." in redraft_prompt and "depth 1 < 3" in redraft_prompt
     w.assert_all_used()
 

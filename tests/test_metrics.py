@@ -519,7 +519,7 @@ def test_realism_distances_against_a_reference():
 def test_cost_counts_turns_and_the_unfinished_turn_but_not_the_opening(vaccine):
     # calls 6 + 2 + 1 + 4 (unfinished); tokens 1000 + 400 + 100 + 300 in, 115 + 50 + 10 + 30 out
     # seconds 4 + 2 + 1 + 2; drafts 2 + 1 + 1 + 2 with 1 + 2 rejected
-    assert vaccine.cost == Cost(13, 1800, 205, 9.0, 6, 3, 3)
+    assert vaccine.cost == Cost(13, 1800, 1800, 205, 9.0, 6, 3, 3)
     result = evaluate({"ideas": [vaccine]}, embedder=HashingEmbedding(), resamples=50)
     got = {k: v.mean for k, v in result.variants["ideas"].metrics.items()}
     assert got["calls_per_turn"] == pytest.approx(13 / 3)

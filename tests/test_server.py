@@ -141,6 +141,7 @@ PARENT = """\
 import sys, threading, time
 from runtime.server import EmbeddedServer
 
+EmbeddedServer.entry = "llama_cpp.server"  # the stand-in module on PYTHONPATH
 server = EmbeddedServer(gguf=sys.argv[1], startup_timeout=30)
 if sys.argv[2] == "thread":  # started from a thread that ends long before the process
     starter = threading.Thread(target=server.start)
@@ -291,7 +292,7 @@ def test_default_gguf_points_at_bundled_model():
 
 
 def server_child(parent: int) -> tuple[int, int] | None:
-    """Return (pid, port) of the llama_cpp.server child of `parent`, once it has one."""
+    """Return (pid, port) of the embedded server child of `parent`, once it has one."""
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -300,7 +301,7 @@ def server_child(parent: int) -> tuple[int, int] | None:
             argv = (entry / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if f"\nPPid:\t{parent}\n" in status and b"llama_cpp.server" in argv:
+        if f"\nPPid:\t{parent}\n" in status and any(a.endswith(b"llama_server.py") for a in argv):
             return int(entry.name), int(argv[argv.index(b"--port") + 1])
     return None
 

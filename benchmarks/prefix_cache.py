@@ -1,0 +1,160 @@
+"""Prefix cache on the embedded server: prompt tokens evaluated and wall time, with and without.
+
+    python benchmarks/prefix_cache.py [--turns 6] [--seed examples/seed.json]
+                                      [--n 4] [--batch-turns 2] [--concurrency 1 4]
+
+Runs one dialogue on the embedded default, then a small batch at each concurrency (none with a
+bare `--concurrency`), each twice with the same seeds: without the server's prefix cache, then
+with it, every run on a freshly started server. Prints each run as it ends, then both side by
+side: per accepted turn the prompt tokens sent and evaluated (sent minus those the server reports
+reused), LLM and wall seconds, the server's peak RSS, whether the dialogues came out identical,
+and the ratios; last `prefix cache: evaluated prompt tokens xA.AA, wall xB.BB` for the dialogue
+(with cache / without). Without the cache the server still reuses the prefix of the request just
+before, as llama-cpp-python always does. Run it on a quiet machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from agents.chat import Usage  # noqa: E402
+from agents.registry import build_agents  # noqa: E402
+from batch.jobs import load_seed_set, plan_jobs  # noqa: E402
+from batch.runner import Batch, BatchOptions  # noqa: E402
+from batch.store import BatchStore, iter_dialogues  # noqa: E402
+from dialogues.messages import to_langchain, to_openai  # noqa: E402
+from dialogues.record import usage_by_agent  # noqa: E402
+from dialogues.seeds import load_seed  # noqa: E402
+from graphs.deduction import build_graph  # noqa: E402
+from graphs.state import Deps, initial_state  # noqa: E402
+from runtime.generation import Growth, run_dialogue  # noqa: E402
+from runtime.server import EmbeddedServer  # noqa: E402
+from runtime.session import Session  # noqa: E402
+from runtime.settings import load_settings  # noqa: E402
+
+CACHE_BYTES = EmbeddedServer.prompt_cache_bytes
+
+
+def server_peak_mib(session: Session) -> float:
+    """Return the embedded server's peak RSS in MiB."""
+    status = Path(f"/proc/{session.server.process.pid}/status").read_text()
+    line = next(x for x in status.splitlines() if x.startswith("VmHWM:"))
+    return int(line.split()[1]) / 1024
+
+
+def figures(turns: int, usage: Usage, wall: float, rss: float, messages: list) -> dict:
+    """Return one run's figures per accepted turn."""
+    per = max(turns, 1)
+    return {
+        "turns": turns,
+        "sent": usage.input_tokens / per,
+        "evaluated": usage.evaluated_tokens / per,
+        "llm_s": usage.seconds / per,
+        "wall_s": wall / per,
+        "wall": wall,
+        "rss": rss,
+        "messages": messages,
+    }
+
+
+def one_dialogue(settings, seed) -> dict:
+    """Grow one dialogue on a fresh embedded server."""
+    with Session(settings) as session:
+        deps = Deps(build_agents(session), max_rejections=settings.max_rejections)
+        state = initial_state(to_langchain(seed.to_openai_messages()), settings.turns)
+        outcome = run_dialogue(Growth(build_graph(), deps), state)
+        rss = server_peak_mib(session)
+    s = outcome.state
+    usages = [t["usage"] for t in s["turns"]] + [s["usage"]]
+    usage = sum(usage_by_agent(usages).values(), Usage())  # the opening answer left out
+    return figures(s["turn"], usage, outcome.wall_seconds, rss, [to_openai(s["messages"])])
+
+
+def batch(settings, seeds, n: int, concurrency: int, run_dir: Path) -> dict:
+    """Grow `n` dialogues at `concurrency` on a fresh embedded server."""
+    with Session(settings) as session, asyncio.Runner() as loop:
+        session.chat("assistant")  # start the server before timing
+        run = Batch(
+            store=BatchStore.open(run_dir),
+            seeds=seeds,
+            jobs=plan_jobs(len(seeds.seeds), n),
+            wiring=session,
+            library={"name": settings.library},
+            options=BatchOptions(concurrency=concurrency),
+        )
+        started = time.perf_counter()
+        report = loop.run(run.run())
+        wall = time.perf_counter() - started
+        rss = server_peak_mib(session)
+    docs = sorted(iter_dialogues(run_dir), key=lambda d: d["job"])
+    usages = [t["usage"] for d in docs for t in d["turns"]]
+    usage = sum(usage_by_agent(usages).values(), Usage())
+    return figures(report.turns, usage, wall, rss, [d["messages"] for d in docs])
+
+
+def line(name: str, r: dict) -> str:
+    """Format one run."""
+    return (
+        f"{name:<28} turns {r['turns']:>2}  sent/turn {r['sent']:>6.0f}  "
+        f"evaluated/turn {r['evaluated']:>6.0f}  LLM s/turn {r['llm_s']:>5.1f}  "
+        f"wall s/turn {r['wall_s']:>5.1f}  server peak RSS {r['rss']:>5.0f} MiB"
+    )
+
+
+def compare(name: str, off: dict, on: dict) -> None:
+    """Print both runs and their ratios."""
+    print(line(f"{name}, no cache", off))  # noqa: T201 - the benchmark's output
+    print(line(f"{name}, cache", on))  # noqa: T201
+    same = off["messages"] == on["messages"]
+    print(  # noqa: T201
+        f"  -> evaluated x{on['evaluated'] / max(off['evaluated'], 1e-9):.2f}, "
+        f"wall per turn x{on['wall_s'] / max(off['wall_s'], 1e-9):.2f}, "
+        f"RSS {on['rss'] - off['rss']:+.0f} MiB, identical dialogues: {'yes' if same else 'no'}"
+    )
+
+
+def main() -> None:
+    """Run every configuration without and with the cache; print the figures."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--turns", type=int, default=6)
+    parser.add_argument("--seed", type=Path, default=Path("examples/seed.json"))
+    parser.add_argument("--n", type=int, default=4)
+    parser.add_argument("--batch-turns", type=int, default=2)
+    parser.add_argument("--concurrency", type=int, nargs="*", default=[1, 4], help="none: no batch")
+    parser.add_argument("--seeds", type=Path, default=Path("examples/seeds.txt"))
+    args = parser.parse_args()
+    results: dict[tuple, dict] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for cache in (None, CACHE_BYTES):
+            EmbeddedServer.prompt_cache_bytes = cache
+            settings = load_settings(turns=args.turns, store=Path(tmp) / "store")
+            results["dialogue", cache] = one_dialogue(settings, load_seed(args.seed))
+            print(line(f"dialogue, cache {bool(cache)}", results["dialogue", cache]), flush=True)  # noqa: T201
+            settings = load_settings(turns=args.batch_turns, store=Path(tmp) / "store")
+            seeds = load_seed_set(args.seeds)
+            for c in args.concurrency:
+                run_dir = Path(tmp) / f"run-{c}-{bool(cache)}"
+                results[c, cache] = batch(settings, seeds, args.n, c, run_dir)
+                print(line(f"batch c={c}, cache {bool(cache)}", results[c, cache]), flush=True)  # noqa: T201
+    for c in args.concurrency:
+        off, on = results[c, None], results[c, CACHE_BYTES]
+        compare(f"batch {args.n}x{args.batch_turns} at c={c}", off, on)
+        rate = (on["turns"] / on["wall"]) / max(off["turns"] / off["wall"], 1e-9)
+        print(f"  -> throughput x{rate:.2f} (accepted turns per minute)")  # noqa: T201
+    off, on = results["dialogue", None], results["dialogue", CACHE_BYTES]
+    compare(f"dialogue ({args.turns} turns)", off, on)
+    print(  # noqa: T201
+        f"prefix cache: evaluated prompt tokens x{on['evaluated'] / off['evaluated']:.2f}, "
+        f"wall x{on['wall_s'] / off['wall_s']:.2f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
