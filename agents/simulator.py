@@ -70,8 +70,8 @@ class StrategySimulator:
         """Return what a draft sends: instructions, the swapped dialogue, then this draft's request.
 
         The request (strategy to apply, feedback to act on) stands below the assistant's last
-        answer. The chat client then fits them to its history budget (`agents.chat.fit_history`). The
-        simulator trainer builds its inputs with this method, so training and run time agree.
+        answer. The chat client then fits them to its history budget (`agents.chat.fit_history`).
+        The simulator trainer builds its inputs with this method, so training and run time agree.
         """
         prompt: list[BaseMessage] = [SystemMessage(content=render(self.instructions))]
         return prompt + with_request(swap_roles(history), self.request(strategy, feedback))
