@@ -57,7 +57,7 @@ def test_prompt_is_exactly_what_the_simulator_sends(simulator, with_strategy):
     assert training_pair.messages == sent
     assert len(sent) < len(p.history) + 1  # the budget trimmed the history, as at run time
     assert training_pair.target == p.followup
-    assert ("Ask for an example" in sent[0]["content"]) is with_strategy
+    assert ("Ask for an example" in sent[-1]["content"]) is with_strategy  # the request comes last
     assert training_pair.strategy == ("Ask for an example" if with_strategy else None)
 
 
