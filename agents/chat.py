@@ -242,7 +242,7 @@ class ChatClient:
             if isinstance(parsed, schema):
                 return Structured(parsed, usage)
             error = _describe_parse_error(result)
-            unusable = unusable and _unusable(result.get("raw"))
+            unusable = unusable and not self._cut(spent) and _unusable(result.get("raw"))
         return Structured(None, usage, error, unusable)
 
     def _model(self, messages: Sequence[BaseMessage], attempt: int) -> BaseChatModel:
@@ -266,6 +266,14 @@ class ChatClient:
         cached = (meta.get("input_token_details") or {}).get("cache_read") or 0
         usage = Usage(1, meta.get("input_tokens", 0), meta.get("output_tokens", 0), seconds, cached)
         return result, usage
+
+    def _cut(self, usage: Usage) -> bool:
+        """Whether a reply used its whole token budget: the model ran on, the server works."""
+        model = self.model
+        limit = getattr(model, "max_tokens", None) or (
+            (getattr(model, "extra_body", None) or {}).get("max_tokens")
+        )
+        return isinstance(limit, int) and limit > 0 and usage.output_tokens >= limit
 
     def _server(self) -> str:
         """Name the model server in messages: `model server URL` when the URL is known."""
@@ -312,11 +320,12 @@ def _unusable(raw: object) -> bool:
 
     Tool arguments that are not JSON land in `invalid_tool_calls`; text that is not JSON is
     only unusable when it is empty, or when it looks like an attempt at JSON (a weak model that
-    answers in prose is a model problem, not a broken server).
+    answers in prose is a model problem, not a broken server). A reply cut by the token limit
+    (`finish_reason` "length") is the model running on, not a broken server, whatever it holds.
     """
     if not isinstance(raw, AIMessage):
         return True
-    if raw.tool_calls:
+    if raw.tool_calls or raw.response_metadata.get("finish_reason") == "length":
         return False
     if raw.invalid_tool_calls:
         return True

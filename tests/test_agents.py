@@ -225,6 +225,17 @@ def test_llm_critic_with_one_real_but_invalid_reply_still_rejects():
     assert result.reason.startswith("critic gave no valid verdict (tool call arguments are not")
 
 
+def test_llm_critic_whose_verdicts_are_cut_by_the_token_limit_only_rejects():
+    """JSON cut off by max_tokens is the model running on (seen on SmolLM2), not a dead server."""
+    cut = garbage_tool_call()
+    cut.response_metadata = {"finish_reason": "length"}
+    chat = scripted(cut, cut.model_copy(), cut.model_copy())
+    result = run(LLMCritic(chat, NoveltyCritic()).critique(DIALOGUE, "Why do boosters help?"))
+    assert not result.accepted
+    assert result.reason.startswith("critic gave no valid verdict (tool call arguments are not")
+    assert result.usage.calls == 3
+
+
 def test_llm_critic_out_of_range_score_is_invalid():
     chat = scripted(verdict(depth=9), verdict(depth=0), verdict(depth=4))
     result = run(LLMCritic(chat, NoveltyCritic()).critique(DIALOGUE, "Why do boosters help?"))
