@@ -57,10 +57,15 @@ def read_records(directory: Path) -> list[StrategyRecord]:
     return [StrategyRecord.model_validate_json(line) for line in text.splitlines() if line]
 
 
+def read_metadata(directory: Path) -> dict[str, Any]:
+    """Read a packaged library's metadata (version, sources, counts, ranker)."""
+    return json.loads((directory / "metadata.json").read_text(encoding="utf-8"))
+
+
 def load_packaged(store: StrategyStore, directory: Path) -> int:
     """Fill an empty store from a packaged library; return the number of records added."""
     records = read_records(directory)
-    metadata = json.loads((directory / "metadata.json").read_text(encoding="utf-8"))
+    metadata = read_metadata(directory)
     for start in range(0, len(records), 1000):
         store.add(records[start : start + 1000])
     store.set_metadata({**metadata, "loaded_from": f"packaged library {directory.name}"})

@@ -10,7 +10,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from stores.base import StrategyRecord, StrategyStore
-from stores.packaged import load_packaged, packaged_path
+from stores.packaged import load_packaged, packaged_path, read_metadata
 
 STARTER = "starter"
 """Name of the starter library."""
@@ -71,7 +71,7 @@ def _stale_copy(store: StrategyStore, packaged: Path) -> bool:
     held = store.metadata()
     if not str(held.get("loaded_from", "")).startswith("packaged library"):
         return False
-    shipped = json.loads((packaged / "metadata.json").read_text(encoding="utf-8"))
+    shipped = read_metadata(packaged)
     keys = ("version", "created_at")
     return any(held.get(k) != shipped.get(k) for k in keys) and hasattr(store, "clear")
 
