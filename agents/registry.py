@@ -67,9 +67,13 @@ VARIANTS: dict[str, dict[str, str]] = {
     "random-strategy": {"strategist": "random"},
     "learned-strategy": {"strategist": "learned"},
     "no-critic": {"critic": "none"},
+    "prompted": {"simulator_adapter": "none"},
+    "prompted-plain": {"strategist": "none", "simulator": "plain", "simulator_adapter": "none"},
 }
 """Ablation variants (`run.py ablate`): name -> the agents it changes from the base choice (the
-`ideas` variant). Every value names an entry of the registries above."""
+`ideas` variant). Every agent value names an entry of the registries above; `simulator_adapter`
+changes the simulator's adapter setting (`none`: the prompted simulator on the bundled model,
+where `ideas` and `plain` get the shipped simulators trained on their prompts)."""
 
 REGISTRIES = {
     "strategist": STRATEGISTS,

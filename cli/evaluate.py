@@ -121,9 +121,13 @@ def variant_names(text: str) -> list[str]:
 
 
 def variant_settings(settings: Settings, name: str) -> Settings:
-    """Return `settings` with the variant's agents."""
-    agents = settings.agents.model_copy(update=VARIANTS[name])
-    return settings.model_copy(update={"agents": agents})
+    """Return `settings` with the variant's agents (and simulator adapter, if it names one)."""
+    changes = dict(VARIANTS[name])
+    adapter = changes.pop("simulator_adapter", None)
+    update: dict[str, Any] = {"agents": settings.agents.model_copy(update=changes)}
+    if adapter is not None:
+        update["simulator"] = settings.simulator.model_copy(update={"adapter": adapter})
+    return settings.model_copy(update=update)
 
 
 def judge_client(args: argparse.Namespace, settings: Settings | None) -> ChatClient | None:
@@ -305,7 +309,7 @@ def _ablate(argv: list[str], console: Console, locks: contextlib.ExitStack) -> i
     with Session(settings) as session, asyncio.Runner() as loop:
         for name in names:
             vs = variant_settings(settings, name)
-            wiring = JobWiring(vs, session.store, session.retriever, session)
+            wiring = JobWiring(vs, session.store, session.retriever, session.with_settings(vs))
             batch = open_batch(runs[name], seeds, n, wiring, options, manifests[name])
             warn_damage(console, batch.store)
             agents = vs.resolve_agents()[0]

@@ -7,15 +7,22 @@ tokens each chat completion hands to the model for evaluation, and reports the r
 `usage.prompt_tokens_details.cached_tokens`, the field vLLM, SGLang and llama-server fill in too,
 so one reader on the client side serves every server.
 
-It is started as a script (`python runtime/llama_server.py --model ...`, the arguments of
-`python -m llama_cpp.server`) and imports nothing from this project.
+It also serves LoRA adapters per request, without a second process or a model reload: each
+`--adapter NAME=PATH` makes `NAME` a model a request can ask for; the base model answers every
+other name. The adapter is switched on the one context between requests (the server answers one at
+a time), and the prefix cache keeps each adapter's states apart, since a state computed with one
+adapter is wrong for another.
+
+It is started as a script (`python runtime/llama_server.py --model ... [--adapter NAME=PATH]...`,
+otherwise the arguments of `python -m llama_cpp.server`) and imports nothing from this project.
 """
 
 from __future__ import annotations
 
 import ctypes
 import runpy
-from collections.abc import Iterator
+import sys
+from collections.abc import Iterator, Sequence
 from functools import wraps
 from typing import Any, NotRequired
 
@@ -132,8 +139,112 @@ def return_freed_memory() -> None:
     libc.mallopt(M_MMAP_THRESHOLD, 1 << 20)
 
 
+class AdapterCache:
+    """One adapter's share of the server's prefix cache: its keys carry the adapter's mark.
+
+    Token ids are never negative, so a key that starts with a negative mark shares no prefix with
+    the base model's keys or another adapter's, and the byte budget stays one for all.
+    """
+
+    def __init__(self, cache: LlamaRAMCache, mark: int) -> None:
+        """Keep the states of adapter number `mark` (a negative int) in `cache`."""
+        self.cache, self.mark = cache, mark
+
+    def _key(self, key: Sequence[int]) -> tuple[int, ...]:
+        return (self.mark, *key)
+
+    def __getitem__(self, key: Sequence[int]) -> LlamaState:
+        """Return the state with the longest prefix of `key` among this adapter's."""
+        return self.cache[self._key(key)]
+
+    def __contains__(self, key: Sequence[int]) -> bool:
+        """Whether this adapter has a state sharing a prefix with `key`."""
+        found = self.cache._find_longest_prefix_key(self._key(key))
+        return found is not None and len(found) > 1 and found[0] == self.mark
+
+    def __setitem__(self, key: Sequence[int], value: LlamaState) -> None:
+        """Store a state of this adapter."""
+        self.cache[self._key(key)] = value
+
+
+class Adapters:
+    """LoRA adapters loaded once and switched per request by the request's `model` name."""
+
+    def __init__(self, paths: dict[str, str]) -> None:
+        """Serve each adapter file of `paths` under its name (loaded on first use)."""
+        self.paths = paths
+        self.loaded: dict[str, Any] = {}
+        self.current: str | None = None
+        self.base_cache: Any = None
+
+    def select(self, llama: Llama, model: str | None) -> None:
+        """Make `llama` answer as `model`: its adapter if it names one, else the base model.
+
+        Switching drops the context's tokens (they were evaluated with the other weights) and
+        points the prefix cache at the new adapter's share.
+        """
+        name = model if model in self.paths else None
+        if name == self.current:
+            return
+        if self.current is None:
+            self.base_cache = llama.cache
+        if name is None:
+            ok = llama_cpp.llama_set_adapters_lora(llama._ctx.ctx, None, 0, None) == 0
+            llama.cache = self.base_cache
+        else:
+            adapters = (llama_cpp.llama_adapter_lora_p_ctypes * 1)(self._load(llama, name))
+            scales = (ctypes.c_float * 1)(1.0)
+            ok = llama_cpp.llama_set_adapters_lora(llama._ctx.ctx, adapters, 1, scales) == 0
+            mark = -1 - sorted(self.paths).index(name)
+            llama.cache = AdapterCache(self.base_cache, mark) if self.base_cache else None
+        if not ok:
+            raise RuntimeError(f"llama.cpp could not switch to adapter {name or 'none'}")
+        llama.reset()
+        self.current = name
+
+    def _load(self, llama: Llama, name: str) -> Any:
+        if name not in self.loaded:
+            adapter = llama_cpp.llama_adapter_lora_init(
+                llama._model.model, self.paths[name].encode("utf-8")
+            )
+            if adapter is None:
+                raise RuntimeError(f"llama.cpp could not load adapter {self.paths[name]}")
+            llama._stack.callback(llama_cpp.llama_adapter_lora_free, adapter)
+            self.loaded[name] = adapter
+        return self.loaded[name]
+
+
+def serve_adapters(adapters: Adapters, cls: type[Llama] = Llama) -> None:
+    """Make `cls.create_chat_completion` answer with the adapter its `model` argument names."""
+    chat = cls.create_chat_completion
+
+    @wraps(chat)
+    def adapted_chat(self: Llama, *args: Any, **kwargs: Any) -> Any:
+        adapters.select(self, kwargs.get("model"))
+        return chat(self, *args, **kwargs)
+
+    cls.create_chat_completion = adapted_chat
+
+
+def take_adapters(argv: list[str]) -> dict[str, str]:
+    """Remove every `--adapter NAME=PATH` from `argv` and return them by name."""
+    adapters, rest = {}, [argv[0]]
+    args = iter(argv[1:])
+    for arg in args:
+        if arg == "--adapter":
+            name, _, path = next(args, "").partition("=")
+            if not name or not path:
+                raise SystemExit("--adapter takes NAME=PATH")
+            adapters[name] = path
+        else:
+            rest.append(arg)
+    argv[:] = rest
+    return adapters
+
+
 if __name__ == "__main__":
     return_freed_memory()
     instrument()
+    serve_adapters(Adapters(take_adapters(sys.argv)))
     llama_cpp.LlamaRAMCache = PrefixCache  # the class the server instantiates for --cache
     runpy.run_module("llama_cpp.server", run_name="__main__", alter_sys=True)

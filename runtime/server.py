@@ -19,6 +19,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
 from types import FrameType, TracebackType
 from typing import IO, Self
@@ -150,11 +151,15 @@ class EmbeddedServer:
         n_threads: int = 2,
         startup_timeout: float = 90.0,
         log_path: Path | None = None,
-        lora: Path | None = None,
+        adapters: Mapping[str, Path] | None = None,
     ) -> None:
-        """Serve `gguf` (default: the bundled model), with the LoRA adapter GGUF `lora` if any."""
+        """Serve `gguf` (default: the bundled model) as `alias`, and adapters by name.
+
+        Each LoRA adapter GGUF of `adapters` is served under its name: a request's `model` picks
+        one (see `llama_server.Adapters`), any other name gets the model itself.
+        """
         self.gguf = Path(gguf) if gguf is not None else None
-        self.lora = Path(lora) if lora is not None else None
+        self.adapters = {name: Path(path) for name, path in (adapters or {}).items()}
         self.alias = alias
         self.port = port
         self.n_ctx = n_ctx
@@ -194,6 +199,9 @@ class EmbeddedServer:
         # The kernel's death signal follows the forking thread: only the main thread lives as
         # long as the process; from other threads the watchdog alone stands guard.
         pdeathsig = threading.current_thread() is threading.main_thread()
+        adapters = []
+        for name, path in self.adapters.items():
+            adapters += ["--adapter", f"{name}={path}"]
         cache = (
             ["--cache", "True", "--cache_size", str(self.prompt_cache_bytes)]
             if self.prompt_cache_bytes
@@ -210,7 +218,7 @@ class EmbeddedServer:
             "--n_threads", str(self.n_threads),
             "--interrupt_requests", "False",
             "--logits_all", "False",
-            *(["--lora_path", str(self.lora)] if self.lora is not None else []),
+            *adapters,
             *cache,
         ]  # fmt: skip
 
@@ -291,8 +299,9 @@ class EmbeddedServer:
             self.gguf = default_gguf()
         elif not self.gguf.is_file():
             raise ServerError(f"GGUF model not found: {self.gguf}")
-        if self.lora is not None and not self.lora.is_file():
-            raise ServerError(f"LoRA adapter not found: {self.lora}")
+        for path in self.adapters.values():
+            if not path.is_file():
+                raise ServerError(f"LoRA adapter not found: {path}")
         if self.port is None:
             self.port = free_port(HOST)
         else:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from contextlib import ExitStack
+from dataclasses import dataclass
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
@@ -30,7 +31,7 @@ class Session:
         """Use `store` and `chat_models` when given (tests); otherwise open the configured ones."""
         self.settings = settings
         self._store = store
-        self._chat_models: dict[Role, BaseChatModel] = dict(chat_models or {})
+        self._chat_models: dict[Any, BaseChatModel] = dict(chat_models or {})
         self._limits: dict[str, EndpointLimit] = {}
         self._stack = ExitStack()
         self.server: Any = None
@@ -83,17 +84,25 @@ class Session:
             self._learned = choose_retriever(self.store, "learned")
         return self._learned
 
-    def chat(self, role: Role) -> ChatClient:
-        """Return a chat client for `role`, starting the embedded server if it needs it."""
-        model_settings = self.settings.model_for(role)
-        if role not in self._chat_models:
+    def chat(self, role: Role, settings: Settings | None = None) -> ChatClient:
+        """Return a chat client for `role`, starting the embedded server if it needs it.
+
+        Args:
+            role: The role that will use the client.
+            settings: Settings that differ from the session's (an ablation variant's); the
+                client follows their model settings for `role`.
+        """
+        settings = settings or self.settings
+        model_settings = settings.model_for(role)
+        key = role if role in self._chat_models else (role, model_settings.model_dump_json())
+        if key not in self._chat_models:
             base_url = model_settings.base_url or self.embedded_url(model_settings.model)
-            self._chat_models[role] = build_chat_model(model_settings, base_url)
+            self._chat_models[key] = build_chat_model(model_settings, base_url)
         endpoint = model_settings.base_url or "embedded"
         n = self.settings.endpoint_concurrency or (8 if model_settings.base_url else 1)
         limit = self._limits.setdefault(endpoint, EndpointLimit(n))
         return ChatClient(
-            self._chat_models[role],
+            self._chat_models[key],
             structured_method=model_settings.structured_output,
             history_tokens=self.settings.history_tokens,
             limit=limit,
@@ -102,21 +111,64 @@ class Session:
             timeout_retries=model_settings.max_retries,
         )
 
+    def with_settings(self, settings: Settings) -> SessionView:
+        """Return this session's resources seen with other settings (an ablation variant's)."""
+        return SessionView(self, settings)
+
     def embedded_url(self, model: str) -> str:
-        """Start the embedded llama.cpp server once and return its base URL."""
+        """Start the embedded llama.cpp server once and return its base URL.
+
+        It serves the bundled model under its alias and, switched per request by model name,
+        every shipped trained simulator and the adapters the settings name (`runtime.adapters`).
+        """
         if self.server is None:
+            from runtime.adapters import all_shipped
             from runtime.server import EmbeddedServer
+            from runtime.settings import EMBEDDED_ALIAS, ROLES
 
             s = self.settings
+            served = all_shipped(EMBEDDED_ALIAS) if s.gguf is None else {}
+            for role in ROLES:
+                adapter = s.adapter_for(role)
+                if adapter is not None:
+                    served[adapter.alias] = adapter.path
             server = EmbeddedServer(
                 gguf=s.gguf,
-                alias=model,
+                alias=EMBEDDED_ALIAS if model in served else model,
                 port=s.server_port,
                 n_ctx=s.server_ctx,
                 n_threads=s.server_threads,
+                adapters=served,
             )
             self.server = self._stack.enter_context(server)
         return self.server.base_url
+
+
+@dataclass(frozen=True)
+class SessionView:
+    """A session's store, retrievers and servers, with chat clients following other settings."""
+
+    session: Session
+    settings: Settings
+
+    @property
+    def store(self) -> StrategyStore:
+        """The session's strategy library."""
+        return self.session.store
+
+    @property
+    def retriever(self) -> Any:
+        """The session's retriever."""
+        return self.session.retriever
+
+    @property
+    def learned_retriever(self) -> Any:
+        """The session's learned ranker."""
+        return self.session.learned_retriever
+
+    def chat(self, role: Role) -> ChatClient:
+        """Return a chat client for `role` with this view's model settings."""
+        return self.session.chat(role, self.settings)
 
 
 class RetrievalUnavailable(ValueError):

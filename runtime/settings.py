@@ -8,7 +8,15 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 from platformdirs import user_data_dir
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -19,6 +27,8 @@ from pydantic_settings import (
     SettingsError as PydanticSettingsError,
 )
 
+from runtime import adapters
+from runtime.adapters import Adapter
 from runtime.urls import check_url, redact_url
 
 Role = Literal["strategist", "simulator", "critic", "assistant", "extractor", "abstractor"]
@@ -36,6 +46,21 @@ class SettingsError(ValueError):
 def _model_url(url: str | None) -> str | None:
     """Validate a model server URL (None = the embedded server)."""
     return None if url is None else check_url(url)
+
+
+def _adapter(value: str | None) -> str | None:
+    """Accept `none`, `trained` or the path of a trained adapter (see `runtime.adapters`)."""
+    if value is not None and value not in adapters.KEYWORDS:
+        adapters.adapter_file(value)
+    return value
+
+
+ADAPTER_HELP = (
+    "LoRA adapter on the embedded model: `trained` (the shipped simulator trained for the "
+    "simulator agent; the simulator's default), `none` (the bundled model as it is), or a "
+    "`run.py train-simulator` folder. Ignored (`trained`) or refused (a path) when the role "
+    "has a base_url or --gguf is set."
+)
 
 
 class ModelSettings(BaseModel):
@@ -58,8 +83,10 @@ class ModelSettings(BaseModel):
     frequency_penalty: float | None = Field(
         default=None, ge=-2.0, le=2.0, description="Sent only when set (extractor: 0.6)."
     )
+    adapter: str | None = Field(default=None, description=ADAPTER_HELP)
 
     _check_base_url = field_validator("base_url")(_model_url)
+    _check_adapter = field_validator("adapter")(_adapter)
 
 
 class RoleOverride(BaseModel):
@@ -77,8 +104,10 @@ class RoleOverride(BaseModel):
     max_tokens: int | None = Field(default=None, gt=0)
     structured_output: StructuredMethod | None = None
     frequency_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
+    adapter: str | None = None
 
     _check_base_url = field_validator("base_url")(_model_url)
+    _check_adapter = field_validator("adapter")(_adapter)
 
 
 class AgentChoice(BaseModel):
@@ -110,7 +139,7 @@ class AgentChoice(BaseModel):
 
 ROLE_DEFAULTS: dict[Role, dict[str, Any]] = {
     "strategist": {"temperature": 0.0, "max_tokens": 48},
-    "simulator": {"temperature": 0.8, "max_tokens": 96},
+    "simulator": {"temperature": 0.8, "max_tokens": 96, "adapter": "trained"},
     "critic": {"temperature": 0.0, "max_tokens": 128},
     "assistant": {"temperature": 0.7, "max_tokens": 320},
     "extractor": {"temperature": 0.0, "max_tokens": 160, "frequency_penalty": 0.6},
@@ -192,15 +221,47 @@ class Settings(BaseSettings):
         """Accept `http(s)://host:port` or a bare `host:port` (http is assumed)."""
         return None if url is None else check_url(url, default_scheme="http")
 
-    def model_for(self, role: Role) -> ModelSettings:
-        """Return the model settings of `role`: shared < the role's defaults < its overrides."""
+    @model_validator(mode="after")
+    def _adapters_need_the_bundled_model(self) -> Settings:
+        """Refuse an adapter file for a role that does not run on the bundled model."""
+        for role in ROLES:
+            if self._configured(role).adapter not in (None, *adapters.KEYWORDS):
+                if not self.uses_bundled_model(role):
+                    raise ValueError(
+                        f"{role}: a LoRA adapter needs the embedded bundled model "
+                        "(no base_url, no --gguf)"
+                    )
+        return self
+
+    def _configured(self, role: Role) -> ModelSettings:
+        """The model settings of `role` as configured: shared < role defaults < overrides."""
         override: RoleOverride = getattr(self, role)
         update = ROLE_DEFAULTS[role] | override.model_dump(exclude_none=True)
         return self.model.model_copy(update=update)
 
+    def model_for(self, role: Role) -> ModelSettings:
+        """Return the model settings of `role`: shared < the role's defaults < its overrides.
+
+        With an adapter (`adapter_for`), `model` is the adapter's name on the embedded server
+        and `adapter` its file; otherwise `adapter` is None.
+        """
+        configured = self._configured(role)
+        adapter = self.adapter_for(role)
+        if adapter is None:
+            return configured.model_copy(update={"adapter": None})
+        return configured.model_copy(update={"model": adapter.alias, "adapter": str(adapter.path)})
+
+    def adapter_for(self, role: Role) -> Adapter | None:
+        """Return the LoRA adapter `role` runs with on the embedded server, if any."""
+        if not self.uses_bundled_model(role):
+            return None
+        configured = self._configured(role)
+        agent = self.agents.simulator if role == "simulator" else None
+        return adapters.resolve(configured.adapter, agent, configured.model)
+
     def uses_bundled_model(self, role: Role) -> bool:
         """Whether `role` runs on the embedded server with the bundled SmolLM2 model."""
-        return self.model_for(role).base_url is None and self.gguf is None
+        return self._configured(role).base_url is None and self.gguf is None
 
     def resolve_agents(self) -> tuple[AgentChoice, str | None]:
         """Return the agent choice with `auto` resolved, and a notice when it was downgraded."""

@@ -73,7 +73,7 @@ def test_unknown_variant_is_a_one_line_error(tmp_path, capsys):
     assert code == 2
     assert err.strip() == (
         "error: unknown variant 'best'; choose from ideas, plain, random-strategy, "
-        "learned-strategy, no-critic"
+        "learned-strategy, no-critic, prompted, prompted-plain"
     )
 
 

@@ -1,0 +1,203 @@
+"""LoRA adapters per role on the embedded model: which adapter a role runs with, how the server
+is told, and how its prefix cache keeps adapters apart (the real server: test_embedded.py)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+from runtime import adapters
+from runtime.server import EmbeddedServer
+from runtime.settings import EMBEDDED_ALIAS, SettingsError, load_settings
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch):
+    for name in list(__import__("os").environ):
+        if name.startswith("IDEAS_"):
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture
+def shipped(tmp_path, monkeypatch):
+    """Two shipped simulators with distinct contents, in a folder of the test's own."""
+    for name, data in (("ideas", b"ideas-adapter"), ("plain", b"plain-adapter")):
+        (tmp_path / "sims" / name).mkdir(parents=True)
+        (tmp_path / "sims" / name / "adapter.gguf").write_bytes(data)
+    monkeypatch.setattr(adapters, "SHIPPED", tmp_path / "sims")
+    return tmp_path / "sims"
+
+
+def test_the_simulator_runs_with_the_shipped_simulator_trained_for_its_agent(shipped):
+    settings = load_settings()
+    ideas = settings.model_for("simulator")
+    assert ideas.adapter == str((shipped / "ideas" / "adapter.gguf").resolve())
+    assert ideas.model.startswith(f"{EMBEDDED_ALIAS}+ideas-") and len(ideas.model) == len(
+        f"{EMBEDDED_ALIAS}+ideas-12345678"
+    )
+    plain = load_settings(agents={"simulator": "plain"}).model_for("simulator")
+    assert plain.adapter.endswith("plain/adapter.gguf") and "+plain-" in plain.model
+    for role in ("strategist", "critic", "assistant"):  # the other roles keep the base model
+        assert settings.model_for(role).model == EMBEDDED_ALIAS
+        assert settings.model_for(role).adapter is None
+
+
+def test_none_is_the_prompted_simulator_on_the_bundled_model(shipped, monkeypatch):
+    monkeypatch.setenv("IDEAS_SIMULATOR__ADAPTER", "none")
+    simulator = load_settings().model_for("simulator")
+    assert (simulator.model, simulator.adapter) == (EMBEDDED_ALIAS, None)
+
+
+def test_a_trained_folder_is_used_and_named_by_its_content(shipped, tmp_path):
+    mine = tmp_path / "models" / "mine"
+    mine.mkdir(parents=True)
+    (mine / "adapter.gguf").write_bytes(b"one")
+    first = load_settings(simulator={"adapter": str(mine)}).model_for("simulator").model
+    (mine / "adapter.gguf").write_bytes(b"another")  # retrained: another model name
+    second = load_settings(simulator={"adapter": str(mine)}).model_for("simulator").model
+    assert first.startswith(f"{EMBEDDED_ALIAS}+mine-") and first != second
+
+
+def test_an_agent_without_a_trained_simulator_keeps_the_base_model(shipped):
+    (shipped / "plain" / "adapter.gguf").unlink()
+    settings = load_settings(agents={"simulator": "plain"})
+    assert settings.adapter_for("simulator") is None
+    assert settings.model_for("simulator").model == EMBEDDED_ALIAS
+
+
+def test_with_a_server_url_nothing_changes(shipped):
+    settings = load_settings(model={"base_url": "http://localhost:9/v1", "model": "big"})
+    assert settings.model_for("simulator").model == "big"
+    assert settings.adapter_for("simulator") is None
+
+
+@pytest.mark.parametrize(
+    "overrides, match",
+    [
+        ({"simulator": {"adapter": "no/such/folder"}}, "no LoRA adapter there"),
+        (
+            {"simulator": {"adapter": "SHIPPED", "base_url": "http://localhost:9/v1"}},
+            "needs the embedded bundled model",
+        ),
+    ],
+)
+def test_bad_adapter_settings_are_one_line_errors(shipped, overrides, match):
+    if overrides["simulator"]["adapter"] == "SHIPPED":
+        overrides["simulator"]["adapter"] = str(shipped / "ideas")
+    with pytest.raises(SettingsError, match=match) as error:
+        load_settings(**overrides)
+    assert "\n" not in str(error.value)
+
+
+def test_the_fingerprint_names_the_simulator_model(shipped, monkeypatch):
+    trained = load_settings().fingerprint()["models"]["simulator"]["model"]
+    monkeypatch.setenv("IDEAS_SIMULATOR__ADAPTER", "none")
+    assert "+ideas-" in trained
+    assert load_settings().fingerprint()["models"]["simulator"]["model"] == EMBEDDED_ALIAS
+
+
+def test_ablation_variants_pick_their_simulators(shipped):
+    from cli.evaluate import variant_settings
+
+    settings = load_settings()
+    model = {
+        name: variant_settings(settings, name).model_for("simulator").model
+        for name in ("ideas", "plain", "prompted", "prompted-plain")
+    }
+    assert "+ideas-" in model["ideas"] and "+plain-" in model["plain"]
+    assert model["prompted"] == model["prompted-plain"] == EMBEDDED_ALIAS
+    assert variant_settings(settings, "prompted-plain").agents.simulator == "plain"
+
+
+def test_a_variant_session_view_builds_clients_with_its_own_model(shipped):
+    from runtime.session import Session
+
+    built = []
+
+    class Recording(Session):
+        def embedded_url(self, model):
+            built.append(model)
+            return "http://127.0.0.1:9/v1"
+
+    settings = load_settings()
+    with Recording(settings) as session:
+        from cli.evaluate import variant_settings
+
+        trained = session.chat("simulator").model
+        prompted = session.with_settings(variant_settings(settings, "prompted")).chat("simulator")
+    assert "+ideas-" in trained.model_name and prompted.model.model_name == EMBEDDED_ALIAS
+    assert built == [trained.model_name, EMBEDDED_ALIAS]
+
+
+def test_the_server_is_told_every_adapter_by_name(tmp_path):
+    adapter = tmp_path / "a.gguf"
+    adapter.write_bytes(b"x")
+    server = EmbeddedServer(gguf=tmp_path / "m.gguf", port=1234, adapters={"m+a": adapter})
+    command = server.command()
+    assert command[command.index("--adapter") + 1] == f"m+a={adapter}"
+    assert "--lora_path" not in command  # never the whole server
+
+
+def test_a_missing_adapter_fails_before_starting(tmp_path):
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"x")
+    server = EmbeddedServer(gguf=gguf, adapters={"m+a": tmp_path / "gone.gguf"})
+    with pytest.raises(Exception, match="LoRA adapter not found"):
+        server.start()
+    assert server.process is None
+
+
+needs_llama = pytest.mark.skipif(
+    importlib.util.find_spec("llama_cpp") is None, reason="needs llama-cpp-python"
+)
+
+
+@pytest.fixture
+def llama_server():
+    sys.path.insert(0, str(Path(__file__).parents[1] / "runtime"))
+    try:
+        import llama_server
+
+        yield llama_server
+    finally:
+        sys.path.pop(0)
+
+
+@needs_llama
+def test_adapter_arguments_are_taken_out_of_the_servers_own(llama_server):
+    argv = [
+        "prog",
+        "--model",
+        "m.gguf",
+        "--adapter",
+        "a=/x/a.gguf",
+        "--port",
+        "1",
+        "--adapter",
+        "b=/y/b.gguf",
+    ]
+    assert llama_server.take_adapters(argv) == {"a": "/x/a.gguf", "b": "/y/b.gguf"}
+    assert argv == ["prog", "--model", "m.gguf", "--port", "1"]
+    with pytest.raises(SystemExit, match="NAME=PATH"):
+        llama_server.take_adapters(["prog", "--adapter", "nopath"])
+
+
+@needs_llama
+def test_each_adapter_has_its_own_share_of_one_prefix_cache(llama_server):
+    class State:
+        def __init__(self, tokens):
+            self.input_ids, self.llama_state_size = tokens, len(tokens)
+
+    cache = llama_server.PrefixCache(capacity_bytes=1000)
+    ideas, plain = (llama_server.AdapterCache(cache, mark) for mark in (-1, -2))
+    cache[(1, 2, 3)] = State([1, 2, 3])
+    ideas[(1, 2, 3, 4)] = State([1, 2, 3, 4])
+
+    assert (1, 2, 3, 9) in ideas and ideas[(1, 2, 3, 9)].input_ids == [1, 2, 3, 4]
+    assert (1, 2, 3, 9) not in plain
+    assert cache[(1, 2, 3, 9)].input_ids == [1, 2, 3]  # the base model's own state
+    plain[(1, 2)] = State([1, 2])  # another adapter's state supersedes nothing of the others
+    assert len(cache.cache_state) == 3
