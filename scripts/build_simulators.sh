@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Rebuild the two shipped trained user simulators, training/simulators/{ideas,plain}, from the
+# real dialogues in ../shared/data and the team-written strategies in
+# induction/data/team_extractions.jsonl (needs the `train` extra; see README).
+#   ideas: the strategy simulator's prompt with each pair's high-level strategy
+#   plain: the plain simulator's prompt on the same pairs (the PlatoLM/Parrot-style baseline)
+# Both train at once, one torch thread each (2 cores; 2 threads per run measured 2-4x slower).
+# Extra arguments go to both runs (e.g. --epochs 2: a finished folder is kept and skipped).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DATA=${DATA:-../shared/data}
+WORK=${WORK:-build/simulators}
+mkdir -p "$WORK"
+train() {  # name, extra flags...
+  local name=$1; shift
+  .venv/bin/python run.py train-simulator \
+    --dialogues "$DATA/oasst1-en100/en_100_tree.jsonl" "$DATA/hh-rlhf-helpful-74/realistic_seed_data.json" \
+      "$DATA/realhumaneval-chat/chats.jsonl" \
+    --extractions induction/data/team_extractions.jsonl \
+    --out "$WORK/$name" --threads 1 "$@" >"$WORK/$name.log" 2>&1
+}
+pids=()
+for name in ideas plain; do
+  flags=(); [[ $name == plain ]] && flags=(--no-strategy)
+  if [[ -f $WORK/$name/card.json ]]; then echo "$name: already trained in $WORK/$name"; continue; fi
+  train "$name" "${flags[@]}" "$@" & pids+=($!)
+done
+status=0
+for pid in "${pids[@]}"; do wait "$pid" || status=1; done
+for name in ideas plain; do tail -n 1 "$WORK/$name.log"; done
+[[ $status == 0 ]] || { echo "training failed; logs in $WORK" >&2; exit 1; }
+for name in ideas plain; do
+  mkdir -p "training/simulators/$name"
+  cp "$WORK/$name/adapter.gguf" "$WORK/$name/card.json" "$WORK/$name/CARD.md" "training/simulators/$name/"
+done
+echo "shipped: training/simulators/ideas, training/simulators/plain"
