@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Literal, Protocol, get_args, get_origin
 
 from langchain_core.messages import BaseMessage, SystemMessage
 from pydantic import BaseModel, Field, field_validator
@@ -20,16 +20,35 @@ Score = Literal[1, 2, 3, 4, 5]
 class CriticScores(BaseModel):
     """Your verdict on the user's new message."""
 
-    correct: bool = Field(description="Does not contradict the answer or re-ask what it answered.")
-    coherent: bool = Field(description="Follows on from the answer or earlier requests.")
-    depth: Score = Field(description="1-5: how far it goes beyond the surface of the answer.")
-    insight: Score = Field(description="1-5: how thoughtful and purposeful it is.")
-    feedback: str = Field(description="One short sentence on how to improve the message.")
+    correct: bool = Field(
+        description="it does not contradict the answer and does not ask what was already answered."
+    )
+    coherent: bool = Field(
+        description="it is a new request, doubt, confirmation or inquiry about the answer, a "
+        "follow-up on a concept in it, an extension of earlier requests, or a related new request."
+    )
+    depth: Score = Field(description="how far it pushes beyond the surface of the answer.")
+    insight: Score = Field(description="how thoughtful and purposeful it is.")
+    feedback: str = Field(description="one short sentence on how to improve it.")
 
     @field_validator("feedback")
     @classmethod
     def _short(cls, value: str) -> str:
         return " ".join(value.split())[:200]
+
+
+def rubric() -> list[tuple[str, str]]:
+    """Return the critic's rubric, (field with its scale, description), from `CriticScores`.
+
+    The field descriptions are the one text of the rubric: the model reads them in the schema
+    of its structured reply and in its system prompt (`prompts/critic.jinja2`).
+    """
+    lines = []
+    for name, info in CriticScores.model_fields.items():
+        scale = get_args(info.annotation) if get_origin(info.annotation) is Literal else ()
+        label = f"{name} ({min(scale)}-{max(scale)})" if scale else name
+        lines.append((label, str(info.description)))
+    return lines
 
 
 @dataclass
@@ -124,7 +143,7 @@ class LLMCritic:
         verdict = await self.novelty.critique(messages, draft)
         if not verdict.accepted:
             return verdict
-        prompt = [SystemMessage(content=render("critic"))]
+        prompt = [SystemMessage(content=render("critic", rubric=rubric()))]
         prompt += with_request(conversation(messages), render("critic_draft", draft=draft))
         result = await self.chat.structured(CriticScores, prompt)
         scores = result.value

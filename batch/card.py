@@ -9,7 +9,6 @@ result; `write_card` writes it next to the export as `<out>.card.json` (the data
 from __future__ import annotations
 
 import contextlib
-import math
 from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -19,6 +18,7 @@ from typing import Any
 from batch.export import ExportResult
 from batch.filters import FilterReport
 from dialogues.output import StagedWrites
+from dialogues.strategy_use import library_size, normalised_entropy
 from runtime.urls import redact_url
 
 FORMAT = "ideas-card/1"
@@ -45,13 +45,15 @@ def card_paths(out_path: str | Path) -> tuple[Path, Path]:
 
 
 def strategy_distribution(
-    documents: Sequence[dict[str, Any]], top: int = TOP_STRATEGIES
+    documents: Sequence[dict[str, Any]], top: int = TOP_STRATEGIES, available: int | None = None
 ) -> dict[str, Any]:
     """Count the strategies applied in the exported turns.
 
     Strategies are counted by text (ids that share a text are listed together). The entropy is
-    normalised by the log of the number of distinct strategies (1.0: all used equally often; 0.0
-    when at most one strategy is used); shares are of the turns that applied a strategy.
+    the evaluation report's (`dialogues.strategy_use.normalised_entropy`): divided by
+    log2(min(`available`, strategy turns)), `available` being the library's size, or the number
+    of distinct strategies used when that is unknown; 0.0 where it is undefined (at most one
+    strategy and no library size). Shares are of the turns that applied a strategy.
 
     Returns:
         `turns`, `with_strategy`, `without_strategy`, `distinct`, `entropy`, `max_share`, `top`
@@ -75,10 +77,7 @@ def strategy_distribution(
                 ids[text].append(sid)
     total = sum(counts.values())
     ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
-    entropy = 0.0
-    if len(counts) > 1:
-        h = -sum(c / total * math.log(c / total) for c in counts.values())
-        entropy = h / math.log(len(counts))
+    entropy = normalised_entropy(list(counts.values()), available) or 0.0
     rest = ranked[top:]
     rest_count = sum(c for _, c in rest)
     return {
@@ -172,7 +171,9 @@ def build_card(
             **(skipped or {}),
         },
         "filters": report.as_dict(),
-        "strategies": strategy_distribution(documents),
+        "strategies": strategy_distribution(
+            documents, available=library_size(manifest.get("library") or {})
+        ),
         "batch": {
             "created_at": manifest.get("created_at"),
             "n": manifest.get("n"),

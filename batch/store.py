@@ -465,10 +465,6 @@ class BatchStore:
         _append_line(self.run_dir / INDEX, entry | {"at": _now()})
         self.index[job] = entry
 
-    def turns_done(self) -> int:
-        """Return the number of generated turns in stored dialogues."""
-        return sum(e.get("turns", 0) for e in self.index.values() if e["status"] == "done")
-
     def strategy_uses(self) -> dict[str, int]:
         """Return strategy id -> number of stored turns that applied it."""
         uses: dict[str, int] = {}

@@ -338,5 +338,35 @@ def _ablate(argv: list[str], console: Console, locks: contextlib.ExitStack) -> i
                 "n": n,
                 "seeds": seeds.describe(),
             }
-    report(variants, args, console, judge, generation, reference)
+    report(paired(variants, console), args, console, judge, generation, reference)
     return 0
+
+
+def paired(
+    variants: Mapping[str, list[EvalDialogue]], console: Console
+) -> dict[str, list[EvalDialogue]]:
+    """Keep the dialogues of the jobs that every variant stored; say how many were dropped.
+
+    A job that failed in one variant would otherwise leave that variant with other seeds than the
+    baseline, and the comparison would silently become unpaired.
+
+    Raises:
+        ModelError: If no job was stored by every variant.
+    """
+    from evaluation.evaluate import shared_seeds
+
+    kept = shared_seeds(variants)
+    dropped = {name: len(variants[name]) - len(kept[name]) for name in variants}
+    if any(dropped.values()):
+        shared = len(next(iter(kept.values()), []))
+        if not shared:
+            raise ModelError("no job has a dialogue in every variant; nothing to compare")
+        counts = ", ".join(f"{name} {count}" for name, count in dropped.items() if count)
+        console.print(
+            Text(
+                f"warning: compared on the {shared} jobs every variant stored; dropped {counts} "
+                "(jobs missing from another variant)",
+                style="yellow",
+            )
+        )
+    return kept

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from dialogues.strategy_use import entropy_rows, normalised_entropy_rows
 from evaluation.bootstrap import Statistic
 from evaluation.inputs import EvalDialogue
 from evaluation.metrics import strategy_ids
@@ -84,23 +85,13 @@ def entropy_statistic(
 
     Normalised: divided by log2(min(available, strategy turns)), with the number of distinct
     strategies used standing in for `available` when it is unknown (see
-    `metrics.normalised_entropy`).
+    `dialogues.strategy_use.normalised_entropy_rows`, which the data card uses too).
     """
     _, matrix = strategy_counts(dialogues)
 
     def compute(w: np.ndarray) -> np.ndarray:
         counts = w @ matrix
-        total = counts.sum(axis=1, keepdims=True)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            p = counts / total
-            entropy = -np.where(p > 0, p * np.log2(np.where(p > 0, p, 1.0)), 0.0).sum(axis=1)
-        entropy = np.where(total[:, 0] > 0, entropy + 0.0, np.nan)
-        if not normalised:
-            return entropy
-        options = available if available is not None else (counts > 0).sum(axis=1)
-        most = np.log2(np.maximum(np.minimum(options, total[:, 0]), 1.0))
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(most > 0, entropy / np.where(most > 0, most, 1.0), np.nan)
+        return normalised_entropy_rows(counts, available) if normalised else entropy_rows(counts)
 
     return Statistic(compute, len(dialogues), int(matrix.sum()), "jackknife")
 

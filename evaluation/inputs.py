@@ -27,6 +27,7 @@ from dialogues.formats import (
     read_records,
 )
 from dialogues.record import FORMAT
+from dialogues.strategy_use import library_size
 from induction.records import Pair
 
 Message = dict[str, str]
@@ -223,15 +224,6 @@ def reference_dialogues(pairs: Iterable[Pair]) -> list[EvalDialogue]:
         where = f"{pair.source}:{pair.record_id}:{pair.turn}"
         dialogues.append(EvalDialogue(where, "reference", messages, (turn,)))
     return dialogues
-
-
-def library_size(library: Mapping[str, Any]) -> int | None:
-    """Return how many strategies a library offers the strategist (its high-level count)."""
-    counts = library.get("counts")
-    if isinstance(counts, dict) and isinstance(counts.get("high"), int):
-        return counts["high"]
-    count = library.get("count")
-    return count if isinstance(count, int) else None
 
 
 def _turn_from_record(

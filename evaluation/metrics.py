@@ -8,13 +8,13 @@ similarity is a dot product.
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from collections.abc import Sequence
 
 import numpy as np
 from rapidfuzz.distance import Levenshtein
 
+from dialogues.strategy_use import entropy_bits, normalised_entropy
 from evaluation.inputs import EvalDialogue, EvalTurn
 from evaluation.text import (
     is_anaphoric,
@@ -44,27 +44,6 @@ def mean_pairwise_distance(vectors: np.ndarray) -> float | None:
     similarity = vectors @ vectors.T
     off_diagonal = similarity.sum() - np.trace(similarity)
     return float(1 - off_diagonal / (count * (count - 1)))
-
-
-def entropy_bits(counts: Sequence[float]) -> float | None:
-    """Shannon entropy in bits of a distribution given by counts; None when all are zero."""
-    total = float(sum(counts))
-    if total <= 0:
-        return None
-    return float(-sum(c / total * math.log2(c / total) for c in counts if c > 0)) + 0.0
-
-
-def normalised_entropy(counts: Sequence[float], available: int | None) -> float | None:
-    """Entropy divided by its maximum log2(min(available, draws)); None when that is 0.
-
-    `available` is the number of strategies the strategist could choose from; when unknown, the
-    number of distinct strategies used is taken instead (Pielou's evenness).
-    """
-    entropy = entropy_bits(counts)
-    draws = float(sum(counts))
-    options = available if available is not None else sum(1 for c in counts if c > 0)
-    most = math.log2(min(options, draws)) if entropy is not None and options > 0 else 0.0
-    return entropy / most if most > 0 else None
 
 
 def strategy_ids(dialogue: EvalDialogue) -> list[str]:

@@ -103,6 +103,3 @@ METRICS: tuple[MetricSpec, ...] = (
                "rejected drafts / all drafts (ratio of sums)"),
 )  # fmt: skip
 """Every metric, in report order."""
-
-SPECS = {spec.name: spec for spec in METRICS}
-"""Metric name -> spec."""

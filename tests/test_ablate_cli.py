@@ -154,3 +154,26 @@ def test_eval_of_a_broken_json_file_names_the_problem(tmp_path, capsys):
     assert main(["eval", str(broken), "--out", str(tmp_path / "x")]) == 2
     assert "line 1: invalid JSON" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def plain_simulator_on_sky(body: dict) -> bool:
+    """Fail the plain variant's simulator on the sky seed: that job fails in one variant only."""
+    texts = [str(m.get("content")) for m in body.get("messages", [])]
+    system = texts[0] if texts else ""
+    plain = system.startswith("You are a human user") and "told the strategy" not in system
+    return plain and any("sky blue" in t for t in texts)
+
+
+def test_ablate_compares_only_the_jobs_every_variant_stored(tmp_path, capsys):
+    with FakeOpenAI(fail=plain_simulator_on_sky) as fake:
+        code = main(ablate_argv(tmp_path, fake.base_url, "--variants", "ideas,plain"))
+    out = capsys.readouterr().out
+    assert code == 0
+    report = tmp_path / "report"
+    assert len(list(iter_dialogues(report / "runs" / "ideas"))) == 3
+    assert len(list(iter_dialogues(report / "runs" / "plain"))) == 2
+    data = json.loads((report / "report.json").read_text())
+    assert {v["dialogues"] for v in data["variants"].values()} == {2}
+    differences = data["variants"]["plain"]["differences"]
+    assert all(d["paired"] for d in differences.values())
+    assert "compared on the 2 jobs every variant stored; dropped ideas 1" in " ".join(out.split())

@@ -24,14 +24,10 @@ from rich.console import Console
 import cli.generate as generate_module
 from cli.main import main
 from cli.tracer import Tracer
-from runtime.session import Session
+from tests.cli_helpers import SEED, isolate_cli, lines, run_cli, write_seed
 from tests.fakes import ScriptedChatModel, text_reply, tool_reply
 
 REPO = Path(__file__).resolve().parents[1]
-SEED = [
-    {"role": "user", "content": "How do vaccines train the immune system?"},
-    {"role": "assistant", "content": "They show it a harmless antigen so memory cells form."},
-]
 SECRET = "sk-test-secret-0123456789"
 
 
@@ -48,38 +44,17 @@ def _clean_environ(environ: dict[str, str]) -> dict[str, str]:
 
 @pytest.fixture(autouse=True)
 def cli_env(monkeypatch, tmp_path):
-    for name in list(os.environ):
-        if name.upper().startswith("IDEAS_") or name in ("FORCE_COLOR", "TTY_COMPATIBLE"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("IDEAS_STORE", str(tmp_path / "store"))
-    monkeypatch.setenv("COLUMNS", "1000")  # in-process: no wrapping (see the subprocess tests)
-
-    def refuse(self, model):
-        raise AssertionError("a test tried to start the embedded llama.cpp server")
-
-    monkeypatch.setattr(Session, "embedded_url", refuse)
+    isolate_cli(monkeypatch, tmp_path / "store")
 
 
 @pytest.fixture
 def seed_file(tmp_path) -> Path:
-    path = tmp_path / "seed.json"
-    path.write_text(json.dumps(SEED), encoding="utf-8")
-    return path
+    return write_seed(tmp_path)
 
 
 @pytest.fixture
 def out(tmp_path) -> Path:
     return tmp_path / "result" / "out.json"
-
-
-def run_cli(capsys, *argv: Any) -> tuple[int, str, str]:
-    code = main([str(a) for a in argv])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def lines(text: str) -> list[str]:
-    return [line for line in text.splitlines() if line.strip()]
 
 
 def assert_one_line_error(err: str, *fragments: str) -> None:

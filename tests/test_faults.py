@@ -20,16 +20,12 @@ from agents.chat import ChatClient, ModelError, build_chat_model
 from batch.jobs import load_seed_set, plan_jobs
 from batch.runner import Batch, BatchOptions
 from batch.store import BatchStore, iter_dialogues
-from cli.main import main
 from runtime.session import Session
 from runtime.settings import ModelSettings, Settings
+from tests.cli_helpers import isolate_cli, lines, run_cli, write_seed
 from tests.fake_openai import FakeOpenAI
 
 ROOT = Path(__file__).resolve().parents[1]
-SEED = [
-    {"role": "user", "content": "How do vaccines train the immune system?"},
-    {"role": "assistant", "content": "They show it a harmless antigen so memory cells form."},
-]
 
 
 @pytest.fixture(scope="module")
@@ -40,42 +36,21 @@ def store_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(autouse=True)
 def env(monkeypatch, store_dir):
-    for name in list(os.environ):
-        if name.upper().startswith("IDEAS_"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("IDEAS_STORE", str(store_dir))
+    isolate_cli(monkeypatch, store_dir)
     monkeypatch.setenv("IDEAS_LIBRARY", "starter")
     monkeypatch.setenv("IDEAS_MODEL__MAX_RETRIES", "0")
     monkeypatch.setenv("IDEAS_MODEL__TIMEOUT", "2")
-    monkeypatch.setenv("COLUMNS", "1000")
-
-    def refuse(self, model):
-        raise AssertionError("a test tried to start the embedded llama.cpp server")
-
-    monkeypatch.setattr(Session, "embedded_url", refuse)
 
 
 @pytest.fixture
 def seed_file(tmp_path) -> Path:
-    path = tmp_path / "seed.json"
-    path.write_text(json.dumps(SEED), encoding="utf-8")
-    return path
+    return write_seed(tmp_path)
 
 
 def seeds_file(tmp_path: Path) -> Path:
     path = tmp_path / "seeds.txt"
     path.write_text("How do hash tables work?\nWhy is the sky blue?\nHow do tides work?\n")
     return path
-
-
-def run_cli(capsys, *argv: object) -> tuple[int, str, str]:
-    code = main([str(a) for a in argv])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def lines(text: str) -> list[str]:
-    return [line for line in text.splitlines() if line.strip()]
 
 
 def generate(capsys, fake: FakeOpenAI, seed: Path, out: Path, *extra: object):

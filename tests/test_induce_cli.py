@@ -12,7 +12,6 @@ import ast
 import hashlib
 import io
 import json
-import os
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ from cli.main import main
 from induction.extract import ExtractionOutput
 from runtime.session import Session
 from stores.chroma import open_store
+from tests.cli_helpers import isolate_cli, lines, run_cli
 from tests.fakes import ScriptedChatModel, tool_reply
 
 DATA = Path("/work/shared/data")
@@ -43,23 +43,9 @@ pytestmark = pytest.mark.skipif(
 # --- helpers -------------------------------------------------------------------------------------
 
 
-def _isolate(mp: pytest.MonkeyPatch, store: Path) -> None:
-    """Drop the developer's settings, point the store at `store`, refuse the embedded server."""
-    for name in list(os.environ):
-        if name.upper().startswith("IDEAS_") or name in ("FORCE_COLOR", "TTY_COMPATIBLE"):
-            mp.delenv(name)
-    mp.setenv("IDEAS_STORE", str(store))
-    mp.setenv("COLUMNS", "1000")  # no wrapping of the summary lines
-
-    def refuse(self, model):
-        raise AssertionError("a test tried to start the embedded llama.cpp server")
-
-    mp.setattr(Session, "embedded_url", refuse)
-
-
 @pytest.fixture(autouse=True)
 def cli_env(monkeypatch, tmp_path):
-    _isolate(monkeypatch, tmp_path / "store")
+    isolate_cli(monkeypatch, tmp_path / "store")
 
 
 def captured_main(*argv: Any) -> tuple[int, str, str]:
@@ -68,10 +54,6 @@ def captured_main(*argv: Any) -> tuple[int, str, str]:
     with redirect_stdout(out), redirect_stderr(err):
         code = main([str(a) for a in argv])
     return code, out.getvalue(), err.getvalue()
-
-
-def lines(text: str) -> list[str]:
-    return [line for line in text.splitlines() if line.strip()]
 
 
 def summary_value(stdout: str, key: str) -> Any:
@@ -122,7 +104,7 @@ def real(tmp_path_factory) -> list[Build]:
     store = tmp_path_factory.mktemp("real") / "store"
     builds = []
     with pytest.MonkeyPatch.context() as mp:
-        _isolate(mp, store)
+        isolate_cli(mp, store)
         for files in ([OASST, HH, RHE], [OASST, HH, RHE], [HH]):
             argv = ["induce", "--dialogues", *files, "--extractions", TEAM, "--library", "real"]
             code, out, err = captured_main(*argv)
@@ -229,12 +211,6 @@ def test_rebuild_from_fewer_files_leaves_nothing_of_the_old_version(real):
 
 
 # --- bad input: exit 2, one line on stderr, nothing written --------------------------------------
-
-
-def run_cli(capsys, *argv: Any) -> tuple[int, str, str]:
-    code = main([str(a) for a in argv])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def test_missing_dialogue_file(capsys, tmp_path):

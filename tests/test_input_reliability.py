@@ -13,12 +13,10 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from cli.main import main
-from runtime.session import Session
+from tests.cli_helpers import isolate_cli, run_cli, write_seed
 from tests.fake_openai import FakeOpenAI
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,22 +36,7 @@ DIALOGUE = [
 
 @pytest.fixture(autouse=True)
 def cli_env(monkeypatch, tmp_path):
-    for name in list(os.environ):
-        if name.upper().startswith("IDEAS_"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("IDEAS_STORE", str(tmp_path / "store"))
-    monkeypatch.setenv("COLUMNS", "1000")
-
-    def refuse(self, model):
-        raise AssertionError("a test tried to start the embedded llama.cpp server")
-
-    monkeypatch.setattr(Session, "embedded_url", refuse)
-
-
-def run_cli(capsys, *argv: Any) -> tuple[int, str, str]:
-    code = main([str(a) for a in argv])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+    isolate_cli(monkeypatch, tmp_path / "store")
 
 
 def one_line(err: str) -> str:
@@ -76,9 +59,7 @@ def files_under(path: Path) -> list[Path]:
 
 @pytest.fixture
 def seed_file(tmp_path) -> Path:
-    path = tmp_path / "seed.json"
-    path.write_text(json.dumps(SEED), encoding="utf-8")
-    return path
+    return write_seed(tmp_path, SEED)
 
 
 @pytest.fixture
