@@ -6,8 +6,8 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from agents.chat import Usage
 from dialogues.messages import to_openai
+from dialogues.models import Usage
 
 FORMAT = "ideas-dialogue/1"
 RunStatus = Literal["complete", "ended_early", "interrupted", "failed"]

@@ -9,7 +9,7 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
 
-from agents.chat import Usage
+from dialogues.models import Usage
 from dialogues.record import selection_summary
 from graphs.state import Deps, State
 
