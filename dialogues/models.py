@@ -145,7 +145,7 @@ class Verdict(Record):
         return None
 
 
-class SelectionRecord(Record):
+class SelectionSummary(Record):
     """How a turn's strategy was chosen: method, note and, for a drawn one, the draw."""
 
     method: str | None = None
@@ -153,7 +153,7 @@ class SelectionRecord(Record):
     draw: dict[str, Any] | None = None
 
 
-class Selection(Record):
+class StrategySelection(Record):
     """The strategist's decision as the graph's state holds it, until the turn closes."""
 
     candidates: list[Candidate] = Field(default_factory=list)
@@ -162,10 +162,10 @@ class Selection(Record):
     note: str | None = None
     draw: dict[str, Any] | None = None
 
-    def summary(self) -> SelectionRecord:
+    def summary(self) -> SelectionSummary:
         """Return the turn record's `selection` (the draw only for a drawn strategy)."""
         drawn = {"draw": self.draw} if self.draw is not None else {}
-        return SelectionRecord(method=self.method, note=self.note, **drawn)
+        return SelectionSummary(method=self.method, note=self.note, **drawn)
 
 
 class TurnDecisions(Record):
@@ -175,7 +175,7 @@ class TurnDecisions(Record):
     """The turn's number, from 1 (None only in records that never carried one)."""
     candidates: list[Candidate] = Field(default_factory=list)
     strategy: StrategyRef | None = None
-    selection: SelectionRecord = Field(default_factory=SelectionRecord)
+    selection: SelectionSummary = Field(default_factory=SelectionSummary)
     drafts: list[Verdict] = Field(default_factory=list)
 
 
@@ -237,19 +237,23 @@ class ChatMessage(Record):
 
 
 class LibraryInfo(Record):
-    """The strategy library a dialogue drew from (its name and the store's metadata)."""
+    """The strategy library a dialogue drew from: its name and the store's metadata as is."""
 
     name: str | None = None
-    version: int | None = None
-    count: int | None = None
-    counts: dict[str, Any] | None = None
+    version: int | str | None = None
+    """The library's version as its metadata spells it (the bundled one writes `"2"`)."""
 
     def size(self) -> int | None:
         """Return how many strategies it offers the strategist (its high-level count)."""
-        high = (self.counts or {}).get("high")
-        if isinstance(high, int) and not isinstance(high, bool):
-            return high
-        return self.count
+        extra = self.model_extra or {}
+        counts, count = extra.get("counts"), extra.get("count")
+        if isinstance(counts, dict) and _is_int(counts.get("high")):
+            return counts["high"]
+        return count if _is_int(count) else None
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 class BatchInfo(Record):
