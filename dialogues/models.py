@@ -144,6 +144,13 @@ class Verdict(Record):
             return Scores.model_validate(flat)
         return None
 
+    def verdict_feedback(self) -> str | None:
+        """Return the critic's feedback, also from a record that carries it beside the verdict."""
+        scores = self.verdict_scores()
+        if scores is not None and scores.feedback is not None:
+            return scores.feedback
+        return (self.model_extra or {}).get("feedback")
+
 
 class SelectionSummary(Record):
     """How a turn's strategy was chosen: method, note and, for a drawn one, the draw."""
