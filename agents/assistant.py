@@ -8,7 +8,8 @@ from typing import Protocol
 
 from langchain_core.messages import BaseMessage, SystemMessage
 
-from agents.chat import ChatClient, Usage
+from agents.chat import ChatClient
+from dialogues.models import Usage
 from prompts import render
 
 

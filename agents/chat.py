@@ -10,7 +10,7 @@ import time
 import weakref
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager, nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from itertools import takewhile
 from typing import Generic, TypeVar
 
@@ -20,6 +20,7 @@ from langchain_core.messages import AIMessage, BaseMessage, SystemMessage
 from langchain_core.messages.utils import count_tokens_approximately
 from pydantic import BaseModel
 
+from dialogues.models import Usage
 from runtime.settings import ModelSettings
 from runtime.urls import redact_url
 
@@ -28,47 +29,6 @@ M = TypeVar("M", bound=BaseModel)
 
 class ModelError(RuntimeError):
     """The model server failed in a way retries could not fix; one line for the user."""
-
-
-@dataclass
-class Usage:
-    """LLM calls, tokens and seconds spent by one agent.
-
-    `input_tokens` are the prompt tokens sent; `cached_tokens` those of them the server reported
-    as reused from its prefix cache (OpenAI's `usage.prompt_tokens_details.cached_tokens`, filled
-    in by the embedded server, and by vLLM and SGLang when asked to), so the server evaluated
-    `input_tokens - cached_tokens`. A server that reports nothing counts as 0 cached.
-    """
-
-    calls: int = 0
-    input_tokens: int = 0
-    output_tokens: int = 0
-    seconds: float = 0.0
-    cached_tokens: int = 0
-
-    def __add__(self, other: Usage) -> Usage:
-        """Sum two usages."""
-        return Usage(
-            self.calls + other.calls,
-            self.input_tokens + other.input_tokens,
-            self.output_tokens + other.output_tokens,
-            self.seconds + other.seconds,
-            self.cached_tokens + other.cached_tokens,
-        )
-
-    @property
-    def evaluated_tokens(self) -> int:
-        """Prompt tokens the server actually evaluated (sent minus reused from its cache)."""
-        return self.input_tokens - self.cached_tokens
-
-    def as_dict(self) -> dict[str, float]:
-        """Return plain data for state and output."""
-        return {**asdict(self), "seconds": round(self.seconds, 4)}
-
-    @classmethod
-    def from_dict(cls, data: dict | None) -> Usage:
-        """Rebuild from `as_dict` output (None: zero usage; old records lack `cached_tokens`)."""
-        return cls(**data) if data else cls()
 
 
 @dataclass

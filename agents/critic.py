@@ -10,8 +10,9 @@ from langchain_core.messages import BaseMessage, SystemMessage
 from pydantic import BaseModel, Field, field_validator
 from rapidfuzz import fuzz, process
 
-from agents.chat import ChatClient, ModelError, Usage
+from agents.chat import ChatClient, ModelError
 from dialogues.messages import conversation, user_texts, with_request
+from dialogues.models import Usage
 from prompts import render
 
 Score = Literal[1, 2, 3, 4, 5]

@@ -9,8 +9,9 @@ from typing import Protocol
 
 from langchain_core.messages import BaseMessage, SystemMessage
 
-from agents.chat import ChatClient, Usage
+from agents.chat import ChatClient
 from dialogues.messages import swap_roles, with_request
+from dialogues.models import Usage
 from prompts import render
 
 _LABEL = re.compile(

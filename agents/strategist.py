@@ -10,8 +10,9 @@ from typing import Literal, Protocol
 from langchain_core.messages import BaseMessage, SystemMessage
 from pydantic import Field, create_model
 
-from agents.chat import ChatClient, Usage
+from agents.chat import ChatClient
 from dialogues.messages import conversation, last_answer, with_request
+from dialogues.models import Usage
 from prompts import render
 from stores.base import Candidate
 from stores.ranker import Ranked

@@ -17,6 +17,7 @@ from typing import Any
 
 from batch.export import ExportResult
 from batch.filters import FilterReport
+from dialogues.models import DialogueDocument
 from dialogues.output import StagedWrites
 from dialogues.strategy_use import library_size, normalised_entropy
 from runtime.urls import redact_url
@@ -45,7 +46,9 @@ def card_paths(out_path: str | Path) -> tuple[Path, Path]:
 
 
 def strategy_distribution(
-    documents: Sequence[dict[str, Any]], top: int = TOP_STRATEGIES, available: int | None = None
+    documents: Sequence[DialogueDocument | dict[str, Any]],
+    top: int = TOP_STRATEGIES,
+    available: int | None = None,
 ) -> dict[str, Any]:
     """Count the strategies applied in the exported turns.
 
@@ -64,17 +67,15 @@ def strategy_distribution(
     ids: dict[str, list[str]] = {}
     turns = without = 0
     for doc in documents:
-        for turn in doc.get("turns") or []:
+        for turn in DialogueDocument.of(doc).turns:
             turns += 1
-            strategy = turn.get("strategy")
+            strategy = turn.strategy
             if not strategy:
                 without += 1
                 continue
-            text = str(strategy.get("text") or "")
-            counts[text] += 1
-            sid = str(strategy.get("id") or "")
-            if sid not in ids.setdefault(text, []):
-                ids[text].append(sid)
+            counts[strategy.text] += 1
+            if strategy.id not in ids.setdefault(strategy.text, []):
+                ids[strategy.text].append(strategy.id)
     total = sum(counts.values())
     ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
     entropy = normalised_entropy(list(counts.values()), available) or 0.0
@@ -133,7 +134,7 @@ def build_card(
     failed: int,
     report: FilterReport,
     result: ExportResult,
-    documents: Sequence[dict[str, Any]],
+    documents: Sequence[DialogueDocument | dict[str, Any]],
     skipped: dict[str, int] | None = None,
 ) -> dict[str, Any]:
     """Assemble the data card.

@@ -39,13 +39,22 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from dialogues.models import (
+    BatchInfo,
+    ChatMessage,
+    ContaminationMatch,
+    DialogueDocument,
+    FilterInfo,
+    Scores,
+    TurnRecord,
+    UsageByAgent,
+    Verdict,
+)
 from dialogues.output import StagedWrites
 
 ExportFormat = Literal["sharegpt", "openai", "simulator-sft"]
 FORMATS: tuple[str, ...] = ("sharegpt", "openai", "simulator-sft")
 SHAREGPT_ROLES = {"system": "system", "user": "human", "assistant": "gpt"}
-
-Document = dict[str, Any]
 
 
 @dataclass
@@ -68,147 +77,127 @@ class ExportResult:
         return asdict(self)
 
 
-def generated_start(document: Document) -> int:
-    """Return the index in `messages` of the first generated user message."""
-    return len(document.get("messages") or []) - 2 * len(document.get("turns") or [])
-
-
-def _text(value: Any) -> str:
-    return "" if value is None else str(value)
-
-
-def _float(value: Any) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return 0.0
+def _text(value: str | None) -> str:
+    return "" if value is None else value
 
 
 def _int(value: Any) -> int:
+    """Return a number the metadata may spell as text (a library's `"version": "2"`), or 0."""
     try:
         return int(value)
     except (TypeError, ValueError):
         return 0
 
 
-def draft_record(draft: dict[str, Any]) -> dict[str, Any]:
+def draft_record(draft: Verdict) -> dict[str, Any]:
     """Return a draft (or the critic's verdict) in the export's fixed shape."""
-    scores = draft.get("scores")
-    if not isinstance(scores, dict):
-        # Older or flattened records carry the scores beside the verdict.
-        has = any(draft.get(k) is not None for k in ("depth", "insight", "correct", "coherent"))
-        scores = draft if has else None
+    scores = draft.verdict_scores() or Scores()
     return {
-        "text": _text(draft.get("text")),
-        "accepted": bool(draft.get("accepted")),
-        "reason": _text(draft.get("reason")),
-        "similarity": _float(draft.get("similarity")),
-        "scored": scores is not None,
-        "correct": bool((scores or {}).get("correct")),
-        "coherent": bool((scores or {}).get("coherent")),
-        "depth": _int((scores or {}).get("depth")),
-        "insight": _int((scores or {}).get("insight")),
-        "feedback": _text((scores or {}).get("feedback", draft.get("feedback"))),
+        "text": draft.text,
+        "accepted": draft.accepted,
+        "reason": draft.reason,
+        "similarity": draft.similarity,
+        "scored": draft.verdict_scores() is not None,
+        "correct": bool(scores.correct),
+        "coherent": bool(scores.coherent),
+        "depth": scores.depth or 0,
+        "insight": scores.insight or 0,
+        "feedback": _text(draft.verdict_feedback()),
     }
 
 
-def usage_rows(usage: dict[str, Any] | None) -> list[dict[str, Any]]:
+def usage_rows(usage: UsageByAgent) -> list[dict[str, Any]]:
     """Return per-agent usage as rows sorted by agent (a stable schema, unlike a mapping)."""
     return [
         {
             "agent": agent,
-            "calls": _int(spent.get("calls")),
-            "input_tokens": _int(spent.get("input_tokens")),
-            "cached_tokens": _int(spent.get("cached_tokens")),
-            "output_tokens": _int(spent.get("output_tokens")),
-            "seconds": _float(spent.get("seconds")),
+            "calls": spent.calls,
+            "input_tokens": spent.input_tokens,
+            "cached_tokens": spent.cached_tokens,
+            "output_tokens": spent.output_tokens,
+            "seconds": spent.seconds,
         }
-        for agent, spent in sorted((usage or {}).items())
-        if isinstance(spent, dict)
+        for agent, spent in sorted(usage.items())
     ]
 
 
-def turn_record(turn: dict[str, Any], contamination: dict[str, Any] | None = None) -> dict:
+def turn_record(turn: TurnRecord, contamination: ContaminationMatch | None = None) -> dict:
     """Return the decision record of one generated turn.
 
     The critic's verdict on every draft is in `drafts`; the last one is the accepted draft, the
     turn's `critic` record (kept as the only draft when a turn has a verdict but no drafts).
     """
-    strategy = turn.get("strategy") or {}
-    selection = turn.get("selection") or {}
-    drafts = list(turn.get("drafts") or [])
-    if not drafts and turn.get("critic"):
-        drafts = [turn["critic"]]
-    contamination = contamination or {}
+    strategy = turn.strategy
+    drafts = turn.all_drafts()
     return {
-        "index": _int(turn.get("index")),
-        "strategy_id": _text(strategy.get("id")),
-        "strategy": _text(strategy.get("text")),
-        "candidates": [
-            {"id": _text(c.get("id")), "score": _float(c.get("score")), "rank": _int(c.get("rank"))}
-            for c in turn.get("candidates") or []
-        ],
+        "index": turn.index or 0,
+        "strategy_id": strategy.id if strategy else "",
+        "strategy": strategy.text if strategy else "",
+        "candidates": [{"id": c.id, "score": c.score, "rank": c.rank} for c in turn.candidates],
         "selection": {
-            "method": _text(selection.get("method")),
-            "note": _text(selection.get("note")),
+            "method": _text(turn.selection.method),
+            "note": _text(turn.selection.note),
         },
         "drafts": [draft_record(d) for d in drafts],
-        "rejections": sum(1 for d in drafts if not d.get("accepted")),
-        "usage": usage_rows(turn.get("usage")),
+        "rejections": sum(1 for d in drafts if not d.accepted),
+        "usage": usage_rows(turn.usage),
         "contamination": {
-            "match": _text(contamination.get("match")),
-            "score": _float(contamination.get("score")),
-            "source": _text(contamination.get("source")),
+            "match": _text(contamination.match) if contamination else "",
+            "score": (contamination.score or 0.0) if contamination else 0.0,
+            "source": _text(contamination.source) if contamination else "",
         },
     }
 
 
-def dialogue_info(document: Document) -> dict[str, Any]:
+def dialogue_info(document: DialogueDocument) -> dict[str, Any]:
     """Return the dialogue-level part of the decision record (job, seed, status, filters)."""
-    batch = document.get("batch") or {}
-    library = document.get("library") or {}
-    filters = document.get("filters") or {}
-    turns = document.get("turns") or []
+    batch = document.batch or BatchInfo()
+    filters = document.filters or FilterInfo()
+    generated = filters.generated_turns
     return {
-        "job": _text(batch.get("job")),
-        "seed": _text((document.get("seed") or {}).get("source")),
-        "seed_index": _int(batch.get("seed_index")),
-        "repeat": _int(batch.get("repeat")),
-        "status": _text(document.get("status")),
-        "reason": _text(document.get("reason")),
-        "library": _text(library.get("name")),
-        "library_version": _int(library.get("version")),
-        "generated_turns": _int(filters.get("generated_turns", len(turns))),
-        "truncated_by": _text(filters.get("by")),
+        "job": _text(batch.job),
+        "seed": document.seed.source,
+        "seed_index": batch.seed_index or 0,
+        "repeat": batch.repeat or 0,
+        "status": _text(document.status),
+        "reason": _text(document.reason),
+        "library": _text(document.library.name),
+        "library_version": _int(document.library.version),
+        "generated_turns": len(document.turns) if generated is None else generated,
+        "truncated_by": _text(filters.by),
     }
 
 
-def _contamination_by_turn(document: Document) -> dict[int, dict[str, Any]]:
-    flagged = (document.get("filters") or {}).get("contaminated_turns") or []
-    return {m["turn"]: m for m in flagged if isinstance(m, dict) and "turn" in m}
+def _contamination_by_turn(document: DialogueDocument) -> dict[int, ContaminationMatch]:
+    flagged = document.filters.contaminated_turns if document.filters else []
+    return {m.turn: m for m in flagged}
 
 
-def decision_record(document: Document) -> dict[str, Any]:
+def _index(turn: TurnRecord, k: int) -> int:
+    """Return the turn's number (its position `k` + 1 in records that never carried one)."""
+    return k + 1 if turn.index is None else turn.index
+
+
+def decision_record(document: DialogueDocument) -> dict[str, Any]:
     """Return the whole dialogue's `ideas` record: `dialogue_info` plus every turn's decisions."""
     flagged = _contamination_by_turn(document)
-    turns = document.get("turns") or []
     return dialogue_info(document) | {
-        "turns": [turn_record(t, flagged.get(t.get("index", k + 1))) for k, t in enumerate(turns)]
+        "turns": [turn_record(t, flagged.get(_index(t, k))) for k, t in enumerate(document.turns)]
     }
 
 
-def openai_messages(messages: Iterable[dict[str, Any]]) -> list[dict[str, str]]:
+def openai_messages(messages: Iterable[ChatMessage]) -> list[dict[str, str]]:
     """Return messages as plain `{"role", "content"}` dicts."""
-    return [{"role": _text(m.get("role")), "content": _text(m.get("content"))} for m in messages]
+    return [{"role": m.role, "content": m.content} for m in messages]
 
 
-def sharegpt_record(document: Document, *, plain: bool = False) -> dict[str, Any]:
+def sharegpt_record(document: DialogueDocument, *, plain: bool = False) -> dict[str, Any]:
     """Return one dialogue as a ShareGPT record."""
     record: dict[str, Any] = {
-        "id": _text((document.get("batch") or {}).get("job")),
+        "id": _text(document.job),
         "conversations": [
-            {"from": SHAREGPT_ROLES.get(m["role"], m["role"]), "value": m["content"]}
-            for m in openai_messages(document.get("messages") or [])
+            {"from": SHAREGPT_ROLES.get(m.role, m.role), "value": m.content}
+            for m in document.messages
         ],
     }
     if not plain:
@@ -216,28 +205,29 @@ def sharegpt_record(document: Document, *, plain: bool = False) -> dict[str, Any
     return record
 
 
-def openai_record(document: Document, *, plain: bool = False) -> dict[str, Any]:
+def openai_record(document: DialogueDocument, *, plain: bool = False) -> dict[str, Any]:
     """Return one dialogue as an OpenAI chat fine-tuning record."""
-    record: dict[str, Any] = {"messages": openai_messages(document.get("messages") or [])}
+    record: dict[str, Any] = {"messages": openai_messages(document.messages)}
     if not plain:
         record["ideas"] = decision_record(document)
     return record
 
 
-def simulator_records(document: Document, *, plain: bool = False) -> Iterator[dict[str, Any]]:
+def simulator_records(
+    document: DialogueDocument, *, plain: bool = False
+) -> Iterator[dict[str, Any]]:
     """Yield one user-simulator training record per generated turn of a dialogue."""
-    messages = openai_messages(document.get("messages") or [])
-    start = generated_start(document)
-    job = _text((document.get("batch") or {}).get("job"))
+    messages = openai_messages(document.messages)
+    start = document.generated_start
+    job = _text(document.job)
     info = None if plain else dialogue_info(document)
     flagged = _contamination_by_turn(document)
-    for k, turn in enumerate(document.get("turns") or []):
-        strategy = turn.get("strategy")
-        index = turn.get("index", k + 1)
+    for k, turn in enumerate(document.turns):
+        index = _index(turn, k)
         record: dict[str, Any] = {
             "id": f"{job}#{index}",
             "history": messages[: start + 2 * k],
-            "strategy": _text(strategy.get("text")) if strategy else None,
+            "strategy": turn.strategy.text if turn.strategy else None,
             "instruction": messages[start + 2 * k]["content"],
         }
         if info is not None:
@@ -263,7 +253,7 @@ def _json_list(records: Iterable[dict[str, Any]]) -> Iterator[str]:
 
 
 def export(
-    documents: Sequence[Document],
+    documents: Sequence[DialogueDocument | dict[str, Any]],
     format: str,
     out_path: str | Path,
     *,
@@ -273,7 +263,8 @@ def export(
     """Write `documents` in `format` to `out_path` atomically.
 
     Args:
-        documents: Dialogue documents (already filtered), in the order to write them.
+        documents: Dialogue documents (already filtered), in the order to write them, typed or
+            as their JSON data.
         format: One of `FORMATS`.
         out_path: The file to write (replaced atomically if it exists).
         plain: Leave out the `ideas` decision records.
@@ -284,27 +275,27 @@ def export(
         What was written.
 
     Raises:
-        ValueError: Unknown format.
+        ValueError: Unknown format, or a document that is not one (`pydantic.ValidationError`).
         OutputError: The file cannot be written.
     """
     if format not in FORMATS:
         raise ValueError(f"unknown export format {format!r}; expected one of {', '.join(FORMATS)}")
+    typed = [DialogueDocument.of(d) for d in documents]
     result = ExportResult(format=format, path=str(out_path), plain=plain)
-    result.dialogues = len(documents)
-    for doc in documents:
-        turns = doc.get("turns") or []
-        result.turns += len(turns)
-        result.turns_without_strategy += sum(1 for t in turns if not t.get("strategy"))
+    result.dialogues = len(typed)
+    for doc in typed:
+        result.turns += len(doc.turns)
+        result.turns_without_strategy += sum(1 for t in doc.turns if not t.strategy)
     if staged is None:
         with StagedWrites() as now:
-            _write(documents, format, out_path, plain, now, result)
+            _write(typed, format, out_path, plain, now, result)
     else:
-        _write(documents, format, out_path, plain, staged, result)
+        _write(typed, format, out_path, plain, staged, result)
     return result
 
 
 def _write(
-    documents: Sequence[Document],
+    documents: Sequence[DialogueDocument],
     format: str,
     out_path: str | Path,
     plain: bool,

@@ -24,12 +24,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agents.chat import Usage  # noqa: E402
 from agents.registry import build_agents  # noqa: E402
 from batch.jobs import load_seed_set, plan_jobs  # noqa: E402
 from batch.runner import Batch, BatchOptions  # noqa: E402
 from batch.store import BatchStore, iter_dialogues  # noqa: E402
 from dialogues.messages import to_langchain, to_openai  # noqa: E402
+from dialogues.models import Usage  # noqa: E402
 from dialogues.record import usage_by_agent  # noqa: E402
 from dialogues.seeds import load_seed  # noqa: E402
 from graphs.deduction import build_graph  # noqa: E402

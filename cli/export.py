@@ -14,6 +14,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -23,6 +24,7 @@ from batch.card import build_card, write_card
 from batch.export import FORMATS, export
 from batch.filters import FilterConfig, FilterError, FilterReport, apply_filters
 from cli.errors import UsageError
+from dialogues.models import DialogueDocument
 from dialogues.output import StagedWrites, check_writable
 from dialogues.text import display_path
 from stores.memory import Embedder
@@ -241,8 +243,16 @@ def export_command(argv: list[str], console: Console, *, embedder: Embedder | No
             kept, report = apply_filters(documents, config, embedder=embedder)
     except FilterError as exc:
         raise UsageError(str(exc)) from None
+    try:
+        typed = [DialogueDocument.of(d) for d in kept]
+    except ValidationError as exc:
+        where = display_path(args.run_dir)
+        reason = " ".join(str(exc).split("\n")[:3])
+        raise UsageError(
+            f"{where}: a dialogue is not an ideas-dialogue/1 document ({reason})"
+        ) from None
     with StagedWrites() as staged:  # the export and its card are renamed into place together
-        result = export(kept, args.format, args.out, plain=args.plain, staged=staged)
+        result = export(typed, args.format, args.out, plain=args.plain, staged=staged)
         card = build_card(
             manifest,
             run_dir=args.run_dir,
@@ -250,7 +260,7 @@ def export_command(argv: list[str], console: Console, *, embedder: Embedder | No
             failed=counts.get("failed", 0),
             report=report,
             result=result,
-            documents=kept,
+            documents=typed,
             skipped=skipped.as_dict(),
         )
         md_path, json_path = write_card(args.out, card, staged)

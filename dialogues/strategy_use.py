@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from dialogues.models import LibraryInfo
+
 
 def entropy_rows(counts: np.ndarray) -> np.ndarray:
     """Shannon entropy in bits of each row of `counts`; NaN for a row that sums to 0."""
@@ -57,8 +59,4 @@ def normalised_entropy(counts: Sequence[float], available: int | None = None) ->
 
 def library_size(library: Mapping[str, Any]) -> int | None:
     """Return how many strategies a library offers the strategist (its high-level count)."""
-    counts = library.get("counts")
-    if isinstance(counts, dict) and isinstance(counts.get("high"), int):
-        return counts["high"]
-    count = library.get("count")
-    return count if isinstance(count, int) else None
+    return LibraryInfo.model_validate(library).size()

@@ -26,8 +26,15 @@ from dialogues.formats import (
     parse_record,
     read_records,
 )
-from dialogues.record import FORMAT
-from dialogues.strategy_use import library_size
+from dialogues.models import (
+    FORMAT,
+    ChatMessage,
+    DialogueDocument,
+    TurnRecord,
+    UnfinishedTurn,
+    Usage,
+    Verdict,
+)
 from induction.records import Pair
 
 Message = dict[str, str]
@@ -88,9 +95,9 @@ class EvalTurn:
     """The critic's depth score (1-5) of the accepted draft; None when the critic gave none."""
     insight: int | None = None
     """The critic's insight score (1-5) of the accepted draft; None when the critic gave none."""
-    verdict: Mapping[str, Any] | None = None
+    verdict: Verdict | None = None
     """The critic's record of the accepted draft (reason, similarity, scores)."""
-    drafts: tuple[Mapping[str, Any], ...] = ()
+    drafts: tuple[Verdict, ...] = ()
     """Every draft of the turn with its verdict, rejected ones included."""
     judge: Mapping[str, Any] | None = None
     """A separate judge's scores (`depth`, `insight`, `coherence`, 1-10), filled by `Judge`."""
@@ -182,35 +189,34 @@ def dialogue_from_record(record: Any, where: str = "record") -> EvalDialogue:
     return _foreign(messages, format, where, chat.id)
 
 
-def from_document(document: Mapping[str, Any], where: str = "document") -> EvalDialogue:
+def from_document(
+    document: DialogueDocument | Mapping[str, Any], where: str = "document"
+) -> EvalDialogue:
     """Normalise one of our `ideas-dialogue/1` documents.
 
     Raises:
-        ValueError: Its turns do not match the end of its messages.
+        ValueError: It is not one (`pydantic.ValidationError`), or its turns do not match the end
+            of its messages.
     """
-    messages = _document_messages(document["messages"])
-    records = document.get("turns") or []
-    start = len(messages) - 2 * len(records)
+    document = DialogueDocument.of(dict(document) if isinstance(document, Mapping) else document)
+    messages = _document_messages(document.messages)
+    start = len(messages) - 2 * len(document.turns)
     turns = []
-    for number, record in enumerate(records):
+    for number, record in enumerate(document.turns):
         position = start + 2 * number
         if position < 0 or messages[position]["role"] != "user":
             raise ValueError(f"turn {number + 1} does not match the messages")
         turns.append(_turn_from_record(record, messages, position))
-    batch = document.get("batch") or {}
-    key = batch.get("job") if isinstance(batch, dict) else None
-    unfinished = document.get("unfinished_turn") or {}
-    extra = {"reason": document["reason"]} if document.get("reason") else {}
     return EvalDialogue(
         id=where,
         source="ideas",
         messages=messages,
         turns=tuple(turns),
-        key=str(key) if key is not None else None,
-        cost=_cost(records, unfinished),
-        library_size=library_size(document.get("library") or {}),
-        status=document.get("status"),
-        extra=extra,
+        key=document.job,
+        cost=_cost(document.turns, document.unfinished_turn),
+        library_size=document.library.size(),
+        status=document.status,
+        extra={"reason": document.reason} if document.reason else {},
     )
 
 
@@ -226,56 +232,40 @@ def reference_dialogues(pairs: Iterable[Pair]) -> list[EvalDialogue]:
     return dialogues
 
 
-def _turn_from_record(
-    record: Mapping[str, Any], messages: Sequence[Message], position: int
-) -> EvalTurn:
-    strategy = record.get("strategy") or {}
-    critic = record.get("critic")
-    scores = (critic.get("scores") or critic) if isinstance(critic, dict) else {}
-    selection = record.get("selection") or {}
-    retrieved = [c for c in record.get("candidates") or () if isinstance(c, dict)]
-    candidates = [c.get("id") for c in retrieved]
-    rank = candidates.index(strategy.get("id")) if strategy.get("id") in candidates else None
-    texts = tuple(
-        (str(c["id"]), c["text"])
-        for c in retrieved
-        if c.get("id") is not None and isinstance(c.get("text"), str)
-    )
+def _turn_from_record(record: TurnRecord, messages: Sequence[Message], position: int) -> EvalTurn:
+    strategy, critic = record.strategy, record.critic
+    scores = critic.verdict_scores() if critic else None
+    retrieved = [c.id for c in record.candidates]
+    rank = retrieved.index(strategy.id) if strategy and strategy.id in retrieved else None
     return EvalTurn(
         position=position,
         instruction=messages[position]["content"],
         previous_answer=_previous_answer(messages, position),
         answer=_next_answer(messages, position),
-        strategy_id=strategy.get("id"),
-        strategy_text=strategy.get("text"),
-        selection=selection.get("method"),
+        strategy_id=strategy.id if strategy else None,
+        strategy_text=strategy.text if strategy else None,
+        selection=record.selection.method,
         strategy_rank=rank,
-        candidates=texts,
-        depth=_score(scores.get("depth")),
-        insight=_score(scores.get("insight")),
-        verdict=critic if isinstance(critic, dict) else None,
-        drafts=tuple(record.get("drafts") or ()),
+        candidates=tuple((c.id, c.text) for c in record.candidates if c.text),
+        depth=scores.depth if scores else None,
+        insight=scores.insight if scores else None,
+        verdict=critic,
+        drafts=tuple(record.drafts),
     )
 
 
-def _score(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def _cost(records: Sequence[Mapping[str, Any]], unfinished: Mapping[str, Any]) -> Cost:
-    usages = [r.get("usage") or {} for r in records] + [unfinished.get("usage") or {}]
-    spent = [agent for usage in usages for agent in usage.values()]
-    drafts = [d for r in [*records, unfinished] for d in r.get("drafts") or ()]
+def _cost(records: Sequence[TurnRecord], unfinished: UnfinishedTurn | None) -> Cost:
+    spent = [u for r in [*records, *filter(None, [unfinished])] for u in r.usage.values()]
+    total = sum(spent, Usage())
+    drafts = [d for r in [*records, *filter(None, [unfinished])] for d in r.drafts]
     return Cost(
-        calls=sum(int(a.get("calls", 0)) for a in spent),
-        input_tokens=sum(int(a.get("input_tokens", 0)) for a in spent),
-        evaluated_tokens=sum(
-            int(a.get("input_tokens", 0)) - int(a.get("cached_tokens", 0)) for a in spent
-        ),
-        output_tokens=sum(int(a.get("output_tokens", 0)) for a in spent),
-        seconds=sum(float(a.get("seconds", 0.0)) for a in spent),
+        calls=total.calls,
+        input_tokens=total.input_tokens,
+        evaluated_tokens=total.evaluated_tokens,
+        output_tokens=total.output_tokens,
+        seconds=total.seconds,
         drafts=len(drafts),
-        rejected=sum(1 for d in drafts if not d.get("accepted")),
+        rejected=sum(1 for d in drafts if not d.accepted),
         accepted=len(records),
     )
 
@@ -306,16 +296,12 @@ def _next_answer(messages: Sequence[Message], position: int) -> str | None:
     return None
 
 
-def _document_messages(messages: Any) -> tuple[Message, ...]:
+def _document_messages(messages: Sequence[ChatMessage]) -> tuple[Message, ...]:
     """Our own document's messages, as written (canonical roles, texts kept whole)."""
-    if not isinstance(messages, list):
-        raise ValueError("messages is not a list")
     for message in messages:
-        if message["role"] not in ("system", "user", "assistant"):
-            raise ValueError(f"unknown role {message['role']!r}")
-        if not isinstance(message["content"], str):
-            raise ValueError("a message has no text")
-    return tuple({"role": m["role"], "content": m["content"]} for m in messages)
+        if message.role not in ("system", "user", "assistant"):
+            raise ValueError(f"unknown role {message.role!r}")
+    return tuple({"role": m.role, "content": m.content} for m in messages)
 
 
 def _read_batch(run_dir: Path, skipped: Skipped | None) -> list[Any]:

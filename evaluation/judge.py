@@ -16,7 +16,8 @@ from jinja2 import Environment, StrictUndefined
 from langchain_core.messages import HumanMessage
 from pydantic import BaseModel, Field, field_validator
 
-from agents.chat import ChatClient, Usage
+from agents.chat import ChatClient
+from dialogues.models import Usage
 from evaluation.inputs import EvalDialogue
 
 T = TypeVar("T")

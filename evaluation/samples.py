@@ -93,17 +93,17 @@ def _meta(turn: EvalTurn) -> str:
             + method
         )
     if turn.verdict is not None:
-        scores = _scores(turn.verdict.get("scores") or turn.verdict, ("depth", "insight"), 5)
-        items.append(f"<b>critic</b> {escape(str(turn.verdict.get('reason', '')))}{scores}")
+        found = turn.verdict.verdict_scores()
+        scores = _scores(found.dump() if found else {}, ("depth", "insight"), 5)
+        items.append(f"<b>critic</b> {escape(turn.verdict.reason)}{scores}")
     if turn.judge is not None:
         scores = _scores(turn.judge, ("depth", "insight", "coherence"), 10)
         items.append(f"<b>judge</b>{scores} {escape(str(turn.judge.get('reason', '')))}")
-    rejected = [d for d in turn.drafts if not d.get("accepted")]
+    rejected = [d for d in turn.drafts if not d.accepted]
     lines = "".join(f'<div class="meta">{item}</div>' for item in items)
     if rejected:
         drafts = "".join(
-            f'<li>{escape(str(d.get("text", "")))} <span class="rejected">'
-            f"({escape(str(d.get('reason', '')))})</span></li>"
+            f'<li>{escape(d.text)} <span class="rejected">({escape(d.reason)})</span></li>'
             for d in rejected
         )
         lines += (

@@ -9,8 +9,7 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
 
-from agents.chat import Usage
-from dialogues.record import selection_summary
+from dialogues.models import Opening, StrategySelection, TurnRecord, Usage, Verdict
 from graphs.state import Deps, State
 
 
@@ -29,8 +28,8 @@ async def answer_opening(state: State, runtime: Runtime[Deps]) -> dict[str, Any]
         runtime.stream_writer({"event": "ended", "reason": reason})
         return {"status": "ended_early", "reason": reason}
     runtime.stream_writer({"event": "answer", "turn": 0, "text": reply.text})
-    opening = {"answer": reply.text, "usage": {"assistant": reply.usage.as_dict()}}
-    return {"messages": [AIMessage(content=reply.text)], "opening": opening}
+    opening = Opening(answer=reply.text, usage={"assistant": reply.usage})
+    return {"messages": [AIMessage(content=reply.text)], "opening": opening.dump()}
 
 
 async def select_strategy(state: State, runtime: Runtime[Deps]) -> dict[str, Any]:
@@ -51,9 +50,9 @@ async def select_strategy(state: State, runtime: Runtime[Deps]) -> dict[str, Any
 
 async def draft_instruction(state: State, runtime: Runtime[Deps]) -> dict[str, Any]:
     """Have the user simulator draft the next instruction with the chosen strategy."""
-    strategy = (state["selection"] or {}).get("strategy")
+    strategy = StrategySelection.model_validate(state["selection"] or {}).strategy
     draft = await runtime.context.agents.simulator.draft(
-        state["messages"], strategy["text"] if strategy else None, state["feedback"]
+        state["messages"], strategy.text if strategy else None, state["feedback"]
     )
     attempt = len(state["drafts"]) + 1
     runtime.stream_writer({"event": "draft", "attempt": attempt, "text": draft.text})
@@ -91,25 +90,25 @@ async def respond(state: State, runtime: Runtime[Deps]) -> dict[str, Any]:
         runtime.stream_writer({"event": "ended", "reason": reason})
         return {"status": "ended_early", "reason": reason, "usage": usage}
     runtime.stream_writer({"event": "answer", "turn": state["turn"] + 1, "text": reply.text})
-    selection = state["selection"] or {}
-    strategy = selection.get("strategy")
+    selection = StrategySelection.model_validate(state["selection"] or {})
+    drafts = [Verdict.model_validate(d) for d in state["drafts"]]
     turn = state["turn"] + 1
-    record = {
-        "index": turn,
-        "candidates": selection.get("candidates", []),
-        "strategy": strategy,
-        "selection": selection_summary(selection),
-        "drafts": state["drafts"],
-        "critic": state["drafts"][-1] if state["drafts"] else None,
-        "instruction": instruction.text,
-        "answer": reply.text,
-        "usage": usage,
-    }
-    used = [*state["used_strategies"], *([strategy["id"]] if strategy else [])]
+    record = TurnRecord(
+        index=turn,
+        candidates=selection.candidates,
+        strategy=selection.strategy,
+        selection=selection.summary(),
+        drafts=drafts,
+        critic=drafts[-1] if drafts else None,
+        instruction=instruction.text,
+        answer=reply.text,
+        usage={agent: Usage.from_dict(spent) for agent, spent in usage.items()},
+    )
+    used = [*state["used_strategies"], *([selection.strategy.id] if selection.strategy else [])]
     return {
         "messages": [instruction, AIMessage(content=reply.text)],
         "turn": turn,
-        "turns": [*state["turns"], record],
+        "turns": [*state["turns"], record.dump()],
         "used_strategies": used,
         "status": "complete" if turn >= state["target_turns"] else "running",
         "drafts": [],

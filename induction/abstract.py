@@ -19,7 +19,8 @@ import numpy as np
 from langchain_core.messages import HumanMessage
 from pydantic import BaseModel, Field, field_validator
 
-from agents.chat import ChatClient, Usage
+from agents.chat import ChatClient
+from dialogues.models import Usage
 from induction.strategy_check import MAX_WORDS, validate_strategy
 from prompts import render
 

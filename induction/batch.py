@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from agents.chat import Usage
+from dialogues.models import Usage
 from induction.cache import ExtractionCache, Extractor, Result, cache_key
 from induction.extract import Extraction, PairLike, Rejection
 

@@ -17,7 +17,8 @@ from typing import Protocol
 from langchain_core.messages import HumanMessage
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
-from agents.chat import ChatClient, Usage
+from agents.chat import ChatClient
+from dialogues.models import Usage
 from induction.strategy_check import MAX_WORDS, validate_strategy
 from prompts import TEMPLATES, render
 

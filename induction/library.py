@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from agents.chat import Usage
+from dialogues.models import Usage
 from induction.abstract import Abstractor, abstract_all
 from induction.cluster import DEFAULT_BLOCK, DEFAULT_THRESHOLD, greedy_cluster
 from stores.base import Level, Provenance, StrategyRecord, StrategyStore

@@ -10,10 +10,11 @@ import pytest
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 
 from agents.assistant import LLMAssistant
-from agents.chat import ChatClient, ModelError, Usage, request_seed
+from agents.chat import ChatClient, ModelError, request_seed
 from agents.critic import AcceptAllCritic, CriticScores, LLMCritic, NoveltyCritic
 from agents.simulator import PlainSimulator, StrategySimulator, clean_instruction
 from agents.strategist import LLMStrategist, NoStrategist, RandomStrategist, choice_schema
+from dialogues.models import Usage
 from tests.conftest import STRATEGIES
 from tests.fakes import ScriptedChatModel, SeedRecordingModel, scripted, text_reply, tool_reply
 

@@ -11,7 +11,8 @@ import pytest
 from langchain_core.messages import BaseMessage
 from langchain_core.outputs import ChatResult
 
-from agents.chat import ChatClient, Usage
+from agents.chat import ChatClient
+from dialogues.models import Usage
 from induction.annotations import AnnotationError, check_annotations, load_extractions
 from induction.batch import extract_all
 from induction.cache import ExtractionCache, cache_key

@@ -10,11 +10,11 @@ from langgraph.graph import END
 from langgraph.runtime import Runtime
 
 from agents.assistant import Reply
-from agents.chat import Usage
 from agents.critic import CriticScores, CriticVerdict
 from agents.registry import Agents
 from agents.simulator import Draft
 from agents.strategist import Selection
+from dialogues.models import Usage
 from graphs.deduction import (
     answer_opening,
     build_graph,

@@ -724,7 +724,7 @@ def test_ideas_document_turns_are_the_last_messages(vaccine):
     assert vaccine.history(first)[0] == {"role": "system", "content": "Be brief."}
     assert vaccine.library_size == 20 and vaccine.status == "ended_early"
     third = vaccine.turns[2]
-    assert third.depth is None and third.verdict["reason"] == "accepted"
+    assert third.depth is None and third.verdict.reason == "accepted"
 
 
 def test_a_document_whose_turns_do_not_match_is_refused(tmp_path):

@@ -1,0 +1,333 @@
+"""The output document of one dialogue, typed: its turn records, usage and batch envelope.
+
+Every model keeps the keys it does not know (`extra="allow"`) and `dump()` writes back exactly
+the keys that were set, so a document loads and dumps to the same JSON whichever version wrote
+it: a key an older writer left out stays out (old usage records have no `cached_tokens`), and a
+key a newer one added survives. Code that builds a record passes every field it writes.
+
+The shapes (`ideas-dialogue/1`):
+
+- `DialogueDocument`: `format`, `status`, `reason`, `created_at`, `seed`, `messages` (OpenAI
+  form), `opening`, `turns`, `unfinished_turn`, `summary`, `library`, `settings`; in a batch
+  run directory also `batch` (`BatchInfo`) and, after the export's filters, `filters`.
+- `TurnRecord`: one generated turn's decisions: `index`, `candidates`, `strategy`, `selection`,
+  `drafts` (each with the critic's verdict), `critic` (the accepted draft's verdict),
+  `instruction`, `answer` and `usage` per agent.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_serializer
+
+FORMAT = "ideas-dialogue/1"
+SCORE_KEYS = ("correct", "coherent", "depth", "insight")
+
+
+class Record(BaseModel):
+    """A part of the output document: unknown keys kept, dumped back as it was set."""
+
+    model_config = ConfigDict(extra="allow")
+
+    def dump(self) -> dict[str, Any]:
+        """Return the JSON data: the keys that were set (built or loaded), and only those."""
+        return self.model_dump(mode="json", exclude_unset=True)
+
+
+class Usage(Record):
+    """LLM calls, tokens and seconds spent by one agent.
+
+    `input_tokens` are the prompt tokens sent; `cached_tokens` those of them the server reported
+    as reused from its prefix cache (OpenAI's `usage.prompt_tokens_details.cached_tokens`, filled
+    in by the embedded server, and by vLLM and SGLang when asked to), so the server evaluated
+    `input_tokens - cached_tokens`. A server that reports nothing counts as 0 cached.
+    """
+
+    calls: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    seconds: float = 0.0
+    cached_tokens: int = 0
+
+    def __init__(self, *counts: float, **fields: Any) -> None:
+        """Build a usage; counts given positionally (or none at all) set every field.
+
+        Loading (`model_validate`, a usage nested in a record) passes keywords only, and sets
+        just the keys the data has, so an old record without `cached_tokens` dumps back without
+        it. `Usage(1, 100, 20, 0.5)` and `Usage()` are built in code, and dump every field.
+        """
+        if counts or not fields:
+            defaults = {name: info.default for name, info in Usage.model_fields.items()}
+            fields = defaults | dict(zip(defaults, counts, strict=False)) | fields
+        super().__init__(**fields)
+
+    def __add__(self, other: Usage) -> Usage:
+        """Sum two usages."""
+        return Usage(
+            self.calls + other.calls,
+            self.input_tokens + other.input_tokens,
+            self.output_tokens + other.output_tokens,
+            self.seconds + other.seconds,
+            self.cached_tokens + other.cached_tokens,
+        )
+
+    @field_serializer("seconds")
+    def _round_seconds(self, seconds: float) -> float:
+        return round(seconds, 4)
+
+    @property
+    def evaluated_tokens(self) -> int:
+        """Prompt tokens the server actually evaluated (sent minus reused from its cache)."""
+        return self.input_tokens - self.cached_tokens
+
+    def as_dict(self) -> dict[str, float]:
+        """Return plain data for state and output: every field, seconds rounded."""
+        return self.model_dump(mode="json")
+
+    @classmethod
+    def from_dict(cls, data: dict | None) -> Usage:
+        """Rebuild from `as_dict` output (None: zero usage; old records lack `cached_tokens`)."""
+        return cls.model_validate(data) if data else cls()
+
+
+UsageByAgent = dict[str, Usage]
+"""Usage per agent name (`strategist`, `simulator`, `critic`, `assistant`)."""
+
+
+def total_usage(usages: UsageByAgent) -> Usage:
+    """Return the sum over agents."""
+    return sum(usages.values(), Usage())
+
+
+class StrategyRef(Record):
+    """The strategy a turn applied."""
+
+    id: str
+    text: str = ""
+
+
+class Candidate(Record):
+    """A strategy retrieved for a turn (its `text` is left out of slimmed export inputs)."""
+
+    id: str
+    text: str = ""
+    score: float = 0.0
+    rank: int = 0
+
+
+class Scores(Record):
+    """The LLM critic's scores of a draft (absent from a draft only the novelty check judged)."""
+
+    correct: bool | None = None
+    coherent: bool | None = None
+    depth: int | None = None
+    insight: int | None = None
+    feedback: str | None = None
+
+
+class Verdict(Record):
+    """A drafted user instruction with the critic's verdict on it."""
+
+    text: str = ""
+    accepted: bool = False
+    reason: str = ""
+    similarity: float = 0.0
+    scores: Scores | None = None
+
+    def verdict_scores(self) -> Scores | None:
+        """Return the scores, also from a record that carries them beside the verdict."""
+        if self.scores is not None:
+            return self.scores
+        flat = {k: v for k, v in (self.model_extra or {}).items() if k in Scores.model_fields}
+        if any(flat.get(k) is not None for k in SCORE_KEYS):
+            return Scores.model_validate(flat)
+        return None
+
+    def verdict_feedback(self) -> str | None:
+        """Return the critic's feedback, also from a record that carries it beside the verdict."""
+        scores = self.verdict_scores()
+        if scores is not None and scores.feedback is not None:
+            return scores.feedback
+        return (self.model_extra or {}).get("feedback")
+
+
+class SelectionSummary(Record):
+    """How a turn's strategy was chosen: method, note and, for a drawn one, the draw."""
+
+    method: str | None = None
+    note: str | None = None
+    draw: dict[str, Any] | None = None
+
+
+class StrategySelection(Record):
+    """The strategist's decision as the graph's state holds it, until the turn closes."""
+
+    candidates: list[Candidate] = Field(default_factory=list)
+    strategy: StrategyRef | None = None
+    method: str | None = None
+    note: str | None = None
+    draw: dict[str, Any] | None = None
+
+    def summary(self) -> SelectionSummary:
+        """Return the turn record's `selection` (the draw only for a drawn strategy)."""
+        drawn = {"draw": self.draw} if self.draw is not None else {}
+        return SelectionSummary(method=self.method, note=self.note, **drawn)
+
+
+class TurnDecisions(Record):
+    """What a turn decided before its instruction was answered."""
+
+    index: int | None = None
+    """The turn's number, from 1 (None only in records that never carried one)."""
+    candidates: list[Candidate] = Field(default_factory=list)
+    strategy: StrategyRef | None = None
+    selection: SelectionSummary = Field(default_factory=SelectionSummary)
+    drafts: list[Verdict] = Field(default_factory=list)
+
+
+class UnfinishedTurn(TurnDecisions):
+    """A turn that started but did not finish."""
+
+    usage: UsageByAgent = Field(default_factory=dict)
+
+
+class TurnRecord(TurnDecisions):
+    """One generated turn: its decisions, the accepted instruction and the answer to it."""
+
+    critic: Verdict | None = None
+    """The accepted draft's verdict (the last of `drafts`)."""
+    instruction: str = ""
+    answer: str = ""
+    usage: UsageByAgent = Field(default_factory=dict)
+
+    def all_drafts(self) -> list[Verdict]:
+        """Return the drafts; a record with a verdict but no drafts has the verdict alone."""
+        if not self.drafts and self.critic is not None:
+            return [self.critic]
+        return list(self.drafts)
+
+
+class Opening(Record):
+    """The assistant's answer to a seed that ended with a user message."""
+
+    answer: str = ""
+    usage: UsageByAgent = Field(default_factory=dict)
+
+
+class Summary(Record):
+    """Turn, rejection, call, token and time counts of a run."""
+
+    turns: int = 0
+    target_turns: int | None = None
+    rejections: int = 0
+    llm_calls: int = 0
+    input_tokens: int = 0
+    cached_tokens: int = 0
+    output_tokens: int = 0
+    llm_seconds: float = 0.0
+    wall_seconds: float = 0.0
+    per_agent: UsageByAgent = Field(default_factory=dict)
+
+
+class SeedRef(Record):
+    """Where the seed dialogue came from."""
+
+    source: str = ""
+
+
+class ChatMessage(Record):
+    """One message in OpenAI form."""
+
+    role: str
+    content: str
+
+
+class LibraryInfo(Record):
+    """The strategy library a dialogue drew from: its name and the store's metadata as is."""
+
+    name: str | None = None
+    version: int | str | None = None
+    """The library's version as its metadata spells it (the bundled one writes `"2"`)."""
+
+    def size(self) -> int | None:
+        """Return how many strategies it offers the strategist (its high-level count)."""
+        extra = self.model_extra or {}
+        counts, count = extra.get("counts"), extra.get("count")
+        if isinstance(counts, dict) and _is_int(counts.get("high")):
+            return counts["high"]
+        return count if _is_int(count) else None
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+class BatchInfo(Record):
+    """Where a dialogue of a batch run directory sits in the batch (its envelope)."""
+
+    job: str | None = None
+    seed_index: int | None = None
+    repeat: int | None = None
+    resumed: bool | None = None
+    sampling_seed: int | None = None
+
+
+class ContaminationMatch(Record):
+    """A generated turn the contamination filter found close to a benchmark question."""
+
+    turn: int
+    match: str | None = None
+    score: float | None = None
+    source: str | None = None
+
+
+class FilterInfo(Record):
+    """What the export's filters did to a dialogue."""
+
+    generated_turns: int | None = None
+    truncated_at: int | None = None
+    by: str | None = None
+    cuts: list[dict[str, Any]] = Field(default_factory=list)
+    opening_removed: bool = False
+    contaminated_turns: list[ContaminationMatch] = Field(default_factory=list)
+
+
+class DialogueDocument(Record):
+    """One generated dialogue: `--out`'s file, a line of a run directory's dialogues.jsonl."""
+
+    format: str = FORMAT
+    status: str | None = None
+    reason: str | None = None
+    created_at: str | None = None
+    seed: SeedRef = Field(default_factory=SeedRef)
+    messages: list[ChatMessage] = Field(default_factory=list)
+    opening: Opening | None = None
+    turns: list[TurnRecord] = Field(default_factory=list)
+    unfinished_turn: UnfinishedTurn | None = None
+    summary: Summary | None = None
+    library: LibraryInfo = Field(default_factory=LibraryInfo)
+    settings: dict[str, Any] = Field(default_factory=dict)
+    batch: BatchInfo | None = None
+    """Set in a batch run directory."""
+    filters: FilterInfo | None = None
+    """Set by the export's filters on a dialogue they flagged or cut."""
+
+    @classmethod
+    def of(cls, document: DialogueDocument | dict[str, Any]) -> DialogueDocument:
+        """Return `document` typed (loaded from its JSON data when it is a mapping).
+
+        Raises:
+            pydantic.ValidationError: The data is not a dialogue document (a ValueError).
+        """
+        return document if isinstance(document, cls) else cls.model_validate(document)
+
+    @property
+    def generated_start(self) -> int:
+        """The index in `messages` of the first generated user message."""
+        return len(self.messages) - 2 * len(self.turns)
+
+    @property
+    def job(self) -> str | None:
+        """The batch job id (None outside a batch)."""
+        return self.batch.job if self.batch else None
