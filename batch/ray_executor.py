@@ -92,7 +92,7 @@ def grow_shard(
         One outcome per job, in the order they finished, and the uses added by this shard.
     """
     from graphs.deduction import build_graph
-    from runtime.session import Session
+    from wiring.session import Session
 
     with Session(settings) as session:
         session.store  # noqa: B018 - an unreachable Chroma server fails the shard at once

@@ -27,9 +27,9 @@ from dialogues.record import dialogue_document
 from dialogues.seeds import Seed
 from graphs.deduction import build_graph
 from graphs.state import Deps, initial_state
-from runtime.generation import Growth, Outcome
 from runtime.settings import Role, Settings
 from stores.base import Candidate, StrategyStore
+from wiring.generation import Growth, Outcome
 
 
 class BalancedRetriever:

@@ -32,8 +32,8 @@ from cli.errors import UsageError
 from cli.generate import add_agent_arguments, add_settings_arguments, preflight, settings_from_args
 from dialogues.output import check_directory_writable
 from dialogues.text import display_path
-from runtime.session import Session
 from runtime.settings import Settings
+from wiring.session import Session
 
 Executor = Callable[[Batch], object]
 """Runs a batch to its end (in this process, or on Ray)."""

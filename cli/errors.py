@@ -21,13 +21,13 @@ def classify(exc: BaseException) -> int | None:
     from dialogues.output import OutputError
     from dialogues.seeds import SeedError
     from runtime.server import ServerError
-    from runtime.session import RetrievalUnavailable
     from runtime.settings import SettingsError
     from stores.base import StoreError, StoreUnavailable
     from stores.embeddings import EmbeddingUnavailable
     from stores.starter import LibraryNotFound
     from training import TrainingError
     from training.job import TrainingInputError
+    from wiring.session import RetrievalUnavailable
 
     if isinstance(
         exc,

@@ -19,9 +19,9 @@ from dialogues.seeds import load_seed
 from dialogues.text import display_path
 from graphs.deduction import build_graph
 from graphs.state import Deps, initial_state
-from runtime.generation import Growth, run_dialogue
-from runtime.session import Session
 from runtime.settings import Settings, load_settings
+from wiring.generation import Growth, run_dialogue
+from wiring.session import Session
 
 EXIT_CODES = {"complete": 0, "ended_early": 0, "interrupted": 130, "failed": 1}
 

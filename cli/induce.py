@@ -17,8 +17,8 @@ from cli.errors import UsageError
 from cli.generate import add_settings_arguments, settings_from_args
 from dialogues.output import check_directory_writable
 from induction.loaders import FORMATS, LoadResult, NotDialogueFile, load
-from runtime.session import Session
 from runtime.settings import Settings
+from wiring.session import Session
 
 
 def build_parser() -> argparse.ArgumentParser:

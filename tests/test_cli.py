@@ -24,8 +24,8 @@ from rich.console import Console
 import cli.generate as generate_module
 from cli.main import main
 from cli.tracer import Tracer
-from runtime.session import Session
 from tests.fakes import ScriptedChatModel, text_reply, tool_reply
+from wiring.session import Session
 
 REPO = Path(__file__).resolve().parents[1]
 SEED = [

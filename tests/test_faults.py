@@ -21,9 +21,9 @@ from batch.jobs import load_seed_set, plan_jobs
 from batch.runner import Batch, BatchOptions
 from batch.store import BatchStore, iter_dialogues
 from cli.main import main
-from runtime.session import Session
 from runtime.settings import ModelSettings, Settings
 from tests.fake_openai import FakeOpenAI
+from wiring.session import Session
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED = [

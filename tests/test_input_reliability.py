@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 
 from cli.main import main
-from runtime.session import Session
 from tests.fake_openai import FakeOpenAI
+from wiring.session import Session
 
 ROOT = Path(__file__).resolve().parents[1]
 TEAM = ROOT / "induction" / "data" / "team_extractions.jsonl"
