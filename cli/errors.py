@@ -17,6 +17,7 @@ def classify(exc: BaseException) -> int | None:
     embedding model).
     """
     from agents.chat import ModelError
+    from batch.ray_executor import RaySettingsError
     from batch.store import BatchStoreError
     from dialogues.output import OutputError
     from dialogues.seeds import SeedError
@@ -37,6 +38,7 @@ def classify(exc: BaseException) -> int | None:
         | SettingsError
         | LibraryNotFound
         | BatchStoreError
+        | RaySettingsError
         | RetrievalUnavailable
         | StoreError
         | TrainingInputError,
