@@ -31,8 +31,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from batch.jobs import Job
-from batch.runner import Batch, BatchReport, Grower, JobResult, run_pool
+from batch.runner import Batch, BatchReport, Grower, JobResult
 from dialogues.seeds import Seed
+from runtime.pool import run_pool
 from runtime.settings import Role, Settings
 
 GENERATION_ROLES: tuple[Role, ...] = ("strategist", "simulator", "critic", "assistant")
