@@ -18,7 +18,7 @@ import numpy as np
 from langchain_core.messages import HumanMessage
 from pydantic import BaseModel, Field, field_validator
 
-from agents.chat import ChatClient, Usage
+from agents.chat import ChatClient, Usage, model_name
 from induction.strategy_check import MAX_WORDS, validate_strategy
 from prompts import render
 from runtime.pool import run_pool
@@ -136,9 +136,7 @@ class LLMAbstractor:
     @cached_property
     def model_name(self) -> str:
         """The model's name as the server knows it (the class name for fakes)."""
-        model = self.chat.model
-        name = getattr(model, "model_name", None) or getattr(model, "model", None)
-        return str(name) if isinstance(name, str) and name else type(model).__name__
+        return model_name(self.chat.model)
 
     @property
     def name(self) -> str:

@@ -17,7 +17,7 @@ from typing import Protocol
 from langchain_core.messages import HumanMessage
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
-from agents.chat import ChatClient, Usage
+from agents.chat import ChatClient, Usage, model_name
 from induction.strategy_check import MAX_WORDS, validate_strategy
 from prompts import TEMPLATES, render
 
@@ -160,9 +160,7 @@ class LLMExtractor:
     @cached_property
     def model_name(self) -> str:
         """The model's name as the server knows it (the class name for fakes)."""
-        model = self.chat.model
-        name = getattr(model, "model_name", None) or getattr(model, "model", None)
-        return str(name) if isinstance(name, str) and name else type(model).__name__
+        return model_name(self.chat.model)
 
     @cached_property
     def fingerprint(self) -> str:
