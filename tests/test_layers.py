@@ -7,6 +7,9 @@ from pathlib import Path
 import pytest
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "import_graph.py"
+PENDING = {("dialogues/record.py", "agents")}
+"""Known upward imports being removed elsewhere: `Usage` moves from `agents/chat.py` into
+`dialogues/` (issue 12, item 1). Delete an entry once its import is gone."""
 
 
 @pytest.fixture(scope="module")
@@ -19,8 +22,13 @@ def graph():
 
 
 @pytest.fixture(scope="module")
-def imports(graph):
+def everything(graph):
     return graph.all_imports()
+
+
+@pytest.fixture(scope="module")
+def imports(everything):
+    return [f for f in everything if (f.module, f.target) not in PENDING]
 
 
 def test_the_graph_sees_local_and_relative_imports(graph, tmp_path):
@@ -58,3 +66,8 @@ def test_settings_name_every_registered_agent():
     from runtime.settings import AGENT_NAMES
 
     assert {role: tuple(registry) for role, registry in REGISTRIES.items()} == AGENT_NAMES
+
+
+def test_pending_exceptions_are_still_needed(everything):
+    left = {(f.module, f.target) for f in everything}
+    assert PENDING <= left, f"remove from PENDING, the import is gone: {PENDING - left}"
