@@ -238,7 +238,7 @@ def report(root: Path = ROOT) -> tuple[str, bool]:
     out.append("Imports between packages (statements; local = inside a function):")
     for (source, target), found in sorted(edges.items()):
         local = [f for f in found if f.local]
-        where = ", ".join(sorted({f"{f.module}:{f.line}" for f in local}))
+        where = ", ".join(f"{m}:{n}" for m, n in sorted({(f.module, f.line) for f in local}))
         note = f"  local: {where}" if local else ""
         out.append(f"  {source} -> {target}: {len(found)} ({len(local)} local){note}")
 
