@@ -326,3 +326,9 @@ def _describe_parse_error(result: dict) -> str:
 def _short(text: str, limit: int = 160) -> str:
     line = " ".join(str(text).split())
     return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def model_name(model: object) -> str:
+    """Return a chat model's name as its server knows it (the class name for fakes)."""
+    name = getattr(model, "model_name", None) or getattr(model, "model", None)
+    return str(name) if isinstance(name, str) and name else type(model).__name__

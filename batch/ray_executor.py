@@ -31,30 +31,36 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from batch.jobs import Job
-from batch.runner import Batch, BatchReport, Grower, JobResult, run_pool
-from cli.errors import UsageError
+from batch.runner import Batch, BatchReport, Grower, JobResult
 from dialogues.seeds import Seed
+from runtime.pool import run_pool
 from runtime.settings import Role, Settings
 
 GENERATION_ROLES: tuple[Role, ...] = ("strategist", "simulator", "critic", "assistant")
+
+
+class RaySettingsError(ValueError):
+    """Ray is missing or the settings cannot run on Ray workers; the message is one line."""
 
 
 def check_ray_settings(settings: Settings) -> None:
     """Refuse settings that Ray workers cannot use, before anything starts.
 
     Raises:
-        UsageError: Ray is not installed, there is no Chroma server URL, or a generation role
+        RaySettingsError: Ray is not installed, there is no Chroma server URL, or a generation role
             would use the embedded model server.
     """
     if importlib.util.find_spec("ray") is None:
-        raise UsageError("--executor ray needs the ray extra: pip install 'ideas-dialogues[ray]'")
+        raise RaySettingsError(
+            "--executor ray needs the ray extra: pip install 'ideas-dialogues[ray]'"
+        )
     if not settings.chroma_url:
-        raise UsageError(
+        raise RaySettingsError(
             "--executor ray needs a Chroma server (--chroma-url); "
             "start one with `chroma run --path DIR --port 8000`"
         )
     if any(settings.model_for(role).base_url is None for role in GENERATION_ROLES):
-        raise UsageError(
+        raise RaySettingsError(
             "--executor ray needs a model server by URL (--base-url); "
             "the embedded server is not shared with Ray workers"
         )
@@ -92,7 +98,7 @@ def grow_shard(
         One outcome per job, in the order they finished, and the uses added by this shard.
     """
     from graphs.deduction import build_graph
-    from runtime.session import Session
+    from wiring.session import Session
 
     with Session(settings) as session:
         session.store  # noqa: B018 - an unreachable Chroma server fails the shard at once

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -27,9 +27,10 @@ from dialogues.record import dialogue_document
 from dialogues.seeds import Seed
 from graphs.deduction import build_graph
 from graphs.state import Deps, initial_state
-from runtime.generation import Growth, Outcome
+from runtime.pool import run_pool
 from runtime.settings import Role, Settings
 from stores.base import Candidate, StrategyStore
+from wiring.generation import Growth, Outcome
 
 
 class BalancedRetriever:
@@ -325,25 +326,6 @@ async def _resumable(graph: Any, thread: str) -> Any:
         return snapshot
     await graph.checkpointer.adelete_thread(thread)
     return None
-
-
-async def run_pool(
-    jobs: Sequence[Job],
-    concurrency: int,
-    handle: Callable[[Job], Awaitable[None]],
-    stop: Callable[[], object] = lambda: False,
-) -> None:
-    """Await `handle(job)` for every job, `concurrency` at a time; take no new job once `stop()`."""
-    queue = iter(jobs)
-
-    async def worker() -> None:
-        for job in queue:
-            if stop():
-                return
-            await handle(job)
-
-    workers = max(1, min(concurrency, len(jobs)))
-    await asyncio.gather(*(worker() for _ in range(workers)))
 
 
 def _finished(state: dict[str, Any]) -> Outcome:

@@ -34,8 +34,8 @@ from rich.table import Table  # noqa: E402
 from batch.jobs import load_seed_set, plan_jobs  # noqa: E402
 from batch.runner import Batch, BatchOptions  # noqa: E402
 from batch.store import BatchStore, iter_dialogues  # noqa: E402
-from runtime.session import Session  # noqa: E402
 from runtime.settings import load_settings  # noqa: E402
+from wiring.session import Session  # noqa: E402
 
 
 def pipeline_run(

@@ -24,9 +24,9 @@ from dialogues.record import summarize  # noqa: E402
 from dialogues.seeds import load_seed  # noqa: E402
 from graphs.deduction import build_graph  # noqa: E402
 from graphs.state import Deps, initial_state  # noqa: E402
-from runtime.generation import Growth, run_dialogue  # noqa: E402
-from runtime.session import Session  # noqa: E402
 from runtime.settings import load_settings  # noqa: E402
+from wiring.generation import Growth, run_dialogue  # noqa: E402
+from wiring.session import Session  # noqa: E402
 
 
 def server_rss_mib(session: Session) -> float:

@@ -29,11 +29,11 @@ from batch.jobs import SeedSet, load_seed_set, plan_jobs
 from batch.runner import Batch, BatchOptions, BatchReport
 from batch.store import LOCK, MANIFEST, BatchStore, hold_run_dir, load_manifest
 from cli.errors import UsageError
-from cli.generate import add_agent_arguments, add_settings_arguments, preflight, settings_from_args
+from cli.options import add_agent_arguments, add_settings_arguments, preflight, settings_from_args
 from dialogues.output import check_directory_writable
 from dialogues.text import display_path
-from runtime.session import Session
 from runtime.settings import Settings
+from wiring.session import Session
 
 Executor = Callable[[Batch], object]
 """Runs a batch to its end (in this process, or on Ray)."""

@@ -17,17 +17,18 @@ def classify(exc: BaseException) -> int | None:
     embedding model).
     """
     from agents.chat import ModelError
+    from batch.ray_executor import RaySettingsError
     from batch.store import BatchStoreError
     from dialogues.output import OutputError
     from dialogues.seeds import SeedError
     from runtime.server import ServerError
-    from runtime.session import RetrievalUnavailable
     from runtime.settings import SettingsError
     from stores.base import StoreError, StoreUnavailable
     from stores.embeddings import EmbeddingUnavailable
     from stores.starter import LibraryNotFound
     from training import TrainingError
     from training.job import TrainingInputError
+    from wiring.session import RetrievalUnavailable
 
     if isinstance(
         exc,
@@ -37,6 +38,7 @@ def classify(exc: BaseException) -> int | None:
         | SettingsError
         | LibraryNotFound
         | BatchStoreError
+        | RaySettingsError
         | RetrievalUnavailable
         | StoreError
         | TrainingInputError,

@@ -34,13 +34,13 @@ from cli.batch import (
     warn_damage,
 )
 from cli.errors import UsageError
-from cli.generate import add_agent_arguments, add_settings_arguments, preflight, settings_from_args
+from cli.options import add_agent_arguments, add_settings_arguments, preflight, settings_from_args
 from dialogues.output import check_directory_writable
 from dialogues.text import display_path
 from evaluation.inputs import EvalDialogue, EvalInputError, load_dialogues, reference_dialogues
-from runtime.session import Session
 from runtime.settings import ModelSettings, Settings
 from runtime.urls import check_url, redact_url
+from wiring.session import Session
 
 
 def add_report_arguments(parser: argparse.ArgumentParser) -> None:

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
 
 from rich.console import Console
 
 from agents.chat import ModelError
-from agents.registry import CRITICS, SIMULATORS, STRATEGISTS, build_agents
-from cli.errors import UsageError
+from agents.registry import build_agents
+from cli.options import add_agent_arguments, add_settings_arguments, preflight, settings_from_args
 from cli.tracer import Tracer
 from dialogues.messages import to_langchain
 from dialogues.output import check_writable, write_json_atomic
@@ -19,29 +18,10 @@ from dialogues.seeds import load_seed
 from dialogues.text import display_path
 from graphs.deduction import build_graph
 from graphs.state import Deps, initial_state
-from runtime.generation import Growth, run_dialogue
-from runtime.session import Session
-from runtime.settings import Settings, load_settings
+from wiring.generation import Growth, run_dialogue
+from wiring.session import Session
 
 EXIT_CODES = {"complete": 0, "ended_early": 0, "interrupted": 130, "failed": 1}
-
-
-def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the flags shared by every command that talks to models or the strategy store."""
-    g = parser.add_argument_group("models and store")
-    g.add_argument("--config", type=Path, help="TOML settings file (also IDEAS_CONFIG)")
-    g.add_argument("--base-url", help="OpenAI-compatible server for every role (default: embedded)")
-    g.add_argument("--model", help="model name sent to the server")
-    g.add_argument(
-        "--structured-output",
-        choices=["function_calling", "json_schema", "json_mode"],
-        help="structured-output method (json_schema for OpenAI and llama-server)",
-    )
-    g.add_argument("--gguf", type=Path, help="GGUF model for the embedded server")
-    g.add_argument("--port", type=int, help="port for the embedded server (default: a free one)")
-    g.add_argument("--store", type=Path, help="directory of the embedded Chroma store")
-    g.add_argument("--chroma-url", help="Chroma server URL (instead of the embedded store)")
-    g.add_argument("--library", help="strategy library name (default: default)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,77 +47,6 @@ def build_parser() -> argparse.ArgumentParser:
     add_agent_arguments(parser)
     add_settings_arguments(parser)
     return parser
-
-
-def add_agent_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the flags that choose and tune the agents (what ablations vary)."""
-    a = parser.add_argument_group("agents (ablations)")
-    a.add_argument("--strategist", choices=list(STRATEGISTS), help="default llm")
-    a.add_argument("--simulator", choices=list(SIMULATORS), help="default strategy")
-    a.add_argument(
-        "--critic",
-        choices=list(CRITICS),
-        help="default auto: llm, or novelty on the bundled SmolLM2 (its verdicts are constant)",
-    )
-    a.add_argument("--top-k", type=int, help="candidate strategies per turn (default 8)")
-    a.add_argument("--max-rejections", type=int, help="rejections in a row that end (default 6)")
-    a.add_argument("--min-depth", type=int, help="critic's minimum depth 1-5 (default 3)")
-    a.add_argument("--min-insight", type=int, help="critic's minimum insight 1-5 (default 3)")
-    a.add_argument("--random-seed", type=int, help="seed for sampling choices (default 0)")
-    a.add_argument(
-        "--strategy-temperature",
-        type=float,
-        help="learned strategist: temperature of its draw (0 = most likely; default 1)",
-    )
-
-
-def settings_from_args(args: argparse.Namespace) -> Settings:
-    """Load settings with the command line's values on top."""
-    model = {
-        "base_url": args.base_url,
-        "model": args.model,
-        "structured_output": args.structured_output,
-    }
-    agents = {
-        "strategist": getattr(args, "strategist", None),
-        "simulator": getattr(args, "simulator", None),
-        "critic": getattr(args, "critic", None),
-    }
-    overrides: dict[str, Any] = {
-        "model": {k: v for k, v in model.items() if v is not None} or None,
-        "agents": {k: v for k, v in agents.items() if v is not None} or None,
-        "gguf": args.gguf,
-        "server_port": args.port,
-        "store": args.store,
-        "chroma_url": args.chroma_url,
-        "library": args.library,
-    }
-    for name, key in [
-        ("turns", "turns"),
-        ("top_k", "top_k"),
-        ("max_rejections", "max_rejections"),
-        ("min_depth", "min_depth"),
-        ("min_insight", "min_insight"),
-        ("random_seed", "seed"),
-        ("strategy_temperature", "strategy_temperature"),
-        ("threshold", "cluster_threshold"),
-        ("tiers", "tiers"),
-    ]:
-        overrides[key] = getattr(args, name, None)
-    return load_settings(args.config, **overrides)
-
-
-def preflight(settings: Settings) -> None:
-    """Reject bad input that would otherwise surface only after the server starts."""
-    from runtime.server import check_port_free
-
-    if settings.gguf is not None and not settings.gguf.is_file():
-        raise UsageError(f"{settings.gguf}: GGUF model not found")
-    if settings.server_port is not None and settings.model.base_url is None:
-        try:
-            check_port_free(settings.server_port, "127.0.0.1")
-        except RuntimeError as exc:
-            raise UsageError(str(exc)) from None
 
 
 def generate(argv: list[str], console: Console) -> int:

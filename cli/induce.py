@@ -14,11 +14,11 @@ from rich.table import Table
 from rich.text import Text
 
 from cli.errors import UsageError
-from cli.generate import add_settings_arguments, settings_from_args
+from cli.options import add_settings_arguments, settings_from_args
 from dialogues.output import check_directory_writable
 from induction.loaders import FORMATS, LoadResult, NotDialogueFile, load
-from runtime.session import Session
 from runtime.settings import Settings
+from wiring.session import Session
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -17,9 +17,9 @@ from rich.text import Text
 
 from cli.errors import UsageError
 from dialogues.text import scrub
-from runtime.session import Session
 from runtime.settings import load_settings
 from stores.base import StrategyRecord, StrategyStore
+from wiring.session import Session
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -7,10 +7,9 @@ copies of the dialogues (`EvalTurn.judge`), where the judge metrics and curves r
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
-from collections.abc import Coroutine, Mapping, Sequence
-from typing import Any, Literal, TypeVar
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
 
 from jinja2 import Environment, StrictUndefined
 from langchain_core.messages import HumanMessage
@@ -19,8 +18,7 @@ from pydantic import BaseModel, Field, field_validator
 from agents.chat import ChatClient
 from dialogues.models import Usage
 from evaluation.inputs import EvalDialogue
-
-T = TypeVar("T")
+from runtime.pool import run_pool
 
 Rating = Literal[1, 2, 3, 4, 5, 6, 7, 8, 9, 10]
 
@@ -100,8 +98,6 @@ class Judge:
         self.failures: list[str] = []
         """Why ratings failed (no valid output after the client's retries)."""
         self.concurrency = concurrency
-        self._slots: asyncio.Semaphore | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
 
     def prompt(self, history: Sequence[Mapping[str, str]], instruction: str) -> str:
         """Render the judge's prompt for `instruction` after `history`."""
@@ -119,8 +115,7 @@ class Judge:
     ) -> JudgeScores | None:
         """Rate one instruction; None when the model gave no valid ratings."""
         message = HumanMessage(content=self.prompt(history, instruction))
-        async with self._semaphore():
-            result = await self.chat.structured(JudgeScores, [message])
+        result = await self.chat.structured(JudgeScores, [message])
         self.usage += result.usage
         if result.value is None:
             self.failures.append(result.error or "invalid output")
@@ -128,42 +123,33 @@ class Judge:
 
     async def judge_dialogue(self, dialogue: EvalDialogue) -> EvalDialogue:
         """Return a copy of `dialogue` whose turns carry the judge's ratings (None on failure)."""
-        scores = await gather_or_cancel(
-            [self.score(dialogue.history(t), t.instruction) for t in dialogue.turns]
-        )
-        turns = tuple(
-            dataclasses.replace(turn, judge=_record(score))
-            for turn, score in zip(dialogue.turns, scores, strict=True)
-        )
-        return dataclasses.replace(dialogue, turns=turns)
+        (judged,) = await self.judge_dialogues([dialogue])
+        return judged
 
     async def judge_dialogues(self, dialogues: Sequence[EvalDialogue]) -> list[EvalDialogue]:
-        """Rate every instruction of every dialogue (at most `concurrency` at a time)."""
-        return await gather_or_cancel([self.judge_dialogue(d) for d in dialogues])
+        """Rate every instruction of every dialogue (at most `concurrency` at a time).
 
-    def _semaphore(self) -> asyncio.Semaphore:
-        """The concurrency limit of the running event loop (a new loop gets a new one)."""
-        loop = asyncio.get_running_loop()
-        if self._slots is None or self._loop is not loop:
-            self._slots, self._loop = asyncio.Semaphore(self.concurrency), loop
-        return self._slots
+        The ratings are asked for in dialogue and turn order; on the first error the ratings in
+        flight are cancelled and the error propagates.
+        """
+        scores: dict[tuple[int, int], JudgeScores | None] = {}
 
+        async def rate(at: tuple[int, int]) -> None:
+            turn = dialogues[at[0]].turns[at[1]]
+            scores[at] = await self.score(dialogues[at[0]].history(turn), turn.instruction)
 
-async def gather_or_cancel(coroutines: Sequence[Coroutine[Any, Any, T]]) -> list[T]:
-    """Run `coroutines` concurrently; on the first failure cancel the rest, then raise it.
-
-    Unlike `asyncio.gather`, nothing is left running when the failure propagates: each task is
-    cancelled and awaited here, inside the loop, so an unreachable server gives one error
-    (not a "coroutine was never awaited" warning from a request torn down at loop shutdown).
-    """
-    tasks = [asyncio.ensure_future(c) for c in coroutines]
-    try:
-        return list(await asyncio.gather(*tasks))
-    except BaseException:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        raise
+        items = [(i, j) for i, dialogue in enumerate(dialogues) for j in range(len(dialogue.turns))]
+        await run_pool(items, self.concurrency, rate)
+        return [
+            dataclasses.replace(
+                dialogue,
+                turns=tuple(
+                    dataclasses.replace(turn, judge=_record(scores[i, j]))
+                    for j, turn in enumerate(dialogue.turns)
+                ),
+            )
+            for i, dialogue in enumerate(dialogues)
+        ]
 
 
 def _record(scores: JudgeScores | None) -> dict[str, Any] | None:

@@ -9,7 +9,6 @@ A cluster with a single distinct text keeps that text and costs no call.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -19,10 +18,11 @@ import numpy as np
 from langchain_core.messages import HumanMessage
 from pydantic import BaseModel, Field, field_validator
 
-from agents.chat import ChatClient
+from agents.chat import ChatClient, model_name
 from dialogues.models import Usage
 from induction.strategy_check import MAX_WORDS, validate_strategy
 from prompts import render
+from runtime.pool import run_pool
 
 TEMPLATE = "abstractor"
 Method = Literal["singleton", "centroid", "llm", "fallback"]
@@ -137,9 +137,7 @@ class LLMAbstractor:
     @cached_property
     def model_name(self) -> str:
         """The model's name as the server knows it (the class name for fakes)."""
-        model = self.chat.model
-        name = getattr(model, "model_name", None) or getattr(model, "model", None)
-        return str(name) if isinstance(name, str) and name else type(model).__name__
+        return model_name(self.chat.model)
 
     @property
     def name(self) -> str:
@@ -192,12 +190,10 @@ async def abstract_all(
         One abstraction per cluster.
     """
     results: list[Abstraction | None] = [None] * len(clusters)
-    queue = iter(range(len(clusters)))
 
-    async def worker() -> None:
-        for i in queue:
-            members = [texts[j] for j in clusters[i]]
-            results[i] = await abstractor.abstract(members, embeddings[clusters[i]])
+    async def abstract(i: int) -> None:
+        members = [texts[j] for j in clusters[i]]
+        results[i] = await abstractor.abstract(members, embeddings[clusters[i]])
 
-    await asyncio.gather(*(worker() for _ in range(max(1, concurrency))))
+    await run_pool(range(len(clusters)), concurrency, abstract)
     return [r for r in results if r is not None]

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from dialogues.models import Usage
 from induction.cache import ExtractionCache, Extractor, Result, cache_key
 from induction.extract import Extraction, PairLike, Rejection
+from runtime.pool import run_pool
 
 
 @dataclass
@@ -58,25 +58,18 @@ async def extract_all(
     done = len(pairs) - len(todo)
     if on_progress is not None:
         on_progress(done, len(pairs))
-    queue = iter(todo.items())
 
-    async def work() -> None:
+    async def extract(item: tuple[str, PairLike]) -> None:
         nonlocal done
-        for key, pair in queue:
-            result = await extractor.extract(pair)
-            cache.put(key, result)
-            report.usage += result.usage
-            done += 1
-            if on_progress is not None:
-                on_progress(done, len(pairs))
+        key, pair = item
+        result = await extractor.extract(pair)
+        cache.put(key, result)
+        report.usage += result.usage
+        done += 1
+        if on_progress is not None:
+            on_progress(done, len(pairs))
 
-    workers = [asyncio.create_task(work()) for _ in range(max(1, min(concurrency, len(todo))))]
-    try:
-        await asyncio.gather(*workers)
-    finally:
-        for worker in workers:
-            worker.cancel()
-        await asyncio.gather(*workers, return_exceptions=True)
+    await run_pool(list(todo.items()), concurrency, extract)
     for key, pair in zip(keys, pairs, strict=True):
         _collect(report, _rekey(cache.get(key), pair), fresh=todo.get(key) is pair)
     report.llm_calls = report.usage.calls

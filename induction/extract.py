@@ -17,7 +17,7 @@ from typing import Protocol
 from langchain_core.messages import HumanMessage
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
-from agents.chat import ChatClient
+from agents.chat import ChatClient, model_name
 from dialogues.models import Usage
 from induction.strategy_check import MAX_WORDS, validate_strategy
 from prompts import TEMPLATES, render
@@ -161,9 +161,7 @@ class LLMExtractor:
     @cached_property
     def model_name(self) -> str:
         """The model's name as the server knows it (the class name for fakes)."""
-        model = self.chat.model
-        name = getattr(model, "model_name", None) or getattr(model, "model", None)
-        return str(name) if isinstance(name, str) and name else type(model).__name__
+        return model_name(self.chat.model)
 
     @cached_property
     def fingerprint(self) -> str:

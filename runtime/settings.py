@@ -110,6 +110,16 @@ class RoleOverride(BaseModel):
     _check_adapter = field_validator("adapter")(_adapter)
 
 
+AGENT_NAMES: dict[str, tuple[str, ...]] = {
+    "strategist": ("llm", "random", "learned", "none"),
+    "simulator": ("strategy", "plain"),
+    "critic": ("llm", "novelty", "none"),
+    "assistant": ("llm",),
+}
+"""The implementations each role can be played by: the keys of `agents.registry.REGISTRIES`,
+named here so that settings, at the bottom, validate a choice without importing the roles."""
+
+
 class AgentChoice(BaseModel):
     """Which implementation plays each role (the ablation switches).
 
@@ -129,9 +139,7 @@ class AgentChoice(BaseModel):
     @classmethod
     def _registered(cls, name: str, info: Any) -> str:
         """Accept only names of the role's registry (and `auto` for the critic)."""
-        from agents.registry import REGISTRIES
-
-        names = [*REGISTRIES[info.field_name], *(["auto"] if info.field_name == "critic" else [])]
+        names = [*AGENT_NAMES[info.field_name], *(["auto"] if info.field_name == "critic" else [])]
         if name not in names:
             raise ValueError(f"unknown {info.field_name} {name!r}; choose from {', '.join(names)}")
         return name

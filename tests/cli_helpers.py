@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from cli.main import main
-from runtime.session import Session
+from wiring.session import Session
 
 SEED = [
     {"role": "user", "content": "How do vaccines train the immune system?"},

@@ -113,7 +113,7 @@ def test_ablation_variants_pick_their_simulators(shipped):
 
 
 def test_a_variant_session_view_builds_clients_with_its_own_model(shipped):
-    from runtime.session import Session
+    from wiring.session import Session
 
     built = []
 

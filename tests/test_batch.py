@@ -13,10 +13,10 @@ from batch.jobs import Job, load_seed_set, plan_jobs
 from batch.runner import BalancedRetriever, Batch, BatchOptions
 from batch.store import DIALOGUES, INDEX, BatchStore, iter_dialogues, job_counts, read_index
 from dialogues.seeds import SeedError
-from runtime.session import Session
 from runtime.settings import Settings
 from stores.base import Candidate
 from tests.fake_openai import FakeOpenAI
+from wiring.session import Session
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 

@@ -110,3 +110,31 @@ def test_the_prefix_cache_serves_each_roles_history_on_the_second_turn(tmp_path)
         assert after["cached_tokens"] >= before["input_tokens"] - 300, (role, before, after)
     assistant = first["usage"]["assistant"], second["usage"]["assistant"]
     assert assistant[1]["cached_tokens"] >= assistant[0]["input_tokens"] - 10  # all of turn 1's
+
+
+def test_one_server_switches_adapters_per_request_without_leaking_state():
+    """The simulator's adapter answers its requests; the base model's are as without it."""
+    import httpx
+
+    from runtime.adapters import all_shipped
+    from runtime.server import EmbeddedServer
+
+    served = all_shipped("base")
+    assert served, "no shipped trained simulator (scripts/build_simulators.sh)"
+    adapter = next(iter(served))
+    messages = [{"role": "user", "content": "Explain what a hash map is in two sentences."}]
+
+    def ask(model: str) -> tuple[str, int]:
+        body = {"model": model, "messages": messages, "temperature": 0, "max_tokens": 24}
+        reply = httpx.post(f"{server.base_url}/chat/completions", json=body, timeout=120).json()
+        cached = reply["usage"]["prompt_tokens_details"]["cached_tokens"]
+        return reply["choices"][0]["message"]["content"], cached
+
+    with EmbeddedServer(alias="base", adapters=served) as server:
+        base, _ = ask("base")
+        trained, _ = ask(adapter)
+        base_again, base_cached = ask("base")
+        trained_again, trained_cached = ask(adapter)
+    assert trained != base  # the adapter is applied
+    assert (base_again, trained_again) == (base, trained)  # and removed: nothing leaks
+    assert base_cached > 10 and trained_cached > 10  # each kept its own cached prefix

@@ -20,10 +20,10 @@ from agents.chat import ChatClient, ModelError, build_chat_model
 from batch.jobs import load_seed_set, plan_jobs
 from batch.runner import Batch, BatchOptions
 from batch.store import BatchStore, iter_dialogues
-from runtime.session import Session
 from runtime.settings import ModelSettings, Settings
 from tests.cli_helpers import isolate_cli, lines, run_cli, write_seed
 from tests.fake_openai import FakeOpenAI
+from wiring.session import Session
 
 ROOT = Path(__file__).resolve().parents[1]
 

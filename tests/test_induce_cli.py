@@ -22,10 +22,10 @@ import pytest
 import cli.induce as induce_module
 from cli.main import main
 from induction.extract import ExtractionOutput
-from runtime.session import Session
 from stores.chroma import open_store
 from tests.cli_helpers import isolate_cli, lines, run_cli
 from tests.fakes import ScriptedChatModel, tool_reply
+from wiring.session import Session
 
 DATA = Path("/work/shared/data")
 OASST = DATA / "oasst1-en100" / "en_100_tree.jsonl"

@@ -10,8 +10,8 @@ from agents.registry import build_agents
 from dialogues.record import summarize, unfinished_turn
 from graphs.deduction import build_graph
 from graphs.state import Deps, initial_state
-from runtime.generation import Growth
 from tests.fakes import text_reply, tool_reply
+from wiring.generation import Growth
 
 
 def good_verdict(depth: int = 4, insight: int = 4):

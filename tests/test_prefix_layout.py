@@ -11,8 +11,8 @@ from agents.chat import ChatClient
 from agents.registry import build_agents
 from graphs.deduction import build_graph
 from graphs.state import Deps, initial_state
-from runtime.generation import Growth
 from tests.fakes import ScriptedChatModel, text_reply, tool_reply
+from wiring.generation import Growth
 
 REQUEST_STARTS = {
     "strategist": "Follow-up strategies:",

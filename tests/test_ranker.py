@@ -10,7 +10,6 @@ import pytest
 from langchain_core.messages import AIMessage, HumanMessage
 
 from agents.strategist import LearnedStrategist
-from runtime.session import RetrievalUnavailable, choose_retriever
 from stores.base import StrategyRecord
 from stores.contexts import AnswerContext, ContextRetriever
 from stores.memory import InMemoryStrategyStore
@@ -24,6 +23,7 @@ from stores.ranker import (
     train_for_store,
     train_ranker,
 )
+from wiring.session import RetrievalUnavailable, choose_retriever
 
 
 def unit(rows: np.ndarray) -> np.ndarray:

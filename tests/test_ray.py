@@ -20,9 +20,9 @@ from batch.ray_executor import run_on_ray  # noqa: E402
 from batch.runner import Batch, BatchOptions  # noqa: E402
 from batch.store import BatchStore, iter_dialogues, read_index  # noqa: E402
 from cli.main import main  # noqa: E402
-from runtime.session import Session  # noqa: E402
 from runtime.settings import Settings  # noqa: E402
 from tests.fake_openai import FakeOpenAI  # noqa: E402
+from wiring.session import Session  # noqa: E402
 
 CHROMA = Path(sys.executable).with_name("chroma")
 
