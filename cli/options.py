@@ -35,6 +35,13 @@ def add_agent_arguments(parser: argparse.ArgumentParser) -> None:
     a.add_argument("--strategist", choices=list(STRATEGISTS), help="default llm")
     a.add_argument("--simulator", choices=list(SIMULATORS), help="default strategy")
     a.add_argument(
+        "--simulator-adapter",
+        metavar="trained|none|DIR",
+        help="the simulator's LoRA adapter on the embedded model: trained (default: the shipped "
+        "simulator trained for --simulator), none (the prompted simulator), or a folder made by "
+        "train-simulator",
+    )
+    a.add_argument(
         "--critic",
         choices=list(CRITICS),
         help="default auto: llm, or novelty on the bundled SmolLM2 (its verdicts are constant)",
@@ -66,6 +73,11 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     overrides: dict[str, Any] = {
         "model": {k: v for k, v in model.items() if v is not None} or None,
         "agents": {k: v for k, v in agents.items() if v is not None} or None,
+        "simulator": (
+            {"adapter": args.simulator_adapter}
+            if getattr(args, "simulator_adapter", None)
+            else None
+        ),
         "gguf": args.gguf,
         "server_port": args.port,
         "store": args.store,

@@ -201,3 +201,20 @@ def test_each_adapter_has_its_own_share_of_one_prefix_cache(llama_server):
     assert cache[(1, 2, 3, 9)].input_ids == [1, 2, 3]  # the base model's own state
     plain[(1, 2)] = State([1, 2])  # another adapter's state supersedes nothing of the others
     assert len(cache.cache_state) == 3
+
+
+def test_the_simulator_adapter_flag_beats_the_environment(shipped, monkeypatch, tmp_path):
+    import argparse
+
+    from cli.options import add_agent_arguments, add_settings_arguments, settings_from_args
+
+    parser = argparse.ArgumentParser()
+    add_settings_arguments(parser)
+    add_agent_arguments(parser)
+    monkeypatch.setenv("IDEAS_SIMULATOR__TEMPERATURE", "0.3")
+    monkeypatch.setenv("IDEAS_SIMULATOR__ADAPTER", "trained")
+    settings = settings_from_args(parser.parse_args(["--simulator-adapter", "none"]))
+    simulator = settings.model_for("simulator")
+    assert (simulator.model, simulator.temperature) == (EMBEDDED_ALIAS, 0.3)
+    with pytest.raises(SettingsError, match="no LoRA adapter there"):
+        settings_from_args(parser.parse_args(["--simulator-adapter", str(tmp_path / "x")]))
