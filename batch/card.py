@@ -111,10 +111,11 @@ def role_models(settings: dict[str, Any], agents: dict[str, Any] | None = None) 
 
     shared = dict(settings.get("model") or {})
     chosen = dict(settings.get("agents") or {}) | dict(agents or {})
+    resolved = settings.get("roles") or {}  # what each role ran with (older manifests: absent)
     models = {}
     for role in GENERATION_ROLES:
         override = {k: v for k, v in (settings.get(role) or {}).items() if v is not None}
-        merged = shared | ROLE_DEFAULTS.get(role, {}) | override
+        merged = shared | ROLE_DEFAULTS.get(role, {}) | override | (resolved.get(role) or {})
         url = merged.get("base_url")
         models[role] = {
             "agent": chosen.get(role),

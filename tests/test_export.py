@@ -490,3 +490,12 @@ def test_main_dispatches_export(tmp_path, capsys):
     assert capsys.readouterr().err.strip().splitlines() == [
         f"error: {tmp_path / 'nope'}: no such batch directory"
     ]
+
+
+def test_role_models_name_the_model_each_role_ran_with():
+    """A manifest written with per-role resolution (`roles`) names e.g. the simulator's adapter."""
+    ran = {"simulator": {"model": "smollm2+ideas-1a2b3c4d", "temperature": 0.8}}
+    models = role_models({**SETTINGS, "roles": ran}, MANIFEST["agents"])
+    assert models["simulator"]["model"] == "smollm2+ideas-1a2b3c4d"
+    assert models["simulator"]["temperature"] == 0.8
+    assert models["critic"] == role_models(SETTINGS, MANIFEST["agents"])["critic"]
