@@ -47,7 +47,11 @@ def add_report_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the flags shared by eval and ablate: reference data, judge model, output."""
     parser.add_argument("--out", required=True, type=Path, help="report directory")
     parser.add_argument(
-        "--reference", type=Path, help="real dialogues to compare user turns with (any format)"
+        "--reference",
+        type=Path,
+        nargs="+",
+        metavar="FILE",
+        help="real dialogues to compare user turns with (any format; several files are pooled)",
     )
     parser.add_argument("--judge-model", help="a separate judge model rates every instruction")
     parser.add_argument("--judge-base-url", help="OpenAI-compatible server of the judge model")
@@ -149,22 +153,25 @@ def judge_client(args: argparse.Namespace, settings: Settings | None) -> ChatCli
     return ChatClient(build_chat_model(model, base_url), structured_method="json_schema")
 
 
-def load_reference(path: Path | None) -> list[EvalDialogue] | None:
-    """Read the real follow-ups of a reference dialogue file."""
-    if path is None:
+def load_reference(paths: Sequence[Path] | None) -> list[EvalDialogue] | None:
+    """Read the real follow-ups of the reference dialogue files (pooled)."""
+    if not paths:
         return None
     from induction.loaders import NotDialogueFile, load
 
-    if path.is_dir():
-        raise UsageError(f"{display_path(path)}: is a directory; give a dialogue file")
-    try:
-        pairs = load(path).pairs
-    except FileNotFoundError:
-        raise UsageError(f"{display_path(path)}: file not found") from None
-    except NotDialogueFile as exc:
-        raise UsageError(str(exc)) from None
-    if not pairs:
-        raise UsageError(f"{path}: no follow-up turns to compare with")
+    pairs = []
+    for path in paths:
+        if path.is_dir():
+            raise UsageError(f"{display_path(path)}: is a directory; give a dialogue file")
+        try:
+            found = load(path).pairs
+        except FileNotFoundError:
+            raise UsageError(f"{display_path(path)}: file not found") from None
+        except NotDialogueFile as exc:
+            raise UsageError(str(exc)) from None
+        if not found:
+            raise UsageError(f"{display_path(path)}: no follow-up turns to compare with")
+        pairs += found
     return reference_dialogues(pairs)
 
 

@@ -177,3 +177,13 @@ def test_ablate_compares_only_the_jobs_every_variant_stored(tmp_path, capsys):
     differences = data["variants"]["plain"]["differences"]
     assert all(d["paired"] for d in differences.values())
     assert "compared on the 2 jobs every variant stored; dropped ideas 1" in " ".join(out.split())
+
+
+def test_several_reference_files_are_pooled(tmp_path):
+    from cli.evaluate import load_reference
+
+    oasst = DATA / "oasst1-en100" / "en_100_tree.jsonl"
+    code = DATA / "realhumaneval-chat" / "chats.jsonl"
+    one, other = load_reference([oasst]), load_reference([code])
+    both = load_reference([oasst, code])
+    assert len(both) == len(one) + len(other) and len(one) > 0 and len(other) > 0
