@@ -17,9 +17,15 @@ from typing import Any
 
 from batch.export import ExportResult
 from batch.filters import FilterReport
-from dialogues.models import DialogueDocument
+from dialogues.models import (
+    AgentNames,
+    BatchManifest,
+    DialogueDocument,
+    ModelSection,
+    SettingsDump,
+)
 from dialogues.output import StagedWrites
-from dialogues.strategy_use import library_size, normalised_entropy
+from dialogues.strategy_use import normalised_entropy
 from runtime.urls import redact_url
 
 FORMAT = "ideas-card/1"
@@ -100,35 +106,43 @@ def strategy_distribution(
     }
 
 
-def role_models(settings: dict[str, Any], agents: dict[str, Any] | None = None) -> dict[str, Any]:
+def role_models(
+    settings: SettingsDump | dict[str, Any], agents: AgentNames | dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Return per generation role the agent, model, endpoint and sampling settings used.
+
+    A role's model is the shared one, under the role's defaults, under its own settings, under
+    what the manifest records it ran with (`roles`; older manifests have none).
 
     Args:
         settings: The settings dump of the manifest (`Settings.public_dump()`).
-        agents: The manifest's role -> agent name (defaults to `settings["agents"]`).
+        agents: The manifest's role -> agent name (over `settings["agents"]`).
     """
     from runtime.settings import ROLE_DEFAULTS
 
-    shared = dict(settings.get("model") or {})
-    chosen = dict(settings.get("agents") or {}) | dict(agents or {})
-    resolved = settings.get("roles") or {}  # what each role ran with (older manifests: absent)
+    settings = SettingsDump.of(settings)
+    chosen = settings.agents.dump() | AgentNames.model_validate(agents or {}).dump()
+    agent = AgentNames.model_validate(chosen)
     models = {}
     for role in GENERATION_ROLES:
-        override = {k: v for k, v in (settings.get(role) or {}).items() if v is not None}
-        merged = shared | ROLE_DEFAULTS.get(role, {}) | override | (resolved.get(role) or {})
-        url = merged.get("base_url")
+        merged = ModelSection.model_validate(
+            settings.model.dump()
+            | ROLE_DEFAULTS.get(role, {})
+            | settings.override(role).values()
+            | settings.resolved(role).dump()
+        )
         models[role] = {
-            "agent": chosen.get(role),
-            "model": merged.get("model"),
-            "endpoint": redact_url(url) if url else "embedded server",
-            "temperature": merged.get("temperature"),
-            "max_tokens": merged.get("max_tokens"),
+            "agent": getattr(agent, role),
+            "model": merged.model,
+            "endpoint": redact_url(merged.base_url) if merged.base_url else "embedded server",
+            "temperature": merged.temperature,
+            "max_tokens": merged.max_tokens,
         }
     return models
 
 
 def build_card(
-    manifest: dict[str, Any],
+    manifest: BatchManifest | dict[str, Any],
     *,
     run_dir: str | Path,
     stored: int,
@@ -141,7 +155,7 @@ def build_card(
     """Assemble the data card.
 
     Args:
-        manifest: The batch manifest (`batch.store.load_manifest`).
+        manifest: The batch manifest (`batch.store.load_manifest`; its JSON data will do).
         run_dir: The batch's run directory.
         stored: Dialogues stored in the batch (before filters).
         failed: Jobs whose latest outcome is a failure.
@@ -151,8 +165,8 @@ def build_card(
         skipped: Lines of the run directory that were passed over (`batch.store.Skipped`):
             unreadable or duplicate dialogue lines, unreadable index lines.
     """
-    settings = dict(manifest.get("settings") or {})
-    seeds = dict(manifest.get("seeds") or {})
+    manifest = BatchManifest.of(manifest)
+    seeds = manifest.seeds
     return {
         "format": FORMAT,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -173,23 +187,21 @@ def build_card(
             **(skipped or {}),
         },
         "filters": report.as_dict(),
-        "strategies": strategy_distribution(
-            documents, available=library_size(manifest.get("library") or {})
-        ),
+        "strategies": strategy_distribution(documents, available=manifest.library.size()),
         "batch": {
-            "created_at": manifest.get("created_at"),
-            "n": manifest.get("n"),
-            "turns": manifest.get("turns"),
+            "created_at": manifest.created_at,
+            "n": manifest.n,
+            "turns": manifest.turns,
         },
         "seeds": {
-            "path": seeds.get("path"),
-            "sha256": seeds.get("sha256"),
-            "format": seeds.get("format"),
-            "count": seeds.get("count"),
+            "path": seeds.path,
+            "sha256": seeds.sha256,
+            "format": seeds.format,
+            "count": seeds.count,
         },
-        "library": dict(manifest.get("library") or {}),
-        "models": role_models(settings, manifest.get("agents")),
-        "settings": {k: settings[k] for k in GENERATION_SETTINGS if k in settings},
+        "library": manifest.library_data(),
+        "models": role_models(manifest.settings, manifest.agents),
+        "settings": manifest.settings.values(GENERATION_SETTINGS),
     }
 
 

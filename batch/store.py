@@ -35,6 +35,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
+from dialogues.models import BATCH_FORMAT, BatchManifest
 from dialogues.output import utf8, write_json_atomic
 
 MANIFEST = "batch.json"
@@ -42,7 +45,7 @@ DIALOGUES = "dialogues.jsonl"
 INDEX = "index.jsonl"
 CHECKPOINTS = "checkpoints.sqlite"
 LOCK = ".lock"
-FORMAT = "ideas-batch/1"
+FORMAT = BATCH_FORMAT
 
 
 class BatchStoreError(ValueError):
@@ -98,8 +101,8 @@ def hold_run_dirs(run_dirs: Iterable[Path]) -> Iterator[None]:
         yield
 
 
-def load_manifest(run_dir: Path) -> dict[str, Any]:
-    """Return the manifest of the batch in `run_dir`.
+def load_manifest(run_dir: Path) -> BatchManifest:
+    """Return the manifest of the batch in `run_dir`, typed.
 
     Raises:
         BatchStoreError: There is no batch there, or its manifest is not valid.
@@ -115,7 +118,11 @@ def load_manifest(run_dir: Path) -> dict[str, Any]:
         raise BatchStoreError(f"{path}: unreadable manifest ({exc})") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise BatchStoreError(f"{path}: not a {FORMAT} manifest")
-    return manifest
+    try:
+        return BatchManifest.model_validate(manifest)
+    except ValidationError as exc:
+        reason = " ".join(str(exc).split("\n")[:3])
+        raise BatchStoreError(f"{path}: not a valid {FORMAT} manifest ({reason})") from None
 
 
 def _complete_lines(path: Path, start: int = 0) -> Iterator[tuple[int, bytes]]:
@@ -420,9 +427,11 @@ class BatchStore:
         """The SQLite file of LangGraph checkpoints for dialogues in flight."""
         return self.run_dir / CHECKPOINTS
 
-    def write_manifest(self, manifest: dict[str, Any]) -> None:
-        """Write the manifest atomically."""
-        write_json_atomic(self.run_dir / MANIFEST, {"format": FORMAT, **manifest})
+    def write_manifest(self, manifest: BatchManifest | dict[str, Any]) -> None:
+        """Write the manifest atomically (its `format` first, set to this one)."""
+        data = BatchManifest.of(manifest).dump()
+        data.pop("format", None)
+        write_json_atomic(self.run_dir / MANIFEST, {"format": FORMAT, **data})
 
     def status(self, job: str) -> str | None:
         """Return `done`, `failed` or None (never finished)."""

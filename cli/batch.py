@@ -30,6 +30,7 @@ from batch.runner import Batch, BatchOptions, BatchReport
 from batch.store import LOCK, MANIFEST, BatchStore, hold_run_dir, load_manifest
 from cli.errors import UsageError
 from cli.options import add_agent_arguments, add_settings_arguments, preflight, settings_from_args
+from dialogues.models import BatchManifest
 from dialogues.output import check_directory_writable
 from dialogues.text import display_path
 from runtime.settings import Settings
@@ -155,30 +156,32 @@ def check_counts(args: argparse.Namespace) -> None:
         raise UsageError("--concurrency must be at least 1")
 
 
-def manifest_for(seeds: SeedSet, n: int, settings: Settings, library: dict[str, Any]) -> dict:
+def manifest_for(
+    seeds: SeedSet, n: int, settings: Settings, library: dict[str, Any]
+) -> BatchManifest:
     """Return the manifest of a batch started now."""
-    return {
-        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "seeds": seeds.describe(),
-        "n": n,
-        "turns": settings.turns,
-        "fingerprint": settings.fingerprint(),
-        "settings": settings.public_dump(),
-        "agents": settings.resolve_agents()[0].model_dump(),
-        "library": library,
-    }
+    return BatchManifest(
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        seeds=seeds.describe(),
+        n=n,
+        turns=settings.turns,
+        fingerprint=settings.fingerprint(),
+        settings=settings.public_dump(),
+        agents=settings.resolve_agents()[0].model_dump(),
+        library=library,
+    )
 
 
-def check_resumable(manifest: dict[str, Any], seeds: SeedSet, settings: Settings) -> None:
+def check_resumable(manifest: BatchManifest, seeds: SeedSet, settings: Settings) -> None:
     """Refuse to resume a batch with another seed source or other generation settings."""
-    out = manifest.get("seeds", {})
-    if out.get("sha256") != seeds.sha256 or out.get("order", "file") != seeds.order:
+    out = manifest.seeds
+    if out.sha256 != seeds.sha256 or out.order != seeds.order:
         raise UsageError(
-            f"the seed source differs from the one this batch started with ({out.get('path')}, "
-            f"order {out.get('order', 'file')}, sha256 {out.get('sha256', '?')[:12]}); use the "
+            f"the seed source differs from the one this batch started with ({out.path}, "
+            f"order {out.order}, sha256 {(out.sha256 or '?')[:12]}); use the "
             "same seeds and --shuffle, or a new --out"
         )
-    old, new = manifest.get("fingerprint", {}), settings.fingerprint()
+    old, new = manifest.fingerprint, settings.fingerprint()
     changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
     if changed:
         raise UsageError(
@@ -241,7 +244,7 @@ class BarProgress:
         self.bar.update(self.task, advance=1, inflight=self.inflight, failed=self.failed)
 
 
-def resumable_manifest(out: Path, seeds: SeedSet, settings: Settings) -> dict[str, Any] | None:
+def resumable_manifest(out: Path, seeds: SeedSet, settings: Settings) -> BatchManifest | None:
     """Return the manifest of the batch in `out` after checking it can go on (None if new)."""
     if not (out / MANIFEST).exists():
         return None
@@ -256,15 +259,14 @@ def open_batch(
     n: int,
     wiring: Wiring,
     options: BatchOptions,
-    manifest: dict[str, Any] | None,
+    manifest: BatchManifest | None,
 ) -> Batch:
     """Open (or start) the batch in `out` and write its manifest with the current `n`."""
     settings = wiring.settings
     store = BatchStore.open(out)
     library = {"name": settings.library, **wiring.store.metadata()}
-    manifest = dict(manifest or manifest_for(seeds, n, settings, library))
-    manifest.pop("format", None)
-    store.write_manifest(manifest | {"n": n})
+    manifest = manifest or manifest_for(seeds, n, settings, library)
+    store.write_manifest(manifest.model_copy(update={"n": n}))
     jobs = plan_jobs(len(seeds.seeds), n)
     return Batch(store, seeds, jobs, wiring, library, options)
 

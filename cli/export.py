@@ -24,7 +24,7 @@ from batch.card import build_card, write_card
 from batch.export import FORMATS, export
 from batch.filters import FilterConfig, FilterError, FilterReport, apply_filters
 from cli.errors import UsageError
-from dialogues.models import DialogueDocument
+from dialogues.models import BatchManifest, DialogueDocument
 from dialogues.output import StagedWrites, check_writable
 from dialogues.text import display_path
 from stores.memory import Embedder
@@ -167,8 +167,8 @@ def slim(document: dict[str, Any]) -> dict[str, Any]:
     return document
 
 
-def read_manifest(run_dir: Path) -> dict[str, Any]:
-    """Return the batch manifest of `run_dir`.
+def read_manifest(run_dir: Path) -> BatchManifest:
+    """Return the batch manifest of `run_dir`, typed.
 
     Raises:
         UsageError: There is no batch in `run_dir`, or its manifest is unreadable.

@@ -1,4 +1,4 @@
-"""The output document of one dialogue, typed: its turn records, usage and batch envelope.
+"""Typed output documents: a dialogue (turn records, usage, batch envelope), a batch's manifest.
 
 Every model keeps the keys it does not know (`extra="allow"`) and `dump()` writes back exactly
 the keys that were set, so a document loads and dumps to the same JSON whichever version wrote
@@ -13,15 +13,30 @@ The shapes (`ideas-dialogue/1`):
 - `TurnRecord`: one generated turn's decisions: `index`, `candidates`, `strategy`, `selection`,
   `drafts` (each with the critic's verdict), `critic` (the accepted draft's verdict),
   `instruction`, `answer` and `usage` per agent.
+
+The batch manifest (`ideas-batch/1`, a run directory's `batch.json`) is `BatchManifest`:
+`format`, `created_at`, `seeds` (`SeedSource`), `n`, `turns`, `fingerprint`, `settings`
+(`SettingsDump`, the run's `Settings.public_dump()`), `agents` (`AgentNames`) and `library`
+(`LibraryInfo`). It also dumps its keys back in the order the file had them, so a manifest
+rewritten on resume keeps its text.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_serializer
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidatorFunctionWrapHandler,
+    field_serializer,
+    model_validator,
+)
 
 FORMAT = "ideas-dialogue/1"
+BATCH_FORMAT = "ideas-batch/1"
 SCORE_KEYS = ("correct", "coherent", "depth", "insight")
 
 
@@ -331,3 +346,144 @@ class DialogueDocument(Record):
     def job(self) -> str | None:
         """The batch job id (None outside a batch)."""
         return self.batch.job if self.batch else None
+
+
+class SeedSource(Record):
+    """The seed source a batch started with (`batch.jobs.SeedSet.describe`)."""
+
+    path: str | None = None
+    sha256: str | None = None
+    format: str | None = None
+    count: int | None = None
+    skipped: dict[str, Any] | None = None
+    order: str = "file"
+    """`file`, or `shuffled (seed N)` (older manifests leave it out: file order)."""
+
+
+class ModelSection(Record):
+    """A model section of the settings dump: shared, a role's override, or what a role ran with.
+
+    That is the dump's `model`, a role's own section, or an entry of its `roles`. Other keys
+    (`frequency_penalty`, `adapter`...) are kept.
+    """
+
+    model: str | None = None
+    base_url: str | None = None
+    temperature: float | int | None = None
+    max_tokens: int | None = None
+
+    def values(self) -> dict[str, Any]:
+        """Return the keys set, without those set to None (a role's override leaves them out)."""
+        return {key: value for key, value in self.dump().items() if value is not None}
+
+
+class AgentNames(Record):
+    """Which agent played each generation role (`notice`: why `auto` was downgraded)."""
+
+    strategist: str | None = None
+    simulator: str | None = None
+    critic: str | None = None
+    assistant: str | None = None
+    notice: str | None = None
+
+
+class SettingsDump(Record):
+    """The settings a batch ran with (`Settings.public_dump()`).
+
+    The model sections and the agents are typed; every other setting (`turns`, `top_k`,
+    `library`...) is kept as is (`values`).
+    """
+
+    model: ModelSection = Field(default_factory=ModelSection)
+    """The shared model settings."""
+    strategist: ModelSection | None = None
+    simulator: ModelSection | None = None
+    critic: ModelSection | None = None
+    assistant: ModelSection | None = None
+    agents: AgentNames = Field(default_factory=AgentNames)
+    roles: dict[str, ModelSection] = Field(default_factory=dict)
+    """What each role ran with, its defaults applied (older manifests: absent)."""
+
+    @classmethod
+    def of(cls, settings: SettingsDump | dict[str, Any] | None) -> SettingsDump:
+        """Return `settings` typed (loaded from its JSON data when it is a mapping)."""
+        return settings if isinstance(settings, cls) else cls.model_validate(settings or {})
+
+    def override(self, role: str) -> ModelSection:
+        """Return the role's own model section (empty when it has none)."""
+        section = getattr(self, role, None) if role in ROLE_SECTIONS else None
+        return section if isinstance(section, ModelSection) else ModelSection()
+
+    def resolved(self, role: str) -> ModelSection:
+        """Return what the role ran with, as recorded (empty in older manifests)."""
+        return self.roles.get(role) or ModelSection()
+
+    def values(self, keys: tuple[str, ...]) -> dict[str, Any]:
+        """Return the settings of `keys` that are set, in the order of `keys`."""
+        data = self.dump()
+        return {key: data[key] for key in keys if key in data}
+
+
+ROLE_SECTIONS = ("strategist", "simulator", "critic", "assistant")
+"""The generation roles, each with its model section in the settings."""
+
+
+class BatchManifest(Record):
+    """A batch run directory's manifest (`batch.json`).
+
+    Dumped with its keys (nested ones too) in the order they were loaded or built with.
+    """
+
+    format: str = BATCH_FORMAT
+    created_at: str | None = None
+    seeds: SeedSource = Field(default_factory=SeedSource)
+    n: int | None = None
+    turns: int | None = None
+    fingerprint: dict[str, Any] = Field(default_factory=dict)
+    """What decides a dialogue's content (`Settings.fingerprint`); a resume must match it."""
+    settings: SettingsDump = Field(default_factory=SettingsDump)
+    agents: AgentNames = Field(default_factory=AgentNames)
+    """The agent of each role, `auto` resolved."""
+    library: LibraryInfo = Field(default_factory=LibraryInfo)
+
+    _order: Any = PrivateAttr(default=None)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _remember_order(cls, data: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        manifest = handler(data)
+        if isinstance(data, dict) and isinstance(manifest, BatchManifest):
+            manifest._order = _key_order(data)
+        return manifest
+
+    @classmethod
+    def of(cls, manifest: BatchManifest | dict[str, Any]) -> BatchManifest:
+        """Return `manifest` typed (loaded from its JSON data when it is a mapping).
+
+        Raises:
+            pydantic.ValidationError: The data is not a batch manifest (a ValueError).
+        """
+        return manifest if isinstance(manifest, cls) else cls.model_validate(manifest)
+
+    def dump(self) -> dict[str, Any]:
+        """Return the JSON data: the keys that were set, in the order they came."""
+        return _in_order(super().dump(), self._order)
+
+    def library_data(self) -> dict[str, Any]:
+        """Return the library part as the file has it (its keys in the file's order)."""
+        return _in_order(self.library.dump(), (self._order or {}).get("library"))
+
+
+def _key_order(data: Any) -> Any:
+    """Return the keys of `data` and of the mappings in it, in order (None for other values)."""
+    if isinstance(data, dict):
+        return {key: _key_order(value) for key, value in data.items()}
+    return None
+
+
+def _in_order(data: Any, order: Any) -> Any:
+    """Return `data` with its keys, nested too, in `order` (`_key_order`); new keys last."""
+    if not isinstance(data, dict) or not isinstance(order, dict):
+        return data
+    keys = [key for key in order if key in data] + [key for key in data if key not in order]
+    return {key: _in_order(data[key], order.get(key)) for key in keys}
