@@ -127,7 +127,7 @@ def role_models(
     for role in GENERATION_ROLES:
         merged = ModelSection.model_validate(
             settings.model.dump()
-            | ROLE_DEFAULTS.get(role, {})
+            | ROLE_DEFAULTS[role]
             | settings.override(role).values()
             | settings.resolved(role).dump()
         )
