@@ -32,5 +32,7 @@ for name in ideas plain; do tail -n 1 "$WORK/$name.log"; done
 for name in ideas plain; do
   mkdir -p "training/simulators/$name"
   cp "$WORK/$name/adapter.gguf" "$WORK/$name/card.json" "$WORK/$name/CARD.md" "training/simulators/$name/"
+  .venv/bin/python -c 'import sys; from pathlib import Path; from training.card import stamp
+stamp(Path(sys.argv[1]), sys.argv[2])' "training/simulators/$name" "scripts/build_simulators.sh $*"
 done
 echo "shipped: training/simulators/ideas, training/simulators/plain"

@@ -22,6 +22,12 @@ def write_card(out: Path, card: dict[str, Any]) -> None:
     (out / "CARD.md").write_text(markdown(card), encoding="utf-8")
 
 
+def stamp(out: Path, built_by: str) -> None:
+    """Record in the card of `out` the command that built it (e.g. the repository's script)."""
+    card = json.loads((out / "card.json").read_text(encoding="utf-8"))
+    write_card(out, card | {"built_by": built_by})
+
+
 def markdown(card: dict[str, Any]) -> str:
     """Render the card for people."""
     settings, counts = card["settings"], card["counts"]
@@ -38,6 +44,7 @@ def markdown(card: dict[str, Any]) -> str:
         f"given exactly what the simulator is sent at run time: {prompt}. The loss covers the "
         "follow-up's tokens only. Load it with llama.cpp (`lora_path`).",
         "",
+        *([f"Built by `{card['built_by']}`.", ""] if "built_by" in card else []),
         "## Data",
         "",
         "| source | sha256 |",
