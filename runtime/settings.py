@@ -236,7 +236,7 @@ class Settings(BaseSettings):
             if self._configured(role).adapter not in (None, *adapters.KEYWORDS):
                 if not self.uses_bundled_model(role):
                     raise ValueError(
-                        f"{role}: a LoRA adapter needs the embedded bundled model "
+                        f"the {role}'s LoRA adapter needs the embedded bundled model "
                         "(no base_url, no --gguf)"
                     )
         return self
@@ -368,9 +368,10 @@ def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
         return Settings(**{k: v for k, v in overrides.items() if v is not None})
     except ValidationError as exc:
         err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"]) or "settings"
+        where = ".".join(str(p) for p in err["loc"])
         message = err["msg"].removeprefix("Value error, ")
-        raise SettingsError(f"invalid setting {where}: {message}") from None
+        prefix = f"invalid setting {where}" if where else "invalid settings"
+        raise SettingsError(f"{prefix}: {message}") from None
     except PydanticSettingsError as exc:
         raise SettingsError(" ".join(str(exc).split())) from None
     finally:

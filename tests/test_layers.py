@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "import_graph.py"
+
+
 @pytest.fixture(scope="module")
 def graph():
     spec = importlib.util.spec_from_file_location("import_graph", SCRIPT)
@@ -56,4 +58,3 @@ def test_settings_name_every_registered_agent():
     from runtime.settings import AGENT_NAMES
 
     assert {role: tuple(registry) for role, registry in REGISTRIES.items()} == AGENT_NAMES
-
