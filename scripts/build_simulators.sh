@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Rebuild the two shipped trained user simulators, training/simulators/{ideas,plain}, from the
 # real dialogues in ../shared/data and the team-written strategies in
-# induction/data/team_extractions.jsonl (needs the `train` extra; see README).
+# induction/data/team_extractions.jsonl (needs the `train` extra: bash scripts/setup-train.sh).
 #   ideas: the strategy simulator's prompt with each pair's high-level strategy
 #   plain: the plain simulator's prompt on the same pairs (the PlatoLM/Parrot-style baseline)
 # Both train at once, one torch thread each (2 cores; 2 threads per run measured 2-4x slower).
