@@ -28,17 +28,13 @@ from induction.abstract import CentroidAbstractor  # noqa: E402
 from induction.annotations import load_extractions  # noqa: E402
 from induction.library import build_library_sync  # noqa: E402
 from induction.loaders import load  # noqa: E402
+from induction.real_dialogues import REAL_DIALOGUES  # noqa: E402
 from stores.contexts import ContextRetriever  # noqa: E402
 from stores.embeddings import MiniLMEmbedding  # noqa: E402
 from stores.memory import InMemoryStrategyStore  # noqa: E402
 from stores.ranker import LearnedRetriever, train_for_store  # noqa: E402
 
 KS = (1, 3, 5, 8, 10, 20)
-FILES = (
-    "oasst1-en100/en_100_tree.jsonl",
-    "hh-rlhf-helpful-74/realistic_seed_data.json",
-    "realhumaneval-chat/chats.jsonl",
-)
 
 
 def fold_of(pair, folds: int) -> int:
@@ -94,7 +90,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path("../shared/data"))
     parser.add_argument("--folds", type=int, default=5)
     args = parser.parse_args()
-    pairs = [p for name in FILES for p in load(args.data / name).pairs]
+    pairs = [p for name in REAL_DIALOGUES for p in load(args.data / name).pairs]
     extractions = load_extractions(Path("induction/data/team_extractions.jsonl"))
     embedding = MiniLMEmbedding()
     modes = ("support", "text", "context", "learned")

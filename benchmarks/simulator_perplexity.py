@@ -37,23 +37,18 @@ sys.path.insert(0, str(ROOT))
 
 from cli.induce import load_sources  # noqa: E402
 from induction.annotations import load_extractions  # noqa: E402
+from induction.real_dialogues import REAL_DIALOGUES  # noqa: E402
 from runtime.adapters import ADAPTER_FILE, SHIPPED  # noqa: E402
 from runtime.server import default_gguf  # noqa: E402
 from stores.packaged import read_records  # noqa: E402
 from training.encode import IGNORE, Example, encode  # noqa: E402
 from training.pairs import build_pairs, split_by_dialogue, strategy_texts  # noqa: E402
 
-DIALOGUES = (
-    "oasst1-en100/en_100_tree.jsonl",
-    "hh-rlhf-helpful-74/realistic_seed_data.json",
-    "realhumaneval-chat/chats.jsonl",
-)
-
 
 def held_out_examples(card: dict, data: Path, tokenizer) -> dict[str, list[tuple[str, Example]]]:
     """Tokenise the held-out pairs under each prompt: strategy, shuffled strategy, plain."""
     settings = card["settings"]
-    real = [p for r in load_sources([data / d for d in DIALOGUES], None) for p in r.pairs]
+    real = [p for r in load_sources([data / d for d in REAL_DIALOGUES], None) for p in r.pairs]
     extractions = load_extractions(ROOT / "induction/data/team_extractions.jsonl")
     library = ROOT / "stores/libraries/default"
     texts = strategy_texts(extractions, read_records(library), settings["strategy_level"])

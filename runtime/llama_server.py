@@ -19,6 +19,7 @@ otherwise the arguments of `python -m llama_cpp.server`) and imports nothing fro
 
 from __future__ import annotations
 
+import argparse
 import ctypes
 import runpy
 import sys
@@ -227,19 +228,25 @@ def serve_adapters(adapters: Adapters, cls: type[Llama] = Llama) -> None:
 
 
 def take_adapters(argv: list[str]) -> dict[str, str]:
-    """Remove every `--adapter NAME=PATH` from `argv` and return them by name."""
-    adapters, rest = {}, [argv[0]]
-    args = iter(argv[1:])
-    for arg in args:
-        if arg == "--adapter":
-            name, _, path = next(args, "").partition("=")
-            if not name or not path:
-                raise SystemExit("--adapter takes NAME=PATH")
-            adapters[name] = path
-        else:
-            rest.append(arg)
-    argv[:] = rest
-    return adapters
+    """Remove every `--adapter NAME=PATH` from `argv` and return them by name.
+
+    The other arguments, the server's own, stay in `argv` in their order. A bad `--adapter` value
+    ends the process with argparse's usage line and "--adapter takes NAME=PATH" (exit status 2).
+    """
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)  # -h is the server's
+    parser.add_argument(
+        "--adapter", action="append", type=_named_path, default=[], metavar="NAME=PATH"
+    )
+    known, rest = parser.parse_known_args(argv[1:])
+    argv[1:] = rest
+    return dict(known.adapter)
+
+
+def _named_path(value: str) -> tuple[str, str]:
+    name, _, path = value.partition("=")
+    if not name or not path:
+        raise argparse.ArgumentTypeError("--adapter takes NAME=PATH")
+    return name, path
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Rebuild the two shipped trained user simulators, training/simulators/{ideas,plain}, from the
-# real dialogues in ../shared/data and the team-written strategies in
-# induction/data/team_extractions.jsonl (needs the `train` extra; see README).
+# real dialogues in ../shared/data (listed in induction/real_dialogues.py) and the team-written
+# strategies in induction/data/team_extractions.jsonl (needs the `train` extra:
+# bash scripts/setup-train.sh).
 #   ideas: the strategy simulator's prompt with each pair's high-level strategy
 #   plain: the plain simulator's prompt on the same pairs (the PlatoLM/Parrot-style baseline)
 # Both train at once, one torch thread each (2 cores; 2 threads per run measured 2-4x slower).
@@ -10,12 +11,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${DATA:-../shared/data}
 WORK=${WORK:-build/simulators}
+listed=$(.venv/bin/python -m induction.real_dialogues "$DATA")  # one a line, under $DATA
+mapfile -t DIALOGUES <<<"$listed"
 mkdir -p "$WORK"
 train() {  # name, extra flags...
   local name=$1; shift
   .venv/bin/python run.py train-simulator \
-    --dialogues "$DATA/oasst1-en100/en_100_tree.jsonl" "$DATA/hh-rlhf-helpful-74/realistic_seed_data.json" \
-      "$DATA/realhumaneval-chat/chats.jsonl" \
+    --dialogues "${DIALOGUES[@]}" \
     --extractions induction/data/team_extractions.jsonl \
     --out "$WORK/$name" --threads 1 "$@" >"$WORK/$name.log" 2>&1
 }

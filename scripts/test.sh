@@ -1,19 +1,20 @@
 #!/usr/bin/env bash
 # Run the test suite (sets up ./.venv first if needed). Extra arguments go to pytest.
 # The optional `ray` extra is added to the venv here (not by setup.sh) so that the Ray executor's
-# tests run against a real local Ray. The `train` extra likewise, so that the simulator trainer's
-# tests run; torch comes first as the CPU build (this machine kind keeps it in pip's local wheel
-# folder), pinned with `+cpu` so that pip can never fall back to PyPI's CUDA build. Where no CPU
-# wheel can be had, the trainer's tests are skipped (they import torch with importorskip).
+# tests run against a real local Ray. The `train` extra likewise, with scripts/setup-train.sh, so
+# that the simulator trainer's tests run: it installs torch as the CPU build (this machine kind
+# keeps it in pip's local wheel folder), the extra, and llama.cpp's LoRA converter. Where no CPU
+# torch wheel can be had (setup-train.sh exits 10), the trainer's tests are skipped (they import
+# torch with importorskip); any other failure of setup-train.sh stops here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --no-demo
 .venv/bin/python -c "import ray" 2>/dev/null || .venv/bin/pip install --quiet -e ".[ray]"
-if ! .venv/bin/python -c "import torch, transformers, peft, gguf" 2>/dev/null; then
-  if .venv/bin/pip install --quiet "torch==2.13.0+cpu"; then
-    .venv/bin/pip install --quiet -e ".[train]"
-  else
-    echo "test.sh: no CPU torch wheel here; the simulator trainer's tests will be skipped" >&2
-  fi
+status=0
+bash scripts/setup-train.sh || status=$?
+if [ "$status" = 10 ]; then
+  echo "test.sh: no CPU torch wheel here; the simulator trainer's tests will be skipped" >&2
+elif [ "$status" != 0 ]; then
+  exit "$status"
 fi
 exec .venv/bin/python -m pytest "$@"

@@ -181,8 +181,17 @@ def test_adapter_arguments_are_taken_out_of_the_servers_own(llama_server):
     ]
     assert llama_server.take_adapters(argv) == {"a": "/x/a.gguf", "b": "/y/b.gguf"}
     assert argv == ["prog", "--model", "m.gguf", "--port", "1"]
-    with pytest.raises(SystemExit, match="NAME=PATH"):
-        llama_server.take_adapters(["prog", "--adapter", "nopath"])
+    argv = ["prog", "--adapter=a=/x/a.gguf", "-h", "--model", "m.gguf"]
+    assert llama_server.take_adapters(argv) == {"a": "/x/a.gguf"}
+    assert argv == ["prog", "-h", "--model", "m.gguf"]
+
+
+@pytest.mark.parametrize("value", ["nopath", "=/x/a.gguf", "a="])
+def test_a_bad_adapter_argument_ends_the_process_with_its_form(llama_server, value, capsys):
+    with pytest.raises(SystemExit) as caught:
+        llama_server.take_adapters(["prog", "--model", "m.gguf", "--adapter", value])
+    assert caught.value.code == 2
+    assert "--adapter takes NAME=PATH" in capsys.readouterr().err
 
 
 @needs_llama

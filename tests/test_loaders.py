@@ -19,6 +19,7 @@ from induction import (
     load,
     pairs_of,
 )
+from induction.real_dialogues import REAL_DIALOGUES, main
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -53,6 +54,14 @@ needs_data = pytest.mark.skipif(
 @pytest.fixture(scope="module")
 def loaded():
     return {name: load(DATA / name) for name in REAL}
+
+
+@needs_data
+def test_the_real_dialogues_of_the_build_scripts_are_listed_once_and_load(capsys):
+    assert main(["DATA"]) == 0
+    assert capsys.readouterr().out.splitlines() == [f"DATA/{p}" for p in REAL_DIALOGUES]
+    for path in REAL_DIALOGUES:
+        assert load(DATA / path).pairs, path
 
 
 def write_jsonl(path: Path, rows: list) -> Path:

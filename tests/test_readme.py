@@ -15,7 +15,7 @@ def test_readme_diagram_is_generated_from_the_graph():
 
 def test_readme_commands_point_at_existing_scripts():
     root = Path(__file__).resolve().parents[1]
-    for script in ("scripts/setup.sh", "scripts/test.sh"):
+    for script in ("scripts/setup.sh", "scripts/test.sh", "scripts/setup-train.sh"):
         assert f"bash {script}" in README
         assert (root / script).is_file()
     assert "bash scripts/test.sh" in (root / ".ci/run").read_text()

@@ -124,7 +124,7 @@ def test_the_adapter_converts_and_llama_cpp_applies_it(tmp_path, bundled_gguf):
         for name, parameter in model.named_parameters():
             if "lora_B" in name:
                 parameter.normal_(0, 0.05)
-    adapter = export(model, tmp_path, lambda line: None)
+    adapter = export(model, tmp_path)
 
     assert adapter.name == "adapter.gguf" and adapter.stat().st_size > 0
     prompt = "<|im_start|>user\nName a colour.<|im_end|>\n<|im_start|>assistant\n"

@@ -5,8 +5,8 @@ imports torch, transformers and peft.
 """
 
 INSTALL_HINT = (
-    "pip install torch==2.13.0 && pip install -e '.[train]' "
-    "(install torch first: the CPU wheel, not PyPI's default CUDA one)"
+    "run `bash scripts/setup-train.sh` (the CPU torch wheel, the `train` extra and llama.cpp's "
+    "LoRA converter)"
 )
 """How to install the optional `train` extra, in one line."""
 

@@ -2,11 +2,12 @@
 
 `convert_lora_to_gguf.py` and the `conversion/` package it imports live in the llama.cpp source
 tree, which ships inside the `llama-cpp-python` sdist (`vendor/llama.cpp`). Nothing of it is
-copied into this repository: the tree is found in `$LLAMA_CPP_DIR` (a llama.cpp checkout), else
-in our cache, else the sdist of the installed llama-cpp-python version is fetched once with pip
-(from pip's cache when it is there) and just the converter, its `conversion/` package, the
-`gguf-py` it is written against (newer than PyPI's `gguf` 0.19.0) and llama.cpp's LICENSE are
-extracted to the cache (~2 MB).
+copied into this repository, and nothing is downloaded at run time: the install step
+(`scripts/setup-train.sh` runs `python -m training.convert`) fetches the sdist of the installed
+llama-cpp-python version with pip (from pip's cache when it is there) and extracts just the
+converter, its `conversion/` package, the `gguf-py` it is written against (newer than PyPI's
+`gguf` 0.19.0) and llama.cpp's LICENSE to our cache (~2 MB). At run time the tree is taken from
+`$LLAMA_CPP_DIR` (a llama.cpp checkout), else from that cache, else training stops with a hint.
 """
 
 from __future__ import annotations
@@ -44,14 +45,13 @@ def cache_dir() -> Path:
     return Path(root) / f"llama.cpp-{llama_cpp_version()}"
 
 
-def converter_tree(notify=None) -> Path:
-    """Return a directory holding `convert_lora_to_gguf.py` and its `conversion/` package.
+def converter_tree() -> Path:
+    """Return the installed directory holding `convert_lora_to_gguf.py` and its `conversion/`.
 
-    Args:
-        notify: Called with one line before a slow fetch of the sdist.
+    It is `$LLAMA_CPP_DIR` when set, else the cache `fetch_converter` fills; nothing is fetched.
 
     Raises:
-        TrainingError: `$LLAMA_CPP_DIR` lacks the converter, or the sdist cannot be fetched.
+        TrainingError: `$LLAMA_CPP_DIR` lacks the converter, or it is not installed.
     """
     given = os.environ.get("LLAMA_CPP_DIR")
     if given:
@@ -59,10 +59,27 @@ def converter_tree(notify=None) -> Path:
             raise TrainingError(f"LLAMA_CPP_DIR={given} has no {CONVERTER}")
         return Path(given)
     cached = cache_dir()
-    if all((cached / member).exists() for member in _MEMBERS):
+    if _complete(cached):
         return cached
-    if notify is not None:
-        notify(f"fetching llama.cpp's {CONVERTER} from the llama-cpp-python sdist (once)")
+    raise TrainingError(
+        f"llama.cpp's {CONVERTER} is not installed: run `bash scripts/setup-train.sh` "
+        "(or set LLAMA_CPP_DIR to a llama.cpp checkout)"
+    )
+
+
+def fetch_converter() -> Path:
+    """Install the converter into the cache (the install step); return its directory.
+
+    Nothing is fetched when `$LLAMA_CPP_DIR` is set or the cache is complete; otherwise the sdist
+    of the installed llama-cpp-python version is downloaded with pip (from pip's cache when it is
+    there) and the converter's files are extracted from it.
+
+    Raises:
+        TrainingError: `$LLAMA_CPP_DIR` lacks the converter, or the sdist cannot be fetched.
+    """
+    cached = cache_dir()
+    if os.environ.get("LLAMA_CPP_DIR") or _complete(cached):
+        return converter_tree()
     with tempfile.TemporaryDirectory() as scratch:
         sdist = _download_sdist(Path(scratch))
         _extract(sdist, Path(scratch) / "tree")
@@ -70,6 +87,10 @@ def converter_tree(notify=None) -> Path:
         shutil.rmtree(cached, ignore_errors=True)
         shutil.move(Path(scratch) / "tree", cached)
     return cached
+
+
+def _complete(tree: Path) -> bool:
+    return all((tree / member).exists() for member in _MEMBERS)
 
 
 def _download_sdist(directory: Path) -> Path:
@@ -124,3 +145,18 @@ def convert_adapter(adapter: Path, base_config: Path, outfile: Path, tree: Path)
         lines = (done.stderr + done.stdout).strip().splitlines() or ["no output"]
         raise TrainingError(f"{CONVERTER} failed: {lines[-1]}")
     return outfile
+
+
+def main() -> int:
+    """`python -m training.convert`: install the converter and say where it is."""
+    try:
+        tree = fetch_converter()
+    except TrainingError as exc:
+        print(f"training.convert: {exc}", file=sys.stderr)  # noqa: T201 - the install step's output
+        return 1
+    print(f"llama.cpp's {CONVERTER} is installed in {tree}")  # noqa: T201
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -36,9 +36,10 @@ def run(
 
     Raises:
         TrainingInputError: No example fits, or `job.out` holds checkpoints of another run.
-        TrainingError: The conversion to GGUF failed.
+        TrainingError: llama.cpp's converter is not installed, or the conversion to GGUF failed.
     """
     started = time.perf_counter()
+    tree = converter_tree()  # before training: a missing converter stops the run at once
     sources = job.sources()
     run_id = job.run_id(sources)
     checkpoints = job.out / "checkpoints"
@@ -70,7 +71,7 @@ def run(
         model, train_examples, held_examples, LoopSettings(**job.loop), checkpoints, run_id, report
     )
     notify(f"converting the adapter with llama.cpp's {CONVERTER}")
-    adapter = export(model, job.out, notify)
+    adapter = export(model, job.out, tree)
     counts = {
         "real_pairs": len(real_pairs),
         "dropped": {**pair_set.dropped, "longer than max_length": too_long},
@@ -105,9 +106,13 @@ def run(
     return card
 
 
-def export(model, out: Path, notify: Callable[[str], None]) -> Path:
-    """Save the PEFT adapter and convert it to `out/adapter.gguf`."""
-    tree = converter_tree(notify)
+def export(model, out: Path, tree: Path | None = None) -> Path:
+    """Save the PEFT adapter and convert it to `out/adapter.gguf` with the converter in `tree`.
+
+    Raises:
+        TrainingError: `tree` is None and the converter is not installed, or the conversion failed.
+    """
+    tree = tree or converter_tree()
     with tempfile.TemporaryDirectory() as scratch:
         peft_dir = Path(scratch) / "peft"
         model.save_pretrained(peft_dir, save_embedding_layers=False)
