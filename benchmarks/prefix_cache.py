@@ -123,7 +123,7 @@ def compare(name: str, off: dict, on: dict) -> None:
 def main() -> None:
     """Run every configuration without and with the cache; print the figures."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--turns", type=int, default=6)
+    parser.add_argument("--turns", type=int, default=6, help="0: no dialogue, the batch only")
     parser.add_argument("--seed", type=Path, default=Path("examples/seed.json"))
     parser.add_argument("--n", type=int, default=4)
     parser.add_argument("--batch-turns", type=int, default=2)
@@ -134,9 +134,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for cache in (None, CACHE_BYTES):
             EmbeddedServer.prompt_cache_bytes = cache
-            settings = load_settings(turns=args.turns, store=Path(tmp) / "store")
-            results["dialogue", cache] = one_dialogue(settings, load_seed(args.seed))
-            print(line(f"dialogue, cache {bool(cache)}", results["dialogue", cache]), flush=True)  # noqa: T201
+            if args.turns:
+                settings = load_settings(turns=args.turns, store=Path(tmp) / "store")
+                results["dialogue", cache] = one_dialogue(settings, load_seed(args.seed))
+                done = results["dialogue", cache]
+                print(line(f"dialogue, cache {bool(cache)}", done), flush=True)  # noqa: T201
             settings = load_settings(turns=args.batch_turns, store=Path(tmp) / "store")
             seeds = load_seed_set(args.seeds)
             for c in args.concurrency:
@@ -148,6 +150,8 @@ def main() -> None:
         compare(f"batch {args.n}x{args.batch_turns} at c={c}", off, on)
         rate = (on["turns"] / on["wall"]) / max(off["turns"] / off["wall"], 1e-9)
         print(f"  -> throughput x{rate:.2f} (accepted turns per minute)")  # noqa: T201
+    if not args.turns:
+        return
     off, on = results["dialogue", None], results["dialogue", CACHE_BYTES]
     compare(f"dialogue ({args.turns} turns)", off, on)
     print(  # noqa: T201
