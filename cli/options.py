@@ -32,7 +32,11 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
 def add_agent_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the flags that choose and tune the agents (what ablations vary)."""
     a = parser.add_argument_group("agents (ablations)")
-    a.add_argument("--strategist", choices=list(STRATEGISTS), help="default llm")
+    a.add_argument(
+        "--strategist",
+        choices=[*STRATEGISTS, "auto"],
+        help="default auto: learned on the bundled model, else llm",
+    )
     a.add_argument("--simulator", choices=list(SIMULATORS), help="default strategy")
     a.add_argument(
         "--simulator-adapter",

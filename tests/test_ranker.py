@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage
 
+from agents.registry import build_agents
 from agents.strategist import LearnedStrategist
+from runtime.settings import load_settings
 from stores.base import StrategyRecord
 from stores.contexts import AnswerContext, ContextRetriever
 from stores.memory import InMemoryStrategyStore
@@ -23,7 +25,8 @@ from stores.ranker import (
     train_for_store,
     train_ranker,
 )
-from wiring.session import RetrievalUnavailable, choose_retriever
+from tests.fakes import ScriptedChatModel
+from wiring.session import RetrievalUnavailable, Session, choose_retriever
 
 
 def unit(rows: np.ndarray) -> np.ndarray:
@@ -232,3 +235,17 @@ def test_every_ablation_variant_names_registered_agents():
                 assert name in ("none", "trained")
             else:
                 assert name in REGISTRIES[role]
+
+
+def test_the_default_strategist_on_a_library_without_a_ranker_says_what_to_do():
+    store, _ = synthetic_store(with_ranker=False)
+    settings = load_settings()  # the bundled model: `auto` is the learned strategist
+    with pytest.raises(RetrievalUnavailable) as raised:
+        build_agents(Session(settings, store=store))
+    message = str(raised.value)
+    assert "no learned ranker" in message and "--strategist llm" in message
+    assert "\n" not in message
+    with_ranker, _ = synthetic_store(with_ranker=True)
+    models = {role: ScriptedChatModel(script=[]) for role in ("simulator", "critic", "assistant")}
+    agents = build_agents(Session(settings, store=with_ranker, chat_models=models))
+    assert isinstance(agents.strategist, LearnedStrategist)

@@ -243,6 +243,24 @@ def test_auto_critic_when_every_role_has_a_server():
     assert agents.critic == "llm" and notice is None
 
 
+def test_auto_strategist_is_learned_on_the_bundled_model_and_llm_with_a_server(monkeypatch):
+    s = load_settings()
+    assert s.agents.strategist == "auto"
+    assert s.resolve_agents()[0].strategist == "learned"
+    assert s.public_dump()["agents"]["strategist"] == "learned"
+    assert s.fingerprint()["agents"]["strategist"] == "learned"
+    assert "strategy_temperature" in s.fingerprint()  # the learned draw's setting decides output
+    served = load_settings(model={"base_url": "http://x/v1"})
+    assert served.resolve_agents()[0].strategist == "llm"
+    assert "strategy_temperature" not in served.fingerprint()
+    monkeypatch.setenv("IDEAS_STRATEGIST__BASE_URL", "http://big:8000/v1")
+    assert load_settings().resolve_agents()[0].strategist == "llm"  # its own server decides
+
+
+def test_auto_strategist_with_a_gguf_is_llm(tmp_path):
+    assert load_settings(gguf=tmp_path / "m.gguf").resolve_agents()[0].strategist == "llm"
+
+
 @pytest.mark.parametrize("critic", ["llm", "novelty", "none"])
 def test_explicit_critic_choice_is_untouched(critic):
     s = load_settings(agents={"critic": critic, "strategist": "random"})

@@ -81,7 +81,13 @@ class Session:
         if isinstance(self.retriever, LearnedRetriever):
             return self.retriever
         if self._learned is None:
-            self._learned = choose_retriever(self.store, "learned")
+            try:
+                self._learned = choose_retriever(self.store, "learned")
+            except RetrievalUnavailable as e:
+                raise RetrievalUnavailable(
+                    f"{e} (the learned strategist, the default on the bundled model, needs one), "
+                    "or choose another strategist (--strategist llm)"
+                ) from None
         return self._learned
 
     def chat(self, role: Role, settings: Settings | None = None) -> ChatClient:
