@@ -4,7 +4,8 @@
                                              [--turns 6]
 
 Grows the same seed into a dialogue four times, each on a freshly started embedded server, with
-the prompted simulator (the only one the old revision has) and the same agents:
+the prompted simulator (the only one the old revision has), the same agents and the `starter`
+library (the old default):
 the old prompt layout (`--old-rev`, checked out into a temporary git worktree: the last revision
 whose embedded server already reports reused prompt tokens, before the prompts were laid out for
 reuse) and the current one, each without and with the server's prefix cache. Prints per accepted
@@ -24,7 +25,8 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-AGENTS = ["--strategist", "llm", "--simulator", "strategy", "--critic", "novelty", "--quiet"]
+AGENTS = ["--strategist", "llm", "--simulator", "strategy", "--critic", "none", "--quiet"]
+LIBRARY = ["--library", "starter"]  # the old revision's default, shipped by both
 RUN = """
 import runpy, sys
 from runtime.server import EmbeddedServer
@@ -77,7 +79,7 @@ def main() -> None:
                 for cache in (False, True):
                     run = [
                         "--seed", str(seed), "--turns", str(args.turns),
-                        "--store", str(Path(tmp) / f"store-{name[:3]}"), *AGENTS, *extra,
+                        "--store", str(Path(tmp) / f"store-{name[:3]}"), *LIBRARY, *AGENTS, *extra,
                     ]  # fmt: skip
                     out = Path(tmp) / f"{name[:3]}-{cache}.json"
                     r = results[name, cache] = grow(tree, cache, run, out)
