@@ -62,7 +62,7 @@ class ScriptedWiring:
 @pytest.fixture
 def wiring(store):
     def make(scripts: dict[str, list], **settings) -> ScriptedWiring:
-        settings["agents"] = {"critic": "llm", **settings.get("agents", {})}
+        settings["agents"] = {"critic": "llm", "strategist": "llm", **settings.get("agents", {})}
         return ScriptedWiring(Settings(**settings), store, scripts)
 
     return make

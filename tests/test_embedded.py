@@ -38,8 +38,10 @@ def test_two_turns_on_the_embedded_default(tmp_path):
     assert all(m["content"].strip() for m in document["messages"])
     for turn in document["turns"]:
         assert turn["strategy"]["id"].startswith("t2-")  # a top-tier induced strategy
-        assert turn["selection"]["method"] in {"llm", "fallback"}
+        assert turn["selection"]["method"] == "learned"  # the default strategist on this model
+        assert turn["usage"]["strategist"]["calls"] == 0  # a draw from the ranker, no LLM call
         assert turn["usage"]["assistant"]["output_tokens"] > 0
+    assert document["settings"]["agents"]["strategist"] == "learned"
     assert document["settings"]["agents"]["critic"] == "novelty"
     assert "turn 2 of 2" in result.stdout and "done: complete" in result.stdout
 
@@ -97,7 +99,8 @@ def test_a_batch_on_the_embedded_model_repeats_at_any_concurrency(tmp_path):
 
 def test_the_prefix_cache_serves_each_roles_history_on_the_second_turn(tmp_path):
     out = tmp_path / "dialogue.json"
-    result = run_cli(tmp_path, "--seed", "examples/seed.json", "--turns", "2", "--out", str(out))
+    args = ["--seed", "examples/seed.json", "--turns", "2", "--strategist", "llm"]
+    result = run_cli(tmp_path, *args, "--out", str(out))
 
     assert result.returncode == 0, result.stderr
     first, second = json.loads(out.read_text())["turns"]
