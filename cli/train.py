@@ -23,6 +23,7 @@ from induction.annotations import AnnotationError, load_extractions
 from runtime.settings import Settings
 from stores.packaged import PACKAGED, read_records
 from training import INSTALL_HINT, TrainingError
+from training.convert import converter_tree
 from training.job import TrainJob
 from training.pairs import PairSet, build_pairs, strategy_texts
 
@@ -93,6 +94,8 @@ def train_simulator(argv: list[str], console: Console) -> int:
     missing = [m for m in EXTRA_MODULES if importlib.util.find_spec(m) is None]
     if missing:
         raise TrainingError(f"train-simulator needs {', '.join(missing)}: {INSTALL_HINT}")
+    converter_tree()  # installed with the extra: a missing one stops before --out is created
+    create_out(job.out)
     from training.pipeline import run
 
     console.print(
@@ -174,6 +177,10 @@ def check_out(out: Path) -> None:
         raise UsageError(f"--out {out}: already holds a trained simulator; choose another folder")
     if out.is_dir() and any(out.iterdir()) and not (out / "checkpoints").is_dir():
         raise UsageError(f"--out {out}: folder is not empty and holds no checkpoints to resume")
+
+
+def create_out(out: Path) -> None:
+    """Create the output folder once every check passed."""
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+from pathlib import Path
 
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage
@@ -195,8 +196,8 @@ def test_cli_out_that_is_a_file_is_a_usage_error(capsys, tmp_path, inputs):
     assert code == 2 and "is not a folder" in err
 
 
-def test_cli_names_the_extra_when_torch_is_missing(capsys, tmp_path, inputs, monkeypatch):
-    dialogues, extractions = inputs
+def with_strategies(tmp_path, dialogues, extractions) -> tuple[int, Path]:
+    """Write an extraction and a library record for every pair; return (rows, library)."""
     rows = [json.loads(line) for line in dialogues.read_text().splitlines()]
     from induction.loaders import load
 
@@ -225,6 +226,12 @@ def test_cli_names_the_extra_when_torch_is_missing(capsys, tmp_path, inputs, mon
             for k in keys
         )
     )
+    return len(rows), library
+
+
+def test_cli_names_the_extra_when_torch_is_missing(capsys, tmp_path, inputs, monkeypatch):
+    dialogues, extractions = inputs
+    n_rows, library = with_strategies(tmp_path, dialogues, extractions)
     import cli.train
 
     real = cli.train.importlib.util.find_spec
@@ -242,5 +249,22 @@ def test_cli_names_the_extra_when_torch_is_missing(capsys, tmp_path, inputs, mon
         "--out",
         tmp_path / "m",
     )
-    assert len(rows) == 4 and code == 1
+    assert n_rows == 4 and code == 1
     assert "needs torch" in err and INSTALL_HINT in err and "\n" not in err
+
+
+def test_cli_without_the_converter_stops_before_creating_out(capsys, tmp_path, inputs, monkeypatch):
+    dialogues, extractions = inputs
+    _, library = with_strategies(tmp_path, dialogues, extractions)
+    import cli.train
+
+    monkeypatch.setattr(cli.train, "EXTRA_MODULES", ())  # as if the extra were installed
+    monkeypatch.delenv("LLAMA_CPP_DIR", raising=False)
+    monkeypatch.setenv("IDEAS_CACHE", str(tmp_path / "empty-cache"))
+    out = tmp_path / "m"
+    code, err = train_cli(
+        capsys, "--dialogues", dialogues, "--extractions", extractions, "--library", library,
+        "--out", out,
+    )  # fmt: skip
+    assert code == 1 and "setup-train.sh" in err and "\n" not in err
+    assert not out.exists()
