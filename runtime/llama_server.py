@@ -48,7 +48,9 @@ def instrument(cls: type[Llama] = Llama) -> None:
     Also keeps `save_state` and `load_state` off the `n_batch` x vocabulary logits array (~100 MB
     for SmolLM2 at `n_batch` 512), which every cached state would otherwise copy and which no one
     reads without `logits_all`: sampling reads llama.cpp's own logits, and a restored state
-    always re-evaluates at least one token. A saved state holds one zero row instead.
+    always re-evaluates at least one token. A saved state holds one zero row instead, and its
+    model state is copied once, straight into the buffer the cache keeps (llama-cpp-python's own
+    `save_state` makes three copies of it, tens of MB each, which raise the server's peak RSS).
     """
     generate, evaluate, chat = cls.generate, cls.eval, cls.create_chat_completion
     load, save = cls.load_state, cls.save_state
@@ -93,7 +95,25 @@ def instrument(cls: type[Llama] = Llama) -> None:
         counting_eval,
         reporting_chat,
     )
-    cls.save_state, cls.load_state = without_logits(save), without_logits(load)
+    @wraps(save)
+    def lean_save(self: Llama) -> LlamaState:
+        if self._logits_all:
+            return save(self)
+        size = llama_cpp.llama_state_get_size(self._ctx.ctx)
+        data = (ctypes.c_uint8 * size)()
+        written = llama_cpp.llama_state_get_data(self._ctx.ctx, data, size)
+        if written != size:
+            raise RuntimeError(f"llama.cpp wrote {written} bytes of a {size}-byte state")
+        return LlamaState(
+            input_ids=self.input_ids.copy(),
+            scores=np.zeros((1, self._n_vocab), dtype=np.single),
+            n_tokens=self.n_tokens,
+            llama_state=data,  # a buffer; load_state copies it with from_buffer_copy
+            llama_state_size=size,
+            seed=self._seed,
+        )
+
+    cls.save_state, cls.load_state = lean_save, without_logits(load)
     _declare_usage_details()
 
 

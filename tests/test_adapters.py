@@ -1,10 +1,12 @@
 """LoRA adapters per role on the embedded model: which adapter a role runs with, how the server
-is told, and how its prefix cache keeps adapters apart (the real server: test_embedded.py)."""
+is told, how its prefix cache keeps adapters apart and what a cached state holds (the real
+server: test_embedded.py)."""
 
 from __future__ import annotations
 
 import importlib.util
 import sys
+import tracemalloc
 from pathlib import Path
 
 import pytest
@@ -210,6 +212,40 @@ def test_each_adapter_has_its_own_share_of_one_prefix_cache(llama_server):
     assert cache[(1, 2, 3, 9)].input_ids == [1, 2, 3]  # the base model's own state
     plain[(1, 2)] = State([1, 2])  # another adapter's state supersedes nothing of the others
     assert len(cache.cache_state) == 3
+
+
+@needs_llama
+@pytest.mark.embedded
+def test_a_cached_state_is_one_exact_buffer_and_restores_the_context(llama_server):
+    from llama_cpp import Llama
+
+    from runtime.server import default_gguf
+
+    class Model(Llama):
+        pass
+
+    llama_server.instrument(Model)
+    model = Model(str(default_gguf()), n_ctx=512, logits_all=False, verbose=False)
+    prompt = "A note on paint. " * 60 + "The three primary colours are"  # a state of ~10 MB
+    fresh = model.create_completion(prompt, max_tokens=6, temperature=0.0)["choices"][0]["text"]
+    model.reset()
+    model.eval(model.tokenize(prompt.encode()))
+    tracemalloc.start()
+    try:
+        state = model.save_state()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert memoryview(state.llama_state).nbytes == state.llama_state_size
+    assert peak < 1.5 * state.llama_state_size  # copied once (llama-cpp-python: three times)
+    assert state.scores.shape == (1, model.n_vocab())  # not the n_batch x vocabulary logits
+
+    model.reset()
+    model.eval(model.tokenize(b"Something else entirely, to overwrite the context"))
+    model.load_state(state)
+    assert model.n_tokens == len(model.tokenize(prompt.encode()))
+    restored = model.create_completion(prompt, max_tokens=6, temperature=0.0)["choices"][0]
+    assert restored["text"] == fresh
 
 
 def test_the_simulator_adapter_flag_beats_the_environment(shipped, monkeypatch, tmp_path):
