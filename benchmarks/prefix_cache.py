@@ -2,6 +2,7 @@
 
     python benchmarks/prefix_cache.py [--turns 6] [--seed examples/seed.json]
                                       [--n 4] [--batch-turns 2] [--concurrency 1 4]
+                                      [--cache-mib MIB]
 
 Runs one dialogue on the embedded default, then a small batch at each concurrency (none with a
 bare `--concurrency`), each twice with the same seeds: without the server's prefix cache, then
@@ -9,7 +10,8 @@ with it, every run on a freshly started server. Prints each run as it ends, then
 side: per accepted turn the prompt tokens sent and evaluated (sent minus those the server reports
 reused), LLM and wall seconds, the server's peak RSS, whether the dialogues came out identical,
 and the ratios; last `prefix cache: evaluated prompt tokens xA.AA, wall xB.BB` for the dialogue
-(with cache / without). Without the cache the server still reuses the prefix of the request just
+(with cache / without). `--cache-mib` sets the cache's budget (default: the setting
+`server_cache_mib`). Without the cache the server still reuses the prefix of the request just
 before, as llama-cpp-python always does. Run it on a quiet machine.
 """
 
@@ -34,12 +36,9 @@ from dialogues.record import usage_by_agent  # noqa: E402
 from dialogues.seeds import load_seed  # noqa: E402
 from graphs.deduction import build_graph  # noqa: E402
 from graphs.state import Deps, initial_state  # noqa: E402
-from runtime.server import EmbeddedServer  # noqa: E402
 from runtime.settings import load_settings  # noqa: E402
 from wiring.generation import Growth, run_dialogue  # noqa: E402
 from wiring.session import Session  # noqa: E402
-
-CACHE_BYTES = EmbeddedServer.prompt_cache_bytes
 
 
 def server_peak_mib(session: Session) -> float:
@@ -129,30 +128,34 @@ def main() -> None:
     parser.add_argument("--batch-turns", type=int, default=2)
     parser.add_argument("--concurrency", type=int, nargs="*", default=[1, 4], help="none: no batch")
     parser.add_argument("--seeds", type=Path, default=Path("examples/seeds.txt"))
+    parser.add_argument(
+        "--cache-mib", type=int, help="the cache's budget (default: IDEAS_SERVER_CACHE_MIB, 256)"
+    )
     args = parser.parse_args()
+    budget = args.cache_mib if args.cache_mib is not None else load_settings().server_cache_mib
     results: dict[tuple, dict] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for cache in (None, CACHE_BYTES):
-            EmbeddedServer.prompt_cache_bytes = cache
+        for cache in (0, budget):
+            store = Path(tmp) / "store"
             if args.turns:
-                settings = load_settings(turns=args.turns, store=Path(tmp) / "store")
+                settings = load_settings(turns=args.turns, store=store, server_cache_mib=cache)
                 results["dialogue", cache] = one_dialogue(settings, load_seed(args.seed))
                 done = results["dialogue", cache]
                 print(line(f"dialogue, cache {bool(cache)}", done), flush=True)  # noqa: T201
-            settings = load_settings(turns=args.batch_turns, store=Path(tmp) / "store")
+            settings = load_settings(turns=args.batch_turns, store=store, server_cache_mib=cache)
             seeds = load_seed_set(args.seeds)
             for c in args.concurrency:
                 run_dir = Path(tmp) / f"run-{c}-{bool(cache)}"
                 results[c, cache] = batch(settings, seeds, args.n, c, run_dir)
                 print(line(f"batch c={c}, cache {bool(cache)}", results[c, cache]), flush=True)  # noqa: T201
     for c in args.concurrency:
-        off, on = results[c, None], results[c, CACHE_BYTES]
+        off, on = results[c, 0], results[c, budget]
         compare(f"batch {args.n}x{args.batch_turns} at c={c}", off, on)
         rate = (on["turns"] / on["wall"]) / max(off["turns"] / off["wall"], 1e-9)
         print(f"  -> throughput x{rate:.2f} (accepted turns per minute)")  # noqa: T201
     if not args.turns:
         return
-    off, on = results["dialogue", None], results["dialogue", CACHE_BYTES]
+    off, on = results["dialogue", 0], results["dialogue", budget]
     compare(f"dialogue ({args.turns} turns)", off, on)
     print(  # noqa: T201
         f"prefix cache: evaluated prompt tokens x{on['evaluated'] / off['evaluated']:.2f}, "

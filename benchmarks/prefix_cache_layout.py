@@ -28,10 +28,12 @@ ROOT = Path(__file__).resolve().parents[1]
 AGENTS = ["--strategist", "llm", "--simulator", "strategy", "--critic", "none", "--quiet"]
 LIBRARY = ["--library", "starter"]  # the old revision's default, shipped by both
 RUN = """
-import runpy, sys
+import os, runpy, sys
 from runtime.server import EmbeddedServer
-if sys.argv[1] == "off":
-    EmbeddedServer.prompt_cache_bytes = None
+if sys.argv[1] == "off" and hasattr(EmbeddedServer, "prompt_cache_bytes"):
+    EmbeddedServer.prompt_cache_bytes = None  # the old revision: a class attribute
+elif sys.argv[1] == "off":
+    os.environ["IDEAS_SERVER_CACHE_MIB"] = "0"
 sys.argv = ["run.py", *sys.argv[2:]]
 runpy.run_path("run.py", run_name="__main__")
 """

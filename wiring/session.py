@@ -145,6 +145,7 @@ class Session:
                 n_ctx=s.server_ctx,
                 n_threads=s.server_threads,
                 adapters=served,
+                prompt_cache_bytes=s.server_cache_mib << 20,
             )
             self.server = self._stack.enter_context(server)
         return self.server.base_url
