@@ -22,6 +22,8 @@ import json
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,6 +39,18 @@ elif sys.argv[1] == "off":
 sys.argv = ["run.py", *sys.argv[2:]]
 runpy.run_path("run.py", run_name="__main__")
 """
+
+
+@contextmanager
+def worktree(rev: str, where: Path) -> Iterator[Path]:
+    """Check `rev` out into a git worktree at `where` for the block; remove it afterwards."""
+    add = ["git", "worktree", "add", "--detach", "--quiet", str(where), rev]
+    subprocess.run(add, cwd=ROOT, check=True)
+    try:
+        yield where
+    finally:
+        remove = ["git", "worktree", "remove", "--force", str(where)]
+        subprocess.run(remove, cwd=ROOT, check=False)
 
 
 def grow(tree: Path, cache: bool, args: list[str], out: Path) -> dict:
@@ -65,35 +79,25 @@ def main() -> None:
     parser.add_argument("--turns", type=int, default=6)
     args = parser.parse_args()
     seed = args.seed.resolve()
-    with tempfile.TemporaryDirectory() as tmp:
-        old = Path(tmp) / "old"
-        subprocess.run(
-            ["git", "worktree", "add", "--detach", "--quiet", str(old), args.old_rev],
-            cwd=ROOT,
-            check=True,
-        )
-        try:
-            results = {}
-            for name, tree, extra in (
-                ("old layout", old, []),
-                ("new layout", ROOT, ["--simulator-adapter", "none"]),
-            ):
-                for cache in (False, True):
-                    run = [
-                        "--seed", str(seed), "--turns", str(args.turns),
-                        "--store", str(Path(tmp) / f"store-{name[:3]}"), *LIBRARY, *AGENTS, *extra,
-                    ]  # fmt: skip
-                    out = Path(tmp) / f"{name[:3]}-{cache}.json"
-                    r = results[name, cache] = grow(tree, cache, run, out)
-                    print(  # noqa: T201 - the benchmark's output
-                        f"{name}, cache {'on ' if cache else 'off'}  turns {r['turns']}  "
-                        f"sent/turn {r['sent']:>5.0f}  evaluated/turn {r['evaluated']:>5.0f}  "
-                        f"LLM s/turn {r['llm_s']:>5.1f}  wall s/turn {r['wall_s']:>5.1f}",
-                        flush=True,
-                    )
-        finally:
-            remove = ["git", "worktree", "remove", "--force", str(old)]
-            subprocess.run(remove, cwd=ROOT, check=False)
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp, worktree(args.old_rev, Path(tmp) / "old") as old:
+        for name, tree, extra in (
+            ("old layout", old, []),
+            ("new layout", ROOT, ["--simulator-adapter", "none"]),
+        ):
+            for cache in (False, True):
+                run = [
+                    "--seed", str(seed), "--turns", str(args.turns),
+                    "--store", str(Path(tmp) / f"store-{name[:3]}"), *LIBRARY, *AGENTS, *extra,
+                ]  # fmt: skip
+                out = Path(tmp) / f"{name[:3]}-{cache}.json"
+                r = results[name, cache] = grow(tree, cache, run, out)
+                print(  # noqa: T201 - the benchmark's output
+                    f"{name}, cache {'on ' if cache else 'off'}  turns {r['turns']}  "
+                    f"sent/turn {r['sent']:>5.0f}  evaluated/turn {r['evaluated']:>5.0f}  "
+                    f"LLM s/turn {r['llm_s']:>5.1f}  wall s/turn {r['wall_s']:>5.1f}",
+                    flush=True,
+                )
     base = results["old layout", False]
     for key, r in results.items():
         print(  # noqa: T201

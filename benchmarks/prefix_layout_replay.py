@@ -53,6 +53,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from agents.simulator import clean_instruction  # noqa: E402
+from benchmarks.prefix_cache_layout import worktree  # noqa: E402
 from induction.loaders import load  # noqa: E402
 from induction.real_dialogues import REAL_DIALOGUES  # noqa: E402
 from runtime.settings import ROLE_DEFAULTS  # noqa: E402
@@ -434,20 +435,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         job_file = Path(tmp) / "job.json"
         job_file.write_text(json.dumps(job))
-        old = Path(tmp) / "old"
-        subprocess.run(
-            ["git", "worktree", "add", "--detach", "--quiet", str(old), args.old_rev],
-            cwd=ROOT,
-            check=True,
-        )
-        try:
+        with worktree(args.old_rev, Path(tmp) / "old") as old:
             dumps = {
                 "old layout": record(old, job_file, Path(tmp) / "old.json"),
                 "new layout": record(ROOT, job_file, Path(tmp) / "new.json"),
             }
-        finally:
-            remove = ["git", "worktree", "remove", "--force", str(old)]
-            subprocess.run(remove, cwd=ROOT, check=False)
     print(f"roles calling the server: {' '.join(args.roles)}; cache budget {mib} MiB")  # noqa: T201
     for layout, dump in dumps.items():
         requests = [r for r in requests_of(dump, tokenizer) if r.role in args.roles]
