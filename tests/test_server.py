@@ -59,7 +59,6 @@ def test_busy_port_fails_before_starting(bound_port, tmp_path):
     assert server.process is None
 
 
-@needs_llama
 def test_the_prefix_cache_budget_reaches_the_server_command_and_zero_turns_it_off(tmp_path):
     on = EmbeddedServer(gguf=tmp_path / "m.gguf", port=1234).command()
     assert on[on.index("--cache_size") + 1] == str(PROMPT_CACHE_MIB << 20)
@@ -98,6 +97,7 @@ def test_the_session_sizes_the_prefix_cache_from_the_settings(monkeypatch, env, 
     assert [s["prompt_cache_bytes"] for s in started] == [budget]
 
 
+@needs_llama
 def test_missing_gguf_fails_before_starting(tmp_path):
     missing = tmp_path / "missing.gguf"
     server = EmbeddedServer(gguf=missing)
