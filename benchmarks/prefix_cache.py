@@ -170,6 +170,8 @@ def main() -> None:
         "--cache-mib", type=int, help="the cache's budget (default: IDEAS_SERVER_CACHE_MIB, 256)"
     )
     args = parser.parse_args()
+    if args.cache_mib is not None and args.cache_mib < 0:
+        parser.error("--cache-mib: a size in MiB, 0 or more")
     budget = args.cache_mib if args.cache_mib is not None else load_settings().server_cache_mib
     results: dict[tuple, dict] = {}
     with tempfile.TemporaryDirectory() as tmp:

@@ -411,6 +411,8 @@ def main() -> None:
         "critic make none: --roles simulator assistant)",
     )
     args = parser.parse_args()
+    if args.cache_mib is not None and args.cache_mib < 0:
+        parser.error("--cache-mib: a size in MiB, 0 or more")
     from runtime.server import ServerError, default_gguf
     from runtime.settings import load_settings
 
