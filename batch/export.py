@@ -236,7 +236,7 @@ def simulator_records(
 
 
 def _dumps(record: dict[str, Any]) -> str:
-    return json.dumps(record, ensure_ascii=False)
+    return json.dumps(record, ensure_ascii=False, allow_nan=False)
 
 
 def _json_list(records: Iterable[dict[str, Any]]) -> Iterator[str]:

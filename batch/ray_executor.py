@@ -193,7 +193,7 @@ def run_on_ray(
             batch.uses.update(outcome.uses)
             for result in outcome.results:
                 batch.record(result)
-                for _ in (result.document or {}).get("turns", []):
+                for _ in result.document.turns if result.document else []:
                     batch.progress.turn_done()
             submit()
     finally:

@@ -21,8 +21,9 @@ from agents.chat import ChatClient
 from agents.registry import Wiring, build_agents
 from agents.strategist import RankingRetriever, Retriever
 from batch.jobs import Job, SeedSet
-from batch.store import BatchStore
+from batch.store import BatchStore, StoreFull, is_disk_full
 from dialogues.messages import to_langchain
+from dialogues.models import BatchInfo, DialogueDocument
 from dialogues.record import dialogue_document
 from dialogues.seeds import Seed
 from graphs.deduction import build_graph
@@ -142,7 +143,7 @@ class JobResult:
     """The outcome of one job: its dialogue document, or why it failed."""
 
     job: Job
-    document: dict[str, Any] | None
+    document: DialogueDocument | None
     reason: str | None = None
 
 
@@ -195,12 +196,14 @@ class Grower:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - one bad dialogue never stops the batch
+            if is_disk_full(exc):  # ...but a full disk stops every one of them
+                raise
             return JobResult(job, None, f"{type(exc).__name__}: {exc}")
         if outcome.status == "failed":
             return JobResult(job, None, outcome.reason or "unknown failure")
         return JobResult(job, self.document(job, outcome, resumed))
 
-    def document(self, job: Job, outcome: Outcome, resumed: bool) -> dict[str, Any]:
+    def document(self, job: Job, outcome: Outcome, resumed: bool) -> DialogueDocument:
         """Return the stored document: the dialogue's, plus where it sits in the batch."""
         settings = self.wiring.settings
         document = dialogue_document(
@@ -212,13 +215,13 @@ class Grower:
             seed_source=self.seeds[job.seed_index].source,
             library=self.library,
         )
-        document["batch"] = {
-            "job": job.id,
-            "seed_index": job.seed_index,
-            "repeat": job.repeat,
-            "resumed": resumed,
-            "sampling_seed": settings.seed + job.number,
-        }
+        document.batch = BatchInfo(
+            job=job.id,
+            seed_index=job.seed_index,
+            repeat=job.repeat,
+            resumed=resumed,
+            sampling_seed=settings.seed + job.number,
+        )
         return document
 
 
@@ -271,7 +274,19 @@ class Batch:
         return pending
 
     async def run(self) -> BatchReport:
-        """Run every pending job in this process, `options.concurrency` at a time."""
+        """Run every pending job in this process, `options.concurrency` at a time.
+
+        Raises:
+            StoreFull: The run directory's disk filled up (what was stored is intact).
+        """
+        try:
+            return await self._run()
+        except Exception as exc:
+            if is_disk_full(exc):
+                raise StoreFull(self.store.run_dir) from None
+            raise
+
+    async def _run(self) -> BatchReport:
         pending = self.begin()
         async with AsyncSqliteSaver.from_conn_string(str(self.store.checkpoints_path)) as saver:
             await _forget_finished(saver, self.store.done())
@@ -298,11 +313,12 @@ class Batch:
                 report.aborted = f"{report.failures_in_row} failures in a row, last: {reason}"
             self.progress.job_finished(job.id, "failed", 0)
             return False
-        self.store.add_dialogue(result.document)
-        turns = len(result.document["turns"])
+        document = result.document
+        self.store.add_dialogue(document)
+        turns = len(document.turns)
         report.done += 1
         report.failures_in_row = 0
-        report.resumed += result.document["batch"]["resumed"]
+        report.resumed += bool(document.batch and document.batch.resumed)
         report.turns += turns
         if report.first_done_after is None:
             report.first_done_after = report.seconds

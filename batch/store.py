@@ -25,6 +25,7 @@ moves unusable checkpoints aside, reporting all of it in `BatchStore.damage`.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -33,12 +34,14 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from stat import S_ISLNK, S_ISREG
 from typing import Any
 
 from pydantic import ValidationError
 
-from dialogues.models import BATCH_FORMAT, BatchManifest
+from dialogues.models import BATCH_FORMAT, BatchManifest, DialogueDocument, IndexEntry
 from dialogues.output import utf8, write_json_atomic
+from dialogues.text import parse_stored_json
 
 MANIFEST = "batch.json"
 DIALOGUES = "dialogues.jsonl"
@@ -54,6 +57,17 @@ class BatchStoreError(ValueError):
 
 class RunDirBusy(BatchStoreError):
     """Another process holds the run directory's writer lock."""
+
+
+class StoreFull(BatchStoreError):
+    """The run directory's disk is full; everything stored before is intact."""
+
+    def __init__(self, run_dir: Path) -> None:
+        """Say where, and that a resume after freeing space goes on."""
+        super().__init__(
+            f"{run_dir}: no space left on the device; what was stored is kept: "
+            "free some space and run the same command again to go on"
+        )
 
 
 @contextlib.contextmanager
@@ -73,10 +87,16 @@ def hold_run_dir(run_dir: Path) -> Iterator[None]:
     path = run_dir / LOCK
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | _NO_FOLLOW, 0o644)
     except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise BatchStoreError(
+                f"{path}: is a symbolic link; a run directory's lock must be its own "
+                "(remove the link and run again)"
+            ) from None
         raise BatchStoreError(f"{path}: cannot create the lock file ({_why(exc)})") from None
     try:
+        _check_own_file(path, os.fstat(fd))
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -90,6 +110,53 @@ def hold_run_dir(run_dir: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+_NO_FOLLOW = os.O_NOFOLLOW | os.O_NONBLOCK
+"""Open flags for the files a run directory's writer opens in place: a symlink there is refused
+(`ELOOP`) rather than followed, and a FIFO does not block the open (it is refused next)."""
+
+
+def _check_own_file(path: Path, stat: os.stat_result) -> None:
+    """Refuse to write a store file that is not a regular file of its own (see `_NO_FOLLOW`).
+
+    A run directory is something people copy, share and unpack: a `.lock` or an index that is a
+    link to a file elsewhere (`~/.ssh/authorized_keys`) or a FIFO must never be truncated or
+    appended to.
+
+    Raises:
+        BatchStoreError: `path` is not a regular file.
+    """
+    if not S_ISREG(stat.st_mode):
+        raise BatchStoreError(f"{path}: not a regular file; remove it and run again")
+
+
+def _check_store_files(run_dir: Path) -> None:
+    """Refuse a run directory whose store files are symlinks or not regular files (see above).
+
+    The manifest is left out: it is only ever replaced by a rename, which never follows a link.
+
+    Raises:
+        BatchStoreError: One of them is.
+    """
+    for name in (DIALOGUES, INDEX, *_checkpoint_files()):
+        path = run_dir / name
+        try:
+            stat = os.lstat(path)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise BatchStoreError(f"{path}: cannot be read ({_why(exc)})") from None
+        if S_ISLNK(stat.st_mode):
+            raise BatchStoreError(
+                f"{path}: is a symbolic link; a run directory's files must be its own "
+                "(remove the link and run again)"
+            )
+        _check_own_file(path, stat)
+
+
+def _checkpoint_files() -> tuple[str, ...]:
+    return tuple(CHECKPOINTS + suffix for suffix in ("", "-wal", "-shm", "-journal"))
 
 
 @contextlib.contextmanager
@@ -111,10 +178,10 @@ def load_manifest(run_dir: Path) -> BatchManifest:
     if not Path(run_dir).is_dir():
         raise BatchStoreError(f"{run_dir}: no such batch directory")
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
+        manifest = parse_stored_json(path.read_bytes())
     except FileNotFoundError:
         raise BatchStoreError(f"{run_dir}: not a batch directory (no {MANIFEST})") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError) as exc:
         raise BatchStoreError(f"{path}: unreadable manifest ({exc})") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise BatchStoreError(f"{path}: not a {FORMAT} manifest")
@@ -151,6 +218,18 @@ class Skipped:
     """Lines of `dialogues.jsonl` for a job already read (two writers before the lock existed)."""
     index: int = 0
     """Lines of `index.jsonl` that are not a job outcome."""
+    where: list[str] = field(default_factory=list)
+    """The first few skipped lines, by file and line number, with why (`dialogues.jsonl line
+    3: status: Input should be a valid string`)."""
+
+    SHOWN = 3
+    """How many skipped lines `where` keeps."""
+
+    def note(self, kind: str, where: str) -> None:
+        """Count one skipped line of `kind` (a counter's name), remembering where it is."""
+        setattr(self, kind, getattr(self, kind) + 1)
+        if len(self.where) < self.SHOWN:
+            self.where.append(where)
 
     def describe(self) -> str:
         """Return what was skipped, for one line of text ('' when nothing was)."""
@@ -161,7 +240,11 @@ class Skipped:
             parts.append(f"{_lines(self.duplicates, 'duplicate ')} in {DIALOGUES}")
         if self.index:
             parts.append(f"{_lines(self.index, 'unreadable ')} in {INDEX}")
-        return ", ".join(parts)
+        if not parts:
+            return ""
+        more = self.unreadable + self.duplicates + self.index - len(self.where)
+        shown = "; ".join(self.where) + (f"; {more} more" if more > 0 else "")
+        return f"{', '.join(parts)} ({shown})"
 
     def as_dict(self) -> dict[str, int]:
         """Return the counts as plain JSON data."""
@@ -176,117 +259,97 @@ def _lines(count: int, kind: str) -> str:
     return f"{count} {kind}line{'s' if count != 1 else ''}"
 
 
-def dialogue_shape_error(document: Any) -> str | None:
-    """Return why `document` is not a stored dialogue the readers can use, or None if it is.
+def read_stored_dialogue(line: bytes) -> DialogueDocument | str:
+    """Return the dialogue document stored on `line`, or why the line holds none.
 
-    Checks the parts every reader relies on: a job id, a list of text messages, and a list of
-    turn records (no more than the messages hold) whose sub-records have the expected types.
+    A readable dialogue is one that validates as a `DialogueDocument` and names its batch job:
+    the one definition that resume, export and eval share, so a line is either read by all of
+    them or skipped and counted by all of them (and its job generated again).
     """
-    if not isinstance(document, dict):
-        return "not a JSON object"
-    batch = document.get("batch")
-    if not isinstance(batch, dict) or not isinstance(batch.get("job"), str) or not batch["job"]:
-        return "no batch job id"
-    messages = document.get("messages")
-    if not isinstance(messages, list) or not all(
-        isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
-        for m in messages
-    ):
-        return "messages are not a list of text messages"
-    turns = document.get("turns", [])
-    if not isinstance(turns, list) or not all(isinstance(t, dict) for t in turns):
-        return "turns are not a list of turn records"
-    if 2 * len(turns) > len(messages):
-        return "more turns than messages"
-    for turn in turns:
-        for key, kind in _TURN_FIELDS.items():
-            value = turn.get(key)
-            if value is not None and not isinstance(value, kind):
-                return f"a turn's {key} is not a {kind.__name__}"
-        for key in ("candidates", "drafts"):
-            if not all(isinstance(item, dict) for item in turn.get(key) or []):
-                return f"a turn's {key} are not records"
-    return None
-
-
-_TURN_FIELDS: dict[str, type] = {
-    "strategy": dict,
-    "selection": dict,
-    "critic": dict,
-    "usage": dict,
-    "candidates": list,
-    "drafts": list,
-}
-
-
-def _read_dialogue(line: bytes) -> dict[str, Any] | None:
-    """Return the dialogue document on `line`, or None if the line holds none."""
     try:
-        document = json.loads(line)
-    except (ValueError, RecursionError):  # JSONDecodeError and UnicodeDecodeError are both
-        return None
-    return None if dialogue_shape_error(document) else document
+        data = parse_stored_json(line)
+    except ValueError as exc:
+        return _not_json(exc)
+    try:
+        document = DialogueDocument.model_validate(data)
+    except ValidationError as exc:
+        return validation_reason(exc)
+    return document if document.job else "no batch job id"
 
 
-def _stored_dialogues(path: Path, skipped: Skipped) -> Iterator[tuple[int, dict[str, Any]]]:
+def validation_reason(exc: ValidationError) -> str:
+    """Return the first error of a validation as one short line (`turns.0.strategy.id: ...`)."""
+    first = exc.errors(include_url=False, include_context=False, include_input=False)[0]
+    where = ".".join(str(part) for part in first["loc"])
+    why = first["msg"].removeprefix("Value error, ")
+    return f"{where}: {why}" if where else why
+
+
+def _not_json(exc: ValueError) -> str:
+    """Say briefly why a line is not JSON (a decoder's message without its position)."""
+    if isinstance(exc, UnicodeDecodeError):
+        return "not UTF-8"
+    return f"not JSON ({getattr(exc, 'msg', None) or str(exc)})"
+
+
+def _stored_dialogues(path: Path, skipped: Skipped) -> Iterator[tuple[int, DialogueDocument]]:
     """Yield (offset, document) for the first readable line of each job, counting the rest."""
     seen: set[str] = set()
-    for offset, line in _complete_lines(path):
-        document = _read_dialogue(line)
-        if document is None:
-            skipped.unreadable += 1
+    for number, (offset, line) in enumerate(_complete_lines(path), start=1):
+        document = read_stored_dialogue(line)
+        if isinstance(document, str):
+            skipped.note("unreadable", f"{path.name} line {number}: {document}")
             continue
-        job = document["batch"]["job"]
+        job = document.job
         if job in seen:
-            skipped.duplicates += 1
+            skipped.note("duplicates", f"{path.name} line {number}: job {job} again")
             continue
         seen.add(job)
         yield offset, document
 
 
-def iter_dialogues(run_dir: Path, skipped: Skipped | None = None) -> Iterator[dict[str, Any]]:
+def iter_dialogues(run_dir: Path, skipped: Skipped | None = None) -> Iterator[DialogueDocument]:
     """Yield the finished dialogue documents of a batch, in the order they were stored.
 
-    Each job is yielded once, from its first readable line; lines that hold no dialogue document
-    and later lines of a job already yielded are passed over and counted in `skipped`.
+    Each job is yielded once, from its first readable line (see `read_stored_dialogue`); lines
+    that hold no dialogue document and later lines of a job already yielded are passed over and
+    counted in `skipped`.
     """
     for _, document in _stored_dialogues(Path(run_dir) / DIALOGUES, skipped or Skipped()):
         yield document
 
 
-def read_index(run_dir: Path, skipped: Skipped | None = None) -> dict[str, dict[str, Any]]:
+def read_index(run_dir: Path, skipped: Skipped | None = None) -> dict[str, IndexEntry]:
     """Return the latest index entry per job id (unreadable lines are counted in `skipped`)."""
-    entries: dict[str, dict[str, Any]] = {}
-    for _, line in _complete_lines(Path(run_dir) / INDEX):
+    path = Path(run_dir) / INDEX
+    entries: dict[str, IndexEntry] = {}
+    for number, (_, line) in enumerate(_complete_lines(path), start=1):
         entry = _read_entry(line)
-        if entry is None:
+        if isinstance(entry, str):
             if skipped is not None:
-                skipped.index += 1
+                skipped.note("index", f"{INDEX} line {number}: {entry}")
             continue
-        entries[entry["job"]] = entry
+        entries[entry.job] = entry
     return entries
 
 
-def _read_entry(line: bytes) -> dict[str, Any] | None:
-    """Return the job outcome on an index line, or None if the line holds none."""
+def _read_entry(line: bytes) -> IndexEntry | str:
+    """Return the job outcome on an index line, or why the line holds none."""
     try:
-        entry = json.loads(line)
-    except (ValueError, RecursionError):
-        return None
-    if not isinstance(entry, dict) or not isinstance(entry.get("job"), str):
-        return None
-    if entry.get("status") == "done" or (
-        entry.get("status") == "failed" and isinstance(entry.get("reason"), str)
-    ):
-        return entry
-    return None
+        data = parse_stored_json(line)
+    except ValueError as exc:
+        return _not_json(exc)
+    try:
+        return IndexEntry.model_validate(data)
+    except ValidationError as exc:
+        return validation_reason(exc)
 
 
 def job_counts(run_dir: Path, skipped: Skipped | None = None) -> dict[str, int]:
     """Return how many jobs are done and how many failed (latest outcome per job)."""
     counts = {"done": 0, "failed": 0}
     for entry in read_index(run_dir, skipped).values():
-        counts[entry["status"]] += 1
+        counts[entry.status] += 1
     return counts
 
 
@@ -318,13 +381,27 @@ def _truncate_partial_tail(path: Path) -> None:
 
 
 def _append_line(path: Path, record: dict[str, Any]) -> int:
-    """Append one JSON line durably; return the offset it was written at."""
-    data = utf8(json.dumps(record, ensure_ascii=False) + "\n")
-    with path.open("ab") as handle:
-        offset = handle.seek(0, os.SEEK_END)
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
+    """Append one JSON line durably; return the offset it was written at.
+
+    The file is never reached through a symlink (see `_NO_FOLLOW`).
+
+    Raises:
+        StoreFull: The disk (or quota) is full; what was stored before is intact.
+        OSError: Another filesystem error, naming the file.
+    """
+    data = utf8(json.dumps(record, ensure_ascii=False, allow_nan=False) + "\n")
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | _NO_FOLLOW
+    try:
+        fd = os.open(path, flags, 0o644)
+        with os.fdopen(fd, "ab") as handle:
+            offset = handle.seek(0, os.SEEK_END)
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except OSError as exc:
+        if is_disk_full(exc):
+            raise StoreFull(path.parent) from None
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
     return offset
 
 
@@ -333,7 +410,7 @@ class BatchStore:
     """The writable view of a run directory: who is done, who failed, and appending outcomes."""
 
     run_dir: Path
-    index: dict[str, dict[str, Any]] = field(default_factory=dict)
+    index: dict[str, IndexEntry] = field(default_factory=dict)
     repaired: int = 0
     """Dialogue lines found on open that had no index line yet (a crash between the two)."""
     skipped: Skipped = field(default_factory=Skipped)
@@ -351,6 +428,7 @@ class BatchStore:
         """
         run_dir = Path(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
+        _check_store_files(run_dir)
         for name in (DIALOGUES, INDEX):
             _truncate_partial_tail(run_dir / name)
         skipped = Skipped()
@@ -368,13 +446,13 @@ class BatchStore:
         """
         found: set[str] = set()
         for offset, document in _stored_dialogues(self.dialogues_path, self.skipped):
-            job = document["batch"]["job"]
+            job = document.job
             found.add(job)
             if self.status(job) != "done":
                 self._index_done(document, offset)
                 self.repaired += 1
         self.requeued = sorted(
-            job for job, e in self.index.items() if e["status"] == "done" and job not in found
+            job for job, e in self.index.items() if e.status == "done" and job not in found
         )
         for job in self.requeued:
             del self.index[job]
@@ -436,51 +514,70 @@ class BatchStore:
     def status(self, job: str) -> str | None:
         """Return `done`, `failed` or None (never finished)."""
         entry = self.index.get(job)
-        return entry["status"] if entry else None
+        return entry.status if entry else None
 
     def done(self) -> set[str]:
         """Return the ids of jobs whose dialogue is stored."""
-        return {job for job, e in self.index.items() if e["status"] == "done"}
+        return {job for job, e in self.index.items() if e.status == "done"}
 
     def failed(self) -> dict[str, str]:
         """Return job id -> reason for jobs whose latest outcome is a failure."""
-        return {job: e["reason"] for job, e in self.index.items() if e["status"] == "failed"}
+        return {job: e.reason or "" for job, e in self.index.items() if e.status == "failed"}
 
-    def add_dialogue(self, document: dict[str, Any]) -> None:
-        """Store a finished dialogue (its `batch.job` names the job), then index it."""
-        job = document["batch"]["job"]
+    def add_dialogue(self, document: DialogueDocument | dict[str, Any]) -> None:
+        """Store a finished dialogue (its `batch.job` names the job), then index it.
+
+        A mapping is validated first: the store never writes a line its readers would skip.
+
+        Raises:
+            ValueError: The document is not a readable dialogue (`pydantic.ValidationError`),
+                names no job, or its job is already stored.
+        """
+        document = DialogueDocument.of(document)
+        job = document.job
+        if not job:
+            raise ValueError("a stored dialogue needs its batch job id")
         if self.status(job) == "done":
             raise ValueError(f"job {job} is already stored")
-        offset = _append_line(self.dialogues_path, document)
+        offset = _append_line(self.dialogues_path, document.dump())
         self._index_done(document, offset)
 
-    def _index_done(self, document: dict[str, Any], offset: int) -> None:
-        turns = document.get("turns", [])
-        entry = {
-            "job": document["batch"]["job"],
-            "status": "done",
-            "offset": offset,
-            "turns": len(turns),
-            "strategies": [t["strategy"]["id"] for t in turns if t.get("strategy")],
-            "at": _now(),
-        }
-        _append_line(self.run_dir / INDEX, entry)
-        self.index[entry["job"]] = entry
+    def _index_done(self, document: DialogueDocument, offset: int) -> None:
+        entry = IndexEntry(
+            job=document.job,
+            status="done",
+            offset=offset,
+            turns=len(document.turns),
+            strategies=[t.strategy.id for t in document.turns if t.strategy],
+            at=_now(),
+        )
+        _append_line(self.run_dir / INDEX, entry.dump())
+        self.index[entry.job] = entry
 
     def add_failure(self, job: str, reason: str) -> None:
         """Record that `job` failed (it is retried only with `--retry-failed`)."""
-        attempts = self.index.get(job, {}).get("attempts", 0) + 1
-        entry = {"job": job, "status": "failed", "reason": reason, "attempts": attempts}
-        _append_line(self.run_dir / INDEX, entry | {"at": _now()})
+        earlier = self.index.get(job)
+        attempts = (earlier.attempts if earlier else 0) + 1
+        entry = IndexEntry(job=job, status="failed", reason=reason, attempts=attempts, at=_now())
+        _append_line(self.run_dir / INDEX, entry.dump())
         self.index[job] = entry
 
     def strategy_uses(self) -> dict[str, int]:
         """Return strategy id -> number of stored turns that applied it."""
         uses: dict[str, int] = {}
         for entry in self.index.values():
-            for sid in entry.get("strategies", []) if entry["status"] == "done" else []:
+            for sid in entry.strategies if entry.status == "done" else []:
                 uses[sid] = uses.get(sid, 0) + 1
         return uses
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether `exc` says the disk (or the user's quota) is full: a file's or SQLite's error."""
+    if isinstance(exc, OSError):
+        return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    return isinstance(exc, sqlite3.Error) and (
+        getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+    )
 
 
 def _why(exc: OSError) -> str:

@@ -56,10 +56,11 @@ def pipeline_run(
         print(f"  failed x{count}: {reason}")  # noqa: T201 - the benchmark's output
     wall = time.perf_counter() - started
     docs = list(iter_dialogues(run_dir))
-    calls = sum(d["summary"]["llm_calls"] for d in docs)
-    out_tokens = sum(d["summary"]["output_tokens"] for d in docs)
-    in_tokens = sum(d["summary"]["input_tokens"] for d in docs)
-    llm_seconds = sum(d["summary"]["llm_seconds"] for d in docs)
+    summaries = [d.summary for d in docs if d.summary is not None]
+    calls = sum(s.llm_calls for s in summaries)
+    out_tokens = sum(s.output_tokens for s in summaries)
+    in_tokens = sum(s.input_tokens for s in summaries)
+    llm_seconds = sum(s.llm_seconds for s in summaries)
     return {
         "concurrency": concurrency,
         "dialogues": report.done,

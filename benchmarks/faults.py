@@ -1,4 +1,4 @@
-"""Faults on a real batch: SIGKILL at random moments, a second writer, a torn line; then resume.
+"""Faults on a real batch: SIGKILLs, a second writer, torn and mistyped lines, a linked lock.
 
     python benchmarks/faults.py [--n 100] [--turns 2] [--kills 10] [--seed 13] [--latency 0.01]
 
@@ -7,14 +7,19 @@ Runs `run.py batch` (the same command every time) against the fake OpenAI server
 start-up, while dialogues are in flight, or while they are written); during one of them a second
 process is started on the same run directory and must be refused (exit 2). After half the kills,
 one stored line in the middle of `dialogues.jsonl` is torn (cut to 300 bytes, as a damaged disk
-or a careless edit would). Then the command is run until it exits 0.
+or a careless edit would) and another gets a wrongly typed field (`"status": 5`, as another tool
+might write); both jobs must be generated again. Before the last start `.lock` is replaced by a
+symlink to a decoy file outside the run directory: that start must be refused (exit 2) and the
+decoy left untouched, and the next one (the link removed) goes on. Then the command is run until
+it exits 0.
 
 The figures are computed here from the run directory and the process table, not taken from the
 batch's own summary: `lost` (planned jobs with no readable dialogue line), `duplicated` (readable
 lines beyond the first of a job), `left running` (processes still naming the run directory), and
-`torn` (unreadable lines in `dialogues.jsonl` or `index.jsonl`, beside the one torn on purpose,
-plus a partial last line). The last line reads `lost 0, duplicated 0, left running 0, torn 0`
-when everything held.
+`torn` (unreadable lines in `dialogues.jsonl` or `index.jsonl`, beside the two damaged on
+purpose, plus a partial last line). A line is readable as the app defines it
+(`batch.store.read_stored_dialogue`: it validates as a typed dialogue document). The last line
+reads `lost 0, duplicated 0, left running 0, torn 0` when everything held.
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from batch.jobs import plan_jobs  # noqa: E402
-from batch.store import LOCK  # noqa: E402
+from batch.store import LOCK, read_stored_dialogue  # noqa: E402
 from tests.fake_openai import FakeOpenAI  # noqa: E402
 
 
@@ -54,10 +59,11 @@ def readable_jobs(run: Path) -> tuple[list[str], list[bytes]]:
     """Return the job id of every readable dialogue line, and the unreadable lines."""
     jobs, bad = [], []
     for line in read_lines(run / "dialogues.jsonl")[0]:
-        try:
-            jobs.append(json.loads(line)["batch"]["job"])
-        except (ValueError, KeyError, TypeError):
+        document = read_stored_dialogue(line + b"\n")
+        if isinstance(document, str):
             bad.append(line)
+        else:
+            jobs.append(document.job)
     return jobs, bad
 
 
@@ -98,6 +104,39 @@ def tear_a_middle_line(run: Path, rng: random.Random) -> bytes | None:
     return torn
 
 
+def mistype_a_middle_line(run: Path, rng: random.Random) -> bytes | None:
+    """Give one stored line (not the last) a wrongly typed `status`; return the new line."""
+    path = run / "dialogues.jsonl"
+    lines, _ = read_lines(path)
+    readable = [k for k in range(1, len(lines) - 1) if lines[k].startswith(b"{")]
+    if not readable:
+        return None
+    k = rng.choice(readable)
+    try:
+        document = json.loads(lines[k])
+    except ValueError:
+        return None
+    document["status"] = 5
+    mistyped = json.dumps(document, ensure_ascii=False).encode()
+    data = path.read_bytes().split(b"\n")
+    data[k] = mistyped
+    path.write_bytes(b"\n".join(data))
+    return mistyped
+
+
+def start_with_a_linked_lock(run: Path, argv: list[str]) -> str:
+    """Start the batch with `.lock` a symlink to a decoy outside; say how it ended."""
+    decoy = run.parent / "decoy-authorized_keys"
+    decoy.write_text("ssh-ed25519 AAAA me@host\n")
+    with contextlib.suppress(FileNotFoundError):
+        (run / LOCK).unlink()
+    (run / LOCK).symlink_to(decoy)
+    refused = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True)
+    (run / LOCK).unlink()
+    untouched = decoy.read_text() == "ssh-ed25519 AAAA me@host\n"
+    return f"exit {refused.returncode}: {refused.stderr.strip()}; decoy untouched: {untouched}"
+
+
 def main() -> None:
     """Run the fault cycles, finish the batch, and print the counts."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -123,6 +162,7 @@ def main() -> None:
             "--base-url", fake.base_url, "--library", "starter", "--quiet",
         ]  # fmt: skip
         torn_on_purpose: bytes | None = None
+        mistyped: bytes | None = None
         second_writer = rng.randrange(args.kills)
         refused = None
         for kill in range(args.kills):
@@ -150,6 +190,10 @@ def main() -> None:
                 torn_on_purpose = tear_a_middle_line(run, rng)
                 done = "tore" if torn_on_purpose else "could not tear (too few lines)"
                 print(f"  {done} one stored line in the middle of dialogues.jsonl")
+                mistyped = mistype_a_middle_line(run, rng)
+                done = "mistyped" if mistyped else "could not mistype"
+                print(f"  {done} another one (status: 5)")
+        print(f"linked lock: {start_with_a_linked_lock(run, argv)}")
         resumes = 0
         while True:
             resumes += 1
@@ -173,13 +217,14 @@ def main() -> None:
             except ValueError:
                 index_bad += 1
         partial = read_lines(run / "dialogues.jsonl")[1] or index_partial
-        torn = len(bad) - (torn_on_purpose in bad) + index_bad + partial
+        on_purpose = (torn_on_purpose in bad) + (mistyped in bad)
+        torn = len(bad) - on_purpose + index_bad + partial
         lost = len(planned - set(jobs))
         duplicated = sum(count - 1 for count in Counter(jobs).values())
         left = len(processes_naming(run))
         print(
-            f"{len(jobs)} readable dialogue lines, {len(bad)} unreadable (the one torn on "
-            f"purpose: {torn_on_purpose in bad}); {time.perf_counter() - started:.0f} s in all"
+            f"{len(jobs)} readable dialogue lines, {len(bad)} unreadable (damaged on purpose: "
+            f"{on_purpose}); {time.perf_counter() - started:.0f} s in all"
         )
         print(f"lost {lost}, duplicated {duplicated}, left running {left}, torn {torn}")
 

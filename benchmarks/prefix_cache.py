@@ -94,10 +94,11 @@ def batch(settings, seeds, n: int, concurrency: int, run_dir: Path) -> dict:
         report = loop.run(run.run())
         wall = time.perf_counter() - started
         rss = server_peak_mib(session)
-    docs = sorted(iter_dialogues(run_dir), key=lambda d: d["batch"]["job"])
-    usages = [t["usage"] for d in docs for t in d["turns"]]
+    docs = sorted(iter_dialogues(run_dir), key=lambda d: d.job)
+    usages = [{a: u.as_dict() for a, u in t.usage.items()} for d in docs for t in d.turns]
     usage = sum(usage_by_agent(usages).values(), Usage())
-    return figures(report.turns, usage, wall, rss, [d["messages"] for d in docs])
+    messages = [[m.dump() for m in d.messages] for d in docs]
+    return figures(report.turns, usage, wall, rss, messages)
 
 
 def generated_vs_batched(tokens: int = 600, generated: int = 100) -> tuple[float, float]:

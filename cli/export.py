@@ -191,7 +191,7 @@ def read_dialogues(
         UsageError: The dialogue store or the index cannot be read at all.
     """
     try:
-        documents = [slim(d) for d in batch_store.iter_dialogues(run_dir, skipped)]
+        documents = [slim(d.dump()) for d in batch_store.iter_dialogues(run_dir, skipped)]
         counts = batch_store.job_counts(run_dir, skipped)
     except OSError as exc:
         raise UsageError(f"{run_dir}: unreadable batch store ({exc})") from None

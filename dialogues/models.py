@@ -23,12 +23,13 @@ rewritten on resume keeps its text.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, Self
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    NonNegativeInt,
     PrivateAttr,
     ValidatorFunctionWrapHandler,
     field_serializer,
@@ -252,9 +253,9 @@ class SeedRef(Record):
 
 
 class ChatMessage(Record):
-    """One message in OpenAI form."""
+    """One message in OpenAI form (a seed's system message, then user and assistant turns)."""
 
-    role: str
+    role: Literal["system", "user", "assistant"]
     content: str
 
 
@@ -328,6 +329,18 @@ class DialogueDocument(Record):
     filters: FilterInfo | None = None
     """Set by the export's filters on a dialogue they flagged or cut."""
 
+    @model_validator(mode="after")
+    def _turns_end_the_messages(self) -> Self:
+        """Each turn record is one of the user-assistant pairs that end `messages`."""
+        start = self.generated_start
+        if start < 0:
+            raise ValueError("more turns than messages")
+        for number in range(len(self.turns)):
+            pair = self.messages[start + 2 * number : start + 2 * number + 2]
+            if [m.role for m in pair] != ["user", "assistant"]:
+                raise ValueError(f"turn {number + 1} does not match the messages")
+        return self
+
     @classmethod
     def of(cls, document: DialogueDocument | dict[str, Any]) -> DialogueDocument:
         """Return `document` typed (loaded from its JSON data when it is a mapping).
@@ -346,6 +359,29 @@ class DialogueDocument(Record):
     def job(self) -> str | None:
         """The batch job id (None outside a batch)."""
         return self.batch.job if self.batch else None
+
+
+class IndexEntry(Record):
+    """One job outcome in a run directory's `index.jsonl` (a later line for a job supersedes).
+
+    `done`: the dialogue is stored at byte `offset` of `dialogues.jsonl`, with its turn count
+    and the ids of the strategies its turns applied. `failed`: why, and how many attempts so far.
+    """
+
+    job: str = Field(min_length=1)
+    status: Literal["done", "failed"]
+    offset: NonNegativeInt | None = None
+    turns: NonNegativeInt | None = None
+    strategies: list[str] = Field(default_factory=list)
+    reason: str | None = None
+    attempts: NonNegativeInt = 0
+    at: str | None = None
+
+    @model_validator(mode="after")
+    def _failure_has_reason(self) -> Self:
+        if self.status == "failed" and self.reason is None:
+            raise ValueError("a failed job needs a reason")
+        return self
 
 
 class SeedSource(Record):

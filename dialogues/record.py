@@ -90,8 +90,8 @@ def dialogue_document(
     settings: dict[str, Any],
     seed_source: str,
     library: dict[str, Any],
-) -> dict[str, Any]:
-    """Assemble the JSON document written by `--out` (`DialogueDocument`, dumped)."""
+) -> DialogueDocument:
+    """Assemble the document written by `--out` and stored by a batch."""
     opening = state.get("opening")
     document = DialogueDocument(
         format=FORMAT,
@@ -107,4 +107,4 @@ def dialogue_document(
         library=library,
         settings=settings,
     )
-    return document.dump()
+    return document

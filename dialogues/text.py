@@ -49,3 +49,40 @@ def parse_json(text: str) -> Any:
         return json.loads(text)
     except RecursionError:
         raise json.JSONDecodeError("JSON nested too deeply", text, 0) from None
+
+
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def parse_stored_json(data: bytes | str) -> Any:
+    r"""Parse JSON that the app stored (a run directory's line, a manifest), strictly.
+
+    Stricter than `json.loads` where another tool's copy could differ from what the app wrote:
+    `NaN` and `Infinity` are refused (they are not JSON by RFC 8259, and strict readers of an
+    export reject them), nesting too deep is a `json.JSONDecodeError`, and a lone surrogate
+    escape (`"\ud800"`, which JSON allows but UTF-8 cannot hold) becomes U+FFFD in keys and
+    values, so that nothing read can fail to be written again.
+
+    Raises:
+        ValueError: The data is not strict JSON (`json.JSONDecodeError`, `UnicodeDecodeError`).
+    """
+    raw = data if isinstance(data, bytes) else data.encode("utf-8", "surrogatepass")
+    try:
+        value = json.loads(data, parse_constant=_refuse_constant)
+        return _scrubbed(value) if _SURROGATE_ESCAPE.search(raw) else value
+    except RecursionError:
+        raise json.JSONDecodeError("JSON nested too deeply", "", 0) from None
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _scrubbed(value: Any) -> Any:
+    if isinstance(value, str):
+        return scrub(value)
+    if isinstance(value, list):
+        return [_scrubbed(item) for item in value]
+    if isinstance(value, dict):
+        return {scrub(key): _scrubbed(item) for key, item in value.items()}
+    return value

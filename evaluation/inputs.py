@@ -175,7 +175,9 @@ def dialogue_from_record(record: Any, where: str = "record") -> EvalDialogue:
     Raises:
         ValueError: The record is not a dialogue of a supported shape.
     """
-    if isinstance(record, dict) and record.get("format") == FORMAT:
+    if isinstance(record, DialogueDocument) or (
+        isinstance(record, dict) and record.get("format") == FORMAT
+    ):
         return from_document(record, where)
     format = format_of(record)
     if format not in LINEAR_FORMATS:
@@ -298,13 +300,10 @@ def _next_answer(messages: Sequence[Message], position: int) -> str | None:
 
 def _document_messages(messages: Sequence[ChatMessage]) -> tuple[Message, ...]:
     """Our own document's messages, as written (canonical roles, texts kept whole)."""
-    for message in messages:
-        if message.role not in ("system", "user", "assistant"):
-            raise ValueError(f"unknown role {message.role!r}")
     return tuple({"role": m.role, "content": m.content} for m in messages)
 
 
-def _read_batch(run_dir: Path, skipped: Skipped | None) -> list[Any]:
+def _read_batch(run_dir: Path, skipped: Skipped | None) -> list[DialogueDocument]:
     if not (run_dir / DIALOGUES).is_file():
         raise EvalInputError(f"{run_dir / DIALOGUES}: no such file")
     try:

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from batch.store import BatchStore
+from dialogues.models import DialogueDocument
 
 SEED = [
     {"role": "system", "content": "You are a helpful tutor."},
@@ -111,7 +112,7 @@ def make_doc(
             {"role": "assistant", "content": answer},
         ]
     seed_index, repeat = (int(p) for p in job.split("."))
-    return {
+    document = {
         "format": "ideas-dialogue/1",
         "status": status,
         "reason": reason,
@@ -128,6 +129,7 @@ def make_doc(
         "settings": SETTINGS,
         "batch": {"job": job, "seed_index": seed_index, "repeat": repeat, "resumed": False},
     }
+    return DialogueDocument.model_validate(document).dump()  # typed on the way: no stale keys
 
 
 MANIFEST = {
@@ -153,7 +155,7 @@ def make_run_dir(
     store = BatchStore.open(path)
     store.write_manifest(MANIFEST)
     for document in documents:
-        store.add_dialogue(document)
+        store.add_dialogue(DialogueDocument.of(document))
     for job, reason in (failures or {}).items():
         store.add_failure(job, reason)
     return path

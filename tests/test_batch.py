@@ -13,6 +13,7 @@ from batch.jobs import Job, load_seed_set, plan_jobs
 from batch.runner import BalancedRetriever, Batch, BatchOptions
 from batch.store import DIALOGUES, INDEX, BatchStore, iter_dialogues, job_counts, read_index
 from dialogues.seeds import SeedError
+from dialogues.models import BatchInfo, ChatMessage, DialogueDocument, StrategyRef, TurnRecord
 from runtime.settings import Settings
 from stores.base import Candidate
 from tests.fake_openai import FakeOpenAI
@@ -111,16 +112,15 @@ def test_plan_cycles_through_seeds_with_stable_ids():
 # --- the store --------------------------------------------------------------------------------
 
 
-def doc(job: str, strategies: list[str] | None = None) -> dict:
-    turns = [{"strategy": {"id": s, "text": s}} for s in strategies or []]
-    messages = [{"role": "user", "content": "Why?"}, {"role": "assistant", "content": "Because."}]
-    messages *= 1 + len(turns)
-    return {
-        "format": "ideas-dialogue/1",
-        "messages": messages,
-        "turns": turns,
-        "batch": {"job": job},
-    }
+def doc(job: str, strategies: list[str] | None = None) -> DialogueDocument:
+    turns = [TurnRecord(strategy=StrategyRef(id=s, text=s)) for s in strategies or []]
+    messages = [
+        ChatMessage(role="user", content="Why?"),
+        ChatMessage(role="assistant", content="Because."),
+    ]
+    return DialogueDocument(
+        messages=messages * (1 + len(turns)), turns=turns, batch=BatchInfo(job=job)
+    )
 
 
 def test_store_appends_indexes_and_reopens(tmp_path):
@@ -132,7 +132,7 @@ def test_store_appends_indexes_and_reopens(tmp_path):
     assert again.done() == {"a", "c"}
     assert again.failed() == {"b": "model server error 500"}
     assert again.strategy_uses() == {"s1": 2, "s2": 1}
-    assert [d["batch"]["job"] for d in iter_dialogues(tmp_path)] == ["a", "c"]
+    assert [d.job for d in iter_dialogues(tmp_path)] == ["a", "c"]
     assert job_counts(tmp_path) == {"done": 2, "failed": 1}
     with pytest.raises(ValueError, match="already stored"):
         again.add_dialogue(doc("a"))
@@ -142,9 +142,9 @@ def test_a_retried_failure_is_superseded_by_its_dialogue(tmp_path):
     store = BatchStore.open(tmp_path)
     store.add_failure("a", "timeout")
     store.add_failure("a", "timeout")
-    assert store.index["a"]["attempts"] == 2
+    assert store.index["a"].attempts == 2
     store.add_dialogue(doc("a"))
-    assert read_index(tmp_path)["a"]["status"] == "done"
+    assert read_index(tmp_path)["a"].status == "done"
 
 
 def test_partial_lines_from_a_crash_are_cut_and_never_read(tmp_path):
@@ -154,19 +154,19 @@ def test_partial_lines_from_a_crash_are_cut_and_never_read(tmp_path):
         handle.write('{"format": "ideas-dialogue/1", "batch": {"job": "b"')  # killed mid-write
     with (tmp_path / INDEX).open("a") as handle:
         handle.write('{"job": "x", "sta')
-    assert [d["batch"]["job"] for d in iter_dialogues(tmp_path)] == ["a"]
+    assert [d.job for d in iter_dialogues(tmp_path)] == ["a"]
     again = BatchStore.open(tmp_path)
     assert again.done() == {"a"}
     assert (tmp_path / DIALOGUES).read_bytes().endswith(b"}\n")
     again.add_dialogue(doc("b"))
-    assert [d["batch"]["job"] for d in iter_dialogues(tmp_path)] == ["a", "b"]
+    assert [d.job for d in iter_dialogues(tmp_path)] == ["a", "b"]
 
 
 def test_a_dialogue_stored_before_its_index_line_is_indexed_on_open(tmp_path):
     store = BatchStore.open(tmp_path)
     store.add_dialogue(doc("a"))
     with (tmp_path / DIALOGUES).open("a") as handle:  # the process died before indexing "b"
-        handle.write(json.dumps(doc("b", ["s9"])) + "\n")
+        handle.write(json.dumps(doc("b", ["s9"]).dump()) + "\n")
     again = BatchStore.open(tmp_path)
     assert again.repaired == 1
     assert again.done() == {"a", "b"}
@@ -227,7 +227,7 @@ def make_batch(tmp_path, store, fake, n, *, seeds=3, options=None, **settings) -
 
 
 def stored_jobs(tmp_path) -> list[str]:
-    return [d["batch"]["job"] for d in iter_dialogues(tmp_path / "run")]
+    return [d.job for d in iter_dialogues(tmp_path / "run")]
 
 
 def test_batch_grows_every_planned_dialogue_concurrently(tmp_path, store):
@@ -238,11 +238,11 @@ def test_batch_grows_every_planned_dialogue_concurrently(tmp_path, store):
     assert report.done == 5 and report.failed == 0
     assert fake.max_inflight > 1
     docs = list(iter_dialogues(tmp_path / "run"))
-    assert all(d["status"] in ("complete", "ended_early") for d in docs)
-    assert report.turns == sum(len(d["turns"]) for d in docs)
-    repeat = next(d for d in docs if d["batch"]["job"] == "000000.1")
-    assert repeat["seed"]["source"].endswith("seeds.txt:1")
-    assert repeat["batch"]["sampling_seed"] == 1_000_000
+    assert all(d.status in ("complete", "ended_early") for d in docs)
+    assert report.turns == sum(len(d.turns) for d in docs)
+    repeat = next(d for d in docs if d.job == "000000.1")
+    assert repeat.seed.source.endswith("seeds.txt:1")
+    assert repeat.batch.sampling_seed == 1_000_000
 
 
 def test_endpoint_limit_bounds_requests_in_flight(tmp_path, store):
@@ -306,9 +306,9 @@ def test_a_failed_dialogue_resumes_from_its_checkpoint(tmp_path, store):
         second = asyncio.run(make_batch(tmp_path, store, fake, n=1, turns=3, options=options).run())
     assert second.done == 1 and second.resumed == 1
     [document] = iter_dialogues(tmp_path / "run")
-    assert document["batch"]["resumed"] is True
-    assert document["messages"][1]["content"] in generated_before  # not generated again
-    assert document["turns"][0]["instruction"] in generated_before
+    assert document.batch.resumed is True
+    assert document.messages[1].content in generated_before  # not generated again
+    assert document.turns[0].instruction in generated_before
 
 
 def test_repeated_failures_stop_the_batch(tmp_path, store):

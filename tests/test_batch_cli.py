@@ -100,7 +100,7 @@ def test_the_same_command_extends_a_finished_batch(tmp_path, capsys):
         code, out, _ = run_cli(batch_argv(tmp_path, fake, "--n", "6"), capsys)
     assert code == 0
     assert "stored before       3" in out
-    jobs = [d["batch"]["job"] for d in iter_dialogues(tmp_path / "run")]
+    jobs = [d.job for d in iter_dialogues(tmp_path / "run")]
     assert sorted(jobs) == ["000000.0", "000000.1", "000001.0", "000001.1", "000002.0", "000003.0"]
 
 
@@ -136,7 +136,7 @@ def test_kill_9_mid_batch_then_resume_gives_exactly_the_requested_set(tmp_path):
         assert 3 <= killed_at < 10
         finished = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert finished.returncode == 0, finished.stderr
-    jobs = [d["batch"]["job"] for d in iter_dialogues(tmp_path / "run")]
+    jobs = [d.job for d in iter_dialogues(tmp_path / "run")]
     assert len(jobs) == 10 == len(set(jobs))
     assert set(jobs) == {f"{i % 4:06d}.{i // 4}" for i in range(10)}
     assert "resumed from a checkpoint" in finished.stdout

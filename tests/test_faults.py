@@ -167,7 +167,7 @@ def test_a_batch_of_empty_replies_fails_and_is_retried_once_the_server_works(tmp
     assert code == 0
     documents = list(iter_dialogues(tmp_path / "run"))
     assert len(documents) == 3 and BatchStore.open(tmp_path / "run").failed() == {}
-    assert [(d["status"], len(d["turns"])) for d in documents] == [("complete", 1)] * 3
+    assert [(d.status, len(d.turns)) for d in documents] == [("complete", 1)] * 3
 
 
 # --- every other fault: one line, exit 1 (generate) or a stopped batch (exit 1) -----------------

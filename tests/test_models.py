@@ -154,7 +154,7 @@ def test_a_new_document_round_trips():
         settings={"turns": 1},
         seed_source="seed.json",
         library={"name": "default", "version": "2"},
-    )
+    ).dump()
     assert list(document) == [
         "format",
         "status",

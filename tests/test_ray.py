@@ -129,9 +129,9 @@ def test_ray_batch_stores_each_planned_dialogue_once_and_resumes(
         assert main(argv) == 0
         second = capsys.readouterr().out
         assert len(fake.requests) == asked
-    jobs = [d["batch"]["job"] for d in iter_dialogues(out)]
+    jobs = [d.job for d in iter_dialogues(out)]
     assert sorted(jobs) == ["000000.0", "000000.1", "000001.0", "000001.1", "000002.0", "000003.0"]
-    assert all(not d["batch"]["resumed"] for d in iter_dialogues(out))
+    assert all(not d.batch.resumed for d in iter_dialogues(out))
     assert re.search(r"stored now\s+6 ", first)
     assert re.search(r"stored before\s+6\s", second)
     assert re.search(r"stored now\s+0 ", second)
@@ -148,7 +148,7 @@ def test_shards_are_balanced_against_the_uses_of_earlier_shards(tmp_path, chroma
         batch = make_batch(tmp_path, settings, 5, concurrency=2, balance=True)
         report = run_on_ray(batch, settings, shard_size=2)
     assert (report.done, report.failed) == (5, 0)
-    assert sorted(d["batch"]["job"] for d in iter_dialogues(tmp_path / "run")) == [
+    assert sorted(d.job for d in iter_dialogues(tmp_path / "run")) == [
         "000000.0", "000000.1", "000001.0", "000001.1", "000002.0",
     ]  # fmt: skip
     assert sum(batch.uses.values()) >= sum(batch.store.strategy_uses().values()) > 0
@@ -169,7 +169,7 @@ def test_a_task_that_raises_fails_its_jobs_and_failures_in_a_row_stop_the_batch(
     assert "\n" not in reason
     index = read_index(tmp_path / "run")
     assert len(index) == report.failed
-    assert {e["status"] for e in index.values()} == {"failed"}
+    assert {e.status for e in index.values()} == {"failed"}
 
 
 @pytest.mark.parametrize(

@@ -78,7 +78,7 @@ def batch_argv(tmp_path: Path, fake: FakeOpenAI, n: int) -> list[str]:
 
 
 def jobs(run_dir: Path) -> list[str]:
-    return [d["batch"]["job"] for d in iter_dialogues(run_dir)]
+    return [d.job for d in iter_dialogues(run_dir)]
 
 
 def export_openai(run_dir: Path, out: Path) -> tuple[int, str]:
@@ -171,7 +171,7 @@ def duplicated_run_dir(tmp_path: Path) -> Path:
 def test_a_directory_with_duplicated_jobs_is_read_and_exported_once(tmp_path):
     run = duplicated_run_dir(tmp_path)
     skipped = Skipped()
-    assert [d["batch"]["job"] for d in iter_dialogues(run, skipped)] == ["0.0", "1.0"]
+    assert [d.job for d in iter_dialogues(run, skipped)] == ["0.0", "1.0"]
     assert skipped.duplicates == 2
     out = tmp_path / "x.jsonl"
     code, printed = export_openai(run, out)
@@ -236,9 +236,13 @@ def test_garbage_index_lines_are_skipped_and_the_dialogues_reindexed(tmp_path):
     store = BatchStore.open(run)
     assert store.done() == {"0.0", "1.0", "2.0"}
     assert store.repaired == 1 and store.requeued == []
-    assert store.damage.endswith("skipped 2 unreadable lines in index.jsonl")
-    assert BatchStore.open(run).damage.endswith("skipped 2 unreadable lines in index.jsonl")
-    assert read_index(run)["0.0"]["status"] == "done"
+    assert store.damage.endswith(
+        "skipped 2 unreadable lines in index.jsonl (index.jsonl line 1: not JSON (Expecting "
+        "property name enclosed in double quotes); index.jsonl line 3: job: Input should be a "
+        "valid string)"
+    )
+    assert "skipped 2 unreadable lines in index.jsonl" in BatchStore.open(run).damage
+    assert read_index(run)["0.0"].status == "done"
 
 
 def test_junk_checkpoints_are_moved_aside(tmp_path):
@@ -268,7 +272,9 @@ def test_resume_of_a_damaged_run_directory_warns_and_regenerates(tmp_path, capsy
     assert warning == [
         f"warning: {run}: damaged run directory: 1 stored dialogue missing or unreadable "
         "(generated again); skipped 1 unreadable line in dialogues.jsonl, 1 unreadable line in "
-        "index.jsonl; checkpoints.sqlite unreadable, moved to checkpoints.sqlite.broken "
+        "index.jsonl (index.jsonl line 1: not JSON (Expecting property name enclosed in double "
+        "quotes); dialogues.jsonl line 2: not JSON (Invalid control character at)); "
+        "checkpoints.sqlite unreadable, moved to checkpoints.sqlite.broken "
         "(dialogues in flight start over)"
     ]
     assert "stored now          2" in out  # the torn job and the new one
