@@ -156,6 +156,15 @@ def check_counts(args: argparse.Namespace) -> None:
         raise UsageError("--concurrency must be at least 1")
 
 
+def check_n(n: int, settings: Settings) -> None:
+    """Refuse a `--n` over `max_dialogues` (every job is planned in memory before any runs)."""
+    if n > settings.max_dialogues:
+        raise UsageError(
+            f"--n {n} is more than max_dialogues ({settings.max_dialogues}); "
+            "set IDEAS_MAX_DIALOGUES if you mean it"
+        )
+
+
 def manifest_for(
     seeds: SeedSet, n: int, settings: Settings, library: dict[str, Any]
 ) -> BatchManifest:
@@ -298,6 +307,7 @@ def batch(argv: list[str], console: Console) -> int:
     if args.shuffle:
         seeds = seeds.shuffled(settings.seed)
     n = args.n or len(seeds.seeds)
+    check_n(n, settings)
     manifest = resumable_manifest(args.out, seeds, settings)
     preflight(settings)
     if args.executor == "ray":
@@ -313,20 +323,21 @@ def batch(argv: list[str], console: Console) -> int:
         balance=args.balance,
         max_failures_in_row=args.max_failures,
     )
-    with hold_run_dir(args.out), Session(settings) as session:
-        job = open_batch(args.out, seeds, n, session, options, manifest)
-        warn_damage(console, job.store)
-        console.print(
-            Text.assemble(
-                (display_path(args.out), "bold"),
-                f": {n} dialogues of {settings.turns} turns from {len(seeds.seeds)} seeds "
-                f"({seeds.format}, {display_path(args.seeds)}); "
-                f"{len(job.store.done())} already stored",
+    with Session(settings) as session:
+        session.check_strategist()  # before the run directory is made: nothing to undo
+        with hold_run_dir(args.out):
+            job = open_batch(args.out, seeds, n, session, options, manifest)
+            warn_damage(console, job.store)
+            console.print(
+                Text.assemble(
+                    (display_path(args.out), "bold"),
+                    f": {n} dialogues of {settings.turns} turns from {len(seeds.seeds)} seeds "
+                    f"({seeds.format}, {display_path(args.seeds)}); "
+                    f"{len(job.store.done())} already stored",
+                )
             )
-        )
-        finished = run(
-            job, console, label="batch", quiet=args.quiet, executor=executor_for(args, settings)
-        )
+            executor = executor_for(args, settings)
+            finished = run(job, console, label="batch", quiet=args.quiet, executor=executor)
     print_summary(console, job.report, job.store, interrupted=not finished)
     if not finished:
         return 130

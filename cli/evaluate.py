@@ -25,6 +25,7 @@ from batch.store import Skipped, hold_run_dirs
 from cli.batch import (
     check_concurrency,
     check_counts,
+    check_n,
     check_run_dir,
     open_batch,
     print_summary,
@@ -300,6 +301,7 @@ def _ablate(argv: list[str], console: Console, locks: contextlib.ExitStack) -> i
     if args.shuffle:
         seeds = seeds.shuffled(settings.seed)
     n = args.n or len(seeds.seeds)
+    check_n(n, settings)
     runs = {name: args.out / "runs" / name for name in names}
     for run_dir in runs.values():
         check_run_dir(run_dir)
@@ -312,8 +314,10 @@ def _ablate(argv: list[str], console: Console, locks: contextlib.ExitStack) -> i
     variants: dict[str, list[EvalDialogue]] = {}
     generation: dict[str, Any] = {}
     # One event loop for every variant: the session's HTTP clients keep connections bound to it.
-    locks.enter_context(hold_run_dirs([args.out, *runs.values()]))
     with Session(settings) as session, asyncio.Runner() as loop:
+        for name in names:  # before any run directory is made: nothing to undo
+            session.check_strategist(variant_settings(settings, name))
+        locks.enter_context(hold_run_dirs([args.out, *runs.values()]))
         for name in names:
             vs = variant_settings(settings, name)
             wiring = JobWiring(vs, session.store, session.retriever, session.with_settings(vs))

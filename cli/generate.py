@@ -18,7 +18,7 @@ from dialogues.seeds import load_seed
 from dialogues.text import display_path
 from graphs.deduction import build_graph
 from graphs.state import Deps, initial_state
-from wiring.generation import Growth, run_dialogue
+from wiring.generation import TERMINATION_SIGNALS, Growth, run_dialogue, stop_on_termination
 from wiring.session import Session
 
 EXIT_CODES = {"complete": 0, "ended_early": 0, "interrupted": 130, "failed": 1}
@@ -64,7 +64,7 @@ def generate(argv: list[str], console: Console) -> int:
     if notice:
         tracer.notice(notice)
     tracer.seed(seed.to_openai_messages(), seed.source)
-    with Session(settings) as session:
+    with stop_on_termination(), Session(settings) as session:
         library = {"name": settings.library, **session.store.metadata()}
         deps = Deps(build_agents(session), max_rejections=settings.max_rejections)
         growth = Growth(build_graph(), deps, tracer.event)
@@ -84,6 +84,14 @@ def generate(argv: list[str], console: Console) -> int:
     finished = outcome.status in ("complete", "ended_early")
     written = args.out is not None and (finished or outcome.generated)
     if written:
-        write_json_atomic(args.out, document)
-    tracer.summary(document, display_path(args.out) if written else None)
-    return EXIT_CODES[outcome.status]
+        write_json_atomic(args.out, document.dump())
+    tracer.summary(document.dump(), display_path(args.out) if written else None)
+    return exit_code(outcome.status, outcome.reason)
+
+
+def exit_code(status: str, reason: str | None) -> int:
+    """Return the exit code of a run: a termination signal's is 128 + its number, as a shell's."""
+    signals = {s.name: s for s in TERMINATION_SIGNALS}
+    if status == "interrupted" and reason in signals:
+        return 128 + signals[reason]
+    return EXIT_CODES[status]

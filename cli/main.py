@@ -15,6 +15,7 @@ from cli.generate import generate
 from cli.induce import induce
 from cli.strategies import strategies
 from cli.train import train_simulator
+from wiring.generation import Terminated
 
 COMMANDS = {
     "induce": induce,
@@ -38,9 +39,9 @@ def main(argv: list[str] | None = None) -> int:
         if command is not None:
             return command(argv[1:], console)
         return generate(argv, console)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         errors.print(Text("interrupted before anything was generated", style="yellow"))
-        return 130
+        return 128 + exc.signum if isinstance(exc, Terminated) else 130
     except Exception as exc:  # noqa: BLE001 - known failures become one line, bugs re-raise
         code = classify(exc)
         if code is None:

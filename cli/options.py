@@ -79,7 +79,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         "agents": {k: v for k, v in agents.items() if v is not None} or None,
         "simulator": (
             {"adapter": args.simulator_adapter}
-            if getattr(args, "simulator_adapter", None)
+            if getattr(args, "simulator_adapter", None) is not None
             else None
         ),
         "gguf": args.gguf,

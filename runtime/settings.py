@@ -51,6 +51,8 @@ def _model_url(url: str | None) -> str | None:
 
 def _adapter(value: str | None) -> str | None:
     """Accept `none`, `trained` or the path of a trained adapter (see `runtime.adapters`)."""
+    if value is not None and not value.strip():
+        raise ValueError("is empty; use trained, none or a train-simulator folder")
     if value is not None and value not in adapters.KEYWORDS:
         adapters.adapter_file(value)
     return value
@@ -232,6 +234,12 @@ class Settings(BaseSettings):
         ge=1,
         description="Requests in flight to one model endpoint at once; unset = 1 for the "
         "embedded server (it answers one at a time), 8 for a server given by URL.",
+    )
+    max_dialogues: int = Field(
+        default=1_000_000,
+        ge=1,
+        description="The most dialogues one `batch` or `ablate` variant may plan (`--n`): a "
+        "guard against a typo that would plan 10^8 jobs in memory.",
     )
 
     @field_validator("chroma_url")

@@ -10,6 +10,7 @@ import http.server
 import io
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -567,6 +568,53 @@ def test_ctrl_c_before_generation_writes_nothing(capsys, monkeypatch, seed_file,
     assert code == 130
     assert lines(err) == ["interrupted before anything was generated"]
     assert not out.exists()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_a_termination_signal_keeps_what_was_generated(tmp_path, seed_file, out, signum):
+    """`timeout`, `kill`, `docker stop` or a closed terminal stop a run the way Ctrl-C does."""
+    from tests.fake_openai import FakeOpenAI
+
+    requests, enough = [], threading.Event()
+
+    def count(body: dict) -> bool:
+        requests.append(body)
+        if len(requests) >= 5:  # turn 1 is answered (strategist, simulator, assistant, ...)
+            enough.set()
+        return False
+
+    with FakeOpenAI(latency=0.2, fail=count) as fake:
+        argv = ["--seed", seed_file, "--turns", "30", "--out", out, "--critic", "novelty"]
+        argv += ["--base-url", fake.base_url, "--library", "starter", "--quiet"]
+        env = _clean_environ(os.environ) | {"IDEAS_STORE": str(tmp_path / "store")}
+        process = subprocess.Popen(
+            [sys.executable, "run.py", *map(str, argv)],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert enough.wait(60), "the run never got going"
+            process.send_signal(signum)
+            _, stderr = process.communicate(timeout=60)
+        finally:
+            process.kill()
+    assert process.returncode == 128 + signum, stderr
+    doc = json.loads(out.read_text(encoding="utf-8"))
+    assert doc["status"] == "interrupted" and doc["reason"] == signal.Signals(signum).name
+    assert len(doc["turns"]) >= 1
+    assert "Traceback" not in stderr
+
+
+def test_an_empty_simulator_adapter_is_an_error_not_the_default(capsys, seed_file):
+    code, _, err = run_cli(capsys, "--seed", seed_file, "--simulator-adapter", "")
+    assert code == 2
+    assert lines(err) == [
+        "error: invalid setting simulator.adapter: is empty; use trained, none or a "
+        "train-simulator folder"
+    ]
 
 
 # --- the tracer ----------------------------------------------------------------------------------

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import signal
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from types import FrameType
 from typing import Any
 
 from langgraph.graph.state import CompiledStateGraph
@@ -79,8 +83,48 @@ class Growth:
 
 
 def run_dialogue(growth: Growth, state: State) -> Outcome:
-    """Run `growth` to the end in a fresh event loop; Ctrl-C keeps what was generated."""
+    """Run `growth` to the end in a fresh event loop; Ctrl-C keeps what was generated.
+
+    So does a termination signal inside `stop_on_termination` (the reason names it).
+    """
     try:
         return asyncio.run(growth.run(state))
-    except KeyboardInterrupt:
-        return Outcome(growth.state, "interrupted", "Ctrl-C", growth.elapsed())
+    except KeyboardInterrupt as exc:
+        reason = exc.name if isinstance(exc, Terminated) else "Ctrl-C"
+        return Outcome(growth.state, "interrupted", reason, growth.elapsed())
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP arrived: stop as Ctrl-C does, keeping what was generated."""
+
+    def __init__(self, signum: int) -> None:
+        """Remember which signal (its exit code is 128 + `signum`)."""
+        self.signum = signum
+        self.name = signal.Signals(signum).name
+        super().__init__(self.name)
+
+
+TERMINATION_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+"""What `timeout`, `kill`, systemd, `docker stop` and a closed terminal send."""
+
+
+@contextlib.contextmanager
+def stop_on_termination() -> Iterator[None]:
+    """Within the block, SIGTERM and SIGHUP raise `Terminated` (as Ctrl-C raises its interrupt).
+
+    Enter it before anything that starts a model server, so the server is stopped by the same
+    unwinding; outside the main thread it does nothing (signals reach only the main thread).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum: int, frame: FrameType | None) -> None:
+        raise Terminated(signum)
+
+    saved = {signum: signal.signal(signum, terminate) for signum in TERMINATION_SIGNALS}
+    try:
+        yield
+    finally:
+        for signum, handler in saved.items():
+            signal.signal(signum, handler)

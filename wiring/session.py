@@ -90,6 +90,19 @@ class Session:
                 ) from None
         return self._learned
 
+    def check_strategist(self, settings: Settings | None = None) -> None:
+        """Fail now if the strategist the settings resolve to needs a ranker the library lacks.
+
+        Called before a batch or an ablation writes anything, so the advised fix (another
+        `--strategist`) is not then refused as a change of settings.
+
+        Raises:
+            RetrievalUnavailable: The strategist is `learned` and the library has no ranker.
+        """
+        agents, _ = (settings or self.settings).resolve_agents()
+        if agents.strategist == "learned":
+            self.learned_retriever  # noqa: B018 - raises when there is none
+
     def chat(self, role: Role, settings: Settings | None = None) -> ChatClient:
         """Return a chat client for `role`, starting the embedded server if it needs it.
 
