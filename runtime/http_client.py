@@ -15,7 +15,9 @@ over the limit is not retried.
 from __future__ import annotations
 
 import datetime
+import ssl
 from collections.abc import AsyncIterator, Iterator
+from functools import cache
 
 import httpx2
 import openai
@@ -81,17 +83,24 @@ def _cap(response: httpx2.Response, limit: int) -> None:
     )
 
 
+@cache
+def _ssl_context() -> ssl.SSLContext:
+    """The TLS settings every client shares (building them takes ~0.2 s; clients are many)."""
+    return httpx2.create_ssl_context()
+
+
 def capped_async_client(max_reply_bytes: int) -> httpx2.AsyncClient:
     """Return openai's default async client, refusing reply bodies over `max_reply_bytes`."""
 
     async def cap(response: httpx2.Response) -> None:
         _cap(response, max_reply_bytes)
 
-    return openai.DefaultAsyncHttpxClient(event_hooks={"response": [cap]})
+    return openai.DefaultAsyncHttpxClient(verify=_ssl_context(), event_hooks={"response": [cap]})
 
 
 def capped_sync_client(max_reply_bytes: int) -> httpx2.Client:
     """Return openai's default client, refusing reply bodies over `max_reply_bytes`."""
     return openai.DefaultHttpxClient(
-        event_hooks={"response": [lambda response: _cap(response, max_reply_bytes)]}
+        verify=_ssl_context(),
+        event_hooks={"response": [lambda response: _cap(response, max_reply_bytes)]},
     )

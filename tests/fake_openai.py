@@ -137,9 +137,9 @@ class FakeOpenAI:
     ) -> None:
         """Configure the server (it starts on enter)."""
         self.latency, self.fail, self.delay = latency, fail, delay
-        self.set_mode(mode, size)
         self._bombs: dict[int, bytes] = {}
         self.bomb_lock = threading.Lock()
+        self.set_mode(mode, size)
         self.stopped = threading.Event()
         self.requests: list[dict[str, Any]] = []
         self.inflight = self.max_inflight = 0
@@ -161,6 +161,8 @@ class FakeOpenAI:
             raise ValueError(f"size must be positive, not {size}")
         self.mode, self.errors_left = name, int(count or 0)
         self.size = size if size is not None else SIZES.get(name, 0)
+        if name == "gzipbomb":
+            self.gzip_bomb()  # compressed now (~1 s for 200 MB), not in a request's time
 
     def gzip_bomb(self) -> bytes:
         """Return a gzip-compressed chat completion that inflates to `size` bytes."""

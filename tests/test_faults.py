@@ -21,6 +21,7 @@ from agents.chat import ChatClient, ModelError, build_chat_model
 from batch.jobs import load_seed_set, plan_jobs
 from batch.runner import Batch, BatchOptions
 from batch.store import BatchStore, iter_dialogues
+from runtime.http_client import ReplyTooLarge
 from runtime.settings import ModelSettings, Settings
 from tests.cli_helpers import isolate_cli, lines, run_cli, write_seed
 from tests.fake_openai import FakeOpenAI
@@ -273,6 +274,14 @@ def test_a_gzip_bomb_is_cut_off_while_it_inflates():
             tracemalloc.stop()
     assert str(caught.value) == INVALID + "a reply over 81,920 bytes (the max_reply_bytes setting)"
     assert peak < 8_000_000
+
+
+@pytest.mark.parametrize("mode", ["huge", "gzipbomb"])
+def test_the_sync_client_has_the_same_limit(mode):
+    with FakeOpenAI(mode=mode, size=5_000_000) as fake:
+        model = build_chat_model(ModelSettings(model="m", max_retries=0), fake.base_url)
+        with pytest.raises(ReplyTooLarge, match="^a reply over 81,920 bytes"):
+            model.invoke("Hi?")
 
 
 def test_a_gzip_reply_under_the_limit_is_read():
