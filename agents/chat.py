@@ -21,10 +21,17 @@ from langchain_core.messages.utils import count_tokens_approximately
 from pydantic import BaseModel
 
 from dialogues.models import Usage
+from runtime.http_client import ReplyTooLarge, capped_async_client, capped_sync_client
 from runtime.settings import ModelSettings
 from runtime.urls import redact_url
 
 M = TypeVar("M", bound=BaseModel)
+
+
+INVALID_REPLY_ERRORS = (ValueError, TypeError, LookupError, AttributeError, RecursionError)
+"""What langchain-openai raises on a 200 reply that is not a chat completion: no `choices`
+(ValueError), `choices: []` (IndexError), `message: null` (AttributeError), a body nested too
+deeply for the JSON parser (RecursionError), fields of the wrong type (TypeError, KeyError)."""
 
 
 class ModelError(RuntimeError):
@@ -60,10 +67,12 @@ def build_chat_model(settings: ModelSettings, base_url: str) -> BaseChatModel:
     """Create the ChatOpenAI client for one role.
 
     The token limit goes in `extra_body`: llama-cpp-python ignores `max_tokens` sent the way
-    ChatOpenAI sends it for new models (`max_completion_tokens`). Each model gets its own async
-    HTTP client: langchain-openai otherwise shares one per URL across the process, and its
+    ChatOpenAI sends it for new models (`max_completion_tokens`). Each model gets its own HTTP
+    clients: langchain-openai otherwise shares one per URL across the process, and its
     kept-alive connections break when a later event loop (a second run, a Ray task in a reused
-    worker) uses them.
+    worker) uses them. They refuse a reply body over `settings.reply_limit()` bytes (counted
+    after decompression, while it is read): a server that ignores the token limit, or a small
+    gzip body that inflates to hundreds of MB, fails the call instead of filling memory.
     """
     from langchain_openai import ChatOpenAI
 
@@ -76,7 +85,8 @@ def build_chat_model(settings: ModelSettings, base_url: str) -> BaseChatModel:
         max_retries=settings.max_retries,
         extra_body={"max_tokens": settings.max_tokens},
         frequency_penalty=settings.frequency_penalty,
-        http_async_client=openai.DefaultAsyncHttpxClient(),
+        http_client=capped_sync_client(settings.reply_limit()),
+        http_async_client=capped_async_client(settings.reply_limit()),
     )
 
 
@@ -257,6 +267,8 @@ class ChatClient:
     async def _request(self, runnable, messages: Sequence[BaseMessage]):
         try:
             return await runnable.ainvoke(list(messages))
+        except ReplyTooLarge as exc:
+            raise ModelError(f"model server sent an invalid response: {exc}") from None
         except openai.APIConnectionError as exc:
             raise ModelError(f"{self._server()} did not answer: {exc.__cause__ or exc}") from None
         except openai.APIStatusError as exc:
@@ -265,7 +277,7 @@ class ChatClient:
             ) from None
         except openai.OpenAIError as exc:
             raise ModelError(f"model call failed: {_short(str(exc))}") from None
-        except (ValueError, TypeError, KeyError) as exc:  # a reply that is not a chat completion
+        except INVALID_REPLY_ERRORS as exc:  # a reply that is not a chat completion
             raise ModelError(f"model server sent an invalid response: {_short(str(exc))}") from None
 
 

@@ -1,6 +1,7 @@
-"""Faults on a real batch: SIGKILLs, a second writer, torn and mistyped lines, a linked lock.
+"""Faults on a real batch: SIGKILLs, a second writer, damaged lines, a linked lock, huge replies.
 
     python benchmarks/faults.py [--n 100] [--turns 2] [--kills 10] [--seed 13] [--latency 0.01]
+                                [--huge 5000000]
 
 Runs `run.py batch` (the same command every time) against the fake OpenAI server
 (`tests/fake_openai.py`). Each of `--kills` starts is SIGKILLed at a random moment (seeded: during
@@ -8,10 +9,12 @@ start-up, while dialogues are in flight, or while they are written); during one 
 process is started on the same run directory and must be refused (exit 2). After half the kills,
 one stored line in the middle of `dialogues.jsonl` is torn (cut to 300 bytes, as a damaged disk
 or a careless edit would) and another gets a wrongly typed field (`"status": 5`, as another tool
-might write); both jobs must be generated again. Before the last start `.lock` is replaced by a
-symlink to a decoy file outside the run directory: that start must be refused (exit 2) and the
-decoy left untouched, and the next one (the link removed) goes on. Then the command is run until
-it exits 0.
+might write); both jobs must be generated again. After one of the kills the command runs once
+more (not killed) while every reply is `--huge` characters, as from a server that ignores
+`max_tokens`: its dialogues must fail as invalid replies, the batch stop after its failures in a
+row, and its peak RSS stay small. Before the resumes `.lock` is replaced by a symlink to a decoy
+file outside the run directory: that start must be refused (exit 2) and the decoy left untouched.
+Then the command is run with `--retry-failed` until it exits 0.
 
 The figures are computed here from the run directory and the process table, not taken from the
 batch's own summary: `lost` (planned jobs with no readable dialogue line), `duplicated` (readable
@@ -34,6 +37,7 @@ import socketserver
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -137,6 +141,37 @@ def start_with_a_linked_lock(run: Path, argv: list[str]) -> str:
     return f"exit {refused.returncode}: {refused.stderr.strip()}; decoy untouched: {untouched}"
 
 
+def wait_with_usage(process: subprocess.Popen, limit: float) -> tuple[float, int]:
+    """Wait for `process` (SIGKILL after `limit` s); return its seconds and peak RSS in KiB."""
+    started = time.monotonic()
+    timer = threading.Timer(limit, process.kill)
+    timer.start()
+    try:
+        _, status, usage = os.wait4(process.pid, 0)
+    finally:
+        timer.cancel()
+    process.returncode = os.waitstatus_to_exitcode(status)
+    return time.monotonic() - started, usage.ru_maxrss
+
+
+def huge_replies(fake: FakeOpenAI, argv: list[str], run: Path, log: Path, size: int) -> None:
+    """Run the batch once while every reply is `size` characters; print how it ended."""
+    fake.set_mode("huge", size)
+    try:
+        with log.open("wb") as out:
+            process = subprocess.Popen(argv, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+        seconds, rss = wait_with_usage(process, 120)
+    finally:
+        fake.set_mode("ok")
+    print(
+        f"one more start, every reply {size:,} characters: exited ({process.returncode}) after "
+        f"{seconds:.2f} s, peak RSS {rss >> 10} MiB; {len(set(readable_jobs(run)[0]))} stored"
+    )
+    for line in log.read_text(errors="replace").splitlines():
+        if line.startswith(("stopped:", "error:")) or "Traceback" in line:
+            print(f"  {line.strip()}")
+
+
 def main() -> None:
     """Run the fault cycles, finish the batch, and print the counts."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -147,8 +182,12 @@ def main() -> None:
     parser.add_argument("--latency", type=float, default=0.01)
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--max-wait", type=float, default=14.0, help="latest kill, s after start")
+    parser.add_argument(
+        "--huge", type=int, default=5_000_000, help="characters a reply in one start (0: none)"
+    )
     args = parser.parse_args()
     rng = random.Random(args.seed)
+    huge_start = random.Random(f"{args.seed} huge").randrange(args.kills) if args.huge else None
     # A killed client resets its connections; the fake server need not print each as a traceback.
     socketserver.BaseServer.handle_error = lambda self, request, address: None
     seeds = ROOT / "examples" / "seeds.txt"
@@ -193,11 +232,14 @@ def main() -> None:
                 mistyped = mistype_a_middle_line(run, rng)
                 done = "mistyped" if mistyped else "could not mistype"
                 print(f"  {done} another one (status: 5)")
+            if kill == huge_start:
+                huge_replies(fake, argv, run, Path(tmp) / "huge.log", args.huge)
         print(f"linked lock: {start_with_a_linked_lock(run, argv)}")
         resumes = 0
         while True:
             resumes += 1
-            finished = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True)
+            retry = ["--retry-failed"]  # the dialogues that failed on huge replies
+            finished = subprocess.run(argv + retry, cwd=ROOT, capture_output=True, text=True)
             warnings = [line for line in finished.stdout.splitlines() if "warning:" in line]
             for line in warnings:
                 print(f"  resume {resumes}: {line.strip()}")

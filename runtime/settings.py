@@ -66,6 +66,17 @@ ADAPTER_HELP = (
 )
 
 
+REPLY_BASE_BYTES = 64 << 10
+REPLY_BYTES_PER_TOKEN = 64
+"""The default reply limit: 64 KiB for the reply's JSON frame, plus 64 bytes a completion token
+(a token is 3-5 characters of text; JSON escapes make a character up to 12 bytes)."""
+
+MAX_REPLY_HELP = (
+    "Largest reply body accepted from the model server, in bytes after decompression; a larger "
+    "reply fails the call. Unset: 64 KiB + 64 bytes per max_tokens token (84 KiB for 320)."
+)
+
+
 class ModelSettings(BaseModel):
     """How one role reaches its chat model (any OpenAI-compatible server)."""
 
@@ -87,9 +98,20 @@ class ModelSettings(BaseModel):
         default=None, ge=-2.0, le=2.0, description="Sent only when set (extractor: 0.6)."
     )
     adapter: str | None = Field(default=None, description=ADAPTER_HELP)
+    max_reply_bytes: int | None = Field(default=None, gt=0, description=MAX_REPLY_HELP)
 
     _check_base_url = field_validator("base_url")(_model_url)
     _check_adapter = field_validator("adapter")(_adapter)
+
+    def reply_limit(self) -> int:
+        """Return the largest reply body accepted, in bytes after decompression.
+
+        `max_reply_bytes` when set, else `REPLY_BASE_BYTES` plus `REPLY_BYTES_PER_TOKEN` for
+        each token of `max_tokens`.
+        """
+        if self.max_reply_bytes is not None:
+            return self.max_reply_bytes
+        return REPLY_BASE_BYTES + REPLY_BYTES_PER_TOKEN * self.max_tokens
 
 
 class RoleOverride(BaseModel):
@@ -108,6 +130,7 @@ class RoleOverride(BaseModel):
     structured_output: StructuredMethod | None = None
     frequency_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
     adapter: str | None = None
+    max_reply_bytes: int | None = Field(default=None, gt=0)
 
     _check_base_url = field_validator("base_url")(_model_url)
     _check_adapter = field_validator("adapter")(_adapter)

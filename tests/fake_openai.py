@@ -11,7 +11,13 @@ and no tool call, `garbage-tools` gives tool calls whose arguments are not JSON 
 still get sentences), `close-mid-reply` closes the connection halfway through the body,
 `error500:N` answers HTTP 500 to the next N requests and then behaves, `hang` never answers,
 `non-json` sends a body that is not JSON, `not-completion` sends JSON that is not a chat
-completion.
+completion, `empty-choices` a completion with `choices: []`, `null-message` one whose message is
+null, `deep` a body of `size` nested arrays (default 100,000). `huge` makes every reply's content
+`size` characters (default 5,000,000: a server that ignores `max_tokens`); `gzipbomb` sends a
+completion whose content pads it to `size` bytes (default 200 MB), gzip-compressed to a few
+hundred kB with `Content-Encoding: gzip`.
+
+`GET /control?mode=MODE&size=N` switches a running server to another mode (and size).
 
 Run it alone (`python tests/fake_openai.py --port 8011 --latency 0.05`) to point a batch at it.
 """
@@ -23,11 +29,14 @@ import hashlib
 import json
 import random
 import socket
+import sys
 import threading
 import time
+import zlib
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 MODES = (
     "ok",
@@ -39,8 +48,16 @@ MODES = (
     "hang",
     "non-json",
     "not-completion",
+    "empty-choices",
+    "null-message",
+    "deep",
+    "huge",
+    "gzipbomb",
 )
 """How the server answers POSTs; `error500` takes a count (`error500:N`)."""
+
+SIZES = {"huge": 5_000_000, "gzipbomb": 200_000_000, "deep": 100_000}
+"""The default `size` of the modes that take one: characters, inflated bytes, nesting depth."""
 
 WORDS = (
     "why how which what would could should explain compare contrast detail example case cost "
@@ -88,6 +105,15 @@ def sentence(rng: random.Random) -> str:
     return " ".join(words).capitalize() + "?"
 
 
+class QuietServer(ThreadingHTTPServer):
+    """A threading HTTP server that says nothing when a client drops its connection."""
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Ignore a connection the client closed or reset (a client that stopped reading)."""
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
 class FakeOpenAI:
     """The fake server; use as a context manager, then point a client at `base_url`.
 
@@ -97,6 +123,7 @@ class FakeOpenAI:
         port: 0 picks a free port.
         mode: One of `MODES` (a fault to inject); `error500:N` fails the next N requests.
         delay: Seconds between the bytes of a `trickle` reply.
+        size: The size of a `huge`, `gzipbomb` or `deep` reply (default: `SIZES`).
     """
 
     def __init__(
@@ -106,20 +133,56 @@ class FakeOpenAI:
         port: int = 0,
         mode: str = "ok",
         delay: float = 0.5,
+        size: int | None = None,
     ) -> None:
         """Configure the server (it starts on enter)."""
         self.latency, self.fail, self.delay = latency, fail, delay
-        self.mode, _, count = mode.partition(":")
-        if self.mode not in MODES or bool(count) != (self.mode == "error500"):
-            raise ValueError(f"unknown mode {mode!r}: one of {', '.join(MODES)} (error500:N)")
-        self.errors_left = int(count or 0)
+        self._bombs: dict[int, bytes] = {}
+        self.bomb_lock = threading.Lock()
+        self.set_mode(mode, size)
         self.stopped = threading.Event()
         self.requests: list[dict[str, Any]] = []
         self.inflight = self.max_inflight = 0
         self.lock = threading.Lock()
-        self.server = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
+        self.server = QuietServer(("127.0.0.1", port), self._handler())
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def set_mode(self, mode: str, size: int | None = None) -> None:
+        """Answer as `mode` from now on (see `MODES`), with `size` for the modes that take one.
+
+        Raises:
+            ValueError: An unknown mode, or a size that is not positive.
+        """
+        name, _, count = mode.partition(":")
+        if name not in MODES or bool(count) != (name == "error500"):
+            raise ValueError(f"unknown mode {mode!r}: one of {', '.join(MODES)} (error500:N)")
+        if size is not None and size < 1:
+            raise ValueError(f"size must be positive, not {size}")
+        self.mode, self.errors_left = name, int(count or 0)
+        self.size = size if size is not None else SIZES.get(name, 0)
+        if name == "gzipbomb":
+            self.gzip_bomb()  # compressed now (~1 s for 200 MB), not in a request's time
+
+    def gzip_bomb(self) -> bytes:
+        """Return a gzip-compressed chat completion that inflates to `size` bytes."""
+        size = self.size
+        with self.bomb_lock:
+            if size not in self._bombs:
+                message = {"role": "assistant", "content": "PAD"}
+                choice = {"index": 0, "message": message, "finish_reason": "stop"}
+                completion = {"id": "chatcmpl-bomb", "object": "chat.completion", "created": 0}
+                completion |= {"model": "fake", "choices": [choice]}
+                head, _, tail = json.dumps(completion).encode().partition(b"PAD")
+                pad = max(size - len(head) - len(tail), 0)
+                packer = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+                parts = [packer.compress(head)]
+                block = b"a" * (1 << 20)
+                for start in range(0, pad, len(block)):
+                    parts.append(packer.compress(block[: pad - start]))
+                parts += [packer.compress(tail), packer.flush()]
+                self._bombs = {size: b"".join(parts)}
+            return self._bombs[size]
 
     @property
     def base_url(self) -> str:
@@ -167,6 +230,9 @@ class FakeOpenAI:
             message["content"] = json.dumps(fake_value(schema, rng, schema.get("$defs", {})))
         else:
             message["content"] = sentence(rng)
+        if self.mode == "huge":
+            text = sentence(rng) + " "
+            message["content"] = (text * (self.size // len(text) + 1))[: self.size]
         prompt = sum(len(str(m.get("content") or "")) for m in body.get("messages", [])) // 4
         completion = len(json.dumps(message)) // 4
         return {
@@ -192,7 +258,19 @@ class FakeOpenAI:
                 pass
 
             def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-                self._send(200, {"object": "list", "data": [{"id": "fake", "object": "model"}]})
+                url = urlsplit(self.path)
+                if url.path != "/control":
+                    models = {"object": "list", "data": [{"id": "fake", "object": "model"}]}
+                    self._send(200, models)
+                    return
+                query = {key: values[-1] for key, values in parse_qs(url.query).items()}
+                try:
+                    size = int(query["size"]) if "size" in query else None
+                    fake.set_mode(query.get("mode", fake.mode), size)
+                except ValueError as exc:
+                    self._send(400, {"error": {"message": str(exc), "type": "control"}})
+                    return
+                self._send(200, {"mode": fake.mode, "size": fake.size})
 
             def do_POST(self) -> None:  # noqa: N802 - http.server's naming
                 length = int(self.headers.get("Content-Length", 0))
@@ -226,13 +304,30 @@ class FakeOpenAI:
                     self._send(200, b"<html>this is not JSON</html>")
                 elif mode == "not-completion":
                     self._send(200, {"status": "ok", "result": [1, 2, 3]})
+                elif mode in ("empty-choices", "null-message"):
+                    completion = fake.reply(body)
+                    if mode == "empty-choices":
+                        completion["choices"] = []
+                    else:
+                        completion["choices"][0]["message"] = None
+                    self._send(200, completion)
+                elif mode == "deep":
+                    self._send(200, b"[" * fake.size + b"]" * fake.size)
+                elif mode == "gzipbomb":
+                    with fake.lock:
+                        fake.requests.append(body)
+                    self._send(200, fake.gzip_bomb(), encoding="gzip")
                 else:
                     self._send(200, fake.reply(body))
 
-            def _send(self, status: int, payload: dict[str, Any] | bytes) -> None:
+            def _send(
+                self, status: int, payload: dict[str, Any] | bytes, encoding: str | None = None
+            ) -> None:
                 data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
+                if encoding:
+                    self.send_header("Content-Encoding", encoding)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 try:
@@ -267,9 +362,12 @@ def main() -> None:
     parser.add_argument("--latency", type=float, default=0.0)
     parser.add_argument("--mode", default="ok", help=f"{'|'.join(MODES)} (error500:N)")
     parser.add_argument("--delay", type=float, default=0.5, help="seconds per trickled byte")
+    parser.add_argument("--size", type=int, help="size of a huge, gzipbomb or deep reply")
     args = parser.parse_args()
     try:
-        fake = FakeOpenAI(args.latency, port=args.port, mode=args.mode, delay=args.delay)
+        fake = FakeOpenAI(
+            args.latency, port=args.port, mode=args.mode, delay=args.delay, size=args.size
+        )
     except ValueError as exc:
         parser.error(str(exc))
     with fake:

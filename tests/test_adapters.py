@@ -5,6 +5,7 @@ server: test_embedded.py)."""
 from __future__ import annotations
 
 import importlib.util
+import struct
 import sys
 import tracemalloc
 from pathlib import Path
@@ -23,10 +24,30 @@ def clean_env(monkeypatch):
             monkeypatch.delenv(name)
 
 
+def gguf(*metadata: tuple[str, str], version: int = 3) -> bytes:
+    """A GGUF header holding string `metadata` (key, value) and no tensors."""
+
+    def string(text: str) -> bytes:
+        return struct.pack("<Q", len(text.encode())) + text.encode()
+
+    header = b"GGUF" + struct.pack("<IQQ", version, 0, len(metadata))
+    return header + b"".join(string(k) + struct.pack("<I", 8) + string(v) for k, v in metadata)
+
+
+def lora(name: str) -> bytes:
+    """The header of a LoRA adapter GGUF as llama.cpp's converter writes it, named `name`."""
+    return gguf(
+        ("general.architecture", "llama"),
+        ("general.type", "adapter"),
+        ("adapter.type", "lora"),
+        ("general.name", name),
+    )
+
+
 @pytest.fixture
 def shipped(tmp_path, monkeypatch):
     """Two shipped simulators with distinct contents, in a folder of the test's own."""
-    for name, data in (("ideas", b"ideas-adapter"), ("plain", b"plain-adapter")):
+    for name, data in (("ideas", lora("ideas-adapter")), ("plain", lora("plain-adapter"))):
         (tmp_path / "sims" / name).mkdir(parents=True)
         (tmp_path / "sims" / name / "adapter.gguf").write_bytes(data)
     monkeypatch.setattr(adapters, "SHIPPED", tmp_path / "sims")
@@ -56,9 +77,9 @@ def test_none_is_the_prompted_simulator_on_the_bundled_model(shipped, monkeypatc
 def test_a_trained_folder_is_used_and_named_by_its_content(shipped, tmp_path):
     mine = tmp_path / "models" / "mine"
     mine.mkdir(parents=True)
-    (mine / "adapter.gguf").write_bytes(b"one")
+    (mine / "adapter.gguf").write_bytes(lora("one"))
     first = load_settings(simulator={"adapter": str(mine)}).model_for("simulator").model
-    (mine / "adapter.gguf").write_bytes(b"another")  # retrained: another model name
+    (mine / "adapter.gguf").write_bytes(lora("another"))  # retrained: another model name
     second = load_settings(simulator={"adapter": str(mine)}).model_for("simulator").model
     assert first.startswith(f"{EMBEDDED_ALIAS}+mine-") and first != second
 
@@ -141,6 +162,46 @@ def test_the_server_is_told_every_adapter_by_name(tmp_path):
     command = server.command()
     assert command[command.index("--adapter") + 1] == f"m+a={adapter}"
     assert "--lora_path" not in command  # never the whole server
+
+
+# --- G12: a file that is not a LoRA adapter GGUF is refused before anything starts -------------
+
+NOT_LORA = {
+    "text": (b"this is not an adapter\n", "no GGUF header"),
+    "empty": (b"", "no GGUF header"),
+    "model": (gguf(("general.architecture", "llama"), ("general.type", "model")), "a GGUF model"),
+    "no type": (gguf(("general.architecture", "llama")), "a GGUF without adapter.type"),
+    "control vector": (
+        gguf(("general.type", "adapter"), ("adapter.type", "control_vector")),
+        "a control_vector adapter",
+    ),
+    "truncated": (lora("x")[:40], "a damaged GGUF header: it ends early"),
+    "huge string": (
+        b"GGUF" + struct.pack("<IQQQ", 3, 0, 1, 1 << 40),
+        "a damaged GGUF header: a string of",
+    ),
+    "version 1": (gguf(("adapter.type", "lora"), version=1), "GGUF version 1"),
+}
+
+
+@pytest.mark.parametrize(("data", "what"), NOT_LORA.values(), ids=list(NOT_LORA))
+def test_a_file_that_is_not_a_lora_adapter_is_a_one_line_settings_error(tmp_path, data, what):
+    path = tmp_path / "adapter.gguf"
+    path.write_bytes(data)
+    for value in (path, tmp_path):  # the file, or a train-simulator folder holding it
+        with pytest.raises(SettingsError) as error:
+            load_settings(simulator={"adapter": str(value)})
+        prefix = f"invalid setting simulator.adapter: {path}: not a LoRA adapter GGUF ({what}"
+        assert str(error.value).startswith(prefix)
+        assert "\n" not in str(error.value)
+
+
+def test_the_shipped_adapters_pass_the_lora_check():
+    for agent in adapters.TRAINED_FOR_AGENT:
+        path = adapters.shipped(agent)
+        assert path is not None
+        adapters.check_lora(path)
+        assert adapters.adapter_file(str(path.parent)) == path
 
 
 def test_a_missing_adapter_fails_before_starting(tmp_path):
@@ -263,3 +324,14 @@ def test_the_simulator_adapter_flag_beats_the_environment(shipped, monkeypatch, 
     assert (simulator.model, simulator.temperature) == (EMBEDDED_ALIAS, 0.3)
     with pytest.raises(SettingsError, match="no LoRA adapter there"):
         settings_from_args(parser.parse_args(["--simulator-adapter", str(tmp_path / "x")]))
+
+
+@needs_llama
+def test_the_server_refuses_an_adapter_that_is_not_a_lora_before_starting(tmp_path):
+    gguf_path, junk = tmp_path / "m.gguf", tmp_path / "junk.gguf"
+    gguf_path.write_bytes(b"x")
+    junk.write_text("not an adapter")
+    server = EmbeddedServer(gguf=gguf_path, adapters={"m+junk": junk})
+    with pytest.raises(Exception, match=f"^{junk}: not a LoRA adapter GGUF"):
+        server.start()
+    assert server.process is None

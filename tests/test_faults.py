@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import time
+import tracemalloc
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ from agents.chat import ChatClient, ModelError, build_chat_model
 from batch.jobs import load_seed_set, plan_jobs
 from batch.runner import Batch, BatchOptions
 from batch.store import BatchStore, iter_dialogues
+from runtime.http_client import ReplyTooLarge
 from runtime.settings import ModelSettings, Settings
 from tests.cli_helpers import isolate_cli, lines, run_cli, write_seed
 from tests.fake_openai import FakeOpenAI
@@ -172,12 +174,21 @@ def test_a_batch_of_empty_replies_fails_and_is_retried_once_the_server_works(tmp
 
 # --- every other fault: one line, exit 1 (generate) or a stopped batch (exit 1) -----------------
 
+INVALID = "model server sent an invalid response: "
+TOO_LARGE = INVALID + "a reply over 86,016 bytes (the max_reply_bytes setting)"
+"""The default limit of a role with max_tokens 320 (the assistant): 64 KiB + 64 B a token."""
+
 FAULTS = {
     "close-mid-reply": "did not answer",
     "error500:1000": "model server error 500",
     "hang": "did not",
     "non-json": "model server",
-    "not-completion": "model server sent an invalid response",
+    "not-completion": INVALID,
+    "empty-choices": INVALID + "list index out of range",
+    "null-message": INVALID + "'NoneType' object has no attribute 'get'",
+    "deep": INVALID,  # 100,000 nested arrays: 200 kB, over the size limit first
+    "huge": INVALID + "a reply over ",
+    "gzipbomb": INVALID + "a reply over ",
 }
 
 
@@ -218,3 +229,98 @@ def test_a_few_server_errors_are_retried_away(capsys, tmp_path, seed_file, monke
 def test_unknown_mode_is_refused():
     with pytest.raises(ValueError, match="unknown mode 'error500'"):
         FakeOpenAI(mode="error500")
+
+
+# --- G4: a reply's size is bounded, after decompression, while it is read -------------------------
+
+
+def chat_client(fake: FakeOpenAI, **settings: object) -> ChatClient:
+    model = ModelSettings(model="m", timeout=30, max_retries=0, **settings)
+    return ChatClient(build_chat_model(model, fake.base_url))
+
+
+def ask(client: ChatClient) -> str:
+    return asyncio.run(asyncio.wait_for(client.text([HumanMessage(content="Hi?")]), 60))[0]
+
+
+def test_a_huge_reply_fails_the_call_as_an_invalid_response():
+    with FakeOpenAI(mode="huge") as fake:
+        with pytest.raises(ModelError) as caught:
+            ask(chat_client(fake, max_tokens=320))
+    assert str(caught.value) == TOO_LARGE
+    assert len(fake.requests) == 1  # not retried: the same server would send the same
+
+
+def test_the_reply_limit_is_a_setting():
+    with FakeOpenAI(mode="huge", size=100_000) as fake:
+        with pytest.raises(ModelError, match="a reply over 86,016 bytes"):
+            ask(chat_client(fake, max_tokens=320))
+        with pytest.raises(ModelError, match="a reply over 1,000 bytes"):
+            ask(chat_client(fake, max_tokens=320, max_reply_bytes=1000))
+        assert len(ask(chat_client(fake, max_reply_bytes=200_000))) == 100_000
+
+
+def test_a_gzip_bomb_is_cut_off_while_it_inflates():
+    """50 MB inflated from 50 kB; before the limit the client held it all (and sent it on)."""
+    with FakeOpenAI(mode="gzipbomb", size=50_000_000) as fake:
+        fake.gzip_bomb()  # compressed before measuring
+        client = chat_client(fake)
+        tracemalloc.start()
+        try:
+            with pytest.raises(ModelError) as caught:
+                ask(client)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    assert str(caught.value) == INVALID + "a reply over 81,920 bytes (the max_reply_bytes setting)"
+    assert peak < 8_000_000
+
+
+@pytest.mark.parametrize("mode", ["huge", "gzipbomb"])
+def test_the_sync_client_has_the_same_limit(mode):
+    with FakeOpenAI(mode=mode, size=5_000_000) as fake:
+        model = build_chat_model(ModelSettings(model="m", max_retries=0), fake.base_url)
+        with pytest.raises(ReplyTooLarge, match="^a reply over 81,920 bytes"):
+            model.invoke("Hi?")
+
+
+def test_a_gzip_reply_under_the_limit_is_read():
+    with FakeOpenAI(mode="gzipbomb", size=20_000) as fake:
+        reply = ask(chat_client(fake))
+    assert set(reply) == {"a"} and 19_000 < len(reply) < 20_000
+
+
+def test_a_generate_run_with_huge_replies_keeps_nothing_and_says_why(capsys, tmp_path, seed_file):
+    out = tmp_path / "out.json"
+    with FakeOpenAI(mode="huge") as fake:
+        code, stdout, err = generate(capsys, fake, seed_file, out, "--critic", "novelty")
+    assert code == 1
+    [line] = lines(err)  # the strategist's call (max_tokens 48) fails first
+    assert line == f"error: {INVALID}a reply over 68,608 bytes (the max_reply_bytes setting)"
+    assert not out.exists()
+
+
+# --- G9: malformed 200 replies are invalid responses, in one line -------------------------------
+
+
+@pytest.mark.parametrize(
+    ("mode", "size", "reason"),
+    [
+        ("empty-choices", None, "list index out of range"),
+        ("null-message", None, "'NoneType' object has no attribute 'get'"),
+        ("deep", 20_000, "maximum recursion depth exceeded while decoding a JSON array"),
+    ],
+)
+def test_a_malformed_completion_is_an_invalid_response(mode, size, reason):
+    with FakeOpenAI(mode=mode, size=size) as fake:
+        with pytest.raises(ModelError) as caught:
+            ask(chat_client(fake))
+    assert str(caught.value).startswith(INVALID + reason)
+
+
+def test_a_batch_records_the_clean_reason_of_a_malformed_reply(capsys, tmp_path):
+    with FakeOpenAI(mode="empty-choices") as fake:
+        code, _, err = batch(capsys, fake, tmp_path, "--critic", "novelty")
+    assert code == 3 and "Traceback" not in err
+    failed = BatchStore.open(tmp_path / "run").failed()
+    assert set(failed.values()) == {INVALID + "list index out of range"}

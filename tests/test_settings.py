@@ -282,3 +282,25 @@ def test_extractor_uses_the_papers_frequency_penalty_and_it_reaches_the_client()
     assert s.model_for("assistant").frequency_penalty is None
     client = build_chat_model(s.model_for("extractor"), "http://127.0.0.1:9/v1")
     assert client.frequency_penalty == 0.6
+
+
+def test_the_reply_limit_follows_max_tokens_unless_set(monkeypatch):
+    s = load_settings()
+    assert s.model_for("assistant").reply_limit() == (64 << 10) + 64 * 320
+    assert s.model_for("strategist").reply_limit() == (64 << 10) + 64 * 48
+    monkeypatch.setenv("IDEAS_MODEL__MAX_REPLY_BYTES", "1000000")
+    monkeypatch.setenv("IDEAS_CRITIC__MAX_REPLY_BYTES", "5000")
+    s = load_settings()
+    assert s.model_for("assistant").reply_limit() == 1_000_000
+    assert s.model_for("critic").reply_limit() == 5000
+
+
+@pytest.mark.parametrize(
+    "name", ["IDEAS_MODEL__MAX_REPLY_BYTES", "IDEAS_ASSISTANT__MAX_REPLY_BYTES"]
+)
+@pytest.mark.parametrize("value", ["0", "-5", "lots"])
+def test_a_bad_reply_limit_is_a_one_line_settings_error(monkeypatch, name, value):
+    monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError, match="^invalid setting .*max_reply_bytes: ") as info:
+        load_settings()
+    assert "\n" not in str(info.value)
