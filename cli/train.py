@@ -1,4 +1,4 @@
-"""`run.py train-simulator`: fine-tune the bundled model to write real users' follow-ups."""
+"""`run.py train-simulator`: fine-tune a model (default: the bundled one) as a user simulator."""
 
 from __future__ import annotations
 
@@ -68,7 +68,18 @@ def build_parser() -> argparse.ArgumentParser:
         default=PACKAGED / "default",
         help="packaged library whose parent links give the high-level strategy",
     )
-    parser.add_argument("--base", type=Path, help="base GGUF (default: the bundled SmolLM2)")
+    parser.add_argument(
+        "--base",
+        type=Path,
+        help="base model: a GGUF file or a Hugging Face model directory (config.json, safetensors, "
+        "tokenizer with its chat template); default: the bundled SmolLM2",
+    )
+    parser.add_argument(
+        "--device",
+        choices=["auto", "cuda", "cpu"],
+        default="auto",
+        help="auto (default): CUDA in bfloat16 when torch sees a GPU, else CPU in float32",
+    )
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0, help="split, order and dropout seed")
     parser.add_argument("--max-steps", type=int, help="stop after N optimiser steps in all")
@@ -139,12 +150,17 @@ def _train(job: TrainJob, pair_set: PairSet, real_pairs: list, console: Console)
                 )
 
         card = run(job, pair_set, real_pairs, report, lambda line: console.print(Text(line)))
-    last = card["epochs"][-1]
+    last, adapter = card["epochs"][-1], card["adapter"]
+    gguf = (
+        f"{job.out / adapter['file']} ({adapter['bytes'] / 2**20:.1f} MiB), "
+        if adapter["file"]
+        else ""
+    )
     console.print(
         f"held-out perplexity {card['epochs'][0]['held_out_perplexity']:.2f} (base) -> "
-        f"{last['held_out_perplexity']:.2f}; {last['tokens_per_s']} tokens/s; "
-        f"peak RSS {card['peak_rss_mib']} MiB; wrote {job.out / card['adapter']['file']} "
-        f"({card['adapter']['bytes'] / 2**20:.1f} MiB) and {job.out / 'CARD.md'}"
+        f"{last['held_out_perplexity']:.2f}; {last['tokens_per_s']} tokens/s on "
+        f"{card['device']}; peak RSS {card['peak_rss_mib']} MiB; wrote {gguf}the PEFT adapter "
+        f"({adapter['peft_bytes'] / 2**20:.1f} MiB) and {job.out / 'CARD.md'}"
     )
     return 0
 
@@ -176,6 +192,7 @@ def make_job(args: argparse.Namespace) -> TrainJob:
         held_out=args.held_out,
         eval_limit=args.eval_limit,
         threads=args.threads,
+        device=args.device,
         lora={"rank": args.rank, "alpha": args.alpha},
         loop={
             "epochs": args.epochs,

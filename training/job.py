@@ -104,6 +104,8 @@ class TrainJob:
     """Evaluate on at most this many held-out pairs (None: all)."""
     threads: int = 1
     """Torch threads."""
+    device: str = "auto"
+    """`auto` (CUDA in bfloat16 when torch sees a GPU, else CPU), `cuda` or `cpu`."""
     lora: dict[str, Any] = field(default_factory=dict)
     loop: dict[str, Any] = field(default_factory=dict)
 
@@ -117,13 +119,17 @@ class TrainJob:
         """The file whose sha256 names the base: the GGUF, or a directory's weights (index)."""
         return self.base if self.base.is_file() else weights_file(self.base) or self.base
 
+    @property
+    def base_key(self) -> str:
+        """The base's name among `sources`: the GGUF's, or `<directory>/<weights file>`."""
+        weights = self.base_weights
+        return self.base.name if weights == self.base else f"{self.base.name}/{weights.name}"
+
     def sources(self) -> dict[str, str]:
         """Return the sha256 of every input file, by name (a directory's base: its weights)."""
         files = [*self.dialogues, self.extractions, self.library / "records.jsonl"]
         digests = {path.name: file_digest(path) for path in files}
-        weights = self.base_weights
-        key = self.base.name if weights == self.base else f"{self.base.name}/{weights.name}"
-        return digests | {key: file_digest(weights)}
+        return digests | {self.base_key: file_digest(self.base_weights)}
 
     def settings(self) -> dict[str, Any]:
         """Return the settings for the card."""
@@ -135,6 +141,7 @@ class TrainJob:
             "held_out_share": self.held_out,
             "eval_limit": self.eval_limit,
             "threads": self.threads,
+            "device": self.device,
             "lora": self.lora,
             "loop": self.loop,
         }
@@ -145,7 +152,7 @@ class TrainJob:
         settings["loop"] = {
             k: v for k, v in settings["loop"].items() if k not in ("epochs", "max_steps")
         }
-        del settings["threads"]
+        del settings["threads"], settings["device"]
         text = json.dumps({"sources": sources, "settings": settings}, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
