@@ -15,9 +15,12 @@ folder's name and the start of the adapter's sha256 (a retrained adapter is anot
 from __future__ import annotations
 
 import hashlib
+import json
 from functools import cache
 from pathlib import Path
 from typing import NamedTuple
+
+from runtime.gguf_header import GGUFError, read_header
 
 ADAPTER_FILE = "adapter.gguf"
 SHIPPED = Path(__file__).resolve().parents[1] / "training" / "simulators"
@@ -82,3 +85,85 @@ def all_shipped(base_alias: str) -> dict[str, Path]:
     """Every shipped trained simulator by alias (the embedded server serves them all)."""
     paths = (shipped(agent) for agent in TRAINED_FOR_AGENT)
     return {alias_of(p, base_alias): p for p in paths if p is not None}
+
+
+def check_fits(adapter: Path, model: Path) -> None:
+    """Refuse, in one line, an adapter that llama.cpp would refuse to load on `model`.
+
+    The adapter must be a GGUF LoRA adapter for the model's architecture, and each of its
+    tensors must adapt a tensor of the model of the same shape (llama.cpp's own test, made
+    here before a server starts). The model's file is read for its header only.
+
+    Raises:
+        ValueError: Either file is not a GGUF, or the adapter does not fit the model.
+    """
+    try:
+        lora, base = read_header(adapter), read_header(model)
+    except GGUFError as exc:
+        raise ValueError(str(exc)) from None
+    if (
+        lora.metadata.get("general.type") != "adapter"
+        or lora.metadata.get("adapter.type") != "lora"
+    ):
+        raise ValueError(f"{adapter}: a GGUF file but not a LoRA adapter")
+    trained_on = _trained_on(adapter)
+    wanted, have = (
+        lora.metadata.get("general.architecture"),
+        base.metadata.get("general.architecture"),
+    )
+    if wanted != have:
+        raise ValueError(
+            f"{adapter} is a LoRA adapter for a {wanted} model{trained_on}; "
+            f"{model.name} is a {have} model"
+        )
+    for name, shape in lora.tensors.items():
+        target, _, part = name.rpartition(".")
+        base_shape = base.tensors.get(target)
+        if part not in ("lora_a", "lora_b"):
+            continue
+        fits = base_shape is not None and (
+            shape[0] == base_shape[0] if part == "lora_a" else shape[-1] == base_shape[-1]
+        )
+        if not fits:
+            found = f"is {list(base_shape)}" if base_shape else "does not exist"
+            raise ValueError(
+                f"{adapter} does not fit {model.name}{trained_on}: it adapts {target} "
+                f"with {part} {list(shape)}, and in {model.name} that tensor {found}"
+            )
+
+
+def _trained_on(adapter: Path) -> str:
+    """` (trained on NAME)` from the card next to the adapter, if it has one."""
+    try:
+        card = json.loads((adapter.parent / "card.json").read_text(encoding="utf-8"))
+        return f" (trained on {card['base']})"
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
+
+
+class ServedModelsError(RuntimeError):
+    """A server at a URL did not list its models; the message is one line."""
+
+
+def served_models(base_url: str, api_key: str, timeout: float) -> list[str]:
+    """Return the model names an OpenAI-compatible server lists (`GET /v1/models`).
+
+    vLLM and SGLang list each LoRA adapter they serve under its own name, next to the base.
+
+    Raises:
+        ServedModelsError: The server did not answer with a model list.
+    """
+    import openai
+
+    from runtime.urls import redact_url
+
+    client = openai.OpenAI(base_url=base_url, api_key=api_key, timeout=timeout, max_retries=1)
+    try:
+        return [model.id for model in client.models.list()]
+    except openai.OpenAIError as exc:
+        reason = " ".join(str(exc).split())[:200]
+        raise ServedModelsError(
+            f"{redact_url(base_url)} did not list its models (GET /v1/models): {reason}"
+        ) from None
+    finally:
+        client.close()

@@ -97,6 +97,7 @@ class FakeOpenAI:
         port: 0 picks a free port.
         mode: One of `MODES` (a fault to inject); `error500:N` fails the next N requests.
         delay: Seconds between the bytes of a `trickle` reply.
+        models: The model names `GET /v1/models` lists (as vLLM lists its LoRA adapters).
     """
 
     def __init__(
@@ -106,9 +107,11 @@ class FakeOpenAI:
         port: int = 0,
         mode: str = "ok",
         delay: float = 0.5,
+        models: tuple[str, ...] = ("fake",),
     ) -> None:
         """Configure the server (it starts on enter)."""
         self.latency, self.fail, self.delay = latency, fail, delay
+        self.models = models
         self.mode, _, count = mode.partition(":")
         if self.mode not in MODES or bool(count) != (self.mode == "error500"):
             raise ValueError(f"unknown mode {mode!r}: one of {', '.join(MODES)} (error500:N)")
@@ -192,7 +195,8 @@ class FakeOpenAI:
                 pass
 
             def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-                self._send(200, {"object": "list", "data": [{"id": "fake", "object": "model"}]})
+                models = [{"id": name, "object": "model"} for name in fake.models]
+                self._send(200, {"object": "list", "data": models})
 
             def do_POST(self) -> None:  # noqa: N802 - http.server's naming
                 length = int(self.headers.get("Content-Length", 0))

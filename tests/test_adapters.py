@@ -82,7 +82,7 @@ def test_with_a_server_url_nothing_changes(shipped):
         ({"simulator": {"adapter": "no/such/folder"}}, "no LoRA adapter there"),
         (
             {"simulator": {"adapter": "SHIPPED", "base_url": "http://localhost:9/v1"}},
-            "needs the embedded bundled model",
+            "is a path, but the simulator runs on a server at a URL",
         ),
     ],
 )

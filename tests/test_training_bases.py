@@ -142,3 +142,19 @@ def test_the_peft_adapter_loads_with_peft_and_changes_the_output(trained):
         tuned = PeftModel.from_pretrained(plain, out).eval()
         after = tuned(input_ids=ids).logits
     assert (after - before).abs().max().item() > 1e-3
+
+
+def test_its_gguf_adapter_is_refused_on_a_model_it_does_not_fit(trained, monkeypatch):
+    """The tiny model's adapter on the bundled SmolLM2 (576 wide, not 32): one line, no server."""
+    from runtime.server import ServerError, default_gguf
+    from runtime.settings import SettingsError, load_settings
+
+    try:
+        bundled = default_gguf()
+    except ServerError:
+        pytest.skip("the bundled model is not installed")
+    _, out, code = trained
+    assert code == 0
+    with pytest.raises(SettingsError, match=r"does not fit .* \(trained on tiny-llama\)") as error:
+        load_settings(gguf=bundled, simulator={"adapter": str(out)})
+    assert "\n" not in str(error.value)
