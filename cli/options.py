@@ -122,6 +122,9 @@ def preflight(settings: Settings) -> None:
 def check_served_adapters(settings: Settings) -> None:
     """Ask each server at a URL whether it serves the adapter a role names (`GET /v1/models`).
 
+    vLLM lists each LoRA it serves under its name. SGLang takes `BASE:ADAPTER` as the model and
+    may list the base alone: such a name passes when its base is listed.
+
     Raises:
         UsageError: The server does not list the name.
         ModelError: The server did not answer.
@@ -140,7 +143,8 @@ def check_served_adapters(settings: Settings) -> None:
             listed = served_models(model.base_url, model.api_key.get_secret_value(), model.timeout)
         except ServedModelsError as exc:
             raise ModelError(str(exc)) from None
-        if name not in listed:
+        base, sep, _ = name.partition(":")
+        if name not in listed and not (sep and base in listed):  # SGLang: BASE:ADAPTER
             shown = ", ".join(listed[:8]) + (", ..." if len(listed) > 8 else "")
             raise UsageError(
                 f"the {role}'s adapter {name!r} is not served by {redact_url(model.base_url)} "

@@ -147,3 +147,23 @@ def test_an_adapter_the_server_does_not_list_is_one_line(tmp_path, capsys, monke
     assert "'user-sim' is not served by" in err and "lists: base, other-sim" in err
     assert fake.requests == []  # nothing was generated
     assert not (tmp_path / "out.json").exists()
+
+
+def test_sglangs_base_colon_adapter_passes_when_its_base_is_listed(model):
+    from cli.options import check_served_adapters
+
+    with FakeOpenAI(models=("org/base",)) as fake:
+        url = {"base_url": fake.base_url}
+        check_served_adapters(load_settings(simulator=url | {"adapter": "org/base:user-sim"}))
+        with pytest.raises(Exception, match="'other:user-sim' is not served"):
+            check_served_adapters(load_settings(simulator=url | {"adapter": "other:user-sim"}))
+
+
+def test_a_server_that_does_not_answer_is_a_service_error(tmp_path, capsys, monkeypatch):
+    isolate_cli(monkeypatch, tmp_path / "store")
+    with FakeOpenAI() as fake:
+        url = fake.base_url
+    code, _, err = run_cli(
+        capsys, "--seed", write_seed(tmp_path), "--base-url", url, "--simulator-adapter", "sim"
+    )
+    assert code == 1 and "did not list its models" in err and len(err.strip().splitlines()) == 1
