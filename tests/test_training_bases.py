@@ -158,3 +158,16 @@ def test_its_gguf_adapter_is_refused_on_a_model_it_does_not_fit(trained, monkeyp
     with pytest.raises(SettingsError, match=r"does not fit .* \(trained on tiny-llama\)") as error:
         load_settings(gguf=bundled, simulator={"adapter": str(out)})
     assert "\n" not in str(error.value)
+
+
+def test_cuda_asked_for_without_a_gpu_is_one_line_and_leaves_no_out(trained, tmp_path, capsys):
+    if torch.cuda.is_available():
+        pytest.skip("torch sees a GPU here")
+    base, _, _ = trained
+    out = tmp_path / "sim"
+    argv = ["train-simulator", *training_data(tmp_path), "--base", base, "--out", out,
+            "--device", "cuda"]  # fmt: skip
+    code = main([str(a) for a in argv])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and "--device cuda" in err and "no CUDA device" in err and "\n" not in err
+    assert not out.exists()
