@@ -40,10 +40,11 @@ def add_agent_arguments(parser: argparse.ArgumentParser) -> None:
     a.add_argument("--simulator", choices=list(SIMULATORS), help="default strategy")
     a.add_argument(
         "--simulator-adapter",
-        metavar="trained|none|DIR",
-        help="the simulator's LoRA adapter on the embedded model: trained (default: the shipped "
-        "simulator trained for --simulator), none (the prompted simulator), or a folder made by "
-        "train-simulator",
+        metavar="trained|none|DIR|NAME",
+        help="the simulator's LoRA adapter: trained (default on the bundled model: the shipped "
+        "simulator trained for --simulator), none (the prompted simulator), a folder made by "
+        "train-simulator (the bundled model or --gguf; it must fit the model), or with "
+        "--base-url the name the server serves the adapter under",
     )
     a.add_argument(
         "--critic",
@@ -107,6 +108,8 @@ def preflight(settings: Settings) -> None:
     """Reject bad input that would otherwise surface only after the server starts."""
     from runtime.server import check_port_free
 
+    check_served_adapters(settings)
+
     if settings.gguf is not None and not settings.gguf.is_file():
         raise UsageError(f"{settings.gguf}: GGUF model not found")
     if settings.server_port is not None and settings.model.base_url is None:
@@ -114,3 +117,37 @@ def preflight(settings: Settings) -> None:
             check_port_free(settings.server_port, "127.0.0.1")
         except RuntimeError as exc:
             raise UsageError(str(exc)) from None
+
+
+def check_served_adapters(settings: Settings) -> None:
+    """Ask each server at a URL whether it serves the adapter a role names (`GET /v1/models`).
+
+    vLLM lists each LoRA it serves under its name. SGLang takes `BASE:ADAPTER` as the model and
+    may list the base alone: such a name passes when its base is listed.
+
+    Raises:
+        UsageError: The server does not list the name.
+        ModelError: The server did not answer.
+    """
+    from agents.chat import ModelError
+    from runtime.adapters import ServedModelsError, served_models
+    from runtime.settings import ROLES
+    from runtime.urls import redact_url
+
+    for role in ROLES:
+        name = settings.served_adapter(role)
+        if name is None:
+            continue
+        model = settings.model_for(role)
+        try:
+            listed = served_models(model.base_url, model.api_key.get_secret_value(), model.timeout)
+        except ServedModelsError as exc:
+            raise ModelError(str(exc)) from None
+        base, sep, _ = name.partition(":")
+        if name not in listed and not (sep and base in listed):  # SGLang: BASE:ADAPTER
+            shown = ", ".join(listed[:8]) + (", ..." if len(listed) > 8 else "")
+            raise UsageError(
+                f"the {role}'s adapter {name!r} is not served by {redact_url(model.base_url)} "
+                f"(its /v1/models lists: {shown or 'nothing'}); register it there under that "
+                "name (docs/trained-simulators.md)"
+            )

@@ -1,11 +1,16 @@
-"""`run.py train-simulator`: fine-tune the bundled model to write real users' follow-ups."""
+"""`run.py train-simulator`: fine-tune a model (default: the bundled one) as a user simulator."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
+import math
+import os
 from pathlib import Path
+from typing import Annotated
 
+from pydantic import TypeAdapter, ValidationError
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -24,10 +29,14 @@ from runtime.settings import Settings
 from stores.packaged import PACKAGED, read_records
 from training import INSTALL_HINT, TrainingError
 from training.convert import converter_tree
-from training.job import TrainJob
+from training.job import TrainJob, base_format
 from training.pairs import PairSet, build_pairs, strategy_texts
 
 EXTRA_MODULES = ("torch", "transformers", "peft", "gguf")
+MAX_RANK = 1024
+"""Largest LoRA rank taken: far above what a simulator needs (8), below the widest bases'."""
+_HISTORY_TOKENS = TypeAdapter(Annotated[int, Settings.model_fields["history_tokens"]])
+"""Validates `--history-tokens` with the bounds of the run-time setting `history_tokens`."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,14 +68,25 @@ def build_parser() -> argparse.ArgumentParser:
         default=PACKAGED / "default",
         help="packaged library whose parent links give the high-level strategy",
     )
-    parser.add_argument("--base", type=Path, help="base GGUF (default: the bundled SmolLM2)")
+    parser.add_argument(
+        "--base",
+        type=Path,
+        help="base model: a GGUF file or a Hugging Face model directory (config.json, safetensors, "
+        "tokenizer with its chat template); default: the bundled SmolLM2",
+    )
+    parser.add_argument(
+        "--device",
+        choices=["auto", "cuda", "cpu"],
+        default="auto",
+        help="auto (default): CUDA in bfloat16 when torch sees a GPU, else CPU in float32",
+    )
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0, help="split, order and dropout seed")
     parser.add_argument("--max-steps", type=int, help="stop after N optimiser steps in all")
     parser.add_argument("--learning-rate", type=float, default=2e-4)
     parser.add_argument("--accumulation", type=int, default=8, help="pairs per optimiser step")
     parser.add_argument("--rank", type=int, default=8, help="LoRA rank")
-    parser.add_argument("--alpha", type=int, default=16, help="LoRA alpha")
+    parser.add_argument("--alpha", type=int, default=16, help="LoRA alpha (scale: alpha/rank)")
     parser.add_argument(
         "--threads",
         type=int,
@@ -74,7 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="torch threads (1: on 2 shared cores, 2 threads ran 2-4x slower than 1)",
     )
     parser.add_argument("--held-out", type=float, default=0.1, help="share of dialogues held out")
-    parser.add_argument("--eval-limit", type=int, help="evaluate on at most N held-out pairs")
+    parser.add_argument(
+        "--eval-limit", type=int, help="evaluate on at most N held-out pairs (default: all of them)"
+    )
     parser.add_argument("--max-length", type=int, default=1024, help="longest pair in tokens")
     parser.add_argument(
         "--history-tokens",
@@ -95,7 +117,16 @@ def train_simulator(argv: list[str], console: Console) -> int:
     if missing:
         raise TrainingError(f"train-simulator needs {', '.join(missing)}: {INSTALL_HINT}")
     converter_tree()  # installed with the extra: a missing one stops before --out is created
-    create_out(job.out)
+    created = create_out(job.out)
+    try:
+        return _train(job, pair_set, real_pairs, console)
+    except BaseException:
+        if created:
+            remove_empty(job.out)  # a run that failed before its first checkpoint leaves nothing
+        raise
+
+
+def _train(job: TrainJob, pair_set: PairSet, real_pairs: list, console: Console) -> int:
     from training.pipeline import run
 
     console.print(
@@ -119,12 +150,17 @@ def train_simulator(argv: list[str], console: Console) -> int:
                 )
 
         card = run(job, pair_set, real_pairs, report, lambda line: console.print(Text(line)))
-    last = card["epochs"][-1]
+    last, adapter = card["epochs"][-1], card["adapter"]
+    gguf = (
+        f"{job.out / adapter['file']} ({adapter['bytes'] / 2**20:.1f} MiB), "
+        if adapter["file"]
+        else ""
+    )
     console.print(
         f"held-out perplexity {card['epochs'][0]['held_out_perplexity']:.2f} (base) -> "
-        f"{last['held_out_perplexity']:.2f}; {last['tokens_per_s']} tokens/s; "
-        f"peak RSS {card['peak_rss_mib']} MiB; wrote {job.out / card['adapter']['file']} "
-        f"({card['adapter']['bytes'] / 2**20:.1f} MiB) and {job.out / 'CARD.md'}"
+        f"{last['held_out_perplexity']:.2f}; {last['tokens_per_s']} tokens/s on "
+        f"{card['device']}; peak RSS {card['peak_rss_mib']} MiB; wrote {gguf}the PEFT adapter "
+        f"({adapter['peft_bytes'] / 2**20:.1f} MiB) and {job.out / 'CARD.md'}"
     )
     return 0
 
@@ -138,13 +174,11 @@ def make_job(args: argparse.Namespace) -> TrainJob:
         from runtime.server import default_gguf
 
         args.base = default_gguf()
-    elif not args.base.is_file():
+    elif not args.base.exists():
         raise UsageError(f"{args.base}: file not found")
+    base_format(args.base)
     check_out(args.out)
-    if args.epochs < 1 or (args.max_steps is not None and args.max_steps < 1):
-        raise UsageError("--epochs and --max-steps must be at least 1")
-    if not 0 < args.held_out < 1:
-        raise UsageError("--held-out must be a share between 0 and 1")
+    check_numbers(args)
     return TrainJob(
         dialogues=list(args.dialogues),
         extractions=args.extractions,
@@ -158,6 +192,7 @@ def make_job(args: argparse.Namespace) -> TrainJob:
         held_out=args.held_out,
         eval_limit=args.eval_limit,
         threads=args.threads,
+        device=args.device,
         lora={"rank": args.rank, "alpha": args.alpha},
         loop={
             "epochs": args.epochs,
@@ -167,6 +202,37 @@ def make_job(args: argparse.Namespace) -> TrainJob:
             "seed": args.seed,
         },
     )
+
+
+def check_numbers(args: argparse.Namespace) -> None:
+    """Refuse numbers the run would fail on (or silently ignore) after the model load."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    bounds = [
+        ("--epochs", args.epochs, 1, None),
+        ("--max-steps", args.max_steps, 1, None),
+        ("--accumulation", args.accumulation, 1, None),
+        ("--rank", args.rank, 1, MAX_RANK),
+        ("--threads", args.threads, 1, cpus or 1),
+        ("--eval-limit", args.eval_limit, 1, None),
+        ("--max-length", args.max_length, 1, None),
+    ]
+    for flag, value, low, high in bounds:
+        if value is None:
+            continue
+        if value < low or (high is not None and value > high):
+            between = f"at least {low}" if high is None else f"between {low} and {high}"
+            raise UsageError(f"{flag} must be {between}, not {value}")
+    if not (math.isfinite(args.alpha) and args.alpha > 0):
+        raise UsageError(f"--alpha must be above 0 (the LoRA scale: alpha/rank), not {args.alpha}")
+    if not (math.isfinite(args.learning_rate) and 0 < args.learning_rate <= 1):
+        raise UsageError(f"--learning-rate must be in (0, 1], not {args.learning_rate}")
+    if not 0 < args.held_out < 1:
+        raise UsageError("--held-out must be a share between 0 and 1")
+    try:
+        _HISTORY_TOKENS.validate_python(args.history_tokens)
+    except ValidationError as exc:
+        reason = exc.errors()[0]["msg"].lower()
+        raise UsageError(f"--history-tokens: {reason} (as the run-time setting)") from None
 
 
 def check_out(out: Path) -> None:
@@ -179,12 +245,23 @@ def check_out(out: Path) -> None:
         raise UsageError(f"--out {out}: folder is not empty and holds no checkpoints to resume")
 
 
-def create_out(out: Path) -> None:
-    """Create the output folder once every check passed."""
+def create_out(out: Path) -> bool:
+    """Create the output folder once every check passed; return whether it is new."""
+    existed = out.is_dir()
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UsageError(f"--out {out}: cannot create folder: {exc.strerror}") from None
+    return not existed
+
+
+def remove_empty(out: Path) -> None:
+    """Remove `out` if nothing but empty folders is in it (a checkpoint to resume stays)."""
+    for folder in sorted((p for p in out.rglob("*") if p.is_dir()), reverse=True):
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+    with contextlib.suppress(OSError):
+        out.rmdir()
 
 
 def make_pairs(args: argparse.Namespace, job: TrainJob, real_pairs: list) -> PairSet:

@@ -15,11 +15,12 @@ folder's name and the start of the adapter's sha256 (a retrained adapter is anot
 from __future__ import annotations
 
 import hashlib
-import os
-import struct
+import json
 from functools import cache
 from pathlib import Path
-from typing import BinaryIO, NamedTuple
+from typing import NamedTuple
+
+from runtime.gguf_header import GGUFError, read_header
 
 ADAPTER_FILE = "adapter.gguf"
 SHIPPED = Path(__file__).resolve().parents[1] / "training" / "simulators"
@@ -34,13 +35,6 @@ class Adapter(NamedTuple):
 
     alias: str
     path: Path
-
-
-GGUF_MAGIC = b"GGUF"
-GGUF_STRING, GGUF_ARRAY = 8, 9
-GGUF_SCALARS = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
-"""Bytes of each GGUF scalar value type (uint8 ... float64) by its type number."""
-GGUF_MAX_STRING = 1 << 20
 
 
 def adapter_file(value: str) -> Path:
@@ -65,73 +59,24 @@ def adapter_file(value: str) -> Path:
 def check_lora(path: Path) -> None:
     """Check that `path` is a LoRA adapter GGUF by its header (`adapter.type` is `lora`).
 
-    Only the metadata before `adapter.type` is read (the first few hundred bytes of a
-    converted adapter); the server loads the tensors.
+    Only the header is read; the server loads the tensors.
 
     Raises:
         ValueError: One line naming the file and what it is instead.
     """
     try:
-        with path.open("rb") as file:
-            kind = _adapter_type(file)
-    except OSError as exc:
-        raise ValueError(f"{path}: cannot read the LoRA adapter: {exc.strerror}") from None
-    if kind != "lora":
-        raise ValueError(f"{path}: not a LoRA adapter GGUF ({kind})")
-
-
-def _adapter_type(file: BinaryIO) -> str:
-    """Return `lora` for a LoRA adapter GGUF, else what the file is, in a few words."""
-    if file.read(4) != GGUF_MAGIC:
-        return "no GGUF header"
-    try:
-        version, _, n_kv = struct.unpack("<IQQ", _read(file, 20))
-        if version < 2:
-            return f"GGUF version {version}"
-        for _ in range(n_kv):
-            key, kind = _string(file), struct.unpack("<I", _read(file, 4))[0]
-            if key in ("general.type", "adapter.type") and kind == GGUF_STRING:
-                value = _string(file)
-                if key == "adapter.type":
-                    return value if value == "lora" else f"a {value} adapter"
-                if value != "adapter":
-                    return f"a GGUF {value}, not an adapter"
-            else:
-                _skip(file, kind)
-    except (EOFError, ValueError, struct.error) as exc:
-        return f"a damaged GGUF header: {exc}"
-    return "a GGUF without adapter.type"
-
-
-def _read(file: BinaryIO, size: int) -> bytes:
-    data = file.read(size)
-    if len(data) < size:
-        raise EOFError("it ends early")
-    return data
-
-
-def _string(file: BinaryIO) -> str:
-    (size,) = struct.unpack("<Q", _read(file, 8))
-    if size > GGUF_MAX_STRING:
-        raise ValueError(f"a string of {size} bytes")
-    return _read(file, size).decode("utf-8", errors="replace")
-
-
-def _skip(file: BinaryIO, kind: int) -> None:
-    """Read past one metadata value of GGUF type `kind`."""
-    if kind in GGUF_SCALARS:
-        _read(file, GGUF_SCALARS[kind])
-    elif kind == GGUF_STRING:
-        _string(file)
-    elif kind == GGUF_ARRAY:
-        item, count = struct.unpack("<IQ", _read(file, 12))
-        if item in GGUF_SCALARS:
-            file.seek(GGUF_SCALARS[item] * count, os.SEEK_CUR)  # past the end: the next read fails
-        else:
-            for _ in range(count):
-                _skip(file, item)
+        metadata = read_header(path).metadata
+    except GGUFError as exc:
+        reason = str(exc).removeprefix(f"{path}: ")
+        raise ValueError(f"{path}: not a LoRA adapter GGUF ({reason})") from None
+    kind, general = metadata.get("adapter.type"), metadata.get("general.type")
+    if kind == "lora" and general in (None, "adapter"):
+        return
+    if general not in (None, "adapter"):
+        what = f"a GGUF {general}, not an adapter"
     else:
-        raise ValueError(f"value type {kind}")
+        what = f"a {kind} adapter" if kind else "a GGUF without adapter.type"
+    raise ValueError(f"{path}: not a LoRA adapter GGUF ({what})")
 
 
 def shipped(agent: str) -> Path | None:
@@ -165,3 +110,81 @@ def all_shipped(base_alias: str) -> dict[str, Path]:
     """Every shipped trained simulator by alias (the embedded server serves them all)."""
     paths = (shipped(agent) for agent in TRAINED_FOR_AGENT)
     return {alias_of(p, base_alias): p for p in paths if p is not None}
+
+
+def check_fits(adapter: Path, model: Path) -> None:
+    """Refuse, in one line, an adapter that llama.cpp would refuse to load on `model`.
+
+    The adapter must be a GGUF LoRA adapter for the model's architecture, and each of its
+    tensors must adapt a tensor of the model of the same shape (llama.cpp's own test, made
+    here before a server starts). The model's file is read for its header only.
+
+    Raises:
+        ValueError: Either file is not a GGUF, or the adapter does not fit the model.
+    """
+    try:
+        lora, base = read_header(adapter), read_header(model)
+    except GGUFError as exc:
+        raise ValueError(str(exc)) from None
+    check_lora(adapter)
+    trained_on = _trained_on(adapter)
+    wanted, have = (
+        lora.metadata.get("general.architecture"),
+        base.metadata.get("general.architecture"),
+    )
+    if wanted != have:
+        raise ValueError(
+            f"{adapter} is a LoRA adapter for a {wanted} model{trained_on}; "
+            f"{model.name} is a {have} model"
+        )
+    for name, shape in lora.tensors.items():
+        target, _, part = name.rpartition(".")
+        base_shape = base.tensors.get(target)
+        if part not in ("lora_a", "lora_b"):
+            continue
+        fits = base_shape is not None and (
+            shape[0] == base_shape[0] if part == "lora_a" else shape[-1] == base_shape[-1]
+        )
+        if not fits:
+            found = f"is {list(base_shape)}" if base_shape else "does not exist"
+            raise ValueError(
+                f"{adapter} does not fit {model.name}{trained_on}: it adapts {target} "
+                f"with {part} {list(shape)}, and in {model.name} that tensor {found}"
+            )
+
+
+def _trained_on(adapter: Path) -> str:
+    """` (trained on NAME)` from the card next to the adapter, if it has one."""
+    try:
+        card = json.loads((adapter.parent / "card.json").read_text(encoding="utf-8"))
+        return f" (trained on {card['base']})"
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
+
+
+class ServedModelsError(RuntimeError):
+    """A server at a URL did not list its models; the message is one line."""
+
+
+def served_models(base_url: str, api_key: str, timeout: float) -> list[str]:
+    """Return the model names an OpenAI-compatible server lists (`GET /v1/models`).
+
+    vLLM and SGLang list each LoRA adapter they serve under its own name, next to the base.
+
+    Raises:
+        ServedModelsError: The server did not answer with a model list.
+    """
+    import openai
+
+    from runtime.urls import redact_url
+
+    client = openai.OpenAI(base_url=base_url, api_key=api_key, timeout=timeout, max_retries=1)
+    try:
+        return [model.id for model in client.models.list()]
+    except openai.OpenAIError as exc:
+        reason = " ".join(str(exc).split())[:200]
+        raise ServedModelsError(
+            f"{redact_url(base_url)} did not list its models (GET /v1/models): {reason}"
+        ) from None
+    finally:
+        client.close()

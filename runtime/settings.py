@@ -50,19 +50,18 @@ def _model_url(url: str | None) -> str | None:
 
 
 def _adapter(value: str | None) -> str | None:
-    """Accept `none`, `trained` or the path of a trained adapter (see `runtime.adapters`)."""
+    """Accept `none`, `trained`, a path or a name (checked with the role's server: `Settings`)."""
     if value is not None and not value.strip():
-        raise ValueError("is empty; use trained, none or a train-simulator folder")
-    if value is not None and value not in adapters.KEYWORDS:
-        adapters.adapter_file(value)
+        raise ValueError("an adapter is `trained`, `none`, a folder or a served name, not empty")
     return value
 
 
 ADAPTER_HELP = (
-    "LoRA adapter on the embedded model: `trained` (the shipped simulator trained for the "
-    "simulator agent; the simulator's default), `none` (the bundled model as it is), or a "
-    "`run.py train-simulator` folder. Ignored (`trained`) or refused (a path) when the role "
-    "has a base_url or --gguf is set."
+    "The role's LoRA adapter. On the embedded server: `trained` (the shipped simulator trained "
+    "for the simulator agent; the simulator's default on the bundled model, ignored with --gguf), "
+    "`none` (the model as it is), or a `run.py train-simulator` folder (it must fit the model). "
+    "With a base_url: the name the server serves the adapter under (vLLM --lora-modules, SGLang "
+    "--lora-paths), sent as the role's model; `trained` is ignored there."
 )
 
 
@@ -272,15 +271,30 @@ class Settings(BaseSettings):
         return None if url is None else check_url(url, default_scheme="http")
 
     @model_validator(mode="after")
-    def _adapters_need_the_bundled_model(self) -> Settings:
-        """Refuse an adapter file for a role that does not run on the bundled model."""
+    def _adapters_fit_their_servers(self) -> Settings:
+        """Check each role's adapter where it runs: a folder fitting the embedded model, or a name.
+
+        Whether a server at a URL serves the name is asked of the server (`cli.options.preflight`).
+        """
         for role in ROLES:
-            if self._configured(role).adapter not in (None, *adapters.KEYWORDS):
-                if not self.uses_bundled_model(role):
-                    raise ValueError(
-                        f"the {role}'s LoRA adapter needs the embedded bundled model "
-                        "(no base_url, no --gguf)"
-                    )
+            configured = self._configured(role)
+            value = configured.adapter
+            if value in (None, *adapters.KEYWORDS):
+                continue
+            if configured.base_url is None:
+                try:
+                    path = adapters.adapter_file(value)
+                    if self.gguf is not None and self.gguf.is_file():
+                        adapters.check_fits(path, self.gguf)
+                except ValueError as exc:
+                    raise ValueError(f"{role}.adapter: {exc}") from None
+            elif Path(value).expanduser().exists():
+                raise ValueError(
+                    f"the {role}'s adapter {value} is a path, but the {role} runs on a server "
+                    "at a URL, which loads adapters itself: register it there under a name "
+                    f"(vLLM: --lora-modules NAME={value}) and give that name "
+                    "(docs/trained-simulators.md)"
+                )
         return self
 
     def _configured(self, role: Role) -> ModelSettings:
@@ -296,18 +310,34 @@ class Settings(BaseSettings):
         and `adapter` its file; otherwise `adapter` is None.
         """
         configured = self._configured(role)
+        served = self.served_adapter(role)
+        if served is not None:
+            return configured.model_copy(update={"model": served, "adapter": None})
         adapter = self.adapter_for(role)
         if adapter is None:
             return configured.model_copy(update={"adapter": None})
         return configured.model_copy(update={"model": adapter.alias, "adapter": str(adapter.path)})
 
     def adapter_for(self, role: Role) -> Adapter | None:
-        """Return the LoRA adapter `role` runs with on the embedded server, if any."""
-        if not self.uses_bundled_model(role):
-            return None
+        """Return the LoRA adapter `role` runs with on the embedded server, if any.
+
+        The shipped trained simulators (`trained`) fit the bundled model only; a folder serves
+        on the bundled model or on `--gguf`'s (the settings checked that it fits).
+        """
         configured = self._configured(role)
+        if configured.base_url is not None:
+            return None
+        if configured.adapter == "trained" and self.gguf is not None:
+            return None
         agent = self.agents.simulator if role == "simulator" else None
         return adapters.resolve(configured.adapter, agent, configured.model)
+
+    def served_adapter(self, role: Role) -> str | None:
+        """Return the name `role`'s server at a URL serves its adapter under, if it has one."""
+        configured = self._configured(role)
+        if configured.base_url is None or configured.adapter in (None, *adapters.KEYWORDS):
+            return None
+        return configured.adapter
 
     def uses_bundled_model(self, role: Role) -> bool:
         """Whether `role` runs on the embedded server with the bundled SmolLM2 model."""

@@ -2,10 +2,10 @@
 # Run the test suite (sets up ./.venv first if needed). Extra arguments go to pytest.
 # The optional `ray` extra is added to the venv here (not by setup.sh) so that the Ray executor's
 # tests run against a real local Ray. The `train` extra likewise, with scripts/setup-train.sh, so
-# that the simulator trainer's tests run: it installs torch as the CPU build (this machine kind
-# keeps it in pip's local wheel folder), the extra, and llama.cpp's LoRA converter. Where no CPU
-# torch wheel can be had (setup-train.sh exits 10), the trainer's tests are skipped (they import
-# torch with importorskip); any other failure of setup-train.sh stops here.
+# that the simulator trainer's tests run: it installs torch (the CPU build on a machine without a
+# GPU; this machine kind keeps it in pip's local wheel folder), the extra, and llama.cpp's LoRA
+# converter. Where no torch can be had (setup-train.sh exits 10), the trainer's tests are skipped
+# (they import torch with importorskip); any other failure of setup-train.sh stops here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --no-demo
@@ -13,7 +13,7 @@ bash scripts/setup.sh --no-demo
 status=0
 bash scripts/setup-train.sh || status=$?
 if [ "$status" = 10 ]; then
-  echo "test.sh: no CPU torch wheel here; the simulator trainer's tests will be skipped" >&2
+  echo "test.sh: no torch could be installed here; the simulator trainer's tests will be skipped" >&2
 elif [ "$status" != 0 ]; then
   exit "$status"
 fi

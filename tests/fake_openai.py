@@ -124,6 +124,7 @@ class FakeOpenAI:
         mode: One of `MODES` (a fault to inject); `error500:N` fails the next N requests.
         delay: Seconds between the bytes of a `trickle` reply.
         size: The size of a `huge`, `gzipbomb` or `deep` reply (default: `SIZES`).
+        models: The model names `GET /v1/models` lists (as vLLM lists its LoRA adapters).
     """
 
     def __init__(
@@ -134,9 +135,11 @@ class FakeOpenAI:
         mode: str = "ok",
         delay: float = 0.5,
         size: int | None = None,
+        models: tuple[str, ...] = ("fake",),
     ) -> None:
         """Configure the server (it starts on enter)."""
         self.latency, self.fail, self.delay = latency, fail, delay
+        self.models = models
         self._bombs: dict[int, bytes] = {}
         self.bomb_lock = threading.Lock()
         self.set_mode(mode, size)
@@ -260,8 +263,8 @@ class FakeOpenAI:
             def do_GET(self) -> None:  # noqa: N802 - http.server's naming
                 url = urlsplit(self.path)
                 if url.path != "/control":
-                    models = {"object": "list", "data": [{"id": "fake", "object": "model"}]}
-                    self._send(200, models)
+                    models = [{"id": name, "object": "model"} for name in fake.models]
+                    self._send(200, {"object": "list", "data": models})
                     return
                 query = {key: values[-1] for key, values in parse_qs(url.query).items()}
                 try:

@@ -103,7 +103,7 @@ def test_with_a_server_url_nothing_changes(shipped):
         ({"simulator": {"adapter": "no/such/folder"}}, "no LoRA adapter there"),
         (
             {"simulator": {"adapter": "SHIPPED", "base_url": "http://localhost:9/v1"}},
-            "needs the embedded bundled model",
+            "is a path, but the simulator runs on a server at a URL",
         ),
     ],
 )
@@ -167,20 +167,20 @@ def test_the_server_is_told_every_adapter_by_name(tmp_path):
 # --- G12: a file that is not a LoRA adapter GGUF is refused before anything starts -------------
 
 NOT_LORA = {
-    "text": (b"this is not an adapter\n", "no GGUF header"),
-    "empty": (b"", "no GGUF header"),
-    "model": (gguf(("general.architecture", "llama"), ("general.type", "model")), "a GGUF model"),
+    "text": (b"this is not an adapter\n", "not a GGUF file"),
+    "empty": (b"", "not a GGUF file"),
+    "model": (gguf(("general.architecture", "llama"), ("general.type", "model")), "a GGUF model, not an adapter"),
     "no type": (gguf(("general.architecture", "llama")), "a GGUF without adapter.type"),
     "control vector": (
         gguf(("general.type", "adapter"), ("adapter.type", "control_vector")),
         "a control_vector adapter",
     ),
-    "truncated": (lora("x")[:40], "a damaged GGUF header: it ends early"),
+    "truncated": (lora("x")[:40], "damaged GGUF header (cut short)"),
     "huge string": (
         b"GGUF" + struct.pack("<IQQQ", 3, 0, 1, 1 << 40),
-        "a damaged GGUF header: a string of",
+        "damaged GGUF header (string too long)",
     ),
-    "version 1": (gguf(("adapter.type", "lora"), version=1), "GGUF version 1"),
+    "version 1": (gguf(("adapter.type", "lora"), version=1), "unsupported GGUF version 1"),
 }
 
 
@@ -191,7 +191,7 @@ def test_a_file_that_is_not_a_lora_adapter_is_a_one_line_settings_error(tmp_path
     for value in (path, tmp_path):  # the file, or a train-simulator folder holding it
         with pytest.raises(SettingsError) as error:
             load_settings(simulator={"adapter": str(value)})
-        prefix = f"invalid setting simulator.adapter: {path}: not a LoRA adapter GGUF ({what}"
+        prefix = f"invalid settings: simulator.adapter: {path}: not a LoRA adapter GGUF ({what}"
         assert str(error.value).startswith(prefix)
         assert "\n" not in str(error.value)
 

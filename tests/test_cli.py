@@ -612,8 +612,8 @@ def test_an_empty_simulator_adapter_is_an_error_not_the_default(capsys, seed_fil
     code, _, err = run_cli(capsys, "--seed", seed_file, "--simulator-adapter", "")
     assert code == 2
     assert lines(err) == [
-        "error: invalid setting simulator.adapter: is empty; use trained, none or a "
-        "train-simulator folder"
+        "error: invalid setting simulator.adapter: an adapter is `trained`, `none`, a folder or "
+        "a served name, not empty"
     ]
 
 

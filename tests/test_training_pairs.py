@@ -268,3 +268,90 @@ def test_cli_without_the_converter_stops_before_creating_out(capsys, tmp_path, i
     )  # fmt: skip
     assert code == 1 and "setup-train.sh" in err and "\n" not in err
     assert not out.exists()
+
+
+# --- numeric options and the base, checked before anything expensive (G11) -------------------
+
+
+@pytest.fixture
+def ready(tmp_path, inputs, monkeypatch):
+    """Arguments of a run that would train: the checks are all that stands before the model."""
+    dialogues, extractions = inputs
+    _, library = with_strategies(tmp_path, dialogues, extractions)
+    base = tmp_path / "base.gguf"
+    base.write_bytes(b"GGUF" + bytes(60))
+    import cli.train
+
+    def reached(out):
+        raise AssertionError(f"the run went on to create {out}")
+
+    monkeypatch.setattr(cli.train, "EXTRA_MODULES", ())
+    monkeypatch.setattr(cli.train, "converter_tree", lambda: tmp_path)
+    monkeypatch.setattr(cli.train, "create_out", reached)
+    return [
+        "--dialogues", dialogues, "--extractions", extractions, "--library", library,
+        "--base", base, "--out", tmp_path / "m",
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "flag, value",
+    [
+        ("--rank", "0"),
+        ("--rank", "100000"),
+        ("--alpha", "0"),
+        ("--alpha", "-4"),
+        ("--accumulation", "0"),
+        ("--threads", "0"),
+        ("--threads", "100000"),
+        ("--learning-rate", "nan"),
+        ("--learning-rate", "inf"),
+        ("--learning-rate", "0"),
+        ("--learning-rate", "5"),
+        ("--eval-limit", "-1"),
+        ("--eval-limit", "0"),
+        ("--history-tokens", "0"),
+        ("--max-length", "0"),
+        ("--held-out", "nan"),
+        ("--epochs", "0"),
+        ("--max-steps", "0"),
+    ],
+)
+def test_cli_bad_number_is_one_line_before_anything_starts(capsys, tmp_path, ready, flag, value):
+    code, err = train_cli(capsys, *ready, flag, value)
+    assert code == 2 and err.startswith(f"error: {flag}") and "\n" not in err
+    assert not (tmp_path / "m").exists()
+
+
+def test_cli_base_that_is_neither_gguf_nor_model_directory_is_one_line(capsys, tmp_path, ready):
+    text = tmp_path / "notes.txt"
+    text.write_text("not a model")
+    folder = tmp_path / "half-model"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    args = ready[: ready.index("--base")] + ready[ready.index("--base") + 2 :]
+    for base, reason in [
+        (text, "not a GGUF file nor a Hugging Face model directory"),
+        (folder, "no model.safetensors or model.safetensors.index.json, no tokenizer.json"),
+    ]:
+        code, err = train_cli(capsys, *args, "--base", base)
+        assert code == 2 and reason in err and "\n" not in err, err
+        assert str(base) in err
+    assert not (tmp_path / "m").exists()
+
+
+def test_cli_run_that_fails_before_a_checkpoint_leaves_no_out(capsys, tmp_path, ready, monkeypatch):
+    import cli.train
+    from training.job import TrainingInputError
+
+    def too_few(job, *args):
+        (job.out / "checkpoints").mkdir()
+        raise TrainingInputError("too few pairs to train and hold out")
+
+    monkeypatch.undo()  # the real create_out
+    monkeypatch.setattr(cli.train, "EXTRA_MODULES", ())
+    monkeypatch.setattr(cli.train, "converter_tree", lambda: tmp_path)
+    monkeypatch.setattr(cli.train, "_train", too_few)
+    code, err = train_cli(capsys, *ready)
+    assert code == 2 and "too few pairs" in err
+    assert not (tmp_path / "m").exists()

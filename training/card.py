@@ -37,13 +37,26 @@ def markdown(card: dict[str, Any]) -> str:
         if level
         else "the plain simulator's prompt (no strategy), on the same pairs as the `ideas` variant"
     )
+    adapter = card["adapter"]
+    base = card.get("base_model")
+    where = f"on {card.get('device', 'cpu')} ({card.get('dtype', 'float32')})"
     lines = [
         f"# Trained user simulator `{card['name']}` ({settings['variant']})",
         "",
-        f"LoRA adapter for `{card['base']}`, trained on CPU to write the real user's follow-up "
+        f"LoRA adapter for `{card['base']}`, trained {where} to write the real user's follow-up "
         f"given exactly what the simulator is sent at run time: {prompt}. The loss covers the "
-        "follow-up's tokens only. Load it with llama.cpp (`lora_path`).",
+        "follow-up's tokens only. " + _loading(adapter),
         "",
+        *(
+            [
+                f"Base: `{base['name']}` ({base['format']}, {base['architecture']}, "
+                f"{base['num_hidden_layers']} layers of {base['hidden_size']}); sha256 of "
+                f"`{base['weights']}`: `{base['sha256']}`.",
+                "",
+            ]
+            if base
+            else []
+        ),
         *([f"Built by `{card['built_by']}`.", ""] if "built_by" in card else []),
         "## Data",
         "",
@@ -67,8 +80,14 @@ def markdown(card: dict[str, Any]) -> str:
         "",
         "Epoch 0 is the base model before training.",
         "",
-        f"Peak RSS {card['peak_rss_mib']} MiB; adapter `{card['adapter']['file']}` "
-        f"{card['adapter']['bytes'] / 2**20:.1f} MiB; whole run {card['seconds']} s.",
+        f"Peak RSS {card['peak_rss_mib']} MiB; "
+        + (
+            f"adapter `{adapter['file']}` {adapter['bytes'] / 2**20:.1f} MiB; "
+            if adapter.get("file")
+            else ""
+        )
+        + (f"PEFT adapter {adapter['peft_bytes'] / 2**20:.1f} MiB; " if adapter.get("peft") else "")
+        + f"whole run {card['seconds']} s.",
         "",
         "## Settings",
         "",
@@ -80,6 +99,26 @@ def markdown(card: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _loading(adapter: dict[str, Any]) -> str:
+    gguf = (
+        f"Load `{adapter['file']}` with llama.cpp (`--lora`, `lora_path`, or `--simulator-adapter` "
+        "on the embedded server)"
+        if adapter.get("file")
+        else f"No GGUF adapter: {adapter['no_gguf']}"
+        if adapter.get("no_gguf")
+        else ""
+    )
+    peft = (
+        "the PEFT adapter (`adapter_config.json`, `adapter_model.safetensors`) with vLLM "
+        "(`--lora-modules`), SGLang (`--lora-paths`) or transformers"
+        if adapter.get("peft")
+        else ""
+    )
+    if gguf and peft:
+        return f"{gguf}; {peft}."
+    return f"{gguf or peft.capitalize()}."
 
 
 def _epoch_row(epoch: dict[str, Any]) -> str:

@@ -6,13 +6,75 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from training.pairs import StrategyLevel
+
+GGUF_MAGIC = b"GGUF"
+BaseFormat = Literal["gguf", "hf"]
+WEIGHTS_INDEX = "model.safetensors.index.json"
+WEIGHTS = "model.safetensors"
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model")
 
 
 class TrainingInputError(ValueError):
     """The run's inputs or output folder cannot be used; the message is one line."""
+
+
+def base_format(base: Path) -> BaseFormat:
+    """Return what `base` is: a GGUF file, or a Hugging Face model directory.
+
+    A Hugging Face directory holds `config.json`, safetensors weights (`model.safetensors` or
+    the index of its shards), a tokenizer, and a chat template (the base's own is used).
+
+    Raises:
+        TrainingInputError: `base` is neither, or a directory lacks one of those parts.
+    """
+    if base.is_dir():
+        missing = [
+            what
+            for what, present in (
+                ("config.json", (base / "config.json").is_file()),
+                (f"{WEIGHTS} or {WEIGHTS_INDEX}", weights_file(base) is not None),
+                (" or ".join(TOKENIZER_FILES), any((base / f).is_file() for f in TOKENIZER_FILES)),
+                ("a chat template", has_chat_template(base)),
+            )
+            if not present
+        ]
+        if missing:
+            raise TrainingInputError(
+                f"--base {base}: not a Hugging Face model directory (no {', no '.join(missing)})"
+            )
+        return "hf"
+    try:
+        with base.open("rb") as handle:
+            magic = handle.read(len(GGUF_MAGIC))
+    except OSError as exc:
+        raise TrainingInputError(f"--base {base}: cannot read: {exc.strerror}") from None
+    if magic != GGUF_MAGIC:
+        raise TrainingInputError(
+            f"--base {base}: not a GGUF file nor a Hugging Face model directory"
+        )
+    return "gguf"
+
+
+def weights_file(directory: Path) -> Path | None:
+    """Return the file naming a Hugging Face directory's weights: the shard index, or the file."""
+    for name in (WEIGHTS_INDEX, WEIGHTS):
+        if (directory / name).is_file():
+            return directory / name
+    return None
+
+
+def has_chat_template(directory: Path) -> bool:
+    """Whether a Hugging Face directory's tokenizer comes with a chat template."""
+    if any((directory / f).is_file() for f in ("chat_template.jinja", "chat_template.json")):
+        return True
+    config = directory / "tokenizer_config.json"
+    try:
+        return bool(json.loads(config.read_text(encoding="utf-8")).get("chat_template"))
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def file_digest(path: Path) -> str:
@@ -30,6 +92,7 @@ class TrainJob:
     library: Path
     out: Path
     base: Path
+    """A GGUF file or a Hugging Face model directory (`base_format`)."""
     with_strategy: bool = True
     level: StrategyLevel = "high"
     history_tokens: int = 2400
@@ -41,6 +104,8 @@ class TrainJob:
     """Evaluate on at most this many held-out pairs (None: all)."""
     threads: int = 1
     """Torch threads."""
+    device: str = "auto"
+    """`auto` (CUDA in bfloat16 when torch sees a GPU, else CPU), `cuda` or `cpu`."""
     lora: dict[str, Any] = field(default_factory=dict)
     loop: dict[str, Any] = field(default_factory=dict)
 
@@ -49,10 +114,22 @@ class TrainJob:
         """`ideas` (strategy in the prompt) or `plain`."""
         return "ideas" if self.with_strategy else "plain"
 
+    @property
+    def base_weights(self) -> Path:
+        """The file whose sha256 names the base: the GGUF, or a directory's weights (index)."""
+        return self.base if self.base.is_file() else weights_file(self.base) or self.base
+
+    @property
+    def base_key(self) -> str:
+        """The base's name among `sources`: the GGUF's, or `<directory>/<weights file>`."""
+        weights = self.base_weights
+        return self.base.name if weights == self.base else f"{self.base.name}/{weights.name}"
+
     def sources(self) -> dict[str, str]:
-        """Return the sha256 of every input file, by name."""
-        files = [*self.dialogues, self.extractions, self.library / "records.jsonl", self.base]
-        return {path.name: file_digest(path) for path in files}
+        """Return the sha256 of every input file, by name (a directory's base: its weights)."""
+        files = [*self.dialogues, self.extractions, self.library / "records.jsonl"]
+        digests = {path.name: file_digest(path) for path in files}
+        return digests | {self.base_key: file_digest(self.base_weights)}
 
     def settings(self) -> dict[str, Any]:
         """Return the settings for the card."""
@@ -64,6 +141,7 @@ class TrainJob:
             "held_out_share": self.held_out,
             "eval_limit": self.eval_limit,
             "threads": self.threads,
+            "device": self.device,
             "lora": self.lora,
             "loop": self.loop,
         }
@@ -74,7 +152,7 @@ class TrainJob:
         settings["loop"] = {
             k: v for k, v in settings["loop"].items() if k not in ("epochs", "max_steps")
         }
-        del settings["threads"]
+        del settings["threads"], settings["device"]
         text = json.dumps({"sources": sources, "settings": settings}, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 

@@ -184,7 +184,8 @@ def save_checkpoint(
     partial = checkpoints / f"epoch-{epoch}.partial"
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
-    save_file(get_peft_model_state_dict(model), partial / "adapter.safetensors")
+    weights = {k: v.detach().cpu() for k, v in get_peft_model_state_dict(model).items()}
+    save_file(weights, partial / "adapter.safetensors")
     torch.save(
         {"optimiser": optimiser.state_dict(), "schedule": schedule.state_dict()},
         partial / "trainer.pt",
@@ -225,8 +226,10 @@ def resume(
     if latest is None or latest[1]["run_id"] != run_id:
         return [], 0
     directory, state = latest
-    set_peft_model_state_dict(model, load_file(directory / "adapter.safetensors"))
-    saved = torch.load(directory / "trainer.pt", weights_only=True)
+    device = next(model.parameters()).device
+    weights = load_file(directory / "adapter.safetensors", device=str(device))
+    set_peft_model_state_dict(model, weights)
+    saved = torch.load(directory / "trainer.pt", weights_only=True, map_location=device)
     optimiser.load_state_dict(saved["optimiser"])
     schedule.load_state_dict(saved["schedule"])
     return [EpochReport(**h) for h in state["history"]], state["step"]

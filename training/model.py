@@ -1,4 +1,4 @@
-"""The base model as served (the bundled GGUF, dequantised) with a LoRA adapter on top."""
+"""The base model (a GGUF, dequantised, or a Hugging Face directory) with a LoRA adapter on top."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
+from training import TrainingError
 from training.encode import Example
 
 TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -42,13 +43,66 @@ class LoraSettings:
         return {**asdict(self), "target_modules": list(TARGET_MODULES)}
 
 
-def load_base(gguf: Path) -> tuple[PreTrainedModel, Any]:
-    """Load a GGUF model and its tokenizer with transformers (weights dequantised to float32)."""
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(
-        gguf.parent, gguf_file=gguf.name, dtype=torch.float32
-    )
-    return model, tokenizer
+@dataclass(frozen=True)
+class Placement:
+    """Where and in which precision the model trains."""
+
+    device: str
+    """`cuda` or `cpu`."""
+    dtype: torch.dtype
+
+    @property
+    def dtype_name(self) -> str:
+        """The dtype as text (`bfloat16`, `float32`)."""
+        return str(self.dtype).removeprefix("torch.")
+
+
+def place(requested: str = "auto") -> Placement:
+    """Choose the device: CUDA in bfloat16 when torch sees a GPU (`auto`), else CPU in float32.
+
+    Raises:
+        TrainingError: `cuda` was asked for and torch sees no CUDA device.
+    """
+    cuda = torch.cuda.is_available()
+    if requested == "cuda" and not cuda:
+        raise TrainingError(
+            f"--device cuda: torch {torch.__version__} sees no CUDA device "
+            "(a CPU build, or no GPU); use --device auto or cpu"
+        )
+    if requested == "cpu" or not cuda:
+        return Placement("cpu", torch.float32)
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+    return Placement("cuda", dtype)
+
+
+def load_base(base: Path, placement: Placement | None = None) -> tuple[PreTrainedModel, Any]:
+    """Load the base model and its tokenizer (with its own chat template) with transformers.
+
+    `base` is a GGUF file (weights dequantised) or a Hugging Face model directory; the model is
+    moved to `placement` (default: CPU, float32).
+    """
+    placement = placement or Placement("cpu", torch.float32)
+    if base.is_dir():
+        tokenizer = AutoTokenizer.from_pretrained(base)
+        model = AutoModelForCausalLM.from_pretrained(base, dtype=placement.dtype)
+    else:
+        tokenizer = AutoTokenizer.from_pretrained(base.parent, gguf_file=base.name)
+        model = AutoModelForCausalLM.from_pretrained(
+            base.parent, gguf_file=base.name, dtype=torch.float32
+        )
+    return model.to(device=placement.device, dtype=placement.dtype), tokenizer
+
+
+def describe_base(model: PreTrainedModel) -> dict[str, Any]:
+    """Return what identifies the base's shape for the card (what an adapter must match)."""
+    config = model.config
+    return {
+        "architecture": (config.architectures or [type(model).__name__])[0],
+        "model_type": config.model_type,
+        "hidden_size": config.hidden_size,
+        "num_hidden_layers": config.num_hidden_layers,
+        "vocab_size": config.vocab_size,
+    }
 
 
 def with_lora(model: PreTrainedModel, lora: LoraSettings) -> PeftModel:
@@ -78,7 +132,7 @@ def target_loss(model: torch.nn.Module, example: Example) -> tuple[torch.Tensor,
     is the end of the sequence, and a full vocabulary row per prompt token would cost ~200 KB
     each for nothing.
     """
-    ids = torch.tensor([example.input_ids])
+    ids = torch.tensor([example.input_ids], device=next(model.parameters()).device)
     n = example.target_length
     logits = model(input_ids=ids, logits_to_keep=n + 1).logits[0, :-1]
     targets = ids[0, -n:]

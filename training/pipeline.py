@@ -1,4 +1,10 @@
-"""One `train-simulator` run: pairs -> tokens -> LoRA training -> GGUF adapter -> model card."""
+"""One `train-simulator` run: pairs -> tokens -> LoRA training -> PEFT and GGUF adapters -> card.
+
+The output folder holds the PEFT adapter (`adapter_config.json`, `adapter_model.safetensors`: what
+vLLM, SGLang and transformers load) and, converted by llama.cpp's converter, `adapter.gguf` (what
+llama.cpp and the embedded server load). A base from a Hugging Face directory whose architecture
+the converter does not know still gets its PEFT adapter; the card says why there is no GGUF one.
+"""
 
 from __future__ import annotations
 
@@ -14,15 +20,24 @@ from typing import Any
 import torch
 
 from induction.records import Pair
+from training import TrainingError
 from training.card import write_card
 from training.convert import CONVERTER, convert_adapter, converter_tree, llama_cpp_version
 from training.encode import encode
-from training.job import TrainingInputError, TrainJob
+from training.job import TrainingInputError, TrainJob, base_format
 from training.loop import LoopSettings, Reporter, latest_checkpoint, train
-from training.model import LoraSettings, load_base, save_base_config, with_lora
+from training.model import (
+    LoraSettings,
+    describe_base,
+    load_base,
+    place,
+    save_base_config,
+    with_lora,
+)
 from training.pairs import PairSet, split_by_dialogue
 
 ADAPTER = "adapter.gguf"
+PEFT_FILES = ("adapter_config.json", "adapter_model.safetensors")
 
 
 def run(
@@ -49,10 +64,23 @@ def run(
             f"{job.out} holds checkpoints of a run with other data or settings; "
             "use another --out or remove it"
         )
+    placement = place(job.device)
     torch.set_num_threads(job.threads)
     torch.manual_seed(job.loop["seed"])
-    notify(f"loading {job.base.name} with transformers (dequantised to float32)")
-    base, tokenizer = load_base(job.base)
+    fmt = base_format(job.base)
+    how = "dequantised, " if fmt == "gguf" else ""
+    notify(
+        f"loading {job.base.name} with transformers ({how}{placement.dtype_name} "
+        f"on {placement.device})"
+    )
+    base, tokenizer = load_base(job.base, placement)
+    base_record = {
+        "name": job.base.name,
+        "format": fmt,
+        "weights": job.base_weights.name,
+        "sha256": sources[job.base_key],
+        **describe_base(base),
+    }
     train_pairs, held_pairs = split_by_dialogue(pair_set.pairs, job.held_out, job.loop["seed"])
     train_examples = [encode(tokenizer, p.messages, p.target) for p in train_pairs]
     held_examples = [encode(tokenizer, p.messages, p.target) for p in held_pairs]
@@ -70,8 +98,16 @@ def run(
     history = train(
         model, train_examples, held_examples, LoopSettings(**job.loop), checkpoints, run_id, report
     )
+    save_peft(model, job.out)
     notify(f"converting the adapter with llama.cpp's {CONVERTER}")
-    adapter = export(model, job.out, tree)
+    try:
+        adapter: Path | None = export(model, job.out, tree)
+        no_gguf = None
+    except TrainingError as exc:
+        if fmt == "gguf":
+            raise
+        adapter, no_gguf = None, str(exc)
+        notify(f"no GGUF adapter (the PEFT adapter is written): {no_gguf}")
     counts = {
         "real_pairs": len(real_pairs),
         "dropped": {**pair_set.dropped, "longer than max_length": too_long},
@@ -87,13 +123,22 @@ def run(
     card = {
         "name": job.out.name,
         "base": job.base.name,
+        "base_model": base_record,
+        "device": placement.device,
+        "dtype": placement.dtype_name,
         "run_id": run_id,
         "sources": sources,
         "counts": counts,
         "settings": job.settings(),
         "epochs": [vars(h) for h in history],
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "adapter": {"file": adapter.name, "bytes": adapter.stat().st_size},
+        "adapter": {
+            "file": adapter.name if adapter else None,
+            "bytes": adapter.stat().st_size if adapter else 0,
+            "no_gguf": no_gguf,
+            "peft": list(PEFT_FILES),
+            "peft_bytes": sum((job.out / f).stat().st_size for f in PEFT_FILES),
+        },
         "seconds": round(time.perf_counter() - started, 1),
         "versions": {
             name: metadata.version(name) for name in ("torch", "transformers", "peft", "gguf")
@@ -106,15 +151,23 @@ def run(
     return card
 
 
+def save_peft(model, out: Path) -> None:
+    """Write the PEFT adapter's two files into `out` (what vLLM, SGLang and transformers load)."""
+    with tempfile.TemporaryDirectory() as scratch:
+        model.save_pretrained(scratch, save_embedding_layers=False)
+        for name in PEFT_FILES:  # peft also writes a template README; only the adapter is kept
+            shutil.move(Path(scratch) / name, out / name)
+
+
 def export(model, out: Path, tree: Path | None = None) -> Path:
-    """Save the PEFT adapter and convert it to `out/adapter.gguf` with the converter in `tree`.
+    """Save the PEFT adapter into `out`, convert it to `out/adapter.gguf` with `tree`'s converter.
 
     Raises:
         TrainingError: `tree` is None and the converter is not installed, or the conversion failed.
     """
     tree = tree or converter_tree()
+    if not all((out / name).is_file() for name in PEFT_FILES):
+        save_peft(model, out)
     with tempfile.TemporaryDirectory() as scratch:
-        peft_dir = Path(scratch) / "peft"
-        model.save_pretrained(peft_dir, save_embedding_layers=False)
         base_config = save_base_config(model.get_base_model(), Path(scratch) / "base")
-        return convert_adapter(peft_dir, base_config, out / ADAPTER, tree)
+        return convert_adapter(out, base_config, out / ADAPTER, tree)
