@@ -169,7 +169,10 @@ def test_the_server_is_told_every_adapter_by_name(tmp_path):
 NOT_LORA = {
     "text": (b"this is not an adapter\n", "not a GGUF file"),
     "empty": (b"", "not a GGUF file"),
-    "model": (gguf(("general.architecture", "llama"), ("general.type", "model")), "a GGUF model, not an adapter"),
+    "model": (
+        gguf(("general.architecture", "llama"), ("general.type", "model")),
+        "a GGUF model, not an adapter",
+    ),
     "no type": (gguf(("general.architecture", "llama")), "a GGUF without adapter.type"),
     "control vector": (
         gguf(("general.type", "adapter"), ("adapter.type", "control_vector")),

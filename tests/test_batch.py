@@ -12,8 +12,8 @@ import pytest
 from batch.jobs import Job, load_seed_set, plan_jobs
 from batch.runner import BalancedRetriever, Batch, BatchOptions
 from batch.store import DIALOGUES, INDEX, BatchStore, iter_dialogues, job_counts, read_index
-from dialogues.seeds import SeedError
 from dialogues.models import BatchInfo, ChatMessage, DialogueDocument, StrategyRef, TurnRecord
+from dialogues.seeds import SeedError
 from runtime.settings import Settings
 from stores.base import Candidate
 from tests.fake_openai import FakeOpenAI
