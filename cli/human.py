@@ -39,10 +39,13 @@ class TurnPrompt:
         """
         self.console.print(self._panel(question))
         self.console.print(Text("> ", style="bold cyan"), end="")
-        line = (self.stdin or sys.stdin).readline()
+        stdin = self.stdin or sys.stdin
+        line = stdin.readline()
         if not line:
             self.console.print()
             raise NoAnswer("no user turn on stdin (end of input) for the human simulator")
+        if not stdin.isatty():  # a terminal echoes what is typed; show piped input likewise
+            self.console.print(Text(line.rstrip("\n")))
         return line.strip()
 
     def _panel(self, question: dict[str, Any]) -> Panel:

@@ -114,3 +114,12 @@ def preflight(settings: Settings) -> None:
             check_port_free(settings.server_port, "127.0.0.1")
         except RuntimeError as exc:
             raise UsageError(str(exc)) from None
+
+
+def refuse_human_simulator(settings: Settings) -> None:
+    """Refuse the human simulator where no person answers (batch and ablation runs)."""
+    if settings.agents.simulator == "human":
+        raise UsageError(
+            "the human simulator needs a person: grow one seed at a time with "
+            "`run.py --seed FILE --simulator human`, or serve the graph (docs/serve.md)"
+        )

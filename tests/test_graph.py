@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
@@ -15,6 +16,7 @@ from agents.registry import Agents
 from agents.simulator import Draft
 from agents.strategist import Selection
 from dialogues.models import Usage
+from dialogues.seeds import load_seed
 from graphs.deduction import (
     answer_opening,
     build_graph,
@@ -353,3 +355,11 @@ def test_the_served_graph_runs_with_its_bound_agents_and_no_context():
 
     assert final["status"] == "complete" and len(final["turns"]) == 1
     assert len(bundle.simulator.calls) == 1 and len(bundle.assistant.calls) == 1
+
+
+def test_the_served_input_example_is_the_initial_state_of_the_example_seed():
+    """`examples/langgraph_input.json` (what docs/serve.md sends) is a whole initial state."""
+    root = Path(__file__).resolve().parents[1]
+    example = json.loads((root / "examples" / "langgraph_input.json").read_text(encoding="utf-8"))
+    seed = load_seed(root / "examples" / "seed.json")
+    assert example == {**initial_state([], 2), "messages": seed.to_openai_messages()}
