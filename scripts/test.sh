@@ -3,10 +3,10 @@
 # The optional `ray` extra is added to the venv here (not by setup.sh) so that the Ray executor's
 # tests run against a real local Ray, and the `serve` extra so that the graph is tested on a real
 # `langgraph dev` server (tests/test_langgraph_serve.py). The `train` extra likewise, with
-# scripts/setup-train.sh, so that the simulator trainer's tests run: it installs torch as the CPU build (this machine kind
-# keeps it in pip's local wheel folder), the extra, and llama.cpp's LoRA converter. Where no CPU
-# torch wheel can be had (setup-train.sh exits 10), the trainer's tests are skipped (they import
-# torch with importorskip); any other failure of setup-train.sh stops here.
+# scripts/setup-train.sh, so that the simulator trainer's tests run: it installs torch as the CPU
+# build (this machine kind keeps it in pip's local wheel folder), the extra, and llama.cpp's LoRA
+# converter. Where no CPU torch wheel can be had (setup-train.sh exits 10), the trainer's tests are
+# skipped (they import torch with importorskip); any other failure of setup-train.sh stops here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --no-demo
