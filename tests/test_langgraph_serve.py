@@ -167,6 +167,22 @@ def test_a_dialogue_runs_to_its_end_with_its_events_and_state(server):
     assert len(values["messages"]) == len(INPUT["messages"]) + 4
 
 
+def test_the_documented_sdk_example_grows_the_example_input(server):
+    client = ROOT / "examples" / "langgraph_client.py"
+    assert f"```python\n{client.read_text(encoding='utf-8')}```" in (
+        ROOT / "docs" / "serve.md"
+    ).read_text(encoding="utf-8")
+    done = subprocess.run(
+        [sys.executable, str(client), server], cwd=ROOT, capture_output=True, text=True,
+        timeout=120, check=False,
+    )  # fmt: skip
+
+    assert done.returncode == 0, done.stderr
+    printed = done.stdout.splitlines()
+    assert [line.split(":")[0].strip() for line in printed[:-1]] == ["draft", "answer"] * 2
+    assert printed[-1] == "status: complete turns: 2"
+
+
 def questions(parts: list[tuple[str, Any]]) -> list[dict[str, Any]]:
     """The values of the interrupts a run paused on."""
     pauses = [data["__interrupt__"] for _, data in parts if "__interrupt__" in data]
