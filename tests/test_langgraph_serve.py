@@ -133,7 +133,9 @@ def server(tmp_path_factory) -> Iterator[str]:
             while alive(pid) and time.monotonic() < deadline:
                 time.sleep(0.1)
         assert not [pid for pid in children if alive(pid)], "a child of the server outlived it"
-        assert "BlockingError" not in log.read_text(), "a blocking call ran on the event loop"
+        text = log.read_text()
+        assert "BlockingError" not in text, "a blocking call ran on the event loop"
+        assert "ideas: closed 2 session(s) at shutdown" in text  # plain and human settings
 
 
 def run(coroutine: Any) -> Any:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -33,6 +34,8 @@ from wiring.session import Session
 
 if TYPE_CHECKING:
     from langgraph_sdk.runtime import ServerRuntime
+
+logger = logging.getLogger(__name__)
 
 
 class Sessions:
@@ -70,6 +73,7 @@ class Sessions:
             sessions, self._open = list(self._open.values()), {}
         for session, _ in sessions:
             session.close()
+        logger.info("ideas: closed %d session(s) at shutdown", len(sessions))
 
 
 SESSIONS = Sessions()
