@@ -37,7 +37,11 @@ def add_agent_arguments(parser: argparse.ArgumentParser) -> None:
         choices=[*STRATEGISTS, "auto"],
         help="default auto: learned on the bundled model, else llm",
     )
-    a.add_argument("--simulator", choices=list(SIMULATORS), help="default strategy")
+    a.add_argument(
+        "--simulator",
+        choices=list(SIMULATORS),
+        help="default strategy; human: you type each user turn (or take the drafted one)",
+    )
     a.add_argument(
         "--simulator-adapter",
         metavar="trained|none|DIR",

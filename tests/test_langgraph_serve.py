@@ -185,6 +185,19 @@ def test_the_documented_sdk_example_grows_the_example_input(server):
     assert printed[-1] == "status: complete turns: 2"
 
 
+def test_invalid_settings_fail_the_run_with_the_cli_message(server):
+    async def go():
+        client = langgraph_sdk.get_client(url=server)
+        bad = {"configurable": {"settings": {"agents": {"simulator": "nobody"}}}}
+        assistant = await client.assistants.create("ideas", config=bad)
+        thread = await client.threads.create()
+        return await stream(client, thread["thread_id"], assistant["assistant_id"], input=INPUT)
+
+    errors = [data for event, data in run(go()) if event == "error"]
+    assert len(errors) == 1
+    assert "invalid setting agents.simulator: unknown simulator 'nobody'" in str(errors[0])
+
+
 def questions(parts: list[tuple[str, Any]]) -> list[dict[str, Any]]:
     """The values of the interrupts a run paused on."""
     pauses = [data["__interrupt__"] for _, data in parts if "__interrupt__" in data]
@@ -292,3 +305,5 @@ def test_runs_with_equal_settings_share_a_session_closed_at_shutdown(sessions):
 def test_bad_settings_fail_the_run_with_one_line(sessions):
     with pytest.raises(SettingsError, match="invalid setting agents.simulator"):
         factory(sessions, {"agents": {"simulator": "nobody"}}, execution=True)
+    with pytest.raises(SettingsError, match="must be an object"):
+        factory(sessions, "turns=2", execution=True)

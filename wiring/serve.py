@@ -29,7 +29,7 @@ from starlette.applications import Starlette
 from agents.registry import build_agents
 from graphs.deduction import build_served_graph
 from graphs.state import Deps
-from runtime.settings import load_settings
+from runtime.settings import SettingsError, load_settings
 from wiring.session import Session
 
 if TYPE_CHECKING:
@@ -91,6 +91,8 @@ async def make_graph(config: RunnableConfig, runtime: ServerRuntime) -> AsyncIte
         graph = build_served_graph(None)
     else:
         overrides = (config.get("configurable") or {}).get("settings") or {}
+        if not isinstance(overrides, dict):
+            raise SettingsError("configurable.settings must be an object of settings")
         graph = build_served_graph(await asyncio.to_thread(SESSIONS.deps, overrides))
     yield graph
 
