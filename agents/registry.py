@@ -9,7 +9,7 @@ from typing import Protocol
 from agents.assistant import Assistant, LLMAssistant
 from agents.chat import ChatClient
 from agents.critic import AcceptAllCritic, Critic, LLMCritic, NoveltyCritic
-from agents.simulator import PlainSimulator, StrategySimulator, UserSimulator
+from agents.simulator import HumanSimulator, PlainSimulator, StrategySimulator, UserSimulator
 from agents.strategist import (
     LearnedStrategist,
     LLMStrategist,
@@ -47,6 +47,7 @@ STRATEGISTS: dict[str, Callable[[Wiring], Strategist]] = {
 SIMULATORS: dict[str, Callable[[Wiring], UserSimulator]] = {
     "strategy": lambda w: StrategySimulator(w.chat("simulator")),
     "plain": lambda w: PlainSimulator(w.chat("simulator")),
+    "human": lambda w: HumanSimulator(StrategySimulator(w.chat("simulator"))),
 }
 CRITICS: dict[str, Callable[[Wiring], Critic]] = {
     "llm": lambda w: LLMCritic(

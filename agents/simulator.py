@@ -5,12 +5,14 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Literal, Protocol
 
 from langchain_core.messages import BaseMessage, SystemMessage
+from langgraph.func import task
+from langgraph.types import interrupt
 
 from agents.chat import ChatClient
-from dialogues.messages import swap_roles, with_request
+from dialogues.messages import last_answer, swap_roles, with_request
 from dialogues.models import Usage
 from prompts import render
 
@@ -25,15 +27,25 @@ class Draft:
 
     text: str
     usage: Usage = field(default_factory=Usage)
+    author: Literal["simulator", "human"] = "simulator"
+    """Who wrote it: the simulator model, or a person (`HumanSimulator`)."""
 
 
 class UserSimulator(Protocol):
     """Writes the next user instruction."""
 
     async def draft(
-        self, messages: Sequence[BaseMessage], strategy: str | None, feedback: str | None
+        self,
+        messages: Sequence[BaseMessage],
+        strategy: str | None,
+        feedback: str | None,
+        *,
+        candidates: Sequence[str] = (),
     ) -> Draft:
-        """Draft an instruction applying `strategy` (if any), revising after `feedback`."""
+        """Draft an instruction applying `strategy` (if any), revising after `feedback`.
+
+        `candidates` are the strategies the strategist chose from (shown to a person).
+        """
         ...
 
 
@@ -78,7 +90,12 @@ class StrategySimulator:
         return prompt + with_request(swap_roles(history), self.request(strategy, feedback))
 
     async def draft(
-        self, messages: Sequence[BaseMessage], strategy: str | None, feedback: str | None
+        self,
+        messages: Sequence[BaseMessage],
+        strategy: str | None,
+        feedback: str | None,
+        *,
+        candidates: Sequence[str] = (),
     ) -> Draft:
         """Draft the next instruction in the user's voice."""
         text, usage = await self.chat.text(self.messages(messages, strategy, feedback))
@@ -93,3 +110,57 @@ class PlainSimulator(StrategySimulator):
     def request(self, strategy: str | None, feedback: str | None) -> str:
         """Return the plain request whatever the strategy."""
         return super().request(None, feedback)
+
+
+@task
+async def _propose(
+    proposer: UserSimulator,
+    messages: Sequence[BaseMessage],
+    strategy: str | None,
+    feedback: str | None,
+) -> dict[str, Any]:
+    """Draft a proposal once: a LangGraph task, so a resumed run reuses it instead of redrafting."""
+    draft = await proposer.draft(messages, strategy, feedback)
+    return {"text": draft.text, "usage": draft.usage.as_dict()}
+
+
+class HumanSimulator:
+    """A person writes the user turn; the run pauses with LangGraph's `interrupt()` to ask.
+
+    The interrupt's value shows the last answer, the strategy and the candidates it was chosen
+    from, the critic's feedback on a rejected turn, and `proposer`'s draft, if there is a
+    proposer. The run resumes with `Command(resume=TEXT)`: the person's turn, or an empty text
+    to accept the draft as it is. The critic still judges the turn. Needs a checkpointer (the
+    LangGraph server brings its own; `run.py` uses an in-memory one).
+    """
+
+    def __init__(self, proposer: UserSimulator | None = None) -> None:
+        """Ask a person, showing `proposer`'s draft when given."""
+        self.proposer = proposer
+
+    async def draft(
+        self,
+        messages: Sequence[BaseMessage],
+        strategy: str | None,
+        feedback: str | None,
+        *,
+        candidates: Sequence[str] = (),
+    ) -> Draft:
+        """Ask a person for the next user turn; an empty reply takes the draft, if any."""
+        proposal = None
+        if self.proposer is not None:
+            proposal = await _propose(self.proposer, messages, strategy, feedback)
+        request = {
+            "ask": "user_turn",
+            "last_answer": last_answer(messages),
+            "strategy": strategy,
+            "candidates": list(candidates),
+            "feedback": feedback,
+            "draft": proposal["text"] if proposal else None,
+        }
+        text = ""
+        while not text:
+            reply = interrupt(request)
+            text = (reply.strip() if isinstance(reply, str) else "") or (request["draft"] or "")
+        usage = Usage.from_dict(proposal["usage"]) if proposal else Usage()
+        return Draft(text, usage, author="human")

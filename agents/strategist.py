@@ -1,7 +1,12 @@
-"""Strategist: retrieve candidate strategies Q(a) for the last answer and choose one."""
+"""Strategist: retrieve candidate strategies Q(a) for the last answer and choose one.
+
+Retrieval (a Chroma query, the embedder, the learned ranker) blocks, so it runs in a worker thread
+(`asyncio.to_thread`), never on the event loop that the graph's async nodes share.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
@@ -85,7 +90,7 @@ class LLMStrategist:
         The model sees its instructions, the conversation, then this turn's candidates.
         """
         answer = last_answer(messages)
-        candidates = self.retriever.search(answer, self.k, exclude=used)
+        candidates = await asyncio.to_thread(self.retriever.search, answer, self.k, exclude=used)
         if not candidates:
             return Selection([], None, "none", "no unused strategy left in the library")
         keys = [str(i + 1) for i in range(len(candidates))]
@@ -110,7 +115,8 @@ class RandomStrategist:
 
     async def select(self, messages: Sequence[BaseMessage], used: Collection[str]) -> Selection:
         """Retrieve candidates and pick one at random."""
-        candidates = self.retriever.search(last_answer(messages), self.k, exclude=used)
+        answer = last_answer(messages)
+        candidates = await asyncio.to_thread(self.retriever.search, answer, self.k, exclude=used)
         if not candidates:
             return Selection([], None, "none", "no unused strategy left in the library")
         return Selection(candidates, self.rng.choice(candidates), "random")
@@ -144,8 +150,8 @@ class LearnedStrategist:
 
     async def select(self, messages: Sequence[BaseMessage], used: Collection[str]) -> Selection:
         """Rank every unused strategy and draw one."""
-        ranked = self.retriever.rank(
-            last_answer(messages), exclude=used, temperature=self.temperature
+        ranked = await asyncio.to_thread(
+            self.retriever.rank, last_answer(messages), exclude=used, temperature=self.temperature
         )
         if not ranked:
             return Selection([], None, "none", "no unused strategy left in the library")

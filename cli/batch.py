@@ -29,7 +29,13 @@ from batch.jobs import SeedSet, load_seed_set, plan_jobs
 from batch.runner import Batch, BatchOptions, BatchReport
 from batch.store import LOCK, MANIFEST, BatchStore, hold_run_dir, load_manifest
 from cli.errors import UsageError
-from cli.options import add_agent_arguments, add_settings_arguments, preflight, settings_from_args
+from cli.options import (
+    add_agent_arguments,
+    add_settings_arguments,
+    preflight,
+    refuse_human_simulator,
+    settings_from_args,
+)
 from dialogues.models import BatchManifest
 from dialogues.output import check_directory_writable
 from dialogues.text import display_path
@@ -302,6 +308,7 @@ def batch(argv: list[str], console: Console) -> int:
     args = build_parser().parse_args(argv)
     check_args(args)
     settings = settings_from_args(args)
+    refuse_human_simulator(settings)
     check_concurrency(args.concurrency, settings)
     seeds = load_seed_set(args.seeds, opening_only=args.opening_only, limit=seed_limit(args))
     if args.shuffle:

@@ -35,7 +35,13 @@ from cli.batch import (
     warn_damage,
 )
 from cli.errors import UsageError
-from cli.options import add_agent_arguments, add_settings_arguments, preflight, settings_from_args
+from cli.options import (
+    add_agent_arguments,
+    add_settings_arguments,
+    preflight,
+    refuse_human_simulator,
+    settings_from_args,
+)
 from dialogues.output import check_directory_writable
 from dialogues.text import display_path
 from evaluation.inputs import EvalDialogue, EvalInputError, load_dialogues, reference_dialogues
@@ -294,6 +300,7 @@ def _ablate(argv: list[str], console: Console, locks: contextlib.ExitStack) -> i
     check_counts(args)
     check_directory_writable(args.out)
     settings = settings_from_args(args)
+    refuse_human_simulator(settings)
     check_concurrency(args.concurrency, settings)
     judge = judge_client(args, settings)
     reference = load_reference(args.reference)  # before hours of generation, not after

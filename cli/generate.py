@@ -5,10 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from langgraph.checkpoint.memory import InMemorySaver
 from rich.console import Console
 
 from agents.chat import ModelError
 from agents.registry import build_agents
+from cli.errors import UsageError
+from cli.human import TurnPrompt
 from cli.options import add_agent_arguments, add_settings_arguments, preflight, settings_from_args
 from cli.tracer import Tracer
 from dialogues.messages import to_langchain
@@ -64,12 +67,17 @@ def generate(argv: list[str], console: Console) -> int:
     if notice:
         tracer.notice(notice)
     tracer.seed(seed.to_openai_messages(), seed.source)
+    # A person playing the user answers the graph's interrupts; pausing needs a checkpointer.
+    person = TurnPrompt(console, candidates=verbosity == "quiet")
+    human = agents.simulator == "human"
     with stop_on_termination(), Session(settings) as session:
         library = {"name": settings.library, **session.store.metadata()}
         deps = Deps(build_agents(session), max_rejections=settings.max_rejections)
-        growth = Growth(build_graph(), deps, tracer.event)
+        graph = build_graph(InMemorySaver() if human else None)
+        growth = Growth(graph, deps, tracer.event)
         state = initial_state(to_langchain(seed.to_openai_messages()), settings.turns)
-        outcome = run_dialogue(growth, state)
+        config = {"configurable": {"thread_id": "dialogue"}} if human else None
+        outcome = run_dialogue(growth, state, config, ask=person if human else None)
     if outcome.status == "failed" and not outcome.generated:
         raise ModelError(outcome.reason or "the run failed before generating anything")
     document = dialogue_document(
@@ -86,6 +94,8 @@ def generate(argv: list[str], console: Console) -> int:
     if written:
         write_json_atomic(args.out, document.dump())
     tracer.summary(document.dump(), display_path(args.out) if written else None)
+    if outcome.question is not None:  # the person gave no turn: what was generated is kept
+        raise UsageError(outcome.reason or "no user turn given")
     return exit_code(outcome.status, outcome.reason)
 
 

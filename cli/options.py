@@ -37,7 +37,11 @@ def add_agent_arguments(parser: argparse.ArgumentParser) -> None:
         choices=[*STRATEGISTS, "auto"],
         help="default auto: learned on the bundled model, else llm",
     )
-    a.add_argument("--simulator", choices=list(SIMULATORS), help="default strategy")
+    a.add_argument(
+        "--simulator",
+        choices=list(SIMULATORS),
+        help="default strategy; human: you type each user turn (or take the drafted one)",
+    )
     a.add_argument(
         "--simulator-adapter",
         metavar="trained|none|DIR|NAME",
@@ -151,3 +155,12 @@ def check_served_adapters(settings: Settings) -> None:
                 f"(its /v1/models lists: {shown or 'nothing'}); register it there under that "
                 "name (docs/trained-simulators.md)"
             )
+
+
+def refuse_human_simulator(settings: Settings) -> None:
+    """Refuse the human simulator where no person answers (batch and ablation runs)."""
+    if settings.agents.simulator == "human":
+        raise UsageError(
+            "the human simulator needs a person: grow one seed at a time with "
+            "`run.py --seed FILE --simulator human`, or serve the graph (docs/serve.md)"
+        )

@@ -68,6 +68,8 @@ class Tracer:
 
     def _on_draft(self, event: dict[str, Any]) -> None:
         title = f"user draft {event['attempt']}"
+        if event.get("author") == "human":
+            title += " (written by a person)"
         self.console.print(
             Panel(
                 self._clip(event["text"] or "(empty)"),

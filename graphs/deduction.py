@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
 from langchain_core.messages import AIMessage, HumanMessage
@@ -50,13 +51,22 @@ async def select_strategy(state: State, runtime: Runtime[Deps]) -> dict[str, Any
 
 async def draft_instruction(state: State, runtime: Runtime[Deps]) -> dict[str, Any]:
     """Have the user simulator draft the next instruction with the chosen strategy."""
-    strategy = StrategySelection.model_validate(state["selection"] or {}).strategy
+    selection = StrategySelection.model_validate(state["selection"] or {})
+    strategy = selection.strategy
     draft = await runtime.context.agents.simulator.draft(
-        state["messages"], strategy.text if strategy else None, state["feedback"]
+        state["messages"],
+        strategy.text if strategy else None,
+        state["feedback"],
+        candidates=[c.text for c in selection.candidates],
     )
     attempt = len(state["drafts"]) + 1
-    runtime.stream_writer({"event": "draft", "attempt": attempt, "text": draft.text})
-    return {"draft": draft.text, "usage": _spend(state, "simulator", draft.usage)}
+    event = {"event": "draft", "attempt": attempt, "text": draft.text, "author": draft.author}
+    runtime.stream_writer(event)
+    return {
+        "draft": draft.text,
+        "draft_author": draft.author,
+        "usage": _spend(state, "simulator", draft.usage),
+    }
 
 
 async def critique(state: State, runtime: Runtime[Deps]) -> dict[str, Any]:
@@ -65,8 +75,11 @@ async def critique(state: State, runtime: Runtime[Deps]) -> dict[str, Any]:
     verdict = await runtime.context.agents.critic.critique(state["messages"], draft)
     record = verdict.as_record()
     runtime.stream_writer({"event": "verdict", **record})
+    entry = {"text": draft, **record}
+    if state.get("draft_author") == "human":
+        entry["author"] = "human"
     update: dict[str, Any] = {
-        "drafts": [*state["drafts"], {"text": draft, **record}],
+        "drafts": [*state["drafts"], entry],
         "usage": _spend(state, "critic", verdict.usage),
     }
     if verdict.accepted:
@@ -140,14 +153,41 @@ def route_after_respond(state: State) -> Literal["select_strategy", "__end__"]:
     return "select_strategy" if state["status"] == "running" else END
 
 
+NODES = (answer_opening, select_strategy, draft_instruction, critique, respond)
+Node = Callable[[State, Runtime[Deps]], Awaitable[dict[str, Any]]]
+
+
 def build_graph(checkpointer: Any = None) -> CompiledStateGraph:
     """Compile the deduction graph; the agents arrive at run time as `context=Deps(...)`."""
-    builder = StateGraph(State, context_schema=Deps)
-    builder.add_node(answer_opening)
-    builder.add_node(select_strategy)
-    builder.add_node(draft_instruction)
-    builder.add_node(critique)
-    builder.add_node(respond)
+    return _compile(StateGraph(State, context_schema=Deps), NODES, checkpointer)
+
+
+def build_served_graph(deps: Deps | None) -> CompiledStateGraph:
+    """Compile the deduction graph with `deps` bound in, for a LangGraph server.
+
+    A server's runs carry only JSON, so this graph takes no run context: every node runs with
+    `deps` as its runtime's context. With `deps=None` it is the same topology with nothing
+    bound, for the server's calls that only read state or draw the graph. No checkpointer: the
+    server brings its own.
+    """
+    nodes = NODES if deps is None else tuple(_bind(node, deps) for node in NODES)
+    return _compile(StateGraph(State), nodes, None)
+
+
+def _bind(node: Node, deps: Deps) -> Node:
+    """Return `node` run with `deps` as its runtime's context."""
+
+    async def bound(state: State, runtime: Runtime[Deps]) -> dict[str, Any]:
+        return await node(state, runtime.override(context=deps))
+
+    bound.__name__ = node.__name__
+    return bound
+
+
+def _compile(builder: StateGraph, nodes: tuple[Node, ...], checkpointer: Any) -> CompiledStateGraph:
+    """Add `nodes` and the edges between them to `builder` and compile it."""
+    for node in nodes:
+        builder.add_node(node.__name__, node)
     builder.add_conditional_edges(START, route_start)
     builder.add_conditional_edges("answer_opening", route_after_opening)
     builder.add_edge("select_strategy", "draft_instruction")

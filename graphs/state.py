@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal, TypedDict
+from typing import Annotated, Any, Literal, NotRequired, TypedDict
 
 from langchain_core.messages import AnyMessage, BaseMessage
 from langgraph.graph.message import add_messages
@@ -30,6 +30,8 @@ class State(TypedDict):
     """This turn's strategist decision: candidates, strategy, method, note."""
     draft: str | None
     """The latest drafted user instruction."""
+    draft_author: NotRequired[Literal["simulator", "human"]]
+    """Who wrote the latest draft (unset before the first draft)."""
     drafts: list[dict[str, Any]]
     """This turn's drafts with the critic's verdict on each."""
     feedback: str | None

@@ -3,8 +3,8 @@
 A role's `adapter` setting names what its requests run with on the embedded server:
 - `none`: the bundled model itself (the prompted simulators);
 - `trained`: the shipped simulator trained for the chosen simulator agent
-  (`strategy` -> `training/simulators/ideas`, `plain` -> `training/simulators/plain`), the base
-  model for any other agent or role;
+  (`strategy` -> `training/simulators/ideas`, `plain` -> `training/simulators/plain`; `human`
+  proposes its drafts with the `strategy` simulator), the base model for any other agent or role;
 - a path: a folder written by `run.py train-simulator`, or its `adapter.gguf`.
 
 The server loads every adapter once and switches per request by the model name it is sent
@@ -25,7 +25,7 @@ from runtime.gguf_header import GGUFError, read_header
 ADAPTER_FILE = "adapter.gguf"
 SHIPPED = Path(__file__).resolve().parents[1] / "training" / "simulators"
 """Where the trained simulators built by `scripts/build_simulators.sh` are shipped."""
-TRAINED_FOR_AGENT = {"strategy": "ideas", "plain": "plain"}
+TRAINED_FOR_AGENT = {"strategy": "ideas", "plain": "plain", "human": "ideas"}
 """Simulator agent -> the shipped simulator trained on exactly its prompt."""
 KEYWORDS = ("none", "trained")
 

@@ -137,7 +137,7 @@ class RoleOverride(BaseModel):
 
 AGENT_NAMES: dict[str, tuple[str, ...]] = {
     "strategist": ("llm", "random", "learned", "none"),
-    "simulator": ("strategy", "plain"),
+    "simulator": ("strategy", "plain", "human"),
     "critic": ("llm", "novelty", "none"),
     "assistant": ("llm",),
 }

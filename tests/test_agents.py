@@ -13,7 +13,13 @@ from agents.assistant import LLMAssistant
 from agents.chat import ChatClient, ModelError, request_seed
 from agents.critic import AcceptAllCritic, CriticScores, LLMCritic, NoveltyCritic
 from agents.simulator import PlainSimulator, StrategySimulator, clean_instruction
-from agents.strategist import LLMStrategist, NoStrategist, RandomStrategist, choice_schema
+from agents.strategist import (
+    LearnedStrategist,
+    LLMStrategist,
+    NoStrategist,
+    RandomStrategist,
+    choice_schema,
+)
 from dialogues.models import Usage
 from tests.conftest import STRATEGIES
 from tests.fakes import ScriptedChatModel, SeedRecordingModel, scripted, text_reply, tool_reply
@@ -312,6 +318,38 @@ def test_random_strategist_is_deterministic_for_a_seed(store):
     selection = run(RandomStrategist(store, k=3, seed=1).select(DIALOGUE, used=[]))
     assert selection.method == "random" and selection.strategy in selection.candidates
     assert selection.usage == Usage()
+
+
+class OffLoopRetriever:
+    """A retriever that records whether it was called on a thread running an event loop."""
+
+    def __init__(self, store) -> None:
+        self.store, self.on_loop = store, []
+
+    def _called(self) -> None:
+        try:
+            asyncio.get_running_loop()
+            self.on_loop.append(True)
+        except RuntimeError:
+            self.on_loop.append(False)
+
+    def search(self, text, k, *, exclude=()):
+        self._called()
+        return self.store.search(text, k, exclude=exclude)
+
+    def rank(self, text, *, exclude=(), temperature=1.0):
+        self._called()
+        return []
+
+
+def test_retrieval_runs_off_the_event_loop(store):
+    """Chroma, the embedder and the ranker block: on the loop they would stall every run."""
+    retriever = OffLoopRetriever(store)
+    chat = scripted(tool_reply("StrategyChoice", choice="1"))
+    run(LLMStrategist(retriever, chat, k=2).select(DIALOGUE, used=[]))
+    run(RandomStrategist(retriever, k=2).select(DIALOGUE, used=[]))
+    run(LearnedStrategist(retriever, k=2).select(DIALOGUE, used=[]))
+    assert retriever.on_loop == [False, False, False]
 
 
 def test_no_strategist():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
@@ -15,9 +16,11 @@ from agents.registry import Agents
 from agents.simulator import Draft
 from agents.strategist import Selection
 from dialogues.models import Usage
+from dialogues.seeds import load_seed
 from graphs.deduction import (
     answer_opening,
     build_graph,
+    build_served_graph,
     critique,
     draft_instruction,
     respond,
@@ -58,13 +61,15 @@ class FakeStrategist:
 
 
 class FakeSimulator:
-    def __init__(self, text: str = "Which cells remember the antigen?") -> None:
-        self.text = text
+    def __init__(self, text: str = "Which cells remember the antigen?", author="simulator") -> None:
+        self.text, self.author = text, author
         self.calls: list[tuple[list, str | None, str | None]] = []
+        self.candidates: list[list[str]] = []
 
-    async def draft(self, messages, strategy, feedback):
+    async def draft(self, messages, strategy, feedback, *, candidates=()):
         self.calls.append((list(messages), strategy, feedback))
-        return Draft(self.text, Usage(1, 40, 10, 0.2))
+        self.candidates.append(list(candidates))
+        return Draft(self.text, Usage(1, 40, 10, 0.2), author=self.author)
 
 
 class FakeCritic:
@@ -205,10 +210,13 @@ def test_draft_instruction_sends_strategy_text_and_feedback():
     assert agents.simulator.calls == [
         (st["messages"], CANDIDATES[0].text, "too shallow. Go deeper.")
     ]
-    assert update["draft"] == "Why boosters?"
+    assert agents.simulator.candidates == [[c.text for c in CANDIDATES]]
+    assert update["draft"] == "Why boosters?" and update["draft_author"] == "simulator"
     assert update["usage"]["simulator"]["calls"] == 2  # added to this turn's earlier draft
     assert update["usage"]["simulator"]["input_tokens"] == 50
-    assert events == [{"event": "draft", "attempt": 2, "text": "Why boosters?"}]
+    assert events == [
+        {"event": "draft", "attempt": 2, "text": "Why boosters?", "author": "simulator"}
+    ]
 
 
 def test_draft_instruction_without_a_strategy_passes_none():
@@ -231,6 +239,14 @@ def test_critique_accepts_and_resets_rejections():
     assert update["drafts"] == [{"text": "Which cells?", **verdict.as_record()}]
     assert "status" not in update
     assert events == [{"event": "verdict", **verdict.as_record()}]
+
+
+def test_critique_records_that_a_person_wrote_the_draft():
+    verdict = CriticVerdict(True, "accepted", 0.2)
+    runtime, _, _ = make_runtime(critic=FakeCritic(verdict))
+    update = call(critique, state(draft="Which cells?", draft_author="human"), runtime)
+
+    assert update["drafts"] == [{"text": "Which cells?", **verdict.as_record(), "author": "human"}]
 
 
 def test_critique_rejection_counts_and_feeds_back():
@@ -323,3 +339,27 @@ def test_graph_topology_matches_the_snapshot():
     #   python -c "from graphs.deduction import build_graph; \
     #     print(build_graph().get_graph().draw_mermaid(), end='')" > tests/snapshots/deduction.mmd
     assert build_graph().get_graph().draw_mermaid() == SNAPSHOT.read_text(encoding="utf-8")
+
+
+def test_the_served_graph_has_the_same_topology_and_takes_no_context():
+    runtime, _, _ = make_runtime()
+    for served in (build_served_graph(None), build_served_graph(runtime.context)):
+        assert served.get_graph().draw_mermaid() == SNAPSHOT.read_text(encoding="utf-8")
+        assert served.context_schema is None
+
+
+def test_the_served_graph_runs_with_its_bound_agents_and_no_context():
+    runtime, _, bundle = make_runtime(critic=FakeCritic(CriticVerdict(True, "accepted", 0.1)))
+    served = build_served_graph(runtime.context)
+    final = asyncio.run(served.ainvoke(state(target_turns=1)))
+
+    assert final["status"] == "complete" and len(final["turns"]) == 1
+    assert len(bundle.simulator.calls) == 1 and len(bundle.assistant.calls) == 1
+
+
+def test_the_served_input_example_is_the_initial_state_of_the_example_seed():
+    """`examples/langgraph_input.json` (what docs/serve.md sends) is a whole initial state."""
+    root = Path(__file__).resolve().parents[1]
+    example = json.loads((root / "examples" / "langgraph_input.json").read_text(encoding="utf-8"))
+    seed = load_seed(root / "examples" / "seed.json")
+    assert example == {**initial_state([], 2), "messages": seed.to_openai_messages()}

@@ -1,4 +1,8 @@
-"""Run the deduction graph for one dialogue: stream trace events, keep the latest state."""
+"""Run the deduction graph for one dialogue: stream trace events, keep the latest state.
+
+A graph with a human role pauses for a person (LangGraph's `interrupt()`); `run_dialogue` then
+asks, and resumes the run with the answer.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +12,12 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import FrameType
 from typing import Any
 
 from langgraph.graph.state import CompiledStateGraph
+from langgraph.types import Command
 
 from agents.chat import ModelError
 from dialogues.record import RunStatus
@@ -27,6 +32,8 @@ class Outcome:
     status: RunStatus
     reason: str | None
     wall_seconds: float
+    question: Any = None
+    """What the graph asks a person, when it paused for one (status `interrupted`)."""
 
     @property
     def generated(self) -> bool:
@@ -52,14 +59,19 @@ class Growth:
         """Seconds since the run started."""
         return time.perf_counter() - self.started
 
-    async def run(self, state: State | None, config: dict[str, Any] | None = None) -> Outcome:
-        """Stream the graph to the end; a model failure ends the run as `failed`.
+    async def run(
+        self, state: State | Command | None, config: dict[str, Any] | None = None
+    ) -> Outcome:
+        """Stream the graph to its end or to a question for a person; a model failure: `failed`.
 
         `state=None` resumes the checkpointed thread named in `config` (set `self.state` to
-        the checkpoint's values first, so an interrupted resume still holds them).
+        the checkpoint's values first, so an interrupted resume still holds them). A
+        `Command(resume=ANSWER)` answers the question the last run paused on (`Outcome.question`;
+        needs a checkpointer), and the clock runs on.
         """
-        self.started = time.perf_counter()
-        if state is not None:
+        if not isinstance(state, Command):
+            self.started = time.perf_counter()
+        if isinstance(state, dict):
             self.state = dict(state)
         try:
             async for mode, chunk in self.graph.astream(
@@ -76,19 +88,47 @@ class Growth:
                     self.state = chunk
         except ModelError as exc:
             return Outcome(self.state, "failed", str(exc), self.elapsed())
+        if self.state.get("status") == "running" and self.graph.checkpointer and config:
+            snapshot = await self.graph.aget_state(config)
+            if snapshot.interrupts:
+                self.state = dict(snapshot.values)
+                question = snapshot.interrupts[0].value
+                reason = "waiting for a person"
+                return Outcome(self.state, "interrupted", reason, self.elapsed(), question)
         status = self.state.get("status")
         if status not in ("complete", "ended_early"):
             return Outcome(self.state, "failed", "the graph stopped early", self.elapsed())
         return Outcome(self.state, status, self.state.get("reason"), self.elapsed())
 
 
-def run_dialogue(growth: Growth, state: State) -> Outcome:
+class NoAnswer(Exception):
+    """A person was asked for a turn and gave none (end of input); the message says so."""
+
+
+def run_dialogue(
+    growth: Growth,
+    state: State,
+    config: dict[str, Any] | None = None,
+    ask: Callable[[Any], str] | None = None,
+) -> Outcome:
     """Run `growth` to the end in a fresh event loop; Ctrl-C keeps what was generated.
 
-    So does a termination signal inside `stop_on_termination` (the reason names it).
+    So does a termination signal inside `stop_on_termination` (the reason names it). When the
+    graph pauses for a person, `ask` gets the question and returns the answer, outside the event
+    loop (it may block on a terminal), and the run resumes in the same loop. When `ask` raises
+    `NoAnswer` (or there is no `ask`), the outcome is `interrupted` with the question still
+    pending.
     """
     try:
-        return asyncio.run(growth.run(state))
+        with asyncio.Runner() as runner:
+            outcome = runner.run(growth.run(state, config))
+            while outcome.question is not None and ask is not None:
+                try:
+                    answer = ask(outcome.question)
+                except NoAnswer as exc:
+                    return replace(outcome, reason=str(exc), wall_seconds=growth.elapsed())
+                outcome = runner.run(growth.run(Command(resume=answer), config))
+            return outcome
     except KeyboardInterrupt as exc:
         reason = exc.name if isinstance(exc, Terminated) else "Ctrl-C"
         return Outcome(growth.state, "interrupted", reason, growth.elapsed())
