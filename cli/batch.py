@@ -30,7 +30,7 @@ from batch.runner import Batch, BatchOptions, BatchReport
 from batch.store import LOCK, MANIFEST, BatchStore, hold_run_dir, load_manifest
 from cli.errors import UsageError
 from cli.options import add_agent_arguments, add_settings_arguments, preflight, settings_from_args
-from dialogues.models import BatchManifest
+from dialogues.models import GENERATION_ROLES, BatchManifest
 from dialogues.output import check_directory_writable
 from dialogues.text import display_path
 from runtime.settings import Settings
@@ -129,10 +129,7 @@ def check_concurrency(concurrency: int, settings: Settings) -> None:
     generation roles' endpoints (`IDEAS_ENDPOINT_CONCURRENCY`, default 8 per URL, 1 embedded),
     and at least `MIN_CONCURRENCY_CAP`.
     """
-    endpoints = {
-        settings.model_for(role).base_url
-        for role in ("strategist", "simulator", "critic", "assistant")
-    }
+    endpoints = {settings.model_for(role).base_url for role in GENERATION_ROLES}
     slots = sum(settings.endpoint_concurrency or (8 if url else 1) for url in endpoints)
     cap = max(CONCURRENCY_PER_SLOT * slots, MIN_CONCURRENCY_CAP)
     if concurrency > cap:
