@@ -20,6 +20,7 @@ from langchain_core.messages import AIMessage, BaseMessage, SystemMessage
 from langchain_core.messages.utils import count_tokens_approximately
 from pydantic import BaseModel
 
+from dialogues.errors import ServiceError
 from dialogues.models import Usage
 from runtime.settings import ModelSettings
 from runtime.urls import redact_url
@@ -27,7 +28,7 @@ from runtime.urls import redact_url
 M = TypeVar("M", bound=BaseModel)
 
 
-class ModelError(RuntimeError):
+class ModelError(ServiceError, RuntimeError):
     """The model server failed in a way retries could not fix; one line for the user."""
 
 

@@ -37,6 +37,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from dialogues.errors import InputError
 from dialogues.models import BATCH_FORMAT, BatchManifest
 from dialogues.output import utf8, write_json_atomic
 
@@ -48,7 +49,7 @@ LOCK = ".lock"
 FORMAT = BATCH_FORMAT
 
 
-class BatchStoreError(ValueError):
+class BatchStoreError(InputError, ValueError):
     """The run directory is missing, unreadable or not a batch; one line for the user."""
 
 

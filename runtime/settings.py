@@ -28,6 +28,7 @@ from pydantic_settings import (
     SettingsError as PydanticSettingsError,
 )
 
+from dialogues.errors import InputError
 from dialogues.models import GENERATION_ROLES, GenerationRole
 from runtime import adapters
 from runtime.adapters import Adapter
@@ -43,7 +44,7 @@ EMBEDDED_ALIAS = "smollm2-135m-instruct"
 _config_file: ContextVar[Path | None] = ContextVar("ideas_config_file", default=None)
 
 
-class SettingsError(ValueError):
+class SettingsError(InputError, ValueError):
     """Settings could not be loaded; the message is one line for the user."""
 
 

@@ -8,10 +8,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dialogues.errors import InputError
 from training.pairs import StrategyLevel
 
 
-class TrainingInputError(ValueError):
+class TrainingInputError(InputError, ValueError):
     """The run's inputs or output folder cannot be used; the message is one line."""
 
 
