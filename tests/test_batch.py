@@ -15,11 +15,9 @@ from batch.store import DIALOGUES, INDEX, BatchStore, iter_dialogues, job_counts
 from dialogues.seeds import SeedError
 from runtime.settings import Settings
 from stores.base import Candidate
+from tests.data_paths import DATA
 from tests.fake_openai import FakeOpenAI
 from wiring.session import Session
-
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-
 
 # --- seed sources ---------------------------------------------------------------------------
 
