@@ -136,8 +136,8 @@ class AgentChoice(BaseModel):
     accepted), so the default falls back to the novelty check and says so.
     `strategist="auto"` means `learned` when the strategist would run on the bundled model (the
     LLM strategist there takes the top candidate 82-92% of the time; the learned ranker's draw
-    gave more varied strategies, as closely followed, for a third fewer LLM calls: the README's
-    ablation), else `llm` (a capable model choosing among the learned top-k).
+    gave more varied strategies, as closely followed, for a third fewer LLM calls: the ablation
+    in docs/simulators.md), else `llm` (a capable model choosing among the learned top-k).
 
     Each field is typed with its role's implementation names (the keys of the role's registry
     in `agents.registry`, which a test holds equal) and says its default (the `--<role>` flag's
