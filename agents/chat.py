@@ -20,6 +20,7 @@ from langchain_core.messages import AIMessage, BaseMessage, SystemMessage
 from langchain_core.messages.utils import count_tokens_approximately
 from pydantic import BaseModel
 
+from dialogues.errors import ServiceError
 from dialogues.models import Usage
 from runtime.http_client import ReplyTooLarge, capped_async_client, capped_sync_client
 from runtime.settings import ModelSettings
@@ -34,7 +35,7 @@ INVALID_REPLY_ERRORS = (ValueError, TypeError, LookupError, AttributeError, Recu
 deeply for the JSON parser (RecursionError), fields of the wrong type (TypeError, KeyError)."""
 
 
-class ModelError(RuntimeError):
+class ModelError(ServiceError, RuntimeError):
     """The model server failed in a way retries could not fix; one line for the user."""
 
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from agents.assistant import Assistant, LLMAssistant
 from agents.chat import ChatClient
@@ -19,7 +19,15 @@ from agents.strategist import (
     Retriever,
     Strategist,
 )
-from runtime.settings import Role, Settings
+from dialogues.models import GenerationRole
+from runtime.settings import (
+    AssistantName,
+    CriticName,
+    Role,
+    Settings,
+    SimulatorName,
+    StrategistName,
+)
 from stores.base import StrategyStore
 
 
@@ -36,7 +44,7 @@ class Wiring(Protocol):
         ...
 
 
-STRATEGISTS: dict[str, Callable[[Wiring], Strategist]] = {
+STRATEGISTS: dict[StrategistName, Callable[[Wiring], Strategist]] = {
     "llm": lambda w: LLMStrategist(w.retriever, w.chat("strategist"), w.settings.top_k),
     "random": lambda w: RandomStrategist(w.retriever, w.settings.top_k, w.settings.seed),
     "learned": lambda w: LearnedStrategist(
@@ -44,12 +52,12 @@ STRATEGISTS: dict[str, Callable[[Wiring], Strategist]] = {
     ),
     "none": lambda w: NoStrategist(),
 }
-SIMULATORS: dict[str, Callable[[Wiring], UserSimulator]] = {
+SIMULATORS: dict[SimulatorName, Callable[[Wiring], UserSimulator]] = {
     "strategy": lambda w: StrategySimulator(w.chat("simulator")),
     "plain": lambda w: PlainSimulator(w.chat("simulator")),
     "human": lambda w: HumanSimulator(StrategySimulator(w.chat("simulator"))),
 }
-CRITICS: dict[str, Callable[[Wiring], Critic]] = {
+CRITICS: dict[CriticName, Callable[[Wiring], Critic]] = {
     "llm": lambda w: LLMCritic(
         w.chat("critic"),
         NoveltyCritic(w.settings.novelty_threshold),
@@ -59,29 +67,38 @@ CRITICS: dict[str, Callable[[Wiring], Critic]] = {
     "novelty": lambda w: NoveltyCritic(w.settings.novelty_threshold),
     "none": lambda w: AcceptAllCritic(),
 }
-ASSISTANTS: dict[str, Callable[[Wiring], Assistant]] = {
+ASSISTANTS: dict[AssistantName, Callable[[Wiring], Assistant]] = {
     "llm": lambda w: LLMAssistant(w.chat("assistant")),
 }
-VARIANTS: dict[str, dict[str, str]] = {
-    "ideas": {},
-    "plain": {"strategist": "none", "simulator": "plain"},
-    "random-strategy": {"strategist": "random"},
-    "learned-strategy": {"strategist": "learned"},
-    "no-critic": {"critic": "none"},
-    "prompted": {"simulator_adapter": "none"},
-    "prompted-plain": {"strategist": "none", "simulator": "plain", "simulator_adapter": "none"},
-}
-"""Ablation variants (`run.py ablate`): name -> the agents it changes from the base choice (the
-`ideas` variant). Every agent value names an entry of the registries above; `simulator_adapter`
-changes the simulator's adapter setting (`none`: the prompted simulator on the bundled model,
-where `ideas` and `plain` get the shipped simulators trained on their prompts)."""
-
-REGISTRIES = {
+REGISTRIES: dict[GenerationRole, Mapping[str, Callable[[Wiring], Any]]] = {
     "strategist": STRATEGISTS,
     "simulator": SIMULATORS,
     "critic": CRITICS,
     "assistant": ASSISTANTS,
 }
+"""Each generation role's registry (keys: `runtime.settings.AGENT_NAMES`, held equal by a test)."""
+
+VARIANTS: dict[str, dict[str, Any]] = {
+    "ideas": {},
+    "plain": {"agents": {"strategist": "none", "simulator": "plain"}},
+    "random-strategy": {"agents": {"strategist": "random"}},
+    "learned-strategy": {"agents": {"strategist": "learned"}},
+    "no-critic": {"agents": {"critic": "none"}},
+    "prompted": {"simulator": {"adapter": "none"}},
+    "prompted-plain": {
+        "agents": {"strategist": "none", "simulator": "plain"},
+        "simulator": {"adapter": "none"},
+    },
+}
+"""Ablation variants (`run.py ablate`): name -> the settings patch it applies to the base settings
+(the `ideas` variant), with `variant_settings`. `agents` switches parts off by choosing entries of
+the registries above; `simulator.adapter` `none` runs the prompted simulator on the bundled model,
+where `ideas` and `plain` get the shipped simulators trained on their prompts."""
+
+
+def variant_settings(settings: Settings, name: str) -> Settings:
+    """Return `settings` with the ablation variant `name`'s patch applied (see `VARIANTS`)."""
+    return settings.patched(VARIANTS[name])
 
 
 @dataclass(frozen=True)

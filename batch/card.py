@@ -18,6 +18,7 @@ from typing import Any
 from batch.export import ExportResult
 from batch.filters import FilterReport
 from dialogues.models import (
+    GENERATION_ROLES,
     AgentNames,
     BatchManifest,
     DialogueDocument,
@@ -31,7 +32,6 @@ from runtime.urls import redact_url
 FORMAT = "ideas-card/1"
 TOP_STRATEGIES = 20
 """Strategies listed by name in the card; the rest are summed as `others`."""
-GENERATION_ROLES = ("strategist", "simulator", "critic", "assistant")
 GENERATION_SETTINGS = (
     "top_k",
     "max_rejections",

@@ -32,14 +32,14 @@ from typing import Any
 
 from batch.jobs import Job
 from batch.runner import Batch, BatchReport, Grower, JobResult
+from dialogues.errors import InputError
+from dialogues.models import GENERATION_ROLES
 from dialogues.seeds import Seed
 from runtime.pool import run_pool
-from runtime.settings import Role, Settings
-
-GENERATION_ROLES: tuple[Role, ...] = ("strategist", "simulator", "critic", "assistant")
+from runtime.settings import Settings
 
 
-class RaySettingsError(ValueError):
+class RaySettingsError(InputError, ValueError):
     """Ray is missing or the settings cannot run on Ray workers; the message is one line."""
 
 

@@ -39,6 +39,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from dialogues.errors import InputError
 from dialogues.models import BATCH_FORMAT, BatchManifest, DialogueDocument, IndexEntry
 from dialogues.output import utf8, write_json_atomic
 from dialogues.text import parse_stored_json
@@ -51,7 +52,7 @@ LOCK = ".lock"
 FORMAT = BATCH_FORMAT
 
 
-class BatchStoreError(ValueError):
+class BatchStoreError(InputError, ValueError):
     """The run directory is missing, unreadable or not a batch; one line for the user."""
 
 

@@ -34,6 +34,7 @@ from rich.table import Table  # noqa: E402
 from batch.jobs import load_seed_set, plan_jobs  # noqa: E402
 from batch.runner import Batch, BatchOptions  # noqa: E402
 from batch.store import BatchStore, iter_dialogues  # noqa: E402
+from dialogues.models import GENERATION_ROLES  # noqa: E402
 from runtime.settings import load_settings  # noqa: E402
 from wiring.session import Session  # noqa: E402
 
@@ -91,7 +92,7 @@ class Recorder:
 
 def record_requests(session: Session, recorder: Recorder) -> None:
     """Hook `recorder` into the HTTP client of every role's chat model."""
-    for role in ("strategist", "simulator", "critic", "assistant"):
+    for role in GENERATION_ROLES:
         client = session.chat(role).model.root_async_client._client  # the SDK's httpx client
         if recorder not in client.event_hooks["request"]:
             client.event_hooks["request"].append(recorder)

@@ -54,6 +54,7 @@ sys.path.insert(0, str(ROOT))
 
 from agents.simulator import clean_instruction  # noqa: E402
 from benchmarks.prefix_cache_layout import worktree  # noqa: E402
+from dialogues.models import GENERATION_ROLES  # noqa: E402
 from induction.loaders import load  # noqa: E402
 from induction.real_dialogues import REAL_DIALOGUES  # noqa: E402
 from runtime.settings import ROLE_DEFAULTS  # noqa: E402
@@ -62,7 +63,6 @@ KV_BYTES_PER_TOKEN = 23_040
 """SmolLM2-135M's f16 KV cache per token: 30 layers x (K + V) x 192 (3 KV heads x 64) x 2 bytes."""
 SOURCES = (*REAL_DIALOGUES, "mtbench101/mtbench101.jsonl")
 """Dialogue files searched, in this order, for dialogues long enough."""
-ROLES = ("strategist", "simulator", "critic", "assistant")
 CHAT_ROLES = {"system": "system", "human": "user", "ai": "assistant"}
 VERDICT = {"correct": True, "coherent": True, "depth": 4, "insight": 4, "feedback": "Fine."}
 CHOICE = {"choice": "1"}
@@ -405,8 +405,8 @@ def main() -> None:
     parser.add_argument(
         "--roles",
         nargs="+",
-        choices=ROLES,
-        default=list(ROLES),
+        choices=GENERATION_ROLES,
+        default=list(GENERATION_ROLES),
         help="roles whose requests reach the server (the learned strategist and the novelty "
         "critic make none: --roles simulator assistant)",
     )

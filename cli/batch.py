@@ -36,7 +36,7 @@ from cli.options import (
     refuse_human_simulator,
     settings_from_args,
 )
-from dialogues.models import BatchManifest
+from dialogues.models import GENERATION_ROLES, BatchManifest
 from dialogues.output import check_directory_writable
 from dialogues.text import display_path
 from runtime.settings import Settings
@@ -135,10 +135,7 @@ def check_concurrency(concurrency: int, settings: Settings) -> None:
     generation roles' endpoints (`IDEAS_ENDPOINT_CONCURRENCY`, default 8 per URL, 1 embedded),
     and at least `MIN_CONCURRENCY_CAP`.
     """
-    endpoints = {
-        settings.model_for(role).base_url
-        for role in ("strategist", "simulator", "critic", "assistant")
-    }
+    endpoints = {settings.model_for(role).base_url for role in GENERATION_ROLES}
     slots = sum(settings.endpoint_concurrency or (8 if url else 1) for url in endpoints)
     cap = max(CONCURRENCY_PER_SLOT * slots, MIN_CONCURRENCY_CAP)
     if concurrency > cap:

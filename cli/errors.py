@@ -1,52 +1,26 @@
-"""Which failures are the user's input (exit 2) and which are the environment's (exit 1)."""
+"""Which failures are the user's input (exit 2) and which are a service's (exit 1)."""
 
 from __future__ import annotations
 
+from dialogues.errors import InputError, ServiceError
 from runtime.urls import redact_urls
 
 
-class UsageError(ValueError):
+class UsageError(InputError, ValueError):
     """Bad input found by the CLI itself; the message is one line."""
 
 
 def classify(exc: BaseException) -> int | None:
     """Return the exit code for a known, user-facing failure, or None for a bug.
 
-    Exit 2: bad input (seeds, settings, output paths, store names and paths, any filesystem
-    error naming a file). Exit 1: a service that did not answer (model server, Chroma server,
-    embedding model).
+    Exit 2: bad input (`InputError`: seeds, settings, flags, output paths, store names and paths;
+    and any filesystem error naming a file). Exit 1: a service that failed (`ServiceError`: the
+    model server, the Chroma server, the embedding model, a training run). Every error class of
+    the project derives from one of the two (`dialogues.errors`; a test holds them to it).
     """
-    from agents.chat import ModelError
-    from batch.ray_executor import RaySettingsError
-    from batch.store import BatchStoreError
-    from dialogues.output import OutputError
-    from dialogues.seeds import SeedError
-    from runtime.server import ServerError
-    from runtime.settings import SettingsError
-    from stores.base import StoreError, StoreUnavailable
-    from stores.embeddings import EmbeddingUnavailable
-    from stores.starter import LibraryNotFound
-    from training import TrainingError
-    from training.job import TrainingInputError
-    from wiring.session import RetrievalUnavailable
-
-    if isinstance(
-        exc,
-        UsageError
-        | SeedError
-        | OutputError
-        | SettingsError
-        | LibraryNotFound
-        | BatchStoreError
-        | RaySettingsError
-        | RetrievalUnavailable
-        | StoreError
-        | TrainingInputError,
-    ):
+    if isinstance(exc, InputError):
         return 2
-    if isinstance(
-        exc, ServerError | ModelError | EmbeddingUnavailable | StoreUnavailable | TrainingError
-    ):
+    if isinstance(exc, ServiceError):
         return 1
     if _filesystem_error(exc):
         return 2

@@ -1,7 +1,8 @@
 """`run.py eval` (measure any dialogue sets) and `run.py ablate` (generate variants, then measure).
 
-A variant is a choice of agents from the registries (`agents.registry`): no special cases in the
-graph. `ideas` is the full method; the others switch one part off.
+A variant is a settings patch (`agents.registry.VARIANTS`): a choice of agents from the registries,
+or a setting such as the simulator's adapter; no special cases in the graph. `ideas` is the full
+method; the others switch one part off.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from agents.chat import ChatClient, ModelError, build_chat_model
-from agents.registry import VARIANTS
+from agents.registry import VARIANTS, variant_settings
 from batch.jobs import load_seed_set
 from batch.runner import BatchOptions, JobWiring
 from batch.store import Skipped, hold_run_dirs
@@ -129,16 +130,6 @@ def variant_names(text: str) -> list[str]:
     if not names:
         raise UsageError("--variants is empty")
     return list(dict.fromkeys(names))
-
-
-def variant_settings(settings: Settings, name: str) -> Settings:
-    """Return `settings` with the variant's agents (and simulator adapter, if it names one)."""
-    changes = dict(VARIANTS[name])
-    adapter = changes.pop("simulator_adapter", None)
-    update: dict[str, Any] = {"agents": settings.agents.model_copy(update=changes)}
-    if adapter is not None:
-        update["simulator"] = settings.simulator.model_copy(update={"adapter": adapter})
-    return settings.model_copy(update=update)
 
 
 def judge_client(args: argparse.Namespace, settings: Settings | None) -> ChatClient | None:

@@ -6,9 +6,9 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from agents.registry import CRITICS, SIMULATORS, STRATEGISTS
 from cli.errors import UsageError
-from runtime.settings import Settings, load_settings
+from dialogues.models import GENERATION_ROLES
+from runtime.settings import AgentChoice, Settings, agent_choices, load_settings
 
 
 def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,16 +32,10 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
 def add_agent_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the flags that choose and tune the agents (what ablations vary)."""
     a = parser.add_argument_group("agents (ablations)")
-    a.add_argument(
-        "--strategist",
-        choices=[*STRATEGISTS, "auto"],
-        help="default auto: learned on the bundled model, else llm",
-    )
-    a.add_argument(
-        "--simulator",
-        choices=list(SIMULATORS),
-        help="default strategy; human: you type each user turn (or take the drafted one)",
-    )
+    for role in GENERATION_ROLES:  # a flag per role with a choice: `--strategist`, `--critic`...
+        if len(agent_choices(role)) > 1:
+            help_ = AgentChoice.model_fields[role].description
+            a.add_argument(f"--{role}", choices=agent_choices(role), help=help_)
     a.add_argument(
         "--simulator-adapter",
         metavar="trained|none|DIR|NAME",
@@ -49,11 +43,6 @@ def add_agent_arguments(parser: argparse.ArgumentParser) -> None:
         "simulator trained for --simulator), none (the prompted simulator), a folder made by "
         "train-simulator (the bundled model or --gguf; it must fit the model), or with "
         "--base-url the name the server serves the adapter under",
-    )
-    a.add_argument(
-        "--critic",
-        choices=list(CRITICS),
-        help="default auto: llm, or novelty on the bundled SmolLM2 (its verdicts are constant)",
     )
     a.add_argument("--top-k", type=int, help="candidate strategies per turn (default 8)")
     a.add_argument("--max-rejections", type=int, help="rejections in a row that end (default 6)")
@@ -74,11 +63,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         "model": args.model,
         "structured_output": args.structured_output,
     }
-    agents = {
-        "strategist": getattr(args, "strategist", None),
-        "simulator": getattr(args, "simulator", None),
-        "critic": getattr(args, "critic", None),
-    }
+    agents = {role: getattr(args, role, None) for role in GENERATION_ROLES}
     overrides: dict[str, Any] = {
         "model": {k: v for k, v in model.items() if v is not None} or None,
         "agents": {k: v for k, v in agents.items() if v is not None} or None,

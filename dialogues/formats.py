@@ -32,6 +32,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
+from dialogues.errors import InputError
 from dialogues.text import is_blank, parse_json, scrub
 
 Role = Literal["user", "assistant", "system"]
@@ -120,7 +121,7 @@ class ChatFile:
     """Reason -> bad lines, records or tree messages skipped for it."""
 
 
-class BadRecord(ValueError):
+class BadRecord(InputError, ValueError):
     """A record (or message) that cannot be read; `str()` is one line naming the message at fault.
 
     `reason` is the short phrase the loaders count it under (`"unknown role"`, `"empty text"`...).
@@ -132,7 +133,7 @@ class BadRecord(ValueError):
         super().__init__(" ".join((detail or reason).split()))
 
 
-class NotDialogueFile(ValueError):
+class NotDialogueFile(InputError, ValueError):
     """A file that holds no dialogues at all; `str()` is one line starting with the path."""
 
     def __init__(self, path: str | Path, reason: str) -> None:
@@ -142,7 +143,7 @@ class NotDialogueFile(ValueError):
         super().__init__(f"{path}: not a dialogue file ({self.reason})")
 
 
-class ChatFileError(ValueError):
+class ChatFileError(InputError, ValueError):
     """A bad line or record met with `on_bad_record="raise"`.
 
     `str()` is one line: `"<path>: line <n>: <reason>"`, or `record <n>` in a whole JSON document.

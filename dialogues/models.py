@@ -23,7 +23,7 @@ rewritten on resume keeps its text.
 
 from __future__ import annotations
 
-from typing import Any, Literal, Self
+from typing import Any, Literal, Self, get_args
 
 from pydantic import (
     BaseModel,
@@ -460,7 +460,11 @@ class SettingsDump(Record):
         return {key: data[key] for key in keys if key in data}
 
 
-ROLE_SECTIONS = ("strategist", "simulator", "critic", "assistant")
+GenerationRole = Literal["strategist", "simulator", "critic", "assistant"]
+"""A generation role: one agent registry, one model section in the settings, one usage entry."""
+GENERATION_ROLES: tuple[GenerationRole, ...] = get_args(GenerationRole)
+"""The generation roles in the order a turn runs them: the one list of them, imported elsewhere."""
+ROLE_SECTIONS = GENERATION_ROLES
 """The generation roles, each with its model section in the settings."""
 
 

@@ -24,10 +24,11 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from dialogues.errors import InputError
 from dialogues.text import display_path, scrub
 
 
-class OutputError(ValueError):
+class OutputError(InputError, ValueError):
     """An output path that cannot be written; `str()` is one line starting with the path."""
 
     def __init__(self, path: str | Path, reason: str) -> None:

@@ -23,6 +23,7 @@ from pydantic import (
     model_validator,
 )
 
+from dialogues.errors import InputError
 from dialogues.formats import BadRecord, parse_record
 from dialogues.text import display_path, is_blank, parse_json
 
@@ -43,7 +44,7 @@ SHAPES_HINT = (
 )
 
 
-class SeedError(ValueError):
+class SeedError(InputError, ValueError):
     """A seed that cannot be used; `str()` is a one-line message starting with the source."""
 
     def __init__(self, source: str, reason: str) -> None:

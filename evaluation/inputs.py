@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from batch.store import DIALOGUES, MANIFEST, Skipped, iter_dialogues
+from dialogues.errors import InputError
 from dialogues.formats import (
     LINEAR_FORMATS,
     ChatFileError,
@@ -41,7 +42,7 @@ Message = dict[str, str]
 """One message as `{"role": "system" | "user" | "assistant", "content": str}`."""
 
 
-class EvalInputError(ValueError):
+class EvalInputError(InputError, ValueError):
     """A file with no dialogues we can evaluate; `str()` is one line starting with the path."""
 
 

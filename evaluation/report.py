@@ -137,7 +137,7 @@ def _how_to_read(result: EvaluationResult) -> list[str]:
         "- n/a: the metric does not apply (dialogues from other tools have no strategies, critic "
         "scores or costs; judge rows need a judge model; distances to real users need a "
         "reference set; within-dialogue rows need 2 or more instructions).",
-        '- Definitions: `report.json` (`metrics`) and the README\'s "Evaluation metrics". '
+        "- Definitions: `report.json` (`metrics`) and the project's `docs/metrics.md`. "
         "Plots: `metrics.png`, `strategies.png`, `depth_by_turn.png`; dialogues: `samples.html`.",
     ]
     return notes

@@ -15,12 +15,13 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from dialogues.errors import InputError
 from dialogues.text import parse_json
 from induction.extract import Extraction, Key, PairLike
 from induction.strategy_check import validate_strategy
 
 
-class AnnotationError(ValueError):
+class AnnotationError(InputError, ValueError):
     """A bad annotation file; `str()` is one line: `<path>:<line>: <reason>`."""
 
 

@@ -20,6 +20,7 @@ from functools import cache
 from pathlib import Path
 from typing import NamedTuple
 
+from dialogues.errors import ServiceError
 from runtime.gguf_header import GGUFError, read_header
 
 ADAPTER_FILE = "adapter.gguf"
@@ -162,7 +163,7 @@ def _trained_on(adapter: Path) -> str:
         return ""
 
 
-class ServedModelsError(RuntimeError):
+class ServedModelsError(ServiceError, RuntimeError):
     """A server at a URL did not list its models; the message is one line."""
 
 

@@ -15,6 +15,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from dialogues.errors import InputError
+
 MAGIC = b"GGUF"
 _SCALARS = {
     0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q",
@@ -25,7 +27,7 @@ _MAX_COUNT = 1 << 24
 """More key-values, tensors, array items or dimensions than a real file has: a damaged header."""
 
 
-class GGUFError(ValueError):
+class GGUFError(InputError, ValueError):
     """The file is not a readable GGUF; the message is one line."""
 
 

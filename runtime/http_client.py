@@ -22,8 +22,10 @@ from functools import cache
 import httpx2
 import openai
 
+from dialogues.errors import ServiceError
 
-class ReplyTooLarge(openai.OpenAIError):
+
+class ReplyTooLarge(ServiceError, openai.OpenAIError):
     """A reply body went over the size limit; the message is one line for the user."""
 
     def __init__(self, limit: int) -> None:

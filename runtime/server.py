@@ -24,6 +24,7 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import IO, Self
 
+from dialogues.errors import ServiceError
 from runtime.adapters import check_lora
 
 SETUP_HINT = "run `bash scripts/setup.sh`"
@@ -72,7 +73,7 @@ died before the launcher ran is caught by the first `getppid` check.
 """
 
 
-class ServerError(RuntimeError):
+class ServerError(ServiceError, RuntimeError):
     """The embedded server cannot be started; the message is one line for the user."""
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Mapping
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -27,20 +28,23 @@ from pydantic_settings import (
     SettingsError as PydanticSettingsError,
 )
 
+from dialogues.errors import InputError
+from dialogues.models import GENERATION_ROLES, GenerationRole
 from runtime import adapters
 from runtime.adapters import Adapter
 from runtime.server import PROMPT_CACHE_MIB
 from runtime.urls import check_url, redact_url
 
-Role = Literal["strategist", "simulator", "critic", "assistant", "extractor", "abstractor"]
-ROLES: tuple[Role, ...] = get_args(Role)
+Role = GenerationRole | Literal["extractor", "abstractor"]
+"""A role with its own model settings: the generation roles, and induction's two."""
+ROLES: tuple[Role, ...] = (*GENERATION_ROLES, "extractor", "abstractor")
 StructuredMethod = Literal["function_calling", "json_schema", "json_mode"]
 
 EMBEDDED_ALIAS = "smollm2-135m-instruct"
 _config_file: ContextVar[Path | None] = ContextVar("ideas_config_file", default=None)
 
 
-class SettingsError(ValueError):
+class SettingsError(InputError, ValueError):
     """Settings could not be loaded; the message is one line for the user."""
 
 
@@ -135,14 +139,17 @@ class RoleOverride(BaseModel):
     _check_adapter = field_validator("adapter")(_adapter)
 
 
-AGENT_NAMES: dict[str, tuple[str, ...]] = {
-    "strategist": ("llm", "random", "learned", "none"),
-    "simulator": ("strategy", "plain", "human"),
-    "critic": ("llm", "novelty", "none"),
-    "assistant": ("llm",),
-}
-"""The implementations each role can be played by: the keys of `agents.registry.REGISTRIES`,
-named here so that settings, at the bottom, validate a choice without importing the roles."""
+StrategistName = Literal["llm", "random", "learned", "none"]
+SimulatorName = Literal["strategy", "plain", "human"]
+CriticName = Literal["llm", "novelty", "none"]
+AssistantName = Literal["llm"]
+Auto = Literal["auto"]
+
+
+def _names(annotation: Any) -> tuple[str, ...]:
+    """Return the strings a `Literal` (or a union of them) allows, in order."""
+    args = get_args(annotation)
+    return tuple(n for a in args for n in (_names(a) if get_args(a) else (a,)))
 
 
 class AgentChoice(BaseModel):
@@ -153,26 +160,51 @@ class AgentChoice(BaseModel):
     accepted), so the default falls back to the novelty check and says so.
     `strategist="auto"` means `learned` when the strategist would run on the bundled model (the
     LLM strategist there takes the top candidate 82-92% of the time; the learned ranker's draw
-    gave more varied strategies, as closely followed, for a third fewer LLM calls: the README's
-    ablation), else `llm` (a capable model choosing among the learned top-k).
+    gave more varied strategies, as closely followed, for a third fewer LLM calls: the ablation
+    in docs/simulators.md), else `llm` (a capable model choosing among the learned top-k).
+
+    Each field is typed with its role's implementation names (the keys of the role's registry
+    in `agents.registry`, which a test holds equal) and says its default (the `--<role>` flag's
+    help).
     """
 
     model_config = ConfigDict(extra="forbid")
 
-    strategist: str = "auto"
-    simulator: str = "strategy"
-    critic: str = "auto"
-    assistant: str = "llm"
+    strategist: StrategistName | Auto = Field(
+        default="auto", description="default auto: learned on the bundled model, else llm"
+    )
+    simulator: SimulatorName = Field(
+        default="strategy",
+        description="default strategy; human: you type each user turn (or take the drafted one)",
+    )
+    critic: CriticName | Auto = Field(
+        default="auto",
+        description="default auto: llm, or novelty on the bundled SmolLM2 (its verdicts are "
+        "constant)",
+    )
+    assistant: AssistantName = Field(default="llm", description="default llm")
 
-    @field_validator("strategist", "simulator", "critic", "assistant")
+    @field_validator(*GENERATION_ROLES, mode="before")
     @classmethod
-    def _registered(cls, name: str, info: Any) -> str:
-        """Accept only names of the role's registry (and `auto` for the critic and strategist)."""
-        auto = ["auto"] if info.field_name in ("critic", "strategist") else []
-        names = [*AGENT_NAMES[info.field_name], *auto]
+    def _registered(cls, name: Any, info: Any) -> Any:
+        """Refuse a name the role's type does not allow, in one line that lists the choices."""
+        names = _names(cls.model_fields[info.field_name].annotation)
         if name not in names:
             raise ValueError(f"unknown {info.field_name} {name!r}; choose from {', '.join(names)}")
         return name
+
+
+def agent_choices(role: GenerationRole) -> tuple[str, ...]:
+    """Return the names `role`'s agent setting accepts (`auto` included where it is one)."""
+    return _names(AgentChoice.model_fields[role].annotation)
+
+
+AGENT_NAMES: dict[GenerationRole, tuple[str, ...]] = {
+    role: tuple(n for n in agent_choices(role) if n != "auto") for role in GENERATION_ROLES
+}
+"""The implementations each role can be played by (without `auto`), read from `AgentChoice`'s
+types: settings sit below the roles, so the registries (`agents.registry.REGISTRIES`) are typed
+with these names and a test holds their keys equal."""
 
 
 ROLE_DEFAULTS: dict[Role, dict[str, Any]] = {
@@ -366,7 +398,7 @@ class Settings(BaseSettings):
         A resumed batch must match the fingerprint it started with.
         """
         models = {}
-        for role in ("strategist", "simulator", "critic", "assistant"):
+        for role in GENERATION_ROLES:
             m = self.model_for(role)
             models[role] = {
                 "model": m.model,
@@ -388,6 +420,29 @@ class Settings(BaseSettings):
             "gguf": self.gguf.name if self.gguf else None,
             **{key: getattr(self, key) for key in keys},
         }
+
+    def patched(self, patch: Mapping[str, Any]) -> Settings:
+        """Return a copy with a settings patch applied, validated as the settings load.
+
+        A patch names settings the way a TOML config file does: a section (`agents`,
+        `simulator`...) maps to the fields it changes, which update that section and keep its
+        others; any other key replaces that setting. The ablation variants
+        (`agents.registry.VARIANTS`) are patches.
+
+        Raises:
+            SettingsError: A key is not a setting, or a value fails validation.
+        """
+        copy = self.model_copy(deep=True)
+        validator = type(self).__pydantic_validator__
+        try:
+            for key, value in patch.items():
+                current = getattr(copy, key) if key in type(self).model_fields else None
+                if isinstance(current, BaseModel) and isinstance(value, Mapping):
+                    value = current.model_dump() | dict(value)
+                validator.validate_assignment(copy, key, value)
+        except ValidationError as exc:
+            raise _settings_error(exc) from None
+        return copy
 
     def public_dump(self) -> dict[str, Any]:
         """Return the settings as plain JSON data: `auto` resolved, secrets removed.
@@ -443,15 +498,20 @@ def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
     try:
         return Settings(**{k: v for k, v in overrides.items() if v is not None})
     except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"])
-        message = err["msg"].removeprefix("Value error, ")
-        prefix = f"invalid setting {where}" if where else "invalid settings"
-        raise SettingsError(f"{prefix}: {message}") from None
+        raise _settings_error(exc) from None
     except PydanticSettingsError as exc:
         raise SettingsError(" ".join(str(exc).split())) from None
     finally:
         _config_file.reset(token)
+
+
+def _settings_error(exc: ValidationError) -> SettingsError:
+    """Return the first validation error as one line that names the setting."""
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err["loc"])
+    message = err["msg"].removeprefix("Value error, ")
+    prefix = f"invalid setting {where}" if where else "invalid settings"
+    return SettingsError(f"{prefix}: {message}")
 
 
 def _check_config(config: Path) -> None:

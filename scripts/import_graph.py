@@ -21,7 +21,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("prompts", "dialogues", "runtime"),
+    ("dialogues",),
+    ("prompts", "runtime"),
     ("stores",),
     ("agents",),
     ("graphs",),
@@ -34,7 +35,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
 )
 """The packages from the bottom up; a package imports only packages of lower layers.
 
-At the bottom: prompt texts, the dialogue data, and `runtime` (settings, URLs, the model server
+At the bottom the dialogue data (`dialogues`: the typed documents, the list of generation roles,
+the two error bases); on it the prompt texts and `runtime` (settings, URLs, the model server
 process). Above them the strategy stores, the roles (`agents`), the graph, and `wiring` (a session
 wiring settings to stores, servers and chat clients, and running one dialogue); then the tools
 built on them and the command line on top. Packages of one layer do not import each other.

@@ -7,17 +7,19 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, Field
 
+from dialogues.errors import InputError, ServiceError
+
 Level = Literal["high", "intermediate", "extracted"]
 """`high`: an abstract, high-level strategy (the top tier, what deduction retrieves);
 `intermediate`: an abstraction of a lower tier of an induced library; `extracted`: one extracted
 from a real follow-up."""
 
 
-class StoreError(ValueError):
+class StoreError(InputError, ValueError):
     """A strategy store that cannot be used as configured (bad name or path); one line."""
 
 
-class StoreUnavailable(RuntimeError):
+class StoreUnavailable(ServiceError, RuntimeError):
     """The configured Chroma server could not be reached or is not a Chroma server; one line."""
 
 

@@ -18,6 +18,7 @@ import numpy as np
 from chromadb.api.types import Documents, EmbeddingFunction, Embeddings, Space
 from chromadb.utils.embedding_functions import register_embedding_function
 
+from dialogues.errors import ServiceError
 from dialogues.text import scrub
 
 MAX_TOKENS = 256
@@ -25,7 +26,7 @@ MAX_TOKENS = 256
 DIMENSION = 384
 
 
-class EmbeddingUnavailable(RuntimeError):
+class EmbeddingUnavailable(ServiceError, RuntimeError):
     """The offline embedding model or its tokenizer is not installed."""
 
 

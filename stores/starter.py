@@ -9,6 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from dialogues.errors import InputError
 from stores.base import StrategyRecord, StrategyStore
 from stores.packaged import load_packaged, packaged_path, read_metadata
 
@@ -16,7 +17,7 @@ STARTER = "starter"
 """Name of the starter library."""
 
 
-class LibraryNotFound(LookupError):
+class LibraryNotFound(InputError, LookupError):
     """A named (non-starter) strategy library is empty or missing; the message is one line."""
 
 

@@ -9,9 +9,9 @@ import pytest
 
 from batch.store import iter_dialogues
 from cli.main import main
+from tests.data_paths import DATA
 from tests.fake_openai import FakeOpenAI
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 ROOT = Path(__file__).resolve().parents[1]
 
 

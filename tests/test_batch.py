@@ -16,11 +16,9 @@ from dialogues.models import BatchInfo, ChatMessage, DialogueDocument, StrategyR
 from dialogues.seeds import SeedError
 from runtime.settings import Settings
 from stores.base import Candidate
+from tests.data_paths import DATA
 from tests.fake_openai import FakeOpenAI
 from wiring.session import Session
-
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-
 
 # --- seed sources ---------------------------------------------------------------------------
 

@@ -25,6 +25,7 @@ from rich.console import Console
 import cli.generate as generate_module
 from cli.main import main
 from cli.tracer import Tracer
+from dialogues.models import GENERATION_ROLES
 from tests.cli_helpers import SEED, isolate_cli, lines, run_cli, write_seed
 from tests.fakes import ScriptedChatModel, text_reply, tool_reply
 
@@ -434,7 +435,7 @@ def test_happy_path_writes_a_complete_dialogue(capsys, monkeypatch, seed_file, o
         assert turn["index"] == index
         assert turn["candidates"] and turn["strategy"]["id"] == turn["candidates"][0]["id"]
         assert turn["critic"]["accepted"] is True and turn["critic"]["scores"]["depth"] == 4
-        assert set(turn["usage"]) == {"strategist", "simulator", "critic", "assistant"}
+        assert set(turn["usage"]) == set(GENERATION_ROLES)
     assert doc["turns"][0]["strategy"]["id"] != doc["turns"][1]["strategy"]["id"]
     assert doc["summary"]["turns"] == 2 and doc["summary"]["llm_calls"] == 8
     assert doc["settings"]["turns"] == 2

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,8 +19,9 @@ from batch.filters import (
 )
 from stores.memory import HashingEmbedding
 from tests.batch_docs import SEED, make_doc
+from tests.data_paths import DATA
 
-MTBENCH101 = Path("/work/shared/data/mtbench101/mtbench101.jsonl")
+MTBENCH101 = DATA / "mtbench101" / "mtbench101.jsonl"
 
 ONLY = {
     "truncate_refusals": False,

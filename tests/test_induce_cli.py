@@ -24,10 +24,10 @@ from cli.main import main
 from induction.extract import ExtractionOutput
 from stores.chroma import open_store
 from tests.cli_helpers import isolate_cli, lines, run_cli
+from tests.data_paths import DATA
 from tests.fakes import ScriptedChatModel, tool_reply
 from wiring.session import Session
 
-DATA = Path("/work/shared/data")
 OASST = DATA / "oasst1-en100" / "en_100_tree.jsonl"
 HH = DATA / "hh-rlhf-helpful-74" / "realistic_seed_data.json"
 RHE = DATA / "realhumaneval-chat" / "chats.jsonl"

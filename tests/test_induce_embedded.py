@@ -19,9 +19,10 @@ import pytest
 
 from induction.loaders import load
 from induction.strategy_check import validate_strategy
+from tests.data_paths import DATA
 
 ROOT = Path(__file__).resolve().parents[1]
-HH = Path("/work/shared/data/hh-rlhf-helpful-74/realistic_seed_data.json")
+HH = DATA / "hh-rlhf-helpful-74" / "realistic_seed_data.json"
 PAIRS = 10
 
 pytestmark = [

@@ -1,6 +1,7 @@
 """Imports point down: no package cycle, no package importing one above it (`LAYERS`)."""
 
 import importlib.util
+import re
 import sys
 from pathlib import Path
 
@@ -54,7 +55,28 @@ def test_no_package_imports_a_higher_layer(graph, imports):
 
 
 def test_settings_name_every_registered_agent():
-    from agents.registry import REGISTRIES
-    from runtime.settings import AGENT_NAMES
+    import dataclasses
+
+    from agents.registry import REGISTRIES, Agents
+    from dialogues.models import GENERATION_ROLES
+    from runtime.settings import AGENT_NAMES, AgentChoice
 
     assert {role: tuple(registry) for role, registry in REGISTRIES.items()} == AGENT_NAMES
+    assert tuple(REGISTRIES) == GENERATION_ROLES == tuple(AgentChoice.model_fields)
+    assert tuple(f.name for f in dataclasses.fields(Agents)) == GENERATION_ROLES
+
+
+def test_the_generation_roles_are_listed_once(graph):
+    """`dialogues.models.GENERATION_ROLES` is the list; code that needs it imports it."""
+    from dialogues.models import GENERATION_ROLES
+
+    root = SCRIPT.parents[1]
+    pattern = re.compile(r",\s*".join(f"[\"']{role}[\"']" for role in GENERATION_ROLES))
+    files = [path for paths in graph.package_files(root).values() for path in paths]
+    files += [*root.glob("benchmarks/*.py"), *root.glob("scripts/*.py"), *root.glob("tests/*.py")]
+    spelled = [
+        str(path.relative_to(root))
+        for path in sorted(files)
+        if pattern.search(path.read_text(encoding="utf-8"))
+    ]
+    assert spelled == ["dialogues/models.py"]

@@ -20,8 +20,7 @@ from induction import (
     pairs_of,
 )
 from induction.real_dialogues import REAL_DIALOGUES, main
-
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+from tests.data_paths import DATA
 
 REAL = {
     # path: (format, dialogues, pairs, skipped, repaired)

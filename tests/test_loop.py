@@ -7,6 +7,7 @@ import asyncio
 from langchain_core.messages import AIMessage, HumanMessage
 
 from agents.registry import build_agents
+from dialogues.models import GENERATION_ROLES
 from dialogues.record import summarize, unfinished_turn
 from graphs.deduction import build_graph
 from graphs.state import Deps, initial_state
@@ -55,7 +56,7 @@ def test_three_turns_alternate_speakers_and_record_decisions(wiring, seed_messag
         assert turn["selection"]["method"] == "llm"
         assert turn["strategy"]["id"] == turn["candidates"][1]["id"]
         assert turn["critic"]["scores"]["depth"] == 4
-        assert set(turn["usage"]) == {"strategist", "simulator", "critic", "assistant"}
+        assert set(turn["usage"]) == set(GENERATION_ROLES)
         assert turn["usage"]["critic"]["input_tokens"] == 50
     used = [t["strategy"]["id"] for t in turns]
     assert len(set(used)) == 3, "a strategy was reused within one dialogue"

@@ -7,7 +7,6 @@ import dataclasses
 import gzip
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -46,9 +45,9 @@ from evaluation.text import (
 from induction.loaders import load
 from induction.records import Pair, Turn
 from stores.memory import HashingEmbedding
+from tests.data_paths import DATA
 from tests.fakes import scripted, tool_reply
 
-DATA = Path("/work/shared/data")
 REAL_FOLLOWUPS = [DATA / "oasst1-en100/en_100_tree.jsonl", DATA / "realhumaneval-chat/chats.jsonl"]
 R2 = math.sqrt(0.5)
 E1, E2, E3 = np.eye(3, dtype=np.float32)

@@ -225,16 +225,17 @@ def test_learned_strategist_draws_by_the_rankers_probabilities_repeatably():
             assert selection.candidates[-1].rank == selection.draw["rank"]
 
 
-def test_every_ablation_variant_names_registered_agents():
-    from agents.registry import REGISTRIES, VARIANTS
+def test_every_ablation_variant_is_a_valid_settings_patch():
+    from agents.registry import REGISTRIES, VARIANTS, variant_settings
 
-    assert VARIANTS["learned-strategy"] == {"strategist": "learned"}
-    for changes in VARIANTS.values():
-        for role, name in changes.items():
-            if role == "simulator_adapter":
-                assert name in ("none", "trained")
-            else:
-                assert name in REGISTRIES[role]
+    assert VARIANTS["learned-strategy"] == {"agents": {"strategist": "learned"}}
+    settings = load_settings()
+    for name, patch in VARIANTS.items():
+        varied = variant_settings(settings, name)  # a bad key or value raises SettingsError
+        for role, agent in patch.get("agents", {}).items():
+            assert getattr(varied.agents, role) == agent and agent in REGISTRIES[role]
+        assert varied.simulator.adapter == patch.get("simulator", {}).get("adapter")
+    assert settings == load_settings()  # the base settings are not changed
 
 
 def test_the_default_strategist_on_a_library_without_a_ranker_says_what_to_do():

@@ -274,6 +274,42 @@ def test_settings_reject_unknown_fields():
         load_settings(nonsense=1)
 
 
+def test_a_patch_updates_sections_field_by_field_and_leaves_the_original_alone(monkeypatch):
+    monkeypatch.setenv("IDEAS_SIMULATOR__TEMPERATURE", "0.3")
+    s = load_settings(agents={"critic": "novelty"})
+    patched = s.patched(
+        {"agents": {"strategist": "none"}, "simulator": {"adapter": "none"}, "turns": 2}
+    )
+    assert (patched.agents.strategist, patched.agents.critic) == ("none", "novelty")
+    assert (patched.simulator.adapter, patched.simulator.temperature) == ("none", 0.3)
+    assert patched.turns == 2
+    assert (s.agents.strategist, s.simulator.adapter, s.turns) == ("auto", None, 6)
+
+
+@pytest.mark.parametrize(
+    ("patch", "match"),
+    [
+        ({"agents": {"critic": "psychic"}}, "agents.critic: unknown critic 'psychic'; choose from"),
+        ({"agents": {"planner": "llm"}}, "agents.planner: Extra inputs are not permitted"),
+        ({"simulator": {"temprature": 0.1}}, "simulator.temprature: Extra inputs"),
+        ({"turns": 0}, "invalid setting turns: Input should be greater than or equal to 1"),
+        ({"nonsense": 1}, "invalid setting nonsense"),
+    ],
+)
+def test_a_bad_patch_is_a_one_line_settings_error(patch, match):
+    with pytest.raises(SettingsError, match=match):
+        load_settings().patched(patch)
+
+
+def test_an_agent_name_outside_the_role_s_type_is_refused_in_one_line():
+    with pytest.raises(SettingsError) as raised:
+        load_settings(agents={"simulator": "auto"})  # `auto` is no simulator
+    assert str(raised.value) == (
+        "invalid setting agents.simulator: unknown simulator 'auto'; choose from strategy, plain, "
+        "human"
+    )
+
+
 def test_extractor_uses_the_papers_frequency_penalty_and_it_reaches_the_client():
     from agents.chat import build_chat_model
 

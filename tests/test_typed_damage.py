@@ -206,7 +206,7 @@ def test_an_export_is_strict_json(tmp_path):
 
 
 def test_a_symlinked_lock_is_refused_and_its_target_untouched(tmp_path, capsys):
-    run = run_dir_of_three(tmp_path / "shared")
+    run = run_dir_of_three(tmp_path / "received")
     keys = tmp_path / "authorized_keys"
     keys.write_text("ssh-ed25519 AAAA me@host\n")
     (run / LOCK).symlink_to(keys)

@@ -4,6 +4,8 @@ Only `training.pairs` and `training.encode` work without the optional `train` ex
 imports torch, transformers and peft.
 """
 
+from dialogues.errors import ServiceError
+
 INSTALL_HINT = (
     "run `bash scripts/setup-train.sh` (the CPU torch wheel, the `train` extra and llama.cpp's "
     "LoRA converter)"
@@ -11,5 +13,5 @@ INSTALL_HINT = (
 """How to install the optional `train` extra, in one line."""
 
 
-class TrainingError(RuntimeError):
+class TrainingError(ServiceError, RuntimeError):
     """Training cannot run or finish in this environment; the message is one line."""

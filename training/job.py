@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from dialogues.errors import InputError
 from training.pairs import StrategyLevel
 
 GGUF_MAGIC = b"GGUF"
@@ -17,7 +18,7 @@ WEIGHTS = "model.safetensors"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model")
 
 
-class TrainingInputError(ValueError):
+class TrainingInputError(InputError, ValueError):
     """The run's inputs or output folder cannot be used; the message is one line."""
 
 

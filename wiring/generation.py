@@ -20,6 +20,7 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Command
 
 from agents.chat import ModelError
+from dialogues.errors import InputError
 from dialogues.record import RunStatus
 from graphs.state import Deps, State
 
@@ -101,7 +102,7 @@ class Growth:
         return Outcome(self.state, status, self.state.get("reason"), self.elapsed())
 
 
-class NoAnswer(Exception):
+class NoAnswer(InputError):
     """A person was asked for a turn and gave none (end of input); the message says so."""
 
 

@@ -9,6 +9,7 @@ from typing import Any
 from langchain_core.language_models import BaseChatModel
 
 from agents.chat import ChatClient, EndpointLimit, build_chat_model
+from dialogues.errors import InputError
 from runtime.settings import Role, Settings
 from stores.base import StrategyStore
 
@@ -191,7 +192,7 @@ class SessionView:
         return self.session.chat(role, self.settings)
 
 
-class RetrievalUnavailable(ValueError):
+class RetrievalUnavailable(InputError, ValueError):
     """The retrieval mode asked for needs something the library does not have; one line."""
 
 

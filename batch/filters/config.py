@@ -7,6 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from dialogues.errors import InputError
+
 TOLERANCE = 1e-6
 """Scores this close below a threshold count as reaching it (rapidfuzz's cutoffs are inexact:
 `0.8 * 100` is 80.00000000000001, and 0.8 as a normalised-distance cutoff rounds the other way)."""
@@ -14,7 +16,7 @@ TOLERANCE = 1e-6
 FILTER_NAMES = ("truncate_refusals", "self_repeat", "dedup", "contamination", "min_turns")
 
 
-class FilterError(ValueError):
+class FilterError(InputError, ValueError):
     """A filter cannot run (an unusable benchmark file, no embedder); the message is one line."""
 
 
