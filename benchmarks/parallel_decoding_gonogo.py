@@ -16,6 +16,9 @@ batch (S_PP, prompt tokens/s), then `--ntg` steps that each decode one token of 
 recorded before and after each. Prints per B the median and range over the rounds, then the
 decode ratio of 4 sequences to 1 (per round, paired) and last the issue's decision:
 `parallel decoding go/no-go: 4 sequences decode xN.NN the rate of 1 -> GO|NO-GO (rule: >= 1.5)`.
+Run it on a quiet machine: with more runnable processes than cores, the threads' barrier after
+every op dominates a step whatever its size, which inflates the ratio
+(`docs/results/parallel-decoding/README.md`).
 """
 
 from __future__ import annotations
