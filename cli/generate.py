@@ -85,7 +85,7 @@ def generate(argv: list[str], console: Console) -> int:
     written = args.out is not None and (finished or outcome.generated)
     if written:
         write_json_atomic(args.out, document.dump())
-    tracer.summary(document.dump(), display_path(args.out) if written else None)
+    tracer.summary(document, display_path(args.out) if written else None)
     return exit_code(outcome.status, outcome.reason)
 
 

@@ -16,6 +16,7 @@ from langgraph.graph.state import CompiledStateGraph
 
 from agents.chat import ModelError
 from dialogues.record import RunStatus
+from graphs.events import TraceEvent
 from graphs.state import Deps, State
 
 
@@ -41,7 +42,7 @@ class Growth:
         self,
         graph: CompiledStateGraph,
         deps: Deps,
-        on_event: Callable[[dict[str, Any]], None] = lambda event: None,
+        on_event: Callable[[TraceEvent], None] = lambda event: None,
     ) -> None:
         """Run `graph` with `deps`, passing each trace event to `on_event`."""
         self.graph, self.deps, self.on_event = graph, deps, on_event
