@@ -347,10 +347,7 @@ async def _resumable(graph: Any, thread: str) -> Any:
 
 
 def _finished(state: dict[str, Any]) -> Outcome:
-    status = state.get("status")
-    if status in ("complete", "ended_early"):
-        return Outcome(dict(state), status, state.get("reason"), 0.0)
-    return Outcome(dict(state), "failed", "the graph stopped early", 0.0)
+    return Outcome.of(dict(state), 0.0)
 
 
 async def _forget_finished(saver: AsyncSqliteSaver, done: set[str]) -> None:

@@ -346,7 +346,7 @@ class DialogueDocument(Record):
         """Each turn record is one of the user-assistant pairs that end `messages`."""
         start = self.generated_start
         if start < 0:
-            raise ValueError("more turns than messages")
+            raise ValueError("turn 1 does not match the messages (more turns than messages)")
         for number in range(len(self.turns)):
             pair = self.messages[start + 2 * number : start + 2 * number + 2]
             if [m.role for m in pair] != ["user", "assistant"]:

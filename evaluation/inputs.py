@@ -14,9 +14,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from batch.store import DIALOGUES, MANIFEST, Skipped, iter_dialogues
+from pydantic import ValidationError
+
+from batch.store import DIALOGUES, MANIFEST, Skipped, iter_dialogues, validation_reason
 from dialogues.formats import (
     LINEAR_FORMATS,
     ChatFileError,
@@ -36,6 +38,9 @@ from dialogues.models import (
     Verdict,
 )
 from induction.records import Pair
+
+if TYPE_CHECKING:
+    from evaluation.judge import JudgeScores
 
 Message = dict[str, str]
 """One message as `{"role": "system" | "user" | "assistant", "content": str}`."""
@@ -99,7 +104,7 @@ class EvalTurn:
     """The critic's record of the accepted draft (reason, similarity, scores)."""
     drafts: tuple[Verdict, ...] = ()
     """Every draft of the turn with its verdict, rejected ones included."""
-    judge: Mapping[str, Any] | None = None
+    judge: JudgeScores | None = None
     """A separate judge's scores (`depth`, `insight`, `coherence`, 1-10), filled by `Judge`."""
 
 
@@ -324,4 +329,6 @@ def _read_records(path: Path) -> list[Record]:
 
 
 def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, ValidationError):
+        return validation_reason(exc)
     return " ".join(str(exc).split()) or type(exc).__name__

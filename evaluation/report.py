@@ -98,13 +98,13 @@ def format_number(value: float | None) -> str:
 
 
 def _cell(variant: VariantResult, metric: str) -> str:
-    summary = variant.metrics.get(metric)
+    summary = variant.metric(metric)
     if summary is None or summary.mean is None:
         return "n/a"
     text = format_number(summary.mean)
     if summary.lo is not None and summary.hi is not None:
         text += f" [{format_number(summary.lo)}, {format_number(summary.hi)}]"
-    diff = variant.differences.get(metric)
+    diff = variant.difference(metric)
     if diff is not None and diff.significant:
         text += f" {HIGHER if diff.diff > 0 else LOWER}"
     return text

@@ -97,8 +97,8 @@ def _meta(turn: EvalTurn) -> str:
         scores = _scores(found.dump() if found else {}, ("depth", "insight"), 5)
         items.append(f"<b>critic</b> {escape(turn.verdict.reason)}{scores}")
     if turn.judge is not None:
-        scores = _scores(turn.judge, ("depth", "insight", "coherence"), 10)
-        items.append(f"<b>judge</b>{scores} {escape(str(turn.judge.get('reason', '')))}")
+        scores = _scores(turn.judge.model_dump(), ("depth", "insight", "coherence"), 10)
+        items.append(f"<b>judge</b>{scores} {escape(turn.judge.reason)}")
     rejected = [d for d in turn.drafts if not d.accepted]
     lines = "".join(f'<div class="meta">{item}</div>' for item in items)
     if rejected:

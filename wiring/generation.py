@@ -32,7 +32,18 @@ class Outcome:
     @property
     def generated(self) -> bool:
         """Whether anything beyond the seed was generated."""
-        return bool(self.state.get("turns") or self.state.get("opening"))
+        return bool(self.state) and bool(self.state["turns"] or self.state["opening"])
+
+    @classmethod
+    def of(cls, state: dict[str, Any], wall_seconds: float) -> Outcome:
+        """Return how a run that stopped at `state` ended: as the graph says, else `failed`.
+
+        A state that is empty (nothing ran) or still running ends as `failed`.
+        """
+        match state:
+            case {"status": "complete" | "ended_early" as status, "reason": reason}:
+                return cls(state, status, reason, wall_seconds)
+        return cls(state, "failed", "the graph stopped early", wall_seconds)
 
 
 class Growth:
@@ -77,10 +88,7 @@ class Growth:
                     self.state = chunk
         except ModelError as exc:
             return Outcome(self.state, "failed", str(exc), self.elapsed())
-        status = self.state.get("status")
-        if status not in ("complete", "ended_early"):
-            return Outcome(self.state, "failed", "the graph stopped early", self.elapsed())
-        return Outcome(self.state, status, self.state.get("reason"), self.elapsed())
+        return Outcome.of(self.state, self.elapsed())
 
 
 def run_dialogue(growth: Growth, state: State) -> Outcome:
