@@ -12,7 +12,7 @@ Real follow-ups from `induction.loaders.load` become one-turn dialogues via `ref
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -128,8 +128,8 @@ class EvalDialogue:
     """Number of strategies the strategist could choose from, when the document records it."""
     status: str | None = None
     """Run status of our documents (`complete`, `ended_early`, ...)."""
-    extra: Mapping[str, Any] = field(default_factory=dict)
-    """Anything else worth showing (the run's end reason)."""
+    reason: str | None = None
+    """Why our document's run ended early or failed, for the sample pages."""
 
     @property
     def instructions(self) -> list[str]:
@@ -223,7 +223,7 @@ def from_document(
         cost=_cost(document.turns, document.unfinished_turn),
         library_size=document.library.size(),
         status=document.status,
-        extra={"reason": document.reason} if document.reason else {},
+        reason=document.reason or None,
     )
 
 

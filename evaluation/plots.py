@@ -71,7 +71,7 @@ def metrics_png(result: EvaluationResult) -> bytes:
                 capsize=3,
                 linewidth=1,
             )
-        arrow = {"higher": " ↑", "lower": " ↓"}.get(spec.better or "", "")
+        arrow = {"higher": " ↑", "lower": " ↓", None: ""}[spec.better]
         ax.set_title(spec.label + arrow, fontsize=9)
         ax.set_xticks(
             range(len(shown)), [v.name for v in shown], rotation=30, fontsize=7, ha="right"

@@ -64,8 +64,8 @@ def samples_html(
 
 def _dialogue(dialogue: EvalDialogue) -> str:
     status = f" · {escape(dialogue.status)}" if dialogue.status else ""
-    reason = dialogue.extra.get("reason")
-    ended = f'<p class="meta">ended: {escape(str(reason))}</p>' if reason else ""
+    reason = dialogue.reason
+    ended = f'<p class="meta">ended: {escape(reason)}</p>' if reason else ""
     first = dialogue.turns[0].position if dialogue.turns else len(dialogue.messages)
     seed = "".join(_message(m["role"], m["content"], "seed") for m in dialogue.messages[:first])
     turns = "".join(_turn(dialogue, t) for t in dialogue.turns)
