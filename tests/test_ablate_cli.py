@@ -48,11 +48,11 @@ def test_ablate_grows_each_variant_from_the_same_seeds_and_reports(tmp_path, cap
     report = tmp_path / "report"
     runs = {v: list(iter_dialogues(report / "runs" / v)) for v in ("ideas", "plain", "no-critic")}
     for docs in runs.values():
-        assert sorted(d["batch"]["job"] for d in docs) == ["000000.0", "000001.0", "000002.0"]
-    assert all(t["strategy"] for d in runs["ideas"] for t in d["turns"])
-    assert all(t["strategy"] is None for d in runs["plain"] for t in d["turns"])
-    assert all(d["settings"]["agents"]["critic"] == "none" for d in runs["no-critic"])
-    assert all(t["drafts"][-1]["accepted"] for d in runs["no-critic"] for t in d["turns"])
+        assert sorted(d.job for d in docs) == ["000000.0", "000001.0", "000002.0"]
+    assert all(t.strategy for d in runs["ideas"] for t in d.turns)
+    assert all(t.strategy is None for d in runs["plain"] for t in d.turns)
+    assert all(d.settings["agents"]["critic"] == "none" for d in runs["no-critic"])
+    assert all(t.drafts[-1].accepted for d in runs["no-critic"] for t in d.turns)
     data = json.loads((report / "report.json").read_text())
     assert set(data["variants"]) == {"ideas", "plain", "no-critic"}
     assert data["baseline"] == "ideas"
@@ -144,8 +144,8 @@ def test_tiny_real_ablation_on_the_embedded_model(tmp_path, capsys):
     assert data["variants"]["ideas"]["dialogues"] == 1
     assert data["variants"]["plain"]["dialogues"] == 1
     [ideas] = iter_dialogues(tmp_path / "report" / "runs" / "ideas")
-    assert ideas["settings"]["agents"]["critic"] == "novelty"  # auto on the bundled model
-    assert ideas["summary"]["llm_calls"] >= 2
+    assert ideas.settings["agents"]["critic"] == "novelty"  # auto on the bundled model
+    assert ideas.summary.llm_calls >= 2
 
 
 def test_eval_of_a_broken_json_file_names_the_problem(tmp_path, capsys):
