@@ -22,6 +22,7 @@ from dialogues.models import (
     AgentNames,
     BatchManifest,
     DialogueDocument,
+    LibraryInfo,
     ModelSection,
     SettingsDump,
 )
@@ -52,7 +53,7 @@ def card_paths(out_path: str | Path) -> tuple[Path, Path]:
 
 
 def strategy_distribution(
-    documents: Sequence[DialogueDocument | dict[str, Any]],
+    documents: Sequence[DialogueDocument],
     top: int = TOP_STRATEGIES,
     available: int | None = None,
 ) -> dict[str, Any]:
@@ -73,7 +74,7 @@ def strategy_distribution(
     ids: dict[str, list[str]] = {}
     turns = without = 0
     for doc in documents:
-        for turn in DialogueDocument.of(doc).turns:
+        for turn in doc.turns:
             turns += 1
             strategy = turn.strategy
             if not strategy:
@@ -149,7 +150,7 @@ def build_card(
     failed: int,
     report: FilterReport,
     result: ExportResult,
-    documents: Sequence[DialogueDocument | dict[str, Any]],
+    documents: Sequence[DialogueDocument],
     skipped: dict[str, int] | None = None,
 ) -> dict[str, Any]:
     """Assemble the data card.
@@ -235,7 +236,8 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
 def render_markdown(card: dict[str, Any]) -> str:
     """Return the card as Markdown with tables."""
     export, counts, seeds = card["export"], card["counts"], card["seeds"]
-    library, filters, strategies = card["library"], card["filters"], card["strategies"]
+    filters, strategies = card["filters"], card["strategies"]
+    library = LibraryInfo.model_validate(card["library"])
     lines = [
         f"# Data card: {Path(export['path']).name}",
         "",
@@ -254,7 +256,7 @@ def render_markdown(card: dict[str, Any]) -> str:
                 ("generated turns exported", counts["turns_exported"]),
                 ("records written", counts["records_exported"]),
                 ("turns without a strategy", counts["turns_without_strategy"]),
-                *_skipped_rows(card.get("skipped") or {}),
+                *_skipped_rows(card["skipped"]),
             ],
         ),
         "## Filters",
@@ -318,7 +320,7 @@ def render_markdown(card: dict[str, Any]) -> str:
         *_table(
             ["setting", "value"],
             [
-                ("strategy library", f"{library.get('name')} (version {library.get('version')})"),
+                ("strategy library", f"{library.name} (version {library.version})"),
                 ("seeds", seeds["path"]),
                 ("seeds sha256", seeds["sha256"]),
                 ("seed format", seeds["format"]),
@@ -340,7 +342,7 @@ def _skipped_rows(skipped: dict[str, int]) -> list[tuple[str, int]]:
         "duplicate_lines": "duplicate dialogue lines skipped",
         "unreadable_index_lines": "unreadable index lines skipped",
     }
-    return [(label, skipped[key]) for key, label in labels.items() if skipped.get(key)]
+    return [(label, skipped[key]) for key, label in labels.items() if skipped[key]]
 
 
 def write_card(

@@ -55,6 +55,7 @@ from dialogues.output import StagedWrites
 ExportFormat = Literal["sharegpt", "openai", "simulator-sft"]
 FORMATS: tuple[str, ...] = ("sharegpt", "openai", "simulator-sft")
 SHAREGPT_ROLES = {"system": "system", "user": "human", "assistant": "gpt"}
+"""ShareGPT's name of each message role (`ChatMessage.role` is one of these)."""
 
 
 @dataclass
@@ -168,9 +169,10 @@ def dialogue_info(document: DialogueDocument) -> dict[str, Any]:
     }
 
 
-def _contamination_by_turn(document: DialogueDocument) -> dict[int, ContaminationMatch]:
+def _contamination(document: DialogueDocument, index: int) -> ContaminationMatch | None:
+    """Return the contamination filter's match for turn number `index` (the last one found)."""
     flagged = document.filters.contaminated_turns if document.filters else []
-    return {m.turn: m for m in flagged}
+    return next((m for m in reversed(flagged) if m.turn == index), None)
 
 
 def _index(turn: TurnRecord, k: int) -> int:
@@ -180,9 +182,11 @@ def _index(turn: TurnRecord, k: int) -> int:
 
 def decision_record(document: DialogueDocument) -> dict[str, Any]:
     """Return the whole dialogue's `ideas` record: `dialogue_info` plus every turn's decisions."""
-    flagged = _contamination_by_turn(document)
     return dialogue_info(document) | {
-        "turns": [turn_record(t, flagged.get(_index(t, k))) for k, t in enumerate(document.turns)]
+        "turns": [
+            turn_record(t, _contamination(document, _index(t, k)))
+            for k, t in enumerate(document.turns)
+        ]
     }
 
 
@@ -196,8 +200,7 @@ def sharegpt_record(document: DialogueDocument, *, plain: bool = False) -> dict[
     record: dict[str, Any] = {
         "id": _text(document.job),
         "conversations": [
-            {"from": SHAREGPT_ROLES.get(m.role, m.role), "value": m.content}
-            for m in document.messages
+            {"from": SHAREGPT_ROLES[m.role], "value": m.content} for m in document.messages
         ],
     }
     if not plain:
@@ -221,7 +224,6 @@ def simulator_records(
     start = document.generated_start
     job = _text(document.job)
     info = None if plain else dialogue_info(document)
-    flagged = _contamination_by_turn(document)
     for k, turn in enumerate(document.turns):
         index = _index(turn, k)
         record: dict[str, Any] = {
@@ -231,7 +233,7 @@ def simulator_records(
             "instruction": messages[start + 2 * k]["content"],
         }
         if info is not None:
-            record["ideas"] = info | {"turn": turn_record(turn, flagged.get(index))}
+            record["ideas"] = info | {"turn": turn_record(turn, _contamination(document, index))}
         yield record
 
 
@@ -253,7 +255,7 @@ def _json_list(records: Iterable[dict[str, Any]]) -> Iterator[str]:
 
 
 def export(
-    documents: Sequence[DialogueDocument | dict[str, Any]],
+    documents: Sequence[DialogueDocument],
     format: str,
     out_path: str | Path,
     *,
@@ -263,8 +265,7 @@ def export(
     """Write `documents` in `format` to `out_path` atomically.
 
     Args:
-        documents: Dialogue documents (already filtered), in the order to write them, typed or
-            as their JSON data.
+        documents: Dialogue documents (already filtered), in the order to write them.
         format: One of `FORMATS`.
         out_path: The file to write (replaced atomically if it exists).
         plain: Leave out the `ideas` decision records.
@@ -275,22 +276,21 @@ def export(
         What was written.
 
     Raises:
-        ValueError: Unknown format, or a document that is not one (`pydantic.ValidationError`).
+        ValueError: Unknown format.
         OutputError: The file cannot be written.
     """
     if format not in FORMATS:
         raise ValueError(f"unknown export format {format!r}; expected one of {', '.join(FORMATS)}")
-    typed = [DialogueDocument.of(d) for d in documents]
     result = ExportResult(format=format, path=str(out_path), plain=plain)
-    result.dialogues = len(typed)
-    for doc in typed:
+    result.dialogues = len(documents)
+    for doc in documents:
         result.turns += len(doc.turns)
         result.turns_without_strategy += sum(1 for t in doc.turns if not t.strategy)
     if staged is None:
         with StagedWrites() as now:
-            _write(typed, format, out_path, plain, now, result)
+            _write(documents, format, out_path, plain, now, result)
     else:
-        _write(typed, format, out_path, plain, staged, result)
+        _write(documents, format, out_path, plain, staged, result)
     return result
 
 

@@ -23,10 +23,11 @@ from agents.strategist import RankingRetriever, Retriever
 from batch.jobs import Job, SeedSet
 from batch.store import BatchStore, StoreFull, is_disk_full
 from dialogues.messages import to_langchain
-from dialogues.models import BatchInfo, DialogueDocument
+from dialogues.models import BatchInfo, DialogueDocument, StrategyRef
 from dialogues.record import dialogue_document
 from dialogues.seeds import Seed
 from graphs.deduction import build_graph
+from graphs.events import AnswerEvent, SelectionEvent, TraceEvent
 from graphs.state import Deps, initial_state
 from runtime.pool import run_pool
 from runtime.settings import Role, Settings
@@ -170,12 +171,13 @@ class Grower:
         wiring = JobWiring(job_settings, self.wiring.store, retriever, self.wiring)
         return Deps(build_agents(wiring), max_rejections=settings.max_rejections)
 
-    def on_event(self, event: dict[str, Any]) -> None:
+    def on_event(self, event: TraceEvent) -> None:
         """Count strategy selections and accepted turns from the graph's trace events."""
-        if event.get("event") == "selection" and event.get("strategy"):
-            self.uses[event["strategy"]["id"]] += 1
-        elif event.get("event") == "answer" and event.get("turn", 0) >= 1:
-            self.on_turn()
+        match event:
+            case SelectionEvent(strategy=StrategyRef(id=strategy)):
+                self.uses[strategy] += 1
+            case AnswerEvent(turn=turn) if turn >= 1:
+                self.on_turn()
 
     async def grow(self, graph: Any, job: Job) -> JobResult:
         """Run `job` to its end, resuming its checkpoint when the graph has a checkpointer."""
@@ -345,10 +347,7 @@ async def _resumable(graph: Any, thread: str) -> Any:
 
 
 def _finished(state: dict[str, Any]) -> Outcome:
-    status = state.get("status")
-    if status in ("complete", "ended_early"):
-        return Outcome(dict(state), status, state.get("reason"), 0.0)
-    return Outcome(dict(state), "failed", "the graph stopped early", 0.0)
+    return Outcome.of(dict(state), 0.0)
 
 
 async def _forget_finished(saver: AsyncSqliteSaver, done: set[str]) -> None:

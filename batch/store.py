@@ -30,6 +30,7 @@ import fcntl
 import json
 import os
 import sqlite3
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -563,13 +564,10 @@ class BatchStore:
         _append_line(self.run_dir / INDEX, entry.dump())
         self.index[job] = entry
 
-    def strategy_uses(self) -> dict[str, int]:
+    def strategy_uses(self) -> Counter[str]:
         """Return strategy id -> number of stored turns that applied it."""
-        uses: dict[str, int] = {}
-        for entry in self.index.values():
-            for sid in entry.strategies if entry.status == "done" else []:
-                uses[sid] = uses.get(sid, 0) + 1
-        return uses
+        done = (entry for entry in self.index.values() if entry.status == "done")
+        return Counter(sid for entry in done for sid in entry.strategies)
 
 
 def is_disk_full(exc: BaseException) -> bool:

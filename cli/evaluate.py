@@ -241,9 +241,8 @@ def summary_table(result: Any) -> Table:
     for spec in result.specs:
         cells = []
         for variant in columns:
-            summary = variant.metrics.get(spec.name)
-            cell = format_number(summary.mean if summary else None)
-            diff = variant.differences.get(spec.name)
+            cell = format_number(variant.mean(spec.name))
+            diff = variant.difference(spec.name)
             if diff is not None and diff.significant:
                 cell += f" {HIGHER if diff.diff > 0 else LOWER}"
             cells.append(cell)

@@ -14,7 +14,6 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -22,7 +21,7 @@ from rich.text import Text
 from batch import store as batch_store
 from batch.card import build_card, write_card
 from batch.export import FORMATS, export
-from batch.filters import FilterConfig, FilterError, FilterReport, apply_filters
+from batch.filters import FilterConfig, FilterError, FilterReport, apply_filters, turn_count
 from cli.errors import UsageError
 from dialogues.models import BatchManifest, DialogueDocument
 from dialogues.output import StagedWrites, check_writable
@@ -157,14 +156,19 @@ def filter_config(args: argparse.Namespace) -> FilterConfig:
     )
 
 
-def slim(document: dict[str, Any]) -> dict[str, Any]:
-    """Drop what the export never uses (settings copy, unfinished turn, candidate texts)."""
-    document.pop("settings", None)
-    document.pop("unfinished_turn", None)
-    for turn in document.get("turns") or []:
-        for candidate in turn.get("candidates") or []:
-            candidate.pop("text", None)
-    return document
+def slim(document: DialogueDocument) -> DialogueDocument:
+    """Return `document` without what the export never uses, to hold a whole batch in memory.
+
+    That is its settings copy, its unfinished turn and the texts of its turns' candidates (the
+    strategy a turn applied keeps its text). `document` itself is not modified.
+    """
+    turns = [
+        turn.model_copy(
+            update={"candidates": [c.model_copy(update={"text": ""}) for c in turn.candidates]}
+        )
+        for turn in document.turns
+    ]
+    return document.model_copy(update={"settings": {}, "unfinished_turn": None, "turns": turns})
 
 
 def read_manifest(run_dir: Path) -> BatchManifest:
@@ -181,7 +185,7 @@ def read_manifest(run_dir: Path) -> BatchManifest:
 
 def read_dialogues(
     run_dir: Path, skipped: batch_store.Skipped | None = None
-) -> tuple[list[dict[str, Any]], dict[str, int]]:
+) -> tuple[list[DialogueDocument], dict[str, int]]:
     """Return the stored dialogues (slimmed, each job once) and the job counts of a batch.
 
     Lines that hold no readable dialogue (or repeat a job) are passed over and counted in
@@ -191,7 +195,7 @@ def read_dialogues(
         UsageError: The dialogue store or the index cannot be read at all.
     """
     try:
-        documents = [slim(d.dump()) for d in batch_store.iter_dialogues(run_dir, skipped)]
+        documents = [slim(d) for d in batch_store.iter_dialogues(run_dir, skipped)]
         counts = batch_store.job_counts(run_dir, skipped)
     except OSError as exc:
         raise UsageError(f"{run_dir}: unreadable batch store ({exc})") from None
@@ -237,30 +241,23 @@ def export_command(argv: list[str], console: Console, *, embedder: Embedder | No
         from stores.embeddings import MiniLMEmbedding
 
         embedder = MiniLMEmbedding()
-    turns = sum(len(d.get("turns") or []) for d in documents)
     try:
-        with console.status(f"filtering {len(documents)} dialogues ({turns} turns)"):
+        with console.status(
+            f"filtering {len(documents)} dialogues ({turn_count(documents)} turns)"
+        ):
             kept, report = apply_filters(documents, config, embedder=embedder)
     except FilterError as exc:
         raise UsageError(str(exc)) from None
-    try:
-        typed = [DialogueDocument.of(d) for d in kept]
-    except ValidationError as exc:
-        where = display_path(args.run_dir)
-        reason = " ".join(str(exc).split("\n")[:3])
-        raise UsageError(
-            f"{where}: a dialogue is not an ideas-dialogue/1 document ({reason})"
-        ) from None
     with StagedWrites() as staged:  # the export and its card are renamed into place together
-        result = export(typed, args.format, args.out, plain=args.plain, staged=staged)
+        result = export(kept, args.format, args.out, plain=args.plain, staged=staged)
         card = build_card(
             manifest,
             run_dir=args.run_dir,
             stored=len(documents),
-            failed=counts.get("failed", 0),
+            failed=counts["failed"],
             report=report,
             result=result,
-            documents=typed,
+            documents=kept,
             skipped=skipped.as_dict(),
         )
         md_path, json_path = write_card(args.out, card, staged)

@@ -93,7 +93,7 @@ def generate(argv: list[str], console: Console) -> int:
     written = args.out is not None and (finished or outcome.generated)
     if written:
         write_json_atomic(args.out, document.dump())
-    tracer.summary(document.dump(), display_path(args.out) if written else None)
+    tracer.summary(document, display_path(args.out) if written else None)
     if outcome.question is not None:  # the person gave no turn: what was generated is kept
         raise UsageError(outcome.reason or "no user turn given")
     return exit_code(outcome.status, outcome.reason)

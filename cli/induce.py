@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -173,9 +174,7 @@ def extract_with_llm(
         report = asyncio.run(
             extract_all(pairs, extractor, cache, concurrency=args.concurrency, on_progress=advance)
         )
-    reasons: dict[str, int] = {}
-    for rejection in report.rejections:
-        reasons[rejection.reason] = reasons.get(rejection.reason, 0) + 1
+    reasons = dict(Counter(rejection.reason for rejection in report.rejections))
     stats = {
         "method": f"llm:{extractor.model_name}",
         "given": len(pairs),
@@ -255,7 +254,7 @@ async def build_and_save(
         },
         "answer contexts": len(library.answer_embeddings),
         "ranker": ranker.describe() if ranker else "none",
-        "llm calls": extract_stats.get("llm_calls", 0) + library.usage.calls,
+        "llm calls": extract_stats["llm_calls"] + library.usage.calls,
     }
 
 

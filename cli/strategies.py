@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections import Counter
+from collections import Counter, defaultdict
 from typing import Any
 
 from rich.console import Console
@@ -57,11 +57,11 @@ def strategies(argv: list[str], console: Console) -> int:
     return 0
 
 
-def _children(store: StrategyStore) -> dict[str, list[StrategyRecord]]:
-    children: dict[str, list[StrategyRecord]] = {}
+def _children(store: StrategyStore) -> defaultdict[str, list[StrategyRecord]]:
+    children: defaultdict[str, list[StrategyRecord]] = defaultdict(list)
     for record in store.records():
         if record.parent_id:
-            children.setdefault(record.parent_id, []).append(record)
+            children[record.parent_id].append(record)
     return children
 
 
@@ -76,9 +76,7 @@ def list_action(store: StrategyStore, args: argparse.Namespace) -> dict[str, Any
                 "id": r.id,
                 "text": r.text,
                 "support": r.support,
-                "members": [
-                    {"id": c.id, "text": c.text, "level": c.level} for c in children.get(r.id, [])
-                ],
+                "members": [{"id": c.id, "text": c.text, "level": c.level} for c in children[r.id]],
             }
             for r in top
         ],
@@ -90,7 +88,7 @@ def show_action(store: StrategyStore, args: argparse.Namespace) -> dict[str, Any
     record = store.get(args.query)
     if record is None:
         raise UsageError(f"no strategy {args.query!r} in library {store.library!r}")
-    members = _children(store).get(record.id, [])
+    members = _children(store)[record.id]
     return {
         **record.model_dump(),
         "members": [m.model_dump() for m in members],
@@ -151,7 +149,7 @@ def _render_list(console: Console, data: dict[str, Any]) -> None:
 def _render_show(console: Console, data: dict[str, Any]) -> None:
     console.print(Text(f"{data['id']} [{data['level']}] support {data['support']}", style="bold"))
     console.print(Text(data["text"]))
-    if data.get("parent_id"):
+    if data["parent_id"]:
         console.print(Text(f"parent: {data['parent_id']}", style="dim"))
     for p in data["provenance"][:20]:
         where = ", ".join(f"{k} {v}" for k, v in p.items() if v is not None)

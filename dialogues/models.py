@@ -298,13 +298,25 @@ class ContaminationMatch(Record):
     source: str | None = None
 
 
+class FilterCut(Record):
+    """One cut a filter made: `at` generated turns kept, `removed` cut off."""
+
+    by: str
+    """The filter that cut (`refusal`, `dedup`, `contamination`)."""
+    at: int
+    removed: int
+
+
 class FilterInfo(Record):
     """What the export's filters did to a dialogue."""
 
     generated_turns: int | None = None
+    """Generated turns before any filter."""
     truncated_at: int | None = None
+    """Generated turns kept after the last cut."""
     by: str | None = None
-    cuts: list[dict[str, Any]] = Field(default_factory=list)
+    """The filter that made the last cut."""
+    cuts: list[FilterCut] = Field(default_factory=list)
     opening_removed: bool = False
     contaminated_turns: list[ContaminationMatch] = Field(default_factory=list)
 
@@ -334,7 +346,7 @@ class DialogueDocument(Record):
         """Each turn record is one of the user-assistant pairs that end `messages`."""
         start = self.generated_start
         if start < 0:
-            raise ValueError("more turns than messages")
+            raise ValueError("turn 1 does not match the messages (more turns than messages)")
         for number in range(len(self.turns)):
             pair = self.messages[start + 2 * number : start + 2 * number + 2]
             if [m.role for m in pair] != ["user", "assistant"]:

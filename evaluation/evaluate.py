@@ -292,13 +292,13 @@ def _curves(p: _Prepared) -> dict[str, list[float | None]]:
     values: dict[str, list[list[float]]] = {name: [] for name in CURVES}
     for dialogue, similarities in zip(p.dialogues, p.similarities, strict=True):
         for index, (turn, similarity) in enumerate(zip(dialogue.turns, similarities, strict=True)):
-            judged = turn.judge or {}
+            judged = turn.judge
             scores = {
                 "critic_depth": turn.depth,
                 "critic_insight": turn.insight,
-                "judge_depth": judged.get("depth"),
-                "judge_insight": judged.get("insight"),
-                "judge_coherence": judged.get("coherence"),
+                "judge_depth": judged.depth if judged else None,
+                "judge_insight": judged.insight if judged else None,
+                "judge_coherence": judged.coherence if judged else None,
                 "answer_similarity": similarity,
             }
             for name, value in scores.items():

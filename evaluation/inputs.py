@@ -12,11 +12,13 @@ Real follow-ups from `induction.loaders.load` become one-turn dialogues via `ref
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from batch.store import DIALOGUES, MANIFEST, Skipped, iter_dialogues
+from pydantic import ValidationError
+
+from batch.store import DIALOGUES, MANIFEST, Skipped, iter_dialogues, validation_reason
 from dialogues.errors import InputError
 from dialogues.formats import (
     LINEAR_FORMATS,
@@ -37,6 +39,9 @@ from dialogues.models import (
     Verdict,
 )
 from induction.records import Pair
+
+if TYPE_CHECKING:
+    from evaluation.judge import JudgeScores
 
 Message = dict[str, str]
 """One message as `{"role": "system" | "user" | "assistant", "content": str}`."""
@@ -100,7 +105,7 @@ class EvalTurn:
     """The critic's record of the accepted draft (reason, similarity, scores)."""
     drafts: tuple[Verdict, ...] = ()
     """Every draft of the turn with its verdict, rejected ones included."""
-    judge: Mapping[str, Any] | None = None
+    judge: JudgeScores | None = None
     """A separate judge's scores (`depth`, `insight`, `coherence`, 1-10), filled by `Judge`."""
 
 
@@ -124,8 +129,8 @@ class EvalDialogue:
     """Number of strategies the strategist could choose from, when the document records it."""
     status: str | None = None
     """Run status of our documents (`complete`, `ended_early`, ...)."""
-    extra: Mapping[str, Any] = field(default_factory=dict)
-    """Anything else worth showing (the run's end reason)."""
+    reason: str | None = None
+    """Why our document's run ended early or failed, for the sample pages."""
 
     @property
     def instructions(self) -> list[str]:
@@ -219,7 +224,7 @@ def from_document(
         cost=_cost(document.turns, document.unfinished_turn),
         library_size=document.library.size(),
         status=document.status,
-        extra={"reason": document.reason} if document.reason else {},
+        reason=document.reason or None,
     )
 
 
@@ -325,4 +330,6 @@ def _read_records(path: Path) -> list[Record]:
 
 
 def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, ValidationError):
+        return validation_reason(exc)
     return " ".join(str(exc).split()) or type(exc).__name__

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import Literal
 
 from jinja2 import Environment, StrictUndefined
 from langchain_core.messages import HumanMessage
@@ -144,16 +144,12 @@ class Judge:
             dataclasses.replace(
                 dialogue,
                 turns=tuple(
-                    dataclasses.replace(turn, judge=_record(scores[i, j]))
+                    dataclasses.replace(turn, judge=scores[i, j])
                     for j, turn in enumerate(dialogue.turns)
                 ),
             )
             for i, dialogue in enumerate(dialogues)
         ]
-
-
-def _record(scores: JudgeScores | None) -> dict[str, Any] | None:
-    return scores.model_dump() if scores is not None else None
 
 
 def _cut(text: str, limit: int) -> str:

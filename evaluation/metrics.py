@@ -148,7 +148,7 @@ def critic_score(dialogue: EvalDialogue, name: str) -> float | None:
 
 def judge_score(dialogue: EvalDialogue, name: str) -> float | None:
     """Mean judge score (`depth`, `insight` or `coherence`, 1-10); None when unjudged."""
-    return mean_or_none([(t.judge or {}).get(name) for t in dialogue.turns])
+    return mean_or_none([getattr(t.judge, name) if t.judge else None for t in dialogue.turns])
 
 
 def answer_similarities(

@@ -56,7 +56,7 @@ def metrics_png(result: EvaluationResult) -> bytes:
     axes = np.atleast_1d(figure.subplots(rows, COLUMNS, squeeze=False)).ravel()
     for ax, spec in zip(axes, specs, strict=False):
         for x, variant in enumerate(shown):
-            summary = variant.metrics.get(spec.name)
+            summary = variant.metric(spec.name)
             if summary is None or summary.mean is None:
                 ax.text(x, 0, "n/a", ha="center", va="bottom", fontsize=7, color="0.4")
                 continue
@@ -71,7 +71,7 @@ def metrics_png(result: EvaluationResult) -> bytes:
                 capsize=3,
                 linewidth=1,
             )
-        arrow = {"higher": " ↑", "lower": " ↓"}.get(spec.better or "", "")
+        arrow = {"higher": " ↑", "lower": " ↓", None: ""}[spec.better]
         ax.set_title(spec.label + arrow, fontsize=9)
         ax.set_xticks(
             range(len(shown)), [v.name for v in shown], rotation=30, fontsize=7, ha="right"
@@ -133,7 +133,7 @@ def depth_by_turn_png(result: EvaluationResult) -> bytes:
     axes = np.atleast_1d(figure.subplots(1, len(curves), squeeze=False)).ravel()
     for ax, curve in zip(axes, curves, strict=True):
         for variant in shown:
-            values = variant.per_turn.get(curve) or []
+            values = variant.curve(curve)
             if not any(v is not None for v in values):
                 continue
             ys = [np.nan if v is None else v for v in values]
@@ -160,12 +160,11 @@ def depth_by_turn_png(result: EvaluationResult) -> bytes:
 
 
 def _value(variant: VariantResult, metric: str) -> float | None:
-    summary = variant.metrics.get(metric)
-    return summary.mean if summary is not None else None
+    return variant.mean(metric)
 
 
 def _has_curve(variant: VariantResult, curve: str) -> bool:
-    return any(v is not None for v in variant.per_turn.get(curve) or [])
+    return any(v is not None for v in variant.curve(curve))
 
 
 def _short(text: str, limit: int) -> str:

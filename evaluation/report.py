@@ -98,13 +98,13 @@ def format_number(value: float | None) -> str:
 
 
 def _cell(variant: VariantResult, metric: str) -> str:
-    summary = variant.metrics.get(metric)
+    summary = variant.metric(metric)
     if summary is None or summary.mean is None:
         return "n/a"
     text = format_number(summary.mean)
     if summary.lo is not None and summary.hi is not None:
         text += f" [{format_number(summary.lo)}, {format_number(summary.hi)}]"
-    diff = variant.differences.get(metric)
+    diff = variant.difference(metric)
     if diff is not None and diff.significant:
         text += f" {HIGHER if diff.diff > 0 else LOWER}"
     return text
@@ -114,12 +114,14 @@ def _how_to_read(result: EvaluationResult) -> list[str]:
     settings = result.settings
     level = round(100 * settings.get("level", 0.95))
     paired = {d.paired for v in result.variants.values() for d in v.differences.values()}
-    pairing = {
-        frozenset({True}): "paired by seed (both variants grew from the same seeds)",
-        frozenset({False}): "unpaired (the variants do not share seed keys)",
-    }.get(frozenset(paired), "paired by seed where both variants share seeds, else unpaired")
     if not paired:
         pairing = "not computed (no other variant to compare)"
+    elif paired == {True}:
+        pairing = "paired by seed (both variants grew from the same seeds)"
+    elif paired == {False}:
+        pairing = "unpaired (the variants do not share seed keys)"
+    else:
+        pairing = "paired by seed where both variants share seeds, else unpaired"
     baseline = f"`{result.baseline}`" if result.baseline else "the baseline (none given)"
     notes = [
         "## How to read this",

@@ -44,6 +44,23 @@ class VariantResult:
     per_turn: dict[str, list[float | None]] = field(default_factory=dict)
     """Curve name (`CURVES`) -> mean per turn index (1-based position i at list index i - 1)."""
 
+    def metric(self, name: str) -> Interval | None:
+        """Return the metric's estimate (None where this column does not have the metric)."""
+        return self.metrics.get(name)
+
+    def mean(self, name: str) -> float | None:
+        """Return the metric's estimate alone (None where it is missing or not applicable)."""
+        summary = self.metric(name)
+        return summary.mean if summary is not None else None
+
+    def difference(self, name: str) -> Difference | None:
+        """Return this variant minus the baseline on the metric (None: not compared)."""
+        return self.differences.get(name)
+
+    def curve(self, name: str) -> list[float | None]:
+        """Return the per-turn means of a curve (empty where there are none)."""
+        return self.per_turn.get(name) or []
+
 
 @dataclass
 class EvaluationResult:
@@ -75,12 +92,12 @@ class EvaluationResult:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> EvaluationResult:
         """Rebuild a result from `to_dict` output (a loaded `report.json`)."""
-        reference = data.get("reference")
+        reference = data["reference"]
         return cls(
             variants={k: _variant_from(v) for k, v in data["variants"].items()},
-            baseline=data.get("baseline"),
+            baseline=data["baseline"],
             reference=_variant_from(reference) if reference else None,
-            settings=dict(data.get("settings") or {}),
+            settings=dict(data["settings"]),
             specs=tuple(MetricSpec(**s) for s in data["metrics"]),
         )
 
@@ -101,9 +118,9 @@ def _variant_from(data: Mapping[str, Any]) -> VariantResult:
         metrics={k: Interval(**v) for k, v in data["metrics"].items()},
         differences={
             k: Difference(v["diff"], v["lo"], v["hi"], v["paired"])
-            for k, v in data.get("differences", {}).items()
+            for k, v in data["differences"].items()
         },
-        statuses=dict(data.get("statuses") or {}),
-        strategies=list(data.get("strategies") or []),
-        per_turn={k: list(v) for k, v in (data.get("per_turn") or {}).items()},
+        statuses=dict(data["statuses"]),
+        strategies=list(data["strategies"]),
+        per_turn={k: list(v) for k, v in data["per_turn"].items()},
     )

@@ -64,8 +64,8 @@ def samples_html(
 
 def _dialogue(dialogue: EvalDialogue) -> str:
     status = f" · {escape(dialogue.status)}" if dialogue.status else ""
-    reason = dialogue.extra.get("reason")
-    ended = f'<p class="meta">ended: {escape(str(reason))}</p>' if reason else ""
+    reason = dialogue.reason
+    ended = f'<p class="meta">ended: {escape(reason)}</p>' if reason else ""
     first = dialogue.turns[0].position if dialogue.turns else len(dialogue.messages)
     seed = "".join(_message(m["role"], m["content"], "seed") for m in dialogue.messages[:first])
     turns = "".join(_turn(dialogue, t) for t in dialogue.turns)
@@ -97,8 +97,8 @@ def _meta(turn: EvalTurn) -> str:
         scores = _scores(found.dump() if found else {}, ("depth", "insight"), 5)
         items.append(f"<b>critic</b> {escape(turn.verdict.reason)}{scores}")
     if turn.judge is not None:
-        scores = _scores(turn.judge, ("depth", "insight", "coherence"), 10)
-        items.append(f"<b>judge</b>{scores} {escape(str(turn.judge.get('reason', '')))}")
+        scores = _scores(turn.judge.model_dump(), ("depth", "insight", "coherence"), 10)
+        items.append(f"<b>judge</b>{scores} {escape(turn.judge.reason)}")
     rejected = [d for d in turn.drafts if not d.accepted]
     lines = "".join(f'<div class="meta">{item}</div>' for item in items)
     if rejected:

@@ -11,6 +11,14 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
 
 from dialogues.models import Opening, StrategySelection, TurnRecord, Usage, Verdict
+from graphs.events import (
+    AnswerEvent,
+    DraftEvent,
+    EndedEvent,
+    SelectionEvent,
+    TurnEvent,
+    VerdictEvent,
+)
 from graphs.state import Deps, State
 
 
@@ -26,20 +34,20 @@ async def answer_opening(state: State, runtime: Runtime[Deps]) -> dict[str, Any]
     reply = await runtime.context.agents.assistant.respond(state["messages"])
     if not reply.text:
         reason = "the assistant gave an empty answer to the seed"
-        runtime.stream_writer({"event": "ended", "reason": reason})
+        runtime.stream_writer(EndedEvent(reason=reason))
         return {"status": "ended_early", "reason": reason}
-    runtime.stream_writer({"event": "answer", "turn": 0, "text": reply.text})
+    runtime.stream_writer(AnswerEvent(turn=0, text=reply.text))
     opening = Opening(answer=reply.text, usage={"assistant": reply.usage})
     return {"messages": [AIMessage(content=reply.text)], "opening": opening.dump()}
 
 
 async def select_strategy(state: State, runtime: Runtime[Deps]) -> dict[str, Any]:
     """Retrieve candidate strategies for the last answer and choose one."""
-    runtime.stream_writer({"event": "turn", "turn": state["turn"] + 1, "of": state["target_turns"]})
+    runtime.stream_writer(TurnEvent(turn=state["turn"] + 1, of=state["target_turns"]))
     strategist = runtime.context.agents.strategist
     selection = await strategist.select(state["messages"], state["used_strategies"])
     record = selection.as_record()
-    runtime.stream_writer({"event": "selection", **record})
+    runtime.stream_writer(SelectionEvent.model_validate(record))
     return {
         "selection": record,
         "drafts": [],
@@ -60,8 +68,7 @@ async def draft_instruction(state: State, runtime: Runtime[Deps]) -> dict[str, A
         candidates=[c.text for c in selection.candidates],
     )
     attempt = len(state["drafts"]) + 1
-    event = {"event": "draft", "attempt": attempt, "text": draft.text, "author": draft.author}
-    runtime.stream_writer(event)
+    runtime.stream_writer(DraftEvent(attempt=attempt, text=draft.text, author=draft.author))
     return {
         "draft": draft.text,
         "draft_author": draft.author,
@@ -74,7 +81,7 @@ async def critique(state: State, runtime: Runtime[Deps]) -> dict[str, Any]:
     draft = state["draft"] or ""
     verdict = await runtime.context.agents.critic.critique(state["messages"], draft)
     record = verdict.as_record()
-    runtime.stream_writer({"event": "verdict", **record})
+    runtime.stream_writer(VerdictEvent.model_validate(record))
     entry = {"text": draft, **record}
     if state.get("draft_author") == "human":
         entry["author"] = "human"
@@ -88,7 +95,7 @@ async def critique(state: State, runtime: Runtime[Deps]) -> dict[str, Any]:
     update |= {"rejections": rejections, "feedback": verdict.feedback}
     if rejections >= runtime.context.max_rejections:
         reason = f"{rejections} drafts rejected in a row at turn {state['turn'] + 1}"
-        runtime.stream_writer({"event": "ended", "reason": reason})
+        runtime.stream_writer(EndedEvent(reason=reason))
         update |= {"status": "ended_early", "reason": reason}
     return update
 
@@ -100,9 +107,9 @@ async def respond(state: State, runtime: Runtime[Deps]) -> dict[str, Any]:
     usage = _spend(state, "assistant", reply.usage)
     if not reply.text:
         reason = f"the assistant gave an empty answer at turn {state['turn'] + 1}"
-        runtime.stream_writer({"event": "ended", "reason": reason})
+        runtime.stream_writer(EndedEvent(reason=reason))
         return {"status": "ended_early", "reason": reason, "usage": usage}
-    runtime.stream_writer({"event": "answer", "turn": state["turn"] + 1, "text": reply.text})
+    runtime.stream_writer(AnswerEvent(turn=state["turn"] + 1, text=reply.text))
     selection = StrategySelection.model_validate(state["selection"] or {})
     drafts = [Verdict.model_validate(d) for d in state["drafts"]]
     turn = state["turn"] + 1

@@ -2,11 +2,27 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
 from batch.store import BatchStore
-from dialogues.models import DialogueDocument
+from dialogues.models import (
+    BatchInfo,
+    Candidate,
+    ChatMessage,
+    DialogueDocument,
+    LibraryInfo,
+    Opening,
+    Scores,
+    SeedRef,
+    SelectionSummary,
+    StrategyRef,
+    Summary,
+    TurnRecord,
+    Usage,
+    Verdict,
+)
 
 SEED = [
     {"role": "system", "content": "You are a helpful tutor."},
@@ -27,8 +43,9 @@ SETTINGS = {
 }
 
 
-def usage(calls: int = 1, tokens: int = 10, seconds: float = 0.5) -> dict[str, Any]:
-    return {"calls": calls, "input_tokens": tokens, "output_tokens": tokens, "seconds": seconds}
+def usage(calls: int = 1, tokens: int = 10, seconds: float = 0.5) -> Usage:
+    """One agent's usage as an older writer recorded it (no `cached_tokens`)."""
+    return Usage(calls=calls, input_tokens=tokens, output_tokens=tokens, seconds=seconds)
 
 
 def make_turn(
@@ -43,42 +60,41 @@ def make_turn(
     scored: bool = True,
     critic: bool = True,
     score: float = 0.5,
-) -> dict[str, Any]:
+) -> TurnRecord:
     """One turn record as `graphs.deduction.respond` writes it."""
     scores = (
-        {"correct": True, "coherent": True, "depth": 4, "insight": 3, "feedback": "Good."}
+        Scores(correct=True, coherent=True, depth=4, insight=3, feedback="Good.")
         if scored
         else None
     )
     drafts = [
-        {
-            "text": f"draft {k} of turn {index}",
-            "accepted": False,
-            "reason": "too similar to an earlier user message",
-            "similarity": 0.9,
-            "scores": None,
-        }
+        Verdict(
+            text=f"draft {k} of turn {index}",
+            accepted=False,
+            reason="too similar to an earlier user message",
+            similarity=0.9,
+            scores=None,
+        )
         for k in range(rejected)
     ]
     drafts.append(
-        {"text": instruction, "accepted": True, "reason": "accepted", "similarity": 0.2}
-        | {"scores": scores}
+        Verdict(text=instruction, accepted=True, reason="accepted", similarity=0.2, scores=scores)
     )
-    return {
-        "index": index,
-        "candidates": [
-            {"id": f"s{k + 1}", "text": f"strategy {k + 1}", "score": score, "rank": k}
+    return TurnRecord(
+        index=index,
+        candidates=[
+            Candidate(id=f"s{k + 1}", text=f"strategy {k + 1}", score=score, rank=k)
             for k in range(candidates)
         ],
-        "strategy": {"id": strategy, "text": f"text of {strategy}"} if strategy else None,
-        "selection": {"method": "llm" if strategy else "none", "note": note},
-        "drafts": drafts,
-        "critic": drafts[-1] if critic else None,
-        "instruction": instruction,
-        "answer": answer,
-        "usage": {"assistant": usage(), "simulator": usage(1 + rejected)}
+        strategy=StrategyRef(id=strategy, text=f"text of {strategy}") if strategy else None,
+        selection=SelectionSummary(method="llm" if strategy else "none", note=note),
+        drafts=drafts,
+        critic=drafts[-1].model_copy(deep=True) if critic else None,
+        instruction=instruction,
+        answer=answer,
+        usage={"assistant": usage(), "simulator": usage(1 + rejected)}
         | ({"strategist": usage()} if strategy else {}),
-    }
+    )
 
 
 def make_doc(
@@ -92,7 +108,7 @@ def make_doc(
     status: str = "complete",
     reason: str | None = None,
     **turn_options: Any,
-) -> dict[str, Any]:
+) -> DialogueDocument:
     """A whole dialogue document with the given generated user turns and answers.
 
     With `opening`, the seed ends with a user message and `opening` is the assistant's answer to it.
@@ -100,36 +116,35 @@ def make_doc(
     if answers is None:
         answers = [f"Answer to: {t}" for t in instructions]
     strategies = strategies or [f"s{i + 1}" for i in range(len(instructions))]
-    seed = [dict(m) for m in (seed or (SEED[:2] if opening is not None else SEED))]
-    messages = [*seed]
+    seed = seed or (SEED[:2] if opening is not None else SEED)
+    messages = [ChatMessage(role=m["role"], content=m["content"]) for m in seed]
     if opening is not None:
-        messages.append({"role": "assistant", "content": opening})
+        messages.append(ChatMessage(role="assistant", content=opening))
     turns = []
     for i, (instruction, answer) in enumerate(zip(instructions, answers, strict=True)):
         turns.append(make_turn(i + 1, instruction, answer, strategy=strategies[i], **turn_options))
         messages += [
-            {"role": "user", "content": instruction},
-            {"role": "assistant", "content": answer},
+            ChatMessage(role="user", content=instruction),
+            ChatMessage(role="assistant", content=answer),
         ]
     seed_index, repeat = (int(p) for p in job.split("."))
-    document = {
-        "format": "ideas-dialogue/1",
-        "status": status,
-        "reason": reason,
-        "created_at": "2025-01-01T00:00:00+00:00",
-        "seed": {"source": f"seeds.jsonl#{seed_index}"},
-        "messages": messages,
-        "opening": {"answer": opening, "usage": {"assistant": usage()}}
+    return DialogueDocument(
+        format="ideas-dialogue/1",
+        status=status,
+        reason=reason,
+        created_at="2025-01-01T00:00:00+00:00",
+        seed=SeedRef(source=f"seeds.jsonl#{seed_index}"),
+        messages=messages,
+        opening=Opening(answer=opening, usage={"assistant": usage()})
         if opening is not None
         else None,
-        "turns": turns,
-        "unfinished_turn": None,
-        "summary": {"turns": len(turns), "rejections": 0, "llm_calls": 3 * len(turns)},
-        "library": {"name": "default", "version": 2},
-        "settings": SETTINGS,
-        "batch": {"job": job, "seed_index": seed_index, "repeat": repeat, "resumed": False},
-    }
-    return DialogueDocument.model_validate(document).dump()  # typed on the way: no stale keys
+        turns=turns,
+        unfinished_turn=None,
+        summary=Summary(turns=len(turns), rejections=0, llm_calls=3 * len(turns)),
+        library=LibraryInfo(name="default", version=2),
+        settings=copy.deepcopy(SETTINGS),
+        batch=BatchInfo(job=job, seed_index=seed_index, repeat=repeat, resumed=False),
+    )
 
 
 MANIFEST = {
@@ -149,13 +164,13 @@ MANIFEST = {
 
 
 def make_run_dir(
-    path: Path, documents: list[dict[str, Any]], failures: dict[str, str] | None = None
+    path: Path, documents: list[DialogueDocument], failures: dict[str, str] | None = None
 ) -> Path:
     """Write a batch run directory holding `documents` (and failed jobs)."""
     store = BatchStore.open(path)
     store.write_manifest(MANIFEST)
     for document in documents:
-        store.add_dialogue(DialogueDocument.of(document))
+        store.add_dialogue(document)
     for job, reason in (failures or {}).items():
         store.add_failure(job, reason)
     return path

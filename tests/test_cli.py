@@ -25,7 +25,15 @@ from rich.console import Console
 import cli.generate as generate_module
 from cli.main import main
 from cli.tracer import Tracer
-from dialogues.models import GENERATION_ROLES
+from dialogues.models import GENERATION_ROLES, Candidate, Scores, StrategyRef
+from graphs.events import (
+    AnswerEvent,
+    DraftEvent,
+    EndedEvent,
+    SelectionEvent,
+    TurnEvent,
+    VerdictEvent,
+)
 from tests.cli_helpers import SEED, isolate_cli, lines, run_cli, write_seed
 from tests.fakes import ScriptedChatModel, text_reply, tool_reply
 
@@ -630,37 +638,29 @@ def recording_tracer(verbosity: str = "verbose") -> tuple[Tracer, Console]:
 
 def test_model_text_with_rich_markup_is_printed_literally():
     tracer, console = recording_tracer()
-    candidate = {"id": "s1", "text": MARKUP, "score": 0.5, "rank": 0}
+    candidate = Candidate(id="s1", text=MARKUP, score=0.5, rank=0)
     tracer.seed([{"role": "user", "content": MARKUP}], "seed.json")
     tracer.notice(MARKUP)
-    tracer.event({"event": "turn", "turn": 1, "of": 1})
+    tracer.event(TurnEvent(turn=1, of=1))
     tracer.event(
-        {
-            "event": "selection",
-            "candidates": [candidate],
-            "strategy": {"id": "s1", "text": MARKUP},
-            "method": "llm",
-            "note": MARKUP,
-        }
+        SelectionEvent(
+            candidates=[candidate],
+            strategy=StrategyRef(id="s1", text=MARKUP),
+            method="llm",
+            note=MARKUP,
+        )
     )
-    tracer.event({"event": "draft", "attempt": 1, "text": MARKUP})
+    tracer.event(DraftEvent(attempt=1, text=MARKUP))
     tracer.event(
-        {
-            "event": "verdict",
-            "accepted": False,
-            "reason": MARKUP,
-            "similarity": 0.1,
-            "scores": {
-                "correct": True,
-                "coherent": True,
-                "depth": 1,
-                "insight": 1,
-                "feedback": MARKUP,
-            },
-        }
+        VerdictEvent(
+            accepted=False,
+            reason=MARKUP,
+            similarity=0.1,
+            scores=Scores(correct=True, coherent=True, depth=1, insight=1, feedback=MARKUP),
+        )
     )
-    tracer.event({"event": "answer", "turn": 1, "text": MARKUP})
-    tracer.event({"event": "ended", "reason": MARKUP})
+    tracer.event(AnswerEvent(turn=1, text=MARKUP))
+    tracer.event(EndedEvent(reason=MARKUP))
 
     text = console.export_text()
     assert text.count(MARKUP) == 10
@@ -675,7 +675,7 @@ def test_seed_path_with_brackets_is_printed_literally(source):
 
 def test_quiet_tracer_prints_no_events_but_notices():
     tracer, console = recording_tracer("quiet")
-    tracer.event({"event": "draft", "attempt": 1, "text": "hidden draft"})
+    tracer.event(DraftEvent(attempt=1, text="hidden draft"))
     tracer.seed([{"role": "user", "content": "hidden seed"}], "seed.json")
     tracer.notice("shown")
     text = console.export_text()
@@ -687,7 +687,7 @@ def test_long_texts_are_clipped_unless_verbose():
     normal, normal_console = recording_tracer("normal")
     verbose, verbose_console = recording_tracer("verbose")
     for tracer in (normal, verbose):
-        tracer.event({"event": "answer", "turn": 1, "text": long.strip() + " END"})
+        tracer.event(AnswerEvent(turn=1, text=long.strip() + " END"))
     normal_text, verbose_text = normal_console.export_text(), verbose_console.export_text()
     assert "END" not in normal_text and " ..." in normal_text
     assert "END" in verbose_text

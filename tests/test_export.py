@@ -14,6 +14,7 @@ from batch.export import export
 from batch.filters import FilterConfig, apply_filters
 from cli.errors import UsageError, classify
 from cli.export import export_command
+from dialogues.models import ContaminationMatch, FilterInfo
 from stores.memory import HashingEmbedding
 from tests.batch_docs import MANIFEST, SEED, SETTINGS, make_doc, make_run_dir
 
@@ -179,7 +180,7 @@ def test_filter_marks_reach_the_decision_record(tmp_path):
     bench = tmp_path / "bench.jsonl"
     bench.write_text(json.dumps({"question": "Give an example"}) + "\n", encoding="utf-8")
     docs = [make_doc("0.0", ["q1", "q2", "I cannot help with that."]), small_doc()]
-    docs[0]["turns"][1]["answer"] = docs[0]["messages"][-3]["content"] = "I cannot assist here."
+    docs[0].turns[1].answer = docs[0].messages[-3].content = "I cannot assist here."
     config = FilterConfig(dedup=False, min_turns=0, contamination_files=[bench])
     kept, _ = apply_filters(docs, config)
     out = tmp_path / "data.jsonl"
@@ -216,11 +217,11 @@ def heterogeneous_docs():
             status="ended_early",
             reason="6 drafts rejected in a row at turn 4",
         )
-        doc["filters"] = {
-            "generated_turns": 4,
-            "by": "dedup",
-            "contaminated_turns": [{"turn": 2, "match": "x", "source": "b.jsonl", "score": 0.9}],
-        }
+        doc.filters = FilterInfo(
+            generated_turns=4,
+            by="dedup",
+            contaminated_turns=[ContaminationMatch(turn=2, match="x", source="b.jsonl", score=0.9)],
+        )
         docs.append(doc)
     return docs
 

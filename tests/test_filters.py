@@ -17,6 +17,7 @@ from batch.filters import (
     load_benchmark,
     repeats_itself,
 )
+from dialogues.models import ChatMessage, DialogueDocument
 from stores.memory import HashingEmbedding
 from tests.batch_docs import SEED, make_doc
 from tests.data_paths import DATA
@@ -37,7 +38,8 @@ def only(**on) -> FilterConfig:
 
 
 def texts(messages):
-    return [m["content"] for m in messages]
+    """The contents of messages, typed (`ChatMessage`) or as the seed's JSON data."""
+    return [m.content if isinstance(m, ChatMessage) else m["content"] for m in messages]
 
 
 @pytest.mark.parametrize(
@@ -84,10 +86,11 @@ def test_refusal_at_turn_three_cuts_the_dialogue_to_two_turns():
     kept, report = apply_filters([doc], only(truncate_refusals=True))
     assert doc == before  # the input is never modified
     (out,) = kept
-    assert [t["instruction"] for t in out["turns"]] == ["q1", "q2"]
-    assert texts(out["messages"]) == [*texts(SEED), "q1", "a1", "q2", "a2"]
-    assert out["summary"]["turns"] == 2
-    assert out["filters"] == {
+    assert [t.instruction for t in out.turns] == ["q1", "q2"]
+    assert texts(out.messages) == [*texts(SEED), "q1", "a1", "q2", "a2"]
+    assert out.summary.turns == 2
+    assert DialogueDocument.model_validate(out.dump()).dump() == out.dump()  # a valid document
+    assert out.filters.dump() == {
         "generated_turns": 4,
         "truncated_at": 2,
         "by": "refusal",
@@ -104,7 +107,7 @@ def test_refusal_at_turn_three_cuts_the_dialogue_to_two_turns():
 def test_empty_answer_at_turn_one_leaves_no_turn_and_min_turns_drops_it():
     doc = make_doc("0.0", ["q1", "q2"], ["  ", "a2"])
     kept, _ = apply_filters([doc], only(truncate_refusals=True))
-    assert kept[0]["turns"] == [] and texts(kept[0]["messages"]) == texts(SEED)
+    assert kept[0].turns == [] and texts(kept[0].messages) == texts(SEED)
     kept, report = apply_filters([doc], only(truncate_refusals=True, min_turns=1))
     assert kept == []
     assert report.stats("truncate_refusals").details["empty_answers"] == 1
@@ -118,12 +121,13 @@ def test_empty_answer_at_turn_one_leaves_no_turn_and_min_turns_drops_it():
 
 def test_refused_opening_keeps_no_generated_turn_and_removes_the_opening_answer():
     doc = make_doc("0.0", ["q1", "q2"], opening="As an AI language model, I cannot do that.")
-    assert texts(doc["messages"])[2] == "As an AI language model, I cannot do that."
+    assert texts(doc.messages)[2] == "As an AI language model, I cannot do that."
     kept, report = apply_filters([doc], only(truncate_refusals=True))
     (out,) = kept
-    assert out["turns"] == [] and out["opening"] is None
-    assert texts(out["messages"]) == texts(SEED[:2])  # ends with the seed's user message
-    assert out["filters"]["opening_removed"] is True and out["filters"]["truncated_at"] == 0
+    assert out.turns == [] and out.opening is None
+    assert DialogueDocument.model_validate(out.dump()).messages == out.messages
+    assert texts(out.messages) == texts(SEED[:2])  # ends with the seed's user message
+    assert out.filters.opening_removed is True and out.filters.truncated_at == 0
     assert report.stats("truncate_refusals").details["refused_openings"] == 1
     assert report.stats("truncate_refusals").turns_removed == 2
 
@@ -131,8 +135,8 @@ def test_refused_opening_keeps_no_generated_turn_and_removes_the_opening_answer(
 def test_a_good_opening_is_kept_when_a_later_answer_is_refused():
     doc = make_doc("0.0", ["q1", "q2"], ["I cannot help with that.", "a2"], opening="Fine.")
     (out,), _ = apply_filters([doc], only(truncate_refusals=True))
-    assert texts(out["messages"]) == [*texts(SEED[:2]), "Fine."]
-    assert out["opening"]["answer"] == "Fine."
+    assert texts(out.messages) == [*texts(SEED[:2]), "Fine."]
+    assert out.opening.answer == "Fine."
 
 
 def test_self_repeat_threshold_is_inclusive():
@@ -151,7 +155,7 @@ def test_self_repeat_drops_the_repeating_dialogue_and_keeps_the_distinct_one():
         "1.0", ["Describe photosynthesis", "Why is it green", "Where does it happen"]
     )
     kept, report = apply_filters([repeating, distinct], only(self_repeat=True))
-    assert [d["batch"]["job"] for d in kept] == ["1.0"]
+    assert [d.job for d in kept] == ["1.0"]
     stats = report.stats("self_repeat")
     assert (stats.dialogues_affected, stats.dialogues_dropped, stats.turns_removed) == (1, 1, 3)
     assert stats.settings == {"threshold": 0.8}
@@ -163,13 +167,13 @@ def test_dedup_truncates_the_later_dialogue_at_its_first_near_duplicate():
         "1.0", ["How does rain form", "explain THE causes of inflation!", "Which clouds bring snow"]
     )
     kept, report = apply_filters([first, later], only(dedup=True), embedder=HashingEmbedding())
-    assert [len(d["turns"]) for d in kept] == [2, 1]
-    assert texts(kept[1]["messages"]) == [
+    assert [len(d.turns) for d in kept] == [2, 1]
+    assert texts(kept[1].messages) == [
         *texts(SEED),
         "How does rain form",
-        kept[1]["turns"][0]["answer"],
+        kept[1].turns[0].answer,
     ]
-    assert kept[1]["filters"]["by"] == "dedup" and kept[1]["filters"]["truncated_at"] == 1
+    assert kept[1].filters.by == "dedup" and kept[1].filters.truncated_at == 1
     assert kept[0] == first  # untouched dialogues are passed through
     stats = report.stats("dedup")
     assert (stats.dialogues_affected, stats.turns_removed) == (1, 2)
@@ -180,7 +184,7 @@ def test_dedup_truncates_the_later_dialogue_at_its_first_near_duplicate():
 def test_dedup_catches_a_duplicate_earlier_in_the_same_dialogue():
     doc = make_doc("0.0", ["Tell me about cats", "And dogs", "tell me about CATS", "Birds"])
     (out,), _ = apply_filters([doc], only(dedup=True), embedder=HashingEmbedding())
-    assert [t["instruction"] for t in out["turns"]] == ["Tell me about cats", "And dogs"]
+    assert [t.instruction for t in out.turns] == ["Tell me about cats", "And dogs"]
 
 
 def test_a_dialogue_min_turns_drops_does_not_block_later_copies():
@@ -189,7 +193,7 @@ def test_a_dialogue_min_turns_drops_does_not_block_later_copies():
     kept, report = apply_filters(
         [short, later], only(dedup=True, min_turns=2), embedder=HashingEmbedding()
     )
-    assert [(d["batch"]["job"], len(d["turns"])) for d in kept] == [("1.0", 2)]
+    assert [(d.job, len(d.turns)) for d in kept] == [("1.0", 2)]
     assert report.stats("dedup").dialogues_affected == 0
 
 
@@ -256,9 +260,9 @@ def contaminated_doc():
 def test_contamination_flag_marks_the_turn_and_keeps_it(benchmark):
     doc = contaminated_doc()
     (out,), report = apply_filters([doc], only(contamination_files=[benchmark]))
-    assert len(out["turns"]) == 3
+    assert len(out.turns) == 3
     # "what is the capital of france" (29 chars) vs the same with "?" (30): ratio 2*29/59
-    assert out["filters"]["contaminated_turns"] == [
+    assert [m.dump() for m in out.filters.contaminated_turns] == [
         {
             "turn": 2,
             "match": "What is the capital of France?",
@@ -275,9 +279,9 @@ def test_contamination_flag_marks_the_turn_and_keeps_it(benchmark):
 def test_contamination_drop_cuts_before_the_first_contaminated_turn(benchmark):
     config = only(contamination_files=[benchmark], contamination_action="drop")
     (out,), report = apply_filters([contaminated_doc()], config)
-    assert [t["instruction"] for t in out["turns"]] == ["Tell me about Paris"]
-    assert len(out["messages"]) == len(SEED) + 2
-    assert out["filters"]["by"] == "contamination"
+    assert [t.instruction for t in out.turns] == ["Tell me about Paris"]
+    assert len(out.messages) == len(SEED) + 2
+    assert out.filters.by == "contamination"
     stats = report.stats("contamination")
     assert (stats.dialogues_affected, stats.turns_flagged, stats.turns_removed) == (1, 1, 2)
 
@@ -285,7 +289,7 @@ def test_contamination_drop_cuts_before_the_first_contaminated_turn(benchmark):
 def test_contamination_threshold_is_respected(benchmark):
     config = only(contamination_files=[benchmark], contamination_threshold=0.99)
     (out,), report = apply_filters([contaminated_doc()], config)
-    assert "filters" not in out and report.stats("contamination").dialogues_affected == 0
+    assert out.filters is None and report.stats("contamination").dialogues_affected == 0
 
 
 @pytest.mark.skipif(not MTBENCH101.exists(), reason="MT-Bench-101 data not available")
@@ -294,8 +298,8 @@ def test_contamination_against_an_mtbench101_dialogue_file():
     question = first["history"][0]["user"]
     doc = make_doc("0.0", ["Tell me about heights", question])
     (out,), report = apply_filters([doc], only(contamination_files=[MTBENCH101]))
-    (flag,) = out["filters"]["contaminated_turns"]
-    assert flag == {"turn": 2, "match": question, "source": "mtbench101.jsonl", "score": 1.0}
+    (flag,) = out.filters.contaminated_turns
+    assert flag.dump() == {"turn": 2, "match": question, "source": "mtbench101.jsonl", "score": 1.0}
     assert report.stats("contamination").details["benchmark_questions"] == len(
         load_benchmark(MTBENCH101)
     )
@@ -335,7 +339,7 @@ def test_unusable_benchmark_files_are_one_line_errors(tmp_path):
 def test_min_turns_drops_short_dialogues():
     docs = [make_doc("0.0", ["q1"]), make_doc("1.0", ["q1", "q2"]), make_doc("2.0", [])]
     kept, report = apply_filters(docs, only(min_turns=2))
-    assert [d["batch"]["job"] for d in kept] == ["1.0"]
+    assert [d.job for d in kept] == ["1.0"]
     stats = report.stats("min_turns")
     assert (stats.dialogues_affected, stats.dialogues_dropped, stats.turns_removed) == (2, 2, 1)
 
@@ -371,7 +375,7 @@ def test_every_filter_is_counted_exactly(benchmark):
     config = FilterConfig(contamination_files=[benchmark])
     kept, report = apply_filters(docs, config, embedder=HashingEmbedding())
     assert docs == before
-    assert [d["batch"]["job"] for d in kept] == ["0.0", "4.0"]
+    assert [d.job for d in kept] == ["0.0", "4.0"]
     summary = report.as_dict()
     assert {k: summary[k] for k in ("dialogues_in", "turns_in", "dialogues_out", "turns_out")} == {
         "dialogues_in": 5,
@@ -391,7 +395,7 @@ def test_every_filter_is_counted_exactly(benchmark):
         "min_turns": (True, 2, 2, 2),  # 2.0 and 3.0 keep one turn each
     }
     assert summary["filters"]["contamination"]["turns_flagged"] == 1
-    assert kept[1]["filters"]["contaminated_turns"][0]["turn"] == 1
+    assert kept[1].filters.contaminated_turns[0].turn == 1
     json.dumps(summary)  # plain data
     assert [row[0] for row in report.rows()] == list(effects)
     assert report.table().row_count == 5

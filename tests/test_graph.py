@@ -30,6 +30,15 @@ from graphs.deduction import (
     route_start,
     select_strategy,
 )
+from graphs.events import (
+    TRACE_EVENTS,
+    AnswerEvent,
+    DraftEvent,
+    EndedEvent,
+    SelectionEvent,
+    TraceEvent,
+    TurnEvent,
+)
 from graphs.state import Deps, initial_state
 from stores.base import Candidate
 
@@ -92,7 +101,7 @@ class FakeAssistant:
         return Reply(self.text, Usage(1, 100, 20, 0.5))
 
 
-def make_runtime(max_rejections: int = 6, **agents) -> tuple[Runtime, list[dict], Agents]:
+def make_runtime(max_rejections: int = 6, **agents) -> tuple[Runtime, list[TraceEvent], Agents]:
     roles = {
         "strategist": FakeStrategist(),
         "simulator": FakeSimulator(),
@@ -100,7 +109,7 @@ def make_runtime(max_rejections: int = 6, **agents) -> tuple[Runtime, list[dict]
         "assistant": FakeAssistant(),
     } | agents
     bundle = Agents(**roles)
-    events: list[dict] = []
+    events: list[TraceEvent] = []
     runtime = Runtime(
         context=Deps(bundle, max_rejections=max_rejections), stream_writer=events.append
     )
@@ -160,7 +169,7 @@ def test_answer_opening_adds_the_answer_and_its_usage():
     assert update["opening"]["answer"] == "Antigens."
     assert update["opening"]["usage"]["assistant"]["input_tokens"] == 100
     assert "status" not in update
-    assert events == [{"event": "answer", "turn": 0, "text": "Antigens."}]
+    assert events == [AnswerEvent(turn=0, text="Antigens.")]
 
 
 def test_answer_opening_ends_early_on_an_empty_answer():
@@ -170,7 +179,7 @@ def test_answer_opening_ends_early_on_an_empty_answer():
     assert update["status"] == "ended_early"
     assert "empty answer to the seed" in update["reason"]
     assert "messages" not in update
-    assert events == [{"event": "ended", "reason": update["reason"]}]
+    assert events == [EndedEvent(reason=update["reason"])]
 
 
 def test_select_strategy_passes_used_ids_and_resets_the_turn():
@@ -191,9 +200,13 @@ def test_select_strategy_passes_used_ids_and_resets_the_turn():
     # The previous turn's usage is not carried into this one.
     assert set(update["usage"]) == {"strategist"}
     assert update["usage"]["strategist"]["input_tokens"] == 30
-    assert events[0] == {"event": "turn", "turn": 2, "of": 3}
-    assert events[1]["event"] == "selection" and events[1]["method"] == "llm"
-    assert len(events[1]["candidates"]) == 2
+    assert events[0] == TurnEvent(turn=2, of=3)
+    assert isinstance(events[1], SelectionEvent) and events[1].method == "llm"
+    assert len(events[1].candidates) == 2
+    # The event is the turn record's selection, tagged (the same JSON as before it was typed).
+    assert events[1].model_dump(exclude_none=True) == {"event": "selection"} | {
+        k: v for k, v in update["selection"].items() if v is not None
+    }
 
 
 def test_draft_instruction_sends_strategy_text_and_feedback():
@@ -214,9 +227,7 @@ def test_draft_instruction_sends_strategy_text_and_feedback():
     assert update["draft"] == "Why boosters?" and update["draft_author"] == "simulator"
     assert update["usage"]["simulator"]["calls"] == 2  # added to this turn's earlier draft
     assert update["usage"]["simulator"]["input_tokens"] == 50
-    assert events == [
-        {"event": "draft", "attempt": 2, "text": "Why boosters?", "author": "simulator"}
-    ]
+    assert events == [DraftEvent(attempt=2, text="Why boosters?")]
 
 
 def test_draft_instruction_without_a_strategy_passes_none():
@@ -238,7 +249,8 @@ def test_critique_accepts_and_resets_rejections():
     assert update["rejections"] == 0 and update["feedback"] is None
     assert update["drafts"] == [{"text": "Which cells?", **verdict.as_record()}]
     assert "status" not in update
-    assert events == [{"event": "verdict", **verdict.as_record()}]
+    assert [e.model_dump() for e in events] == [{"event": "verdict", **verdict.as_record()}]
+    assert TRACE_EVENTS.validate_python(events[0].model_dump()) == events[0]
 
 
 def test_critique_records_that_a_person_wrote_the_draft():
@@ -258,7 +270,8 @@ def test_critique_rejection_counts_and_feeds_back():
     assert update["feedback"] == "depth 1 < 3. Go deeper."
     assert update["drafts"][-1]["accepted"] is False
     assert "status" not in update
-    assert [e["event"] for e in events] == ["verdict"]
+    assert [e.event for e in events] == ["verdict"]
+    assert events[0].scores is not None and events[0].scores.depth == SCORES.depth
 
 
 def test_critique_ends_the_dialogue_at_max_rejections():
@@ -268,7 +281,7 @@ def test_critique_ends_the_dialogue_at_max_rejections():
 
     assert update["status"] == "ended_early"
     assert update["reason"] == "3 drafts rejected in a row at turn 2"
-    assert events[-1] == {"event": "ended", "reason": update["reason"]}
+    assert events[-1] == EndedEvent(reason=update["reason"])
 
 
 def test_critique_of_a_missing_draft_judges_an_empty_text():
@@ -306,7 +319,7 @@ def test_respond_closes_the_turn_record():
     assert record["critic"] == drafts[-1] and record["drafts"] == drafts
     assert record["instruction"] == "Which cells?" and record["answer"] == "Plasma cells."
     assert set(record["usage"]) == {"strategist", "assistant"}
-    assert events == [{"event": "answer", "turn": 1, "text": "Plasma cells."}]
+    assert events == [AnswerEvent(turn=1, text="Plasma cells.")]
 
 
 def test_respond_completes_at_the_target_and_without_strategy_adds_no_id():
@@ -328,7 +341,7 @@ def test_respond_ends_early_on_an_empty_answer():
     assert update["reason"] == "the assistant gave an empty answer at turn 2"
     assert "messages" not in update and "turns" not in update
     assert update["usage"]["assistant"]["calls"] == 1  # the spending is still counted
-    assert events == [{"event": "ended", "reason": update["reason"]}]
+    assert events == [EndedEvent(reason=update["reason"])]
 
 
 # --- topology --------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from agents.registry import build_agents
 from dialogues.models import GENERATION_ROLES
 from dialogues.record import summarize, unfinished_turn
 from graphs.deduction import build_graph
+from graphs.events import AnswerEvent, EndedEvent, TraceEvent
 from graphs.state import Deps, initial_state
 from tests.fakes import text_reply, tool_reply
 from wiring.generation import Growth
@@ -23,7 +24,7 @@ def good_verdict(depth: int = 4, insight: int = 4):
 
 def run(wiring, messages, turns, **deps):
     agents = build_agents(wiring)
-    events: list[dict] = []
+    events: list[TraceEvent] = []
     growth = Growth(build_graph(), Deps(agents, **deps), events.append)
     outcome = asyncio.run(growth.run(initial_state(messages, turns)))
     return outcome, events
@@ -60,7 +61,7 @@ def test_three_turns_alternate_speakers_and_record_decisions(wiring, seed_messag
         assert turn["usage"]["critic"]["input_tokens"] == 50
     used = [t["strategy"]["id"] for t in turns]
     assert len(set(used)) == 3, "a strategy was reused within one dialogue"
-    assert [e["event"] for e in events].count("turn") == 3
+    assert [e.event for e in events].count("turn") == 3
     w.assert_all_used()
 
 
@@ -119,7 +120,7 @@ def test_too_many_rejections_end_the_dialogue_with_a_reason(wiring, seed_message
     assert outcome.reason == "3 drafts rejected in a row at turn 1"
     assert outcome.state["turns"] == []
     assert len(outcome.state["messages"]) == 2
-    assert events[-1] == {"event": "ended", "reason": outcome.reason}
+    assert events[-1] == EndedEvent(reason=outcome.reason)
     pending = unfinished_turn(outcome.state)
     assert [d["accepted"] for d in pending["drafts"]] == [False, False, False]
     assert pending["index"] == 1 and pending["strategy"]["id"] == pending["candidates"][0]["id"]
@@ -181,7 +182,7 @@ def test_seed_ending_with_a_user_message_is_answered_first(wiring):
     assert outcome.status == "complete"
     assert [m.type for m in outcome.state["messages"]] == ["human", "ai", "human", "ai"]
     assert outcome.state["opening"]["answer"] == "Vaccines present antigens."
-    assert events[0] == {"event": "answer", "turn": 0, "text": "Vaccines present antigens."}
+    assert events[0] == AnswerEvent(turn=0, text="Vaccines present antigens.")
     w.assert_all_used()
 
 

@@ -821,8 +821,8 @@ def test_judge_scores_each_instruction_given_its_history(vaccine):
     )
     judge = Judge(chat, concurrency=1, history_messages=2, message_chars=30)
     (judged,) = asyncio.run(judge.judge_dialogues([vaccine]))
-    assert [t.judge["depth"] for t in judged.turns] == [7, 3, 5]
-    assert judged.turns[0].judge == {
+    assert [t.judge.depth for t in judged.turns] == [7, 3, 5]
+    assert judged.turns[0].judge.model_dump() == {
         "depth": 7,
         "insight": 6,
         "coherence": 9,

@@ -26,7 +26,7 @@ def old_document() -> dict:
     an opening answer, rejected drafts, a verdict without scores and the filters' record."""
     document = make_doc(
         "1.0", ["Why?", "How?"], opening="Hello.", rejected=1, note="drawn", scored=False
-    )
+    ).dump()
     document["filters"] = {
         "generated_turns": 3,
         "truncated_at": 2,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import struct
 
@@ -220,3 +221,19 @@ def test_a_file_in_the_way_is_an_output_error(tmp_path, result):
     blocker.write_text("not a directory")
     with pytest.raises(OutputError, match="report"):
         write_report(result, blocker)
+
+
+def test_a_sample_page_shows_why_a_dialogue_ended_and_the_judges_reason():
+    from evaluation.inputs import from_document
+    from evaluation.judge import JudgeScores
+    from evaluation.samples import samples_html
+    from tests.batch_docs import make_doc
+
+    ended = from_document(make_doc("0.0", ["q1"], status="ended_early", reason="6 <rejected>"))
+    scores = JudgeScores(depth=7, insight=6, coherence=9, reason="Builds on <it>.")
+    judged = dataclasses.replace(ended, turns=(dataclasses.replace(ended.turns[0], judge=scores),))
+    result = EvaluationResult({}, baseline=None)
+    page = samples_html(result, {"ideas": [judged]})
+    assert '<p class="meta">ended: 6 &lt;rejected&gt;</p>' in page
+    assert "<b>judge</b> · depth 7/10, insight 6/10, coherence 9/10 Builds on &lt;it&gt;." in page
+    assert "ended:" not in samples_html(result, {"ideas": [from_document(make_doc("1.0", ["q"]))]})

@@ -290,7 +290,7 @@ def test_resume_of_a_damaged_run_directory_warns_and_regenerates(tmp_path, capsy
 
 def test_export_skips_and_counts_lines_of_the_wrong_shape(tmp_path):
     run = run_dir_of_three(tmp_path)
-    bad = make_doc("9.0", ["Odd?"]) | {"turns": 5}
+    bad = make_doc("9.0", ["Odd?"]).dump() | {"turns": 5}
     with (run / DIALOGUES).open("a") as handle:
         handle.write(json.dumps(bad) + "\n")
         handle.write('{"format": "ideas-dialogue/1", "batch": {"job": "8.0"}, "messages": [\n')
@@ -318,7 +318,7 @@ def test_a_failed_export_leaves_the_old_export_and_card_untouched(tmp_path):
     md_path, json_path = card_paths(out)
     before = {p: p.read_bytes() for p in (out, md_path, json_path)}
     with (run / DIALOGUES).open("a") as handle:
-        handle.write(json.dumps(make_doc("4.0", ["More?"])) + "\n")
+        handle.write(json.dumps(make_doc("4.0", ["More?"]).dump()) + "\n")
     md_path.unlink()
     md_path.mkdir()  # the card cannot be written: found after the export data was written
     with pytest.raises(OutputError, match="x.jsonl.card.md: cannot write: is a directory"):

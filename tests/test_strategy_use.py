@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from batch.card import strategy_distribution
+from dialogues.models import LibraryInfo
 from dialogues.strategy_use import (
     entropy_bits,
     library_size,
@@ -61,7 +62,7 @@ def test_card_and_report_agree_on_the_same_dialogues(library):
         make_doc("1.0", ["a", "b", "c"], strategies=["s3", "s1", "s2"]),
     ]
     for doc in docs:
-        doc["library"] = library or {}
+        doc.library = LibraryInfo.model_validate(library or {})
     available = library_size(library or {})
     card = strategy_distribution(docs, available=available)["entropy"]
     report = entropy_statistic([from_document(d) for d in docs], available, normalised=True)

@@ -123,7 +123,7 @@ def test_a_wrongly_typed_line_is_skipped_by_every_reader_and_generated_again(tmp
 
 def test_a_damaged_line_without_an_index_line_is_not_indexed_as_done(tmp_path):
     run = run_dir_of_three(tmp_path)
-    bad = make_doc("5.0", ["Lost?"]) | {"status": 5}
+    bad = make_doc("5.0", ["Lost?"]).dump() | {"status": 5}
     with (run / DIALOGUES).open("a") as handle:
         handle.write(json.dumps(bad) + "\n")
     store = BatchStore.open(run)
@@ -133,9 +133,9 @@ def test_a_damaged_line_without_an_index_line_is_not_indexed_as_done(tmp_path):
 def test_the_store_refuses_to_write_a_line_its_readers_would_skip(tmp_path):
     store = BatchStore.open(tmp_path / "run")
     with pytest.raises(ValueError, match="status"):
-        store.add_dialogue(make_doc("0.0", ["Q?"]) | {"status": 5})
+        store.add_dialogue(make_doc("0.0", ["Q?"]).dump() | {"status": 5})
     with pytest.raises(ValueError, match="batch job id"):
-        store.add_dialogue(make_doc("0.0", ["Q?"]) | {"batch": {"seed_index": 0}})
+        store.add_dialogue(make_doc("0.0", ["Q?"]).dump() | {"batch": {"seed_index": 0}})
     assert not (tmp_path / "run" / DIALOGUES).exists()
 
 
@@ -338,7 +338,7 @@ def test_read_stored_dialogue_names_what_is_wrong():
     )
     assert read_stored_dialogue(b"\xff\n") == "not UTF-8"
     assert read_stored_dialogue(b'{"format": "ideas-dialogue/1"}\n') == "no batch job id"
-    document = read_stored_dialogue(json.dumps(make_doc("0.0", ["Q?"])).encode())
+    document = read_stored_dialogue(json.dumps(make_doc("0.0", ["Q?"]).dump()).encode())
     assert document.job == "0.0"
 
 

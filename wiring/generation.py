@@ -22,6 +22,7 @@ from langgraph.types import Command
 from agents.chat import ModelError
 from dialogues.errors import InputError
 from dialogues.record import RunStatus
+from graphs.events import TraceEvent
 from graphs.state import Deps, State
 
 
@@ -39,7 +40,18 @@ class Outcome:
     @property
     def generated(self) -> bool:
         """Whether anything beyond the seed was generated."""
-        return bool(self.state.get("turns") or self.state.get("opening"))
+        return bool(self.state) and bool(self.state["turns"] or self.state["opening"])
+
+    @classmethod
+    def of(cls, state: dict[str, Any], wall_seconds: float) -> Outcome:
+        """Return how a run that stopped at `state` ended: as the graph says, else `failed`.
+
+        A state that is empty (nothing ran) or still running ends as `failed`.
+        """
+        match state:
+            case {"status": "complete" | "ended_early" as status, "reason": reason}:
+                return cls(state, status, reason, wall_seconds)
+        return cls(state, "failed", "the graph stopped early", wall_seconds)
 
 
 class Growth:
@@ -49,7 +61,7 @@ class Growth:
         self,
         graph: CompiledStateGraph,
         deps: Deps,
-        on_event: Callable[[dict[str, Any]], None] = lambda event: None,
+        on_event: Callable[[TraceEvent], None] = lambda event: None,
     ) -> None:
         """Run `graph` with `deps`, passing each trace event to `on_event`."""
         self.graph, self.deps, self.on_event = graph, deps, on_event
@@ -96,10 +108,7 @@ class Growth:
                 question = snapshot.interrupts[0].value
                 reason = "waiting for a person"
                 return Outcome(self.state, "interrupted", reason, self.elapsed(), question)
-        status = self.state.get("status")
-        if status not in ("complete", "ended_early"):
-            return Outcome(self.state, "failed", "the graph stopped early", self.elapsed())
-        return Outcome(self.state, status, self.state.get("reason"), self.elapsed())
+        return Outcome.of(self.state, self.elapsed())
 
 
 class NoAnswer(InputError):

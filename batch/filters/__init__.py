@@ -1,6 +1,7 @@
 """Dataset filters for a batch's dialogues before export; each is switchable and counted.
 
-`apply_filters` runs, in this order, on copies of the documents (the input is never mutated):
+`apply_filters` runs, in this order, on typed dialogue documents (`DialogueDocument`); a filter that
+changes one returns a changed copy (`model_copy`), the input is never mutated:
 
 1. `truncate_refusals`: the paper's truncation at the first empty or refused answer. A dialogue is
    cut before the generated turn whose answer is empty or opens with a refusal (`is_refusal`); a
@@ -25,7 +26,8 @@
 
 A cut keeps the document consistent: `messages` loses the cut turns' messages, `turns` the cut
 records, `summary.turns` is the new count and `unfinished_turn` is cleared. What a filter did is
-recorded in the document's `filters` field:
+recorded in the document's `filters` field (`FilterInfo`: each cut a `FilterCut`, each flagged
+turn a `ContaminationMatch`), dumped as:
 
 ```
 {"generated_turns": 5,              # turns before any filter
@@ -37,9 +39,10 @@ recorded in the document's `filters` field:
 
 `by` is one of `refusal`, `dedup`, `contamination`.
 
-Modules: `config` (`FilterConfig`, `FilterError`), `documents` (cutting a document), `refusal`,
-`repeats`, `dedup` and `contamination` (one filter each), `report` (`FilterStats`,
-`FilterReport`) and `pipeline` (`apply_filters`, with `min_turns`). Import from `batch.filters`.
+Modules: `config` (`FilterConfig`, `FilterError`), `documents` (cutting a document, its filter
+record), `refusal`, `repeats`, `dedup` and `contamination` (one filter each), `report`
+(`FilterStats`, `FilterReport`) and `pipeline` (`apply_filters`, with `min_turns`). Import from
+`batch.filters`.
 """
 
 from __future__ import annotations
@@ -52,7 +55,7 @@ from batch.filters.contamination import (
     load_benchmark,
 )
 from batch.filters.dedup import DEDUP_BLOCK, DEDUP_TILE, EMBED_CHUNK, dedup_keep_counts, embed_texts
-from batch.filters.documents import Document, normalise_text, truncate
+from batch.filters.documents import filter_record, instructions, normalise_text, truncate
 from batch.filters.pipeline import apply_filters, turn_count
 from batch.filters.refusal import REFUSAL_PATTERNS, REFUSAL_WINDOW, is_refusal
 from batch.filters.repeats import repeats_itself
@@ -63,7 +66,6 @@ __all__ = [
     "CONTAMINATION_CELLS",
     "DEDUP_BLOCK",
     "DEDUP_TILE",
-    "Document",
     "EMBED_CHUNK",
     "FILTER_NAMES",
     "FilterConfig",
@@ -77,6 +79,8 @@ __all__ = [
     "best_matches",
     "dedup_keep_counts",
     "embed_texts",
+    "filter_record",
+    "instructions",
     "is_refusal",
     "load_benchmark",
     "normalise_text",

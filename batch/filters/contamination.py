@@ -10,8 +10,9 @@ import numpy as np
 from rapidfuzz import fuzz, process
 
 from batch.filters.config import TOLERANCE, FilterConfig, FilterError
-from batch.filters.documents import Document, _filters, normalise_text, truncate
+from batch.filters.documents import filter_record, normalise_text, truncate
 from batch.filters.report import FilterStats
+from dialogues.models import ContaminationMatch, DialogueDocument
 
 CONTAMINATION_CELLS = 4_000_000
 """Scores per `cdist` call (16 MB of float32)."""
@@ -113,41 +114,41 @@ def best_matches(
 
 
 def _contamination(
-    documents: list[Document],
+    documents: list[DialogueDocument],
     config: FilterConfig,
     bench: list[tuple[str, str]],
     stats: FilterStats,
-) -> list[Document]:
-    turns = [
-        (d, k, t) for d, doc in enumerate(documents) for k, t in enumerate(doc.get("turns") or [])
-    ]
+) -> list[DialogueDocument]:
+    turns = [(d, k, t) for d, doc in enumerate(documents) for k, t in enumerate(doc.turns)]
     scores, index = best_matches(
-        [t.get("instruction") or "" for _, _, t in turns],
+        [t.instruction for _, _, t in turns],
         [text for text, _ in bench],
         config.contamination_threshold,
     )
-    found: dict[int, list[tuple[int, dict[str, Any]]]] = {}
+    found: dict[int, list[tuple[int, ContaminationMatch]]] = {}
     for (d, k, turn), score, i in zip(turns, scores, index, strict=True):
         if i >= 0:
             text, source = bench[i]
-            match = {"turn": turn.get("index", k + 1), "match": text, "source": source}
-            found.setdefault(d, []).append((k, match | {"score": round(float(score), 4)}))
+            match = ContaminationMatch(
+                turn=k + 1 if turn.index is None else turn.index,
+                match=text,
+                source=source,
+                score=round(float(score), 4),
+            )
+            found.setdefault(d, []).append((k, match))
     out = []
     for d, doc in enumerate(documents):
-        matches = found.get(d)
-        if not matches:
+        if d not in found:
             out.append(doc)
             continue
+        matches = found[d]
         stats.dialogues_affected += 1
         stats.turns_flagged += len(matches)
         if config.contamination_action == "drop":
             cut = matches[0][0]
-            stats.turns_removed += len(doc.get("turns") or []) - cut
-            new = truncate(doc, cut, "contamination")
-        else:
-            new = dict(doc)
-            new["filters"] = _filters(doc)
-        flagged = new["filters"]["contaminated_turns"]
-        new["filters"]["contaminated_turns"] = [*flagged, *(m for _, m in matches)]
-        out.append(new)
+            stats.turns_removed += len(doc.turns) - cut
+            doc = truncate(doc, cut, "contamination")
+        filters = filter_record(doc)
+        filters.contaminated_turns += [m for _, m in matches]
+        out.append(doc.model_copy(update={"filters": filters}))
     return out

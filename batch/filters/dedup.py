@@ -7,8 +7,9 @@ from collections.abc import Sequence
 import numpy as np
 
 from batch.filters.config import TOLERANCE, FilterConfig, FilterError
-from batch.filters.documents import Document, truncate
+from batch.filters.documents import instructions, truncate
 from batch.filters.report import FilterStats
+from dialogues.models import DialogueDocument
 from stores.memory import Embedder
 
 DEDUP_BLOCK = 1024
@@ -98,13 +99,13 @@ def dedup_keep_counts(
 
 
 def _dedup(
-    documents: list[Document],
+    documents: list[DialogueDocument],
     config: FilterConfig,
     embedder: Embedder,
     stats: FilterStats,
-) -> list[Document]:
-    texts = [t.get("instruction") or "" for d in documents for t in d.get("turns") or []]
-    lengths = [len(d.get("turns") or []) for d in documents]
+) -> list[DialogueDocument]:
+    texts = [text for d in documents for text in instructions(d)]
+    lengths = [len(d.turns) for d in documents]
     vectors = embed_texts(embedder, texts)
     keeps = dedup_keep_counts(vectors, lengths, config.dedup_threshold, min_keep=config.min_turns)
     out = []

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-Document = dict[str, Any]
+from dialogues.models import DialogueDocument, FilterCut, FilterInfo
 
 
 def normalise_text(text: str) -> str:
@@ -12,7 +10,14 @@ def normalise_text(text: str) -> str:
     return " ".join(text.casefold().split())
 
 
-def truncate(document: Document, keep: int, by: str, *, drop_opening: bool = False) -> Document:
+def instructions(document: DialogueDocument) -> list[str]:
+    """Return the generated user turns of `document`, in order."""
+    return [turn.instruction for turn in document.turns]
+
+
+def truncate(
+    document: DialogueDocument, keep: int, by: str, *, drop_opening: bool = False
+) -> DialogueDocument:
     """Return a copy of `document` with only its first `keep` generated turns.
 
     Args:
@@ -24,39 +29,42 @@ def truncate(document: Document, keep: int, by: str, *, drop_opening: bool = Fal
     Returns:
         A new document whose `messages`, `turns` and `summary.turns` agree.
     """
-    turns = list(document.get("turns") or [])
-    messages = list(document.get("messages") or [])
+    turns, messages = document.turns, document.messages
     keep = max(0, min(keep, len(turns)))
-    removed = len(turns) - keep
-    start = len(messages) - 2 * len(turns)
-    new = dict(document)
-    new["turns"] = turns[:keep]
-    new["messages"] = messages[: start + 2 * keep]
-    filters = _filters(document)
-    opening = document.get("opening")
-    if drop_opening and keep == 0 and opening and start > 0:
-        if messages[start - 1].get("role") == "assistant":
-            new["messages"] = messages[: start - 1]
-            new["opening"] = None
-            filters["opening_removed"] = True
-    if "summary" in document and isinstance(document["summary"], dict):
-        new["summary"] = dict(document["summary"], turns=keep)
-    new["unfinished_turn"] = None
-    filters["truncated_at"] = keep
-    filters["by"] = by
-    filters["cuts"] = [*filters["cuts"], {"by": by, "at": keep, "removed": removed}]
-    new["filters"] = filters
-    return new
-
-
-def _filters(document: Document) -> dict[str, Any]:
-    """Return a fresh copy of the document's filter record, with its defaults."""
-    old = document.get("filters") or {}
-    return {
-        "generated_turns": old.get("generated_turns", len(document.get("turns") or [])),
-        "truncated_at": old.get("truncated_at"),
-        "by": old.get("by"),
-        "cuts": list(old.get("cuts", [])),
-        "opening_removed": old.get("opening_removed", False),
-        "contaminated_turns": list(old.get("contaminated_turns", [])),
+    start = document.generated_start
+    update: dict[str, object] = {
+        "turns": turns[:keep],
+        "messages": messages[: start + 2 * keep],
+        "unfinished_turn": None,
     }
+    opening_removed = False
+    if drop_opening and keep == 0 and document.opening and start > 0:
+        if messages[start - 1].role == "assistant":
+            update |= {"messages": messages[: start - 1], "opening": None}
+            opening_removed = True
+    if document.summary is not None:
+        update["summary"] = document.summary.model_copy(update={"turns": keep})
+    filters = filter_record(document)
+    cut = FilterCut(by=by, at=keep, removed=len(turns) - keep)
+    update["filters"] = filters.model_copy(
+        update={
+            "truncated_at": keep,
+            "by": by,
+            "cuts": [*filters.cuts, cut],
+            "opening_removed": filters.opening_removed or opening_removed,
+        }
+    )
+    return document.model_copy(update=update)
+
+
+def filter_record(document: DialogueDocument) -> FilterInfo:
+    """Return a fresh copy of the document's filter record, every field set."""
+    old = document.filters or FilterInfo()
+    return FilterInfo(
+        generated_turns=len(document.turns) if old.generated_turns is None else old.generated_turns,
+        truncated_at=old.truncated_at,
+        by=old.by,
+        cuts=list(old.cuts),
+        opening_removed=old.opening_removed,
+        contaminated_turns=list(old.contaminated_turns),
+    )

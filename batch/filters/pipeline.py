@@ -8,22 +8,24 @@ from pathlib import Path
 from batch.filters.config import FilterConfig, FilterError
 from batch.filters.contamination import _contamination, load_benchmark
 from batch.filters.dedup import _dedup
-from batch.filters.documents import Document
 from batch.filters.refusal import _truncate_refusals
 from batch.filters.repeats import _self_repeat
 from batch.filters.report import FilterReport, FilterStats
+from dialogues.models import DialogueDocument
 from stores.memory import Embedder, embedder_name
 
 
-def turn_count(documents: Iterable[Document]) -> int:
+def turn_count(documents: Iterable[DialogueDocument]) -> int:
     """Return the number of generated turns in `documents`."""
-    return sum(len(d.get("turns") or []) for d in documents)
+    return sum(len(d.turns) for d in documents)
 
 
-def _min_turns(documents: list[Document], minimum: int, stats: FilterStats) -> list[Document]:
+def _min_turns(
+    documents: list[DialogueDocument], minimum: int, stats: FilterStats
+) -> list[DialogueDocument]:
     out = []
     for doc in documents:
-        n = len(doc.get("turns") or [])
+        n = len(doc.turns)
         if n < minimum:
             stats.dialogues_affected += 1
             stats.dialogues_dropped += 1
@@ -34,8 +36,8 @@ def _min_turns(documents: list[Document], minimum: int, stats: FilterStats) -> l
 
 
 def apply_filters(
-    documents: Iterable[Document], config: FilterConfig, *, embedder: Embedder | None = None
-) -> tuple[list[Document], FilterReport]:
+    documents: Iterable[DialogueDocument], config: FilterConfig, *, embedder: Embedder | None = None
+) -> tuple[list[DialogueDocument], FilterReport]:
     """Run the enabled filters in order and report what each did.
 
     Args:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import re
 
-from batch.filters.documents import Document, truncate
+from batch.filters.documents import truncate
 from batch.filters.report import FilterStats
+from dialogues.models import DialogueDocument
 
 REFUSAL_PATTERNS: tuple[str, ...] = (
     r"I(?:'m| am) sorry,? but (?:I\b|as an AI)",
@@ -38,23 +39,24 @@ def is_refusal(answer: str) -> bool:
     return not text or _REFUSAL.search(text[:REFUSAL_WINDOW]) is not None
 
 
-def _truncate_refusals(documents: list[Document], stats: FilterStats) -> list[Document]:
+def _truncate_refusals(
+    documents: list[DialogueDocument], stats: FilterStats
+) -> list[DialogueDocument]:
     out = []
     empty = refused = opening = 0
     for doc in documents:
-        turns = doc.get("turns") or []
-        answer = (doc.get("opening") or {}).get("answer")
-        if doc.get("opening") and answer is not None and is_refusal(answer):
+        turns = doc.turns
+        if doc.opening is not None and is_refusal(doc.opening.answer):
             opening += 1
             stats.dialogues_affected += 1
             stats.turns_removed += len(turns)
             out.append(truncate(doc, 0, "refusal", drop_opening=True))
             continue
-        cut = next((i for i, t in enumerate(turns) if is_refusal(t.get("answer") or "")), None)
+        cut = next((i for i, t in enumerate(turns) if is_refusal(t.answer)), None)
         if cut is None:
             out.append(doc)
             continue
-        if (turns[cut].get("answer") or "").strip():
+        if turns[cut].answer.strip():
             refused += 1
         else:
             empty += 1

@@ -9,8 +9,9 @@ from rapidfuzz import process
 from rapidfuzz.distance import Levenshtein
 
 from batch.filters.config import TOLERANCE
-from batch.filters.documents import Document, normalise_text
+from batch.filters.documents import instructions, normalise_text
 from batch.filters.report import FilterStats
+from dialogues.models import DialogueDocument
 
 
 def repeats_itself(instructions: Sequence[str], threshold: float) -> bool:
@@ -25,14 +26,15 @@ def repeats_itself(instructions: Sequence[str], threshold: float) -> bool:
     return bool((np.triu(scores, 1) >= cutoff).any())
 
 
-def _self_repeat(documents: list[Document], threshold: float, stats: FilterStats) -> list[Document]:
+def _self_repeat(
+    documents: list[DialogueDocument], threshold: float, stats: FilterStats
+) -> list[DialogueDocument]:
     out = []
     for doc in documents:
-        turns = doc.get("turns") or []
-        if repeats_itself([t.get("instruction") or "" for t in turns], threshold):
+        if repeats_itself(instructions(doc), threshold):
             stats.dialogues_affected += 1
             stats.dialogues_dropped += 1
-            stats.turns_removed += len(turns)
+            stats.turns_removed += len(doc.turns)
         else:
             out.append(doc)
     return out
