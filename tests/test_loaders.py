@@ -384,7 +384,16 @@ def test_not_a_dialogue_file(tmp_path, name, text, reason):
 def test_unknown_format_name_is_rejected(tmp_path):
     with pytest.raises(ValueError, match="unknown dialogue format 'csv'"):
         load(tmp_path / "x.json", format="csv")
-    assert set(FORMATS) == {"sharegpt", "openai", "oasst-tree", "oasst-flat", "hh", "mtbench101"}
+    assert set(FORMATS) == {
+        "sharegpt",
+        "openai",
+        "oasst-tree",
+        "oasst-flat",
+        "hh",
+        "mtbench101",
+        "simulatorarena",
+        "mirrorbench",
+    }
 
 
 def test_pairs_of_skips_the_opener_and_unanswered_turns():
