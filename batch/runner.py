@@ -168,7 +168,12 @@ class Grower:
         if self.balance:
             retriever = BalancedRetriever(retriever, self.uses)
         wiring = JobWiring(job_settings, self.wiring.store, retriever, self.wiring)
-        return Deps(build_agents(wiring), max_rejections=settings.max_rejections)
+        return Deps(
+            build_agents(wiring),
+            max_rejections=settings.max_rejections,
+            min_turns=settings.min_turns,
+            ending=settings.ending,
+        )
 
     def on_event(self, event: dict[str, Any]) -> None:
         """Count strategy selections and accepted turns from the graph's trace events."""
@@ -346,7 +351,7 @@ async def _resumable(graph: Any, thread: str) -> Any:
 
 def _finished(state: dict[str, Any]) -> Outcome:
     status = state.get("status")
-    if status in ("complete", "ended_early"):
+    if status in ("complete", "ended_early", "ended_by_user"):
         return Outcome(dict(state), status, state.get("reason"), 0.0)
     return Outcome(dict(state), "failed", "the graph stopped early", 0.0)
 

@@ -21,7 +21,7 @@ from graphs.state import Deps, initial_state
 from wiring.generation import TERMINATION_SIGNALS, Growth, run_dialogue, stop_on_termination
 from wiring.session import Session
 
-EXIT_CODES = {"complete": 0, "ended_early": 0, "interrupted": 130, "failed": 1}
+EXIT_CODES = {"complete": 0, "ended_early": 0, "ended_by_user": 0, "interrupted": 130, "failed": 1}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,7 +66,12 @@ def generate(argv: list[str], console: Console) -> int:
     tracer.seed(seed.to_openai_messages(), seed.source)
     with stop_on_termination(), Session(settings) as session:
         library = {"name": settings.library, **session.store.metadata()}
-        deps = Deps(build_agents(session), max_rejections=settings.max_rejections)
+        deps = Deps(
+            build_agents(session),
+            max_rejections=settings.max_rejections,
+            min_turns=settings.min_turns,
+            ending=settings.ending,
+        )
         growth = Growth(build_graph(), deps, tracer.event)
         state = initial_state(to_langchain(seed.to_openai_messages()), settings.turns)
         outcome = run_dialogue(growth, state)
@@ -81,7 +86,7 @@ def generate(argv: list[str], console: Console) -> int:
         seed_source=seed.source,
         library=library,
     )
-    finished = outcome.status in ("complete", "ended_early")
+    finished = outcome.status in ("complete", "ended_early", "ended_by_user")
     written = args.out is not None and (finished or outcome.generated)
     if written:
         write_json_atomic(args.out, document.dump())

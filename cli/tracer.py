@@ -79,7 +79,7 @@ class Tracer:
 
     def _on_verdict(self, event: dict[str, Any]) -> None:
         scores = event.get("scores")
-        line = Text("critic ", style="bold")
+        line = Text("ending " if event.get("ending") else "critic ", style="bold")
         line.append(
             "accepted" if event["accepted"] else "rejected",
             style="green" if event["accepted"] else "red",
@@ -103,6 +103,14 @@ class Tracer:
         self.console.print(
             Panel(
                 self._clip(event["text"]), title=title, title_align="left", border_style="magenta"
+            )
+        )
+
+    def _on_user_ended(self, event: dict[str, Any]) -> None:
+        self.console.print(
+            Text(
+                f"the user ended the conversation (turn {event['turn']} not taken)",
+                style="bold green",
             )
         )
 
@@ -135,7 +143,7 @@ class Tracer:
         status = document["status"] + (f" ({document['reason']})" if document["reason"] else "")
         head = Text.assemble(
             ("done: ", "bold"),
-            (status, "green" if status == "complete" else "yellow"),
+            (status, "green" if document["status"] in ("complete", "ended_by_user") else "yellow"),
             f"  turns {s['turns']}/{s['target_turns']}, rejections {s['rejections']}, "
             f"LLM calls {s['llm_calls']}, tokens {s['input_tokens']}+{s['output_tokens']}, "
             f"{s['wall_seconds']:.1f}s",

@@ -323,3 +323,12 @@ def test_graph_topology_matches_the_snapshot():
     #   python -c "from graphs.deduction import build_graph; \
     #     print(build_graph().get_graph().draw_mermaid(), end='')" > tests/snapshots/deduction.mmd
     assert build_graph().get_graph().draw_mermaid() == SNAPSHOT.read_text(encoding="utf-8")
+
+
+def test_route_after_draft_sends_only_the_end_marker_to_the_ending_rules():
+    from graphs.deduction import route_after_draft
+
+    assert route_after_draft(state(draft="<|endconversation|>")) == "judge_ending"
+    assert route_after_draft(state(draft="END_CONVERSATION")) == "judge_ending"
+    assert route_after_draft(state(draft="Thanks! <|endconversation|> and more")) == "critique"
+    assert route_after_draft(state(draft="Which cells remember it?")) == "critique"

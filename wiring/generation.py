@@ -77,7 +77,7 @@ class Growth:
         except ModelError as exc:
             return Outcome(self.state, "failed", str(exc), self.elapsed())
         status = self.state.get("status")
-        if status not in ("complete", "ended_early"):
+        if status not in ("complete", "ended_early", "ended_by_user"):
             return Outcome(self.state, "failed", "the graph stopped early", self.elapsed())
         return Outcome(self.state, status, self.state.get("reason"), self.elapsed())
 
