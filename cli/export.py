@@ -158,9 +158,13 @@ def filter_config(args: argparse.Namespace) -> FilterConfig:
 
 
 def slim(document: dict[str, Any]) -> dict[str, Any]:
-    """Drop what the export never uses (settings copy, unfinished turn, candidate texts)."""
+    """Drop what the export never uses (settings copy, candidate texts, an unfinished turn).
+
+    The unfinished turn of a dialogue its user ended is kept: it is the ending's record.
+    """
     document.pop("settings", None)
-    document.pop("unfinished_turn", None)
+    if document.get("status") != "ended_by_user":
+        document.pop("unfinished_turn", None)
     for turn in document.get("turns") or []:
         for candidate in turn.get("candidates") or []:
             candidate.pop("text", None)
