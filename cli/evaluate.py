@@ -90,7 +90,11 @@ def ablate_parser() -> argparse.ArgumentParser:
         help=f"comma-separated, from: {', '.join(VARIANTS)}",
     )
     parser.add_argument("--n", type=int, help="dialogues per variant (default: one per seed)")
-    parser.add_argument("--turns", type=int, help="user turns per dialogue (default 6)")
+    parser.add_argument(
+        "--turns",
+        type=int,
+        help="most user turns per dialogue (default 6; the user may end sooner, see --ending)",
+    )
     parser.add_argument("--concurrency", type=int, default=4, help="dialogues in flight")
     parser.add_argument("--opening-only", action="store_true", help="as for batch")
     parser.add_argument("--shuffle", action="store_true", help="as for batch")

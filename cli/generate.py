@@ -38,7 +38,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         help="seed dialogue: OpenAI messages, ShareGPT, or an opening question",
     )
-    parser.add_argument("--turns", type=int, help="user turns to generate (default 6)")
+    parser.add_argument(
+        "--turns",
+        type=int,
+        help="most user turns to generate (default 6; the user may end sooner, see --ending)",
+    )
     # A str, not a Path: Path("dir/") drops the slash that says "a directory" (refused).
     parser.add_argument("--out", help="write the dialogue JSON here (atomically)")
     verbosity = parser.add_mutually_exclusive_group()
