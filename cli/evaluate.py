@@ -158,6 +158,19 @@ def judge_client(args: argparse.Namespace, settings: Settings | None) -> ChatCli
     return ChatClient(build_chat_model(model, base_url), structured_method="json_schema")
 
 
+def load_reference_lengths(paths: Sequence[Path] | None) -> list[int] | None:
+    """User turns per real dialogue of the reference files (after `load_reference` checked them)."""
+    if not paths:
+        return None
+    from induction.loaders import load
+
+    return [
+        sum(t.role == "user" for t in dialogue.turns)
+        for path in paths
+        for dialogue in load(path).dialogues
+    ]
+
+
 def load_reference(paths: Sequence[Path] | None) -> list[EvalDialogue] | None:
     """Read the real follow-ups of the reference dialogue files (pooled)."""
     if not paths:
@@ -215,7 +228,11 @@ def report(
         if judging.failures:
             console.print(Text(f"judge: {len(judging.failures)} ratings failed", style="yellow"))
     result = evaluate(
-        variants, embedder=MiniLMEmbedding(), reference=reference, baseline=args.baseline or "ideas"
+        variants,
+        embedder=MiniLMEmbedding(),
+        reference=reference,
+        reference_lengths=load_reference_lengths(args.reference) if reference else None,
+        baseline=args.baseline or "ideas",
     )
     if generation:
         result.settings["generation"] = generation
