@@ -64,6 +64,16 @@ def test_the_real_dialogues_of_the_build_scripts_are_listed_once_and_load(capsys
         assert load(DATA / path).pairs, path
 
 
+def test_the_ended_dialogues_are_listed_only_with_endings(capsys):
+    from induction.real_dialogues import ENDING_DIALOGUES
+
+    assert main(["--endings", "DATA"]) == 0
+    listed = capsys.readouterr().out.splitlines()
+    assert listed == [f"DATA/{p}" for p in (*REAL_DIALOGUES, *ENDING_DIALOGUES)]
+    for path in ENDING_DIALOGUES:
+        assert all(d.ended_by_user for d in load(DATA / path).dialogues), path
+
+
 def write_jsonl(path: Path, rows: list) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     return path
