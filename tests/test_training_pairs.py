@@ -430,3 +430,19 @@ def test_simulatorarena_without_why_stop_is_not_an_ending(tmp_path):
     first, second = load(path).dialogues
     assert (first.ended_by_user, second.ended_by_user) == (True, False)
     assert [t.role for t in first.turns] == ["user", "assistant", "user", "assistant"]
+
+
+def test_endings_off_keeps_the_settings_and_run_id_of_a_shipped_build(tmp_path):
+    from training.job import TrainJob
+
+    paths = {k: tmp_path / k for k in ("dialogues", "extractions", "library", "out", "base")}
+    off = TrainJob(
+        dialogues=[paths["dialogues"]], **{k: v for k, v in paths.items() if k != "dialogues"}
+    )
+    on = TrainJob(
+        dialogues=[paths["dialogues"]],
+        endings=True,
+        **{k: v for k, v in paths.items() if k != "dialogues"},
+    )
+    assert "endings" not in off.settings() and on.settings()["endings"] is True
+    assert off.run_id({"x": "1"}) != on.run_id({"x": "1"})
