@@ -408,8 +408,8 @@ def test_end_pairs_only_for_dialogues_the_user_ended():
 
 def test_simulatorarena_conversations_are_ended_by_their_users_oasst_ones_are_cut():
     from induction.loaders import load
+    from tests.test_loaders import DATA as data  # the shared data folder, found in one place
 
-    data = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
     arena = data / "simulatorarena-doc" / "document_creation_annotations_for_benchmarking.json"
     mirror = data / "mirrorbench-oasst1" / "oasst1_mirror.jsonl"
     if not arena.is_file() or not mirror.is_file():
