@@ -166,6 +166,11 @@ def route_after_draft(state: State) -> Literal["critique", "judge_ending"]:
     return "judge_ending" if is_end_marker(state["draft"]) else "critique"
 
 
+def route_after_ending(state: State) -> Literal["draft_instruction", "__end__"]:
+    """End where the user ended (or after too many rejections); redraft a refused ending."""
+    return "draft_instruction" if state["status"] == "running" else END
+
+
 def route_after_critique(state: State) -> Literal["respond", "draft_instruction", "__end__"]:
     """Answer an accepted draft, redraft a rejected one, or end after too many rejections."""
     if state["status"] != "running":
@@ -192,6 +197,6 @@ def build_graph(checkpointer: Any = None) -> CompiledStateGraph:
     builder.add_edge("select_strategy", "draft_instruction")
     builder.add_conditional_edges("draft_instruction", route_after_draft)
     builder.add_conditional_edges("critique", route_after_critique)
-    builder.add_conditional_edges("judge_ending", route_after_critique)
+    builder.add_conditional_edges("judge_ending", route_after_ending)
     builder.add_conditional_edges("respond", route_after_respond)
     return builder.compile(checkpointer=checkpointer, name="ideas-deduction")

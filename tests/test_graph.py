@@ -332,3 +332,11 @@ def test_route_after_draft_sends_only_the_end_marker_to_the_ending_rules():
     assert route_after_draft(state(draft="END_CONVERSATION")) == "judge_ending"
     assert route_after_draft(state(draft="Thanks! <|endconversation|> and more")) == "critique"
     assert route_after_draft(state(draft="Which cells remember it?")) == "critique"
+
+
+def test_route_after_ending_ends_or_redrafts():
+    from graphs.deduction import route_after_ending
+
+    assert route_after_ending(state(status="ended_by_user")) == END
+    assert route_after_ending(state(status="ended_early")) == END
+    assert route_after_ending(state(status="running", rejections=1)) == "draft_instruction"
