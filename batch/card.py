@@ -36,6 +36,8 @@ TOP_STRATEGIES = 20
 GENERATION_SETTINGS = (
     "top_k",
     "max_rejections",
+    "min_turns",
+    "ending",
     "novelty_threshold",
     "min_depth",
     "min_insight",
@@ -189,6 +191,7 @@ def build_card(
         },
         "filters": report.as_dict(),
         "strategies": strategy_distribution(documents, available=manifest.library.size()),
+        "lengths": length_histogram(documents),
         "batch": {
             "created_at": manifest.created_at,
             "n": manifest.n,
@@ -204,6 +207,23 @@ def build_card(
         "models": role_models(manifest.settings, manifest.agents),
         "settings": manifest.settings.values(GENERATION_SETTINGS),
     }
+
+
+def length_histogram(documents: Sequence[DialogueDocument | dict[str, Any]]) -> list[dict]:
+    """Count the exported dialogues by generated user turns, and those their user ended.
+
+    Returns:
+        One row per length, shortest first: `turns`, `dialogues`, `ended_by_user`.
+    """
+    lengths: Counter[int] = Counter()
+    ended: Counter[int] = Counter()
+    for doc in documents:
+        document = DialogueDocument.of(doc)
+        lengths[len(document.turns)] += 1
+        ended[len(document.turns)] += document.status == "ended_by_user"
+    return [
+        {"turns": n, "dialogues": lengths[n], "ended_by_user": ended[n]} for n in sorted(lengths)
+    ]
 
 
 def _settings_text(settings: dict[str, Any]) -> str:
@@ -259,6 +279,7 @@ def render_markdown(card: dict[str, Any]) -> str:
                 *_skipped_rows(card["skipped"]),
             ],
         ),
+        *_lengths_lines(card.get("lengths") or []),
         "## Filters",
         "",
         f"{filters['dialogues_in']} dialogues ({filters['turns_in']} turns) in, "
@@ -333,6 +354,32 @@ def render_markdown(card: dict[str, Any]) -> str:
         ),
     ]
     return "\n".join(lines)
+
+
+def _lengths_lines(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """The histogram of user turns per dialogue, a bar per length (none in older cards)."""
+    if not rows:
+        return []
+    most = max(r["dialogues"] for r in rows) or 1
+    return [
+        "## Dialogue lengths",
+        "",
+        "Generated user turns per exported dialogue; `ended by the user`: dialogues whose user "
+        "ended the conversation (the rest ran to the target turns or ended early).",
+        "",
+        *_table(
+            ["user turns", "dialogues", "ended by the user", ""],
+            [
+                (
+                    r["turns"],
+                    r["dialogues"],
+                    r["ended_by_user"],
+                    "#" * round(20 * r["dialogues"] / most),
+                )
+                for r in rows
+            ],
+        ),
+    ]
 
 
 def _skipped_rows(skipped: dict[str, int]) -> list[tuple[str, int]]:

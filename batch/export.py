@@ -8,7 +8,10 @@ Formats:
 - `simulator-sft`: the paper's user-simulator training data, JSON Lines with one record per
   generated turn: `{"id": "<job>#<turn>", "history": [messages before the instruction, OpenAI
   form], "strategy": text or null, "instruction": text, "ideas": {...}}`. Turns without a strategy
-  are kept with `strategy: null` and counted.
+  are kept with `strategy: null` and counted. A dialogue its user ended (status `ended_by_user`,
+  not cut by a filter since) adds one record after its last turn whose `instruction` is the end
+  marker (`dialogues.ending.END_MARKER`) and whose `history` is the whole dialogue: it teaches
+  the ending.
 
 `ideas` is the decision record (omitted entirely with `plain=True`): `job`, `seed`, `seed_index`,
 `repeat`, `status`, `reason`, `library`, `library_version`, `generated_turns` (before filters),
@@ -39,6 +42,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from dialogues.ending import END_MARKER, ENDED_BY_USER
 from dialogues.models import (
     BatchInfo,
     ChatMessage,
@@ -219,7 +223,7 @@ def openai_record(document: DialogueDocument, *, plain: bool = False) -> dict[st
 def simulator_records(
     document: DialogueDocument, *, plain: bool = False
 ) -> Iterator[dict[str, Any]]:
-    """Yield one user-simulator training record per generated turn of a dialogue."""
+    """Yield one user-simulator training record per generated turn, and one for an ending."""
     messages = openai_messages(document.messages)
     start = document.generated_start
     job = _text(document.job)
@@ -235,6 +239,41 @@ def simulator_records(
         if info is not None:
             record["ideas"] = info | {"turn": turn_record(turn, _contamination(document, index))}
         yield record
+    end = ending_turn(document)
+    if end is not None:
+        record = {
+            "id": f"{job}#{_index(end, len(document.turns))}",
+            "history": messages,
+            "strategy": end.strategy.text if end.strategy else None,
+            "instruction": END_MARKER,
+        }
+        if info is not None:
+            record["ideas"] = info | {"turn": turn_record(end)}
+        yield record
+
+
+def ending_turn(document: DialogueDocument) -> TurnRecord | None:
+    """The turn at which the user ended the dialogue, with the end marker as its instruction.
+
+    None unless the dialogue ended by the user's choice and still ends where it did: a filter that
+    cut it drops its unfinished turn (`batch.filters.documents.truncate`), and with it the ending.
+    """
+    end = document.unfinished_turn
+    if document.status != ENDED_BY_USER or end is None or not end.drafts:
+        return None
+    last = end.drafts[-1]
+    if not (last.ending and last.accepted):
+        return None
+    return TurnRecord(
+        index=end.index,
+        candidates=end.candidates,
+        strategy=end.strategy,
+        selection=end.selection,
+        drafts=end.drafts,
+        critic=last,
+        instruction=END_MARKER,
+        usage=end.usage,
+    )
 
 
 def _dumps(record: dict[str, Any]) -> str:
@@ -310,6 +349,6 @@ def _write(
         staged.write_lines(out_path, (_dumps(openai_record(d, plain=plain)) for d in documents))
         result.records = result.dialogues
     else:
-        records = (r for d in documents for r in simulator_records(d, plain=plain))
+        records = [r for d in documents for r in simulator_records(d, plain=plain)]
         staged.write_lines(out_path, (_dumps(r) for r in records))
-        result.records = result.turns
+        result.records = len(records)

@@ -169,7 +169,12 @@ class Grower:
         if self.balance:
             retriever = BalancedRetriever(retriever, self.uses)
         wiring = JobWiring(job_settings, self.wiring.store, retriever, self.wiring)
-        return Deps(build_agents(wiring), max_rejections=settings.max_rejections)
+        return Deps(
+            build_agents(wiring),
+            max_rejections=settings.max_rejections,
+            min_turns=settings.min_turns,
+            ending=settings.ending,
+        )
 
     def on_event(self, event: TraceEvent) -> None:
         """Count strategy selections and accepted turns from the graph's trace events."""

@@ -40,6 +40,7 @@ from platformdirs import user_cache_dir
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from dialogues.errors import ServiceError  # noqa: E402
 from runtime.server import ServerError, default_gguf  # noqa: E402
 
 DISTRIBUTION = "llama-cpp-python"
@@ -60,7 +61,7 @@ GO_RATIO = 1.5
 """The issue's rule: 4 sequences must decode at least this multiple of 1 sequence's rate."""
 
 
-class GoNoGoError(RuntimeError):
+class GoNoGoError(ServiceError, RuntimeError):
     """Building or running the bench failed; the message is one line for the user."""
 
 

@@ -69,7 +69,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--out", required=True, type=Path, help="run directory (created)")
     parser.add_argument("--n", type=int, help="dialogues to generate (default: one per seed)")
-    parser.add_argument("--turns", type=int, help="user turns per dialogue (default 6)")
+    parser.add_argument(
+        "--turns",
+        type=int,
+        help="most user turns per dialogue (default 6; the user may end sooner, see --ending)",
+    )
     parser.add_argument("--concurrency", type=int, default=4, help="dialogues in flight")
     parser.add_argument(
         "--retry-failed", action="store_true", help="run failed dialogues again (resumed)"

@@ -97,7 +97,11 @@ def ablate_parser() -> argparse.ArgumentParser:
         help=f"comma-separated, from: {', '.join(VARIANTS)}",
     )
     parser.add_argument("--n", type=int, help="dialogues per variant (default: one per seed)")
-    parser.add_argument("--turns", type=int, help="user turns per dialogue (default 6)")
+    parser.add_argument(
+        "--turns",
+        type=int,
+        help="most user turns per dialogue (default 6; the user may end sooner, see --ending)",
+    )
     parser.add_argument("--concurrency", type=int, default=4, help="dialogues in flight")
     parser.add_argument("--opening-only", action="store_true", help="as for batch")
     parser.add_argument("--shuffle", action="store_true", help="as for batch")
@@ -149,6 +153,19 @@ def judge_client(args: argparse.Namespace, settings: Settings | None) -> ChatCli
         base_url=base_url, model=args.judge_model, temperature=0.0, max_tokens=256
     )
     return ChatClient(build_chat_model(model, base_url), structured_method="json_schema")
+
+
+def load_reference_lengths(paths: Sequence[Path] | None) -> list[int] | None:
+    """User turns per real dialogue of the reference files (after `load_reference` checked them)."""
+    if not paths:
+        return None
+    from induction.loaders import load
+
+    return [
+        sum(t.role == "user" for t in dialogue.turns)
+        for path in paths
+        for dialogue in load(path).dialogues
+    ]
 
 
 def load_reference(paths: Sequence[Path] | None) -> list[EvalDialogue] | None:
@@ -208,7 +225,11 @@ def report(
         if judging.failures:
             console.print(Text(f"judge: {len(judging.failures)} ratings failed", style="yellow"))
     result = evaluate(
-        variants, embedder=MiniLMEmbedding(), reference=reference, baseline=args.baseline or "ideas"
+        variants,
+        embedder=MiniLMEmbedding(),
+        reference=reference,
+        reference_lengths=load_reference_lengths(args.reference) if reference else None,
+        baseline=args.baseline or "ideas",
     )
     if generation:
         result.settings["generation"] = generation

@@ -159,8 +159,9 @@ def filter_config(args: argparse.Namespace) -> FilterConfig:
 def slim(document: DialogueDocument) -> DialogueDocument:
     """Return `document` without what the export never uses, to hold a whole batch in memory.
 
-    That is its settings copy, its unfinished turn and the texts of its turns' candidates (the
-    strategy a turn applied keeps its text). `document` itself is not modified.
+    That is its settings copy, its unfinished turn (kept for a dialogue its user ended: it is the
+    ending's record) and the texts of its turns' candidates (the strategy a turn applied keeps its
+    text). `document` itself is not modified.
     """
     turns = [
         turn.model_copy(
@@ -168,7 +169,10 @@ def slim(document: DialogueDocument) -> DialogueDocument:
         )
         for turn in document.turns
     ]
-    return document.model_copy(update={"settings": {}, "unfinished_turn": None, "turns": turns})
+    unfinished = document.unfinished_turn if document.status == "ended_by_user" else None
+    return document.model_copy(
+        update={"settings": {}, "unfinished_turn": unfinished, "turns": turns}
+    )
 
 
 def read_manifest(run_dir: Path) -> BatchManifest:

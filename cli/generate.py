@@ -21,10 +21,16 @@ from dialogues.seeds import load_seed
 from dialogues.text import display_path
 from graphs.deduction import build_graph
 from graphs.state import Deps, initial_state
-from wiring.generation import TERMINATION_SIGNALS, Growth, run_dialogue, stop_on_termination
+from wiring.generation import (
+    FINISHED,
+    TERMINATION_SIGNALS,
+    Growth,
+    run_dialogue,
+    stop_on_termination,
+)
 from wiring.session import Session
 
-EXIT_CODES = {"complete": 0, "ended_early": 0, "interrupted": 130, "failed": 1}
+EXIT_CODES = {"complete": 0, "ended_early": 0, "ended_by_user": 0, "interrupted": 130, "failed": 1}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,7 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         help="seed dialogue: OpenAI messages, ShareGPT, or an opening question",
     )
-    parser.add_argument("--turns", type=int, help="user turns to generate (default 6)")
+    parser.add_argument(
+        "--turns",
+        type=int,
+        help="most user turns to generate (default 6; the user may end sooner, see --ending)",
+    )
     # A str, not a Path: Path("dir/") drops the slash that says "a directory" (refused).
     parser.add_argument("--out", help="write the dialogue JSON here (atomically)")
     verbosity = parser.add_mutually_exclusive_group()
@@ -72,7 +82,12 @@ def generate(argv: list[str], console: Console) -> int:
     human = agents.simulator == "human"
     with stop_on_termination(), Session(settings) as session:
         library = {"name": settings.library, **session.store.metadata()}
-        deps = Deps(build_agents(session), max_rejections=settings.max_rejections)
+        deps = Deps(
+            build_agents(session),
+            max_rejections=settings.max_rejections,
+            min_turns=settings.min_turns,
+            ending=settings.ending,
+        )
         graph = build_graph(InMemorySaver() if human else None)
         growth = Growth(graph, deps, tracer.event)
         state = initial_state(to_langchain(seed.to_openai_messages()), settings.turns)
@@ -89,7 +104,7 @@ def generate(argv: list[str], console: Console) -> int:
         seed_source=seed.source,
         library=library,
     )
-    finished = outcome.status in ("complete", "ended_early")
+    finished = outcome.status in FINISHED
     written = args.out is not None and (finished or outcome.generated)
     if written:
         write_json_atomic(args.out, document.dump())

@@ -46,6 +46,17 @@ def add_agent_arguments(parser: argparse.ArgumentParser) -> None:
     )
     a.add_argument("--top-k", type=int, help="candidate strategies per turn (default 8)")
     a.add_argument("--max-rejections", type=int, help="rejections in a row that end (default 6)")
+    a.add_argument(
+        "--min-turns",
+        type=int,
+        help="no user ending before this many generated turns (default 2)",
+    )
+    a.add_argument(
+        "--ending",
+        choices=["learned", "never"],
+        help="learned (default): the simulator may end the dialogue, --turns is the maximum; "
+        "never: every dialogue runs to --turns",
+    )
     a.add_argument("--min-depth", type=int, help="critic's minimum depth 1-5 (default 3)")
     a.add_argument("--min-insight", type=int, help="critic's minimum insight 1-5 (default 3)")
     a.add_argument("--random-seed", type=int, help="seed for sampling choices (default 0)")
@@ -82,6 +93,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         ("turns", "turns"),
         ("top_k", "top_k"),
         ("max_rejections", "max_rejections"),
+        ("min_turns", "min_turns"),
+        ("ending", "ending"),
         ("min_depth", "min_depth"),
         ("min_insight", "min_insight"),
         ("random_seed", "seed"),

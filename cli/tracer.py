@@ -18,6 +18,7 @@ from graphs.events import (
     SelectionEvent,
     TraceEvent,
     TurnEvent,
+    UserEndedEvent,
     VerdictEvent,
 )
 
@@ -63,6 +64,13 @@ class Tracer:
                 )
             case EndedEvent(reason=reason):
                 self.console.print(Text("ended early: " + reason, style="bold yellow"))
+            case UserEndedEvent(turn=turn):
+                self.console.print(
+                    Text(
+                        f"the user ended the conversation (turn {turn} not taken)",
+                        style="bold green",
+                    )
+                )
 
     def _clip(self, text: str) -> Text:
         if self.verbosity != "verbose" and len(text) > _CLIP:
@@ -99,7 +107,7 @@ class Tracer:
 
     def _verdict(self, event: VerdictEvent) -> None:
         scores = event.scores
-        line = Text("critic ", style="bold")
+        line = Text("ending " if event.ending else "critic ", style="bold")
         line.append(
             "accepted" if event.accepted else "rejected",
             style="green" if event.accepted else "red",
@@ -144,7 +152,7 @@ class Tracer:
         status = f"{document.status}" + (f" ({document.reason})" if document.reason else "")
         head = Text.assemble(
             ("done: ", "bold"),
-            (status, "green" if status == "complete" else "yellow"),
+            (status, "green" if document.status in ("complete", "ended_by_user") else "yellow"),
             f"  turns {s.turns}/{s.target_turns}, rejections {s.rejections}, "
             f"LLM calls {s.llm_calls}, tokens {s.input_tokens}+{s.output_tokens}, "
             f"{s.wall_seconds:.1f}s",

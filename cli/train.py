@@ -30,7 +30,7 @@ from stores.packaged import PACKAGED, read_records
 from training import INSTALL_HINT, TrainingError
 from training.convert import converter_tree
 from training.job import TrainJob, base_format
-from training.pairs import PairSet, build_pairs, strategy_texts
+from training.pairs import PairSet, build_end_pairs, build_pairs, strategy_texts
 
 EXTRA_MODULES = ("torch", "transformers", "peft", "gguf")
 MAX_RANK = 1024
@@ -55,6 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-strategy",
         action="store_true",
         help="train the plain simulator's prompt on the same pairs",
+    )
+    parser.add_argument(
+        "--endings",
+        action="store_true",
+        help="also learn the end marker after each real dialogue its user ended "
+        "(SimulatorArena's); dialogues cut by their source are not endings",
     )
     parser.add_argument(
         "--strategy-level",
@@ -111,8 +117,10 @@ def train_simulator(argv: list[str], console: Console) -> int:
     """Run the train-simulator command; return the exit code."""
     args = build_parser().parse_args(argv)
     job = make_job(args)
-    real_pairs = [p for r in load_sources(args.dialogues, None) for p in r.pairs]
-    pair_set = make_pairs(args, job, real_pairs)
+    loaded = load_sources(args.dialogues, None)
+    real_pairs = [p for r in loaded for p in r.pairs]
+    endings = [(r.path.name, d) for r in loaded for d in r.dialogues] if job.endings else []
+    pair_set = make_pairs(args, job, real_pairs, endings)
     missing = [m for m in EXTRA_MODULES if importlib.util.find_spec(m) is None]
     if missing:
         raise TrainingError(f"train-simulator needs {', '.join(missing)}: {INSTALL_HINT}")
@@ -186,6 +194,7 @@ def make_job(args: argparse.Namespace) -> TrainJob:
         out=args.out,
         base=args.base,
         with_strategy=not args.no_strategy,
+        endings=args.endings,
         level=args.strategy_level,
         history_tokens=args.history_tokens,
         max_length=args.max_length,
@@ -264,8 +273,14 @@ def remove_empty(out: Path) -> None:
         out.rmdir()
 
 
-def make_pairs(args: argparse.Namespace, job: TrainJob, real_pairs: list) -> PairSet:
-    """Build the training pairs of the job (usage error when there are none)."""
+def make_pairs(
+    args: argparse.Namespace, job: TrainJob, real_pairs: list, endings: list | None = None
+) -> PairSet:
+    """Build the training pairs of the job (usage error when there are none).
+
+    With `endings` (`(source, dialogue)` of every real dialogue, `--endings`), the ending pairs
+    of the dialogues their users ended are added; their dropped counts go in as `ending: ...`.
+    """
     if not real_pairs:
         raise UsageError("no (answer, follow-up) pairs in the given files")
     try:
@@ -276,6 +291,12 @@ def make_pairs(args: argparse.Namespace, job: TrainJob, real_pairs: list) -> Pai
     pair_set = build_pairs(
         real_pairs, strategies, with_strategy=job.with_strategy, history_tokens=job.history_tokens
     )
+    if endings:
+        ends = build_end_pairs(
+            endings, strategies, with_strategy=job.with_strategy, history_tokens=job.history_tokens
+        )
+        pair_set.pairs.extend(ends.pairs)
+        pair_set.dropped |= {f"ending: {k}": v for k, v in ends.dropped.items()}
     if not pair_set.pairs:
         raise UsageError(
             f"none of the {len(real_pairs)} pairs has a strategy in {job.extractions.name} "

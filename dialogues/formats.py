@@ -2,16 +2,23 @@
 
 Formats (`FORMATS`): OpenAI message lists (bare or `{"messages": [...]}`), ShareGPT
 (`{"conversations": [{"from", "value"}]}`), OpenAssistant message trees (nested `replies`) and flat
-lists (`parent_message_id`), HH-RLHF transcripts (`chosen`) and MT-Bench-101 (`history`), in JSON or
-JSON Lines, optionally gzip-compressed. A record becomes a `Chat` of `Message`s: a canonical role
-(one `ROLE_ALIASES` table for every format), the text (content parts joined by `join_content`,
-stripped, lone surrogates replaced) and, in OpenAssistant files, the message id.
+lists (`parent_message_id`), HH-RLHF transcripts (`chosen`), MT-Bench-101 (`history`),
+SimulatorArena (`user_queries`, `ai_responses`, `why_stop`) and MirrorBench (`turns` of
+`{role, content}`), in JSON or JSON Lines, optionally gzip-compressed. A record becomes a `Chat`
+of `Message`s: a canonical role (one `ROLE_ALIASES` table for every format), the text (content
+parts joined by `join_content`, stripped, lone surrogates replaced) and, in OpenAssistant files,
+the message id.
 
 Where its users differ, the reader takes a parameter:
 - `on_bad_record`: `"skip"` counts a bad line or record in `skipped` under its reason and goes on
   (the loaders, seed sources); `"raise"` stops at it with a `ChatFileError`, one line naming the
   file and the line (evaluation inputs).
 - `keep_system`: system messages stay where they are (seeds, evaluation) or are dropped (induction).
+
+Who ended a dialogue (`Chat.ended_by_user`): only SimulatorArena says the user did (its people
+stopped by themselves and said why, `why_stop`); every other format's dialogue ends where its source
+cut it (an OpenAssistant tree where the tree stops, MirrorBench's OpenAssistant paths likewise, an
+HH-RLHF or RealHumanEval transcript where the collection ended it) and is not counted as an ending.
 
 An OpenAssistant tree gives one chat per path: it branches into every user reply, since each is a
 real follow-up. Among the assistant replies to one message it follows every reply some user
@@ -54,10 +61,19 @@ ROLE_ALIASES: dict[str, Role] = {
 }
 """Role (OpenAI), speaker (ShareGPT `from`, HH-RLHF tag) and OASST role names, lower-cased."""
 
-FORMATS = ("sharegpt", "openai", "oasst-tree", "oasst-flat", "hh", "mtbench101")
+FORMATS = (
+    "sharegpt",
+    "openai",
+    "oasst-tree",
+    "oasst-flat",
+    "hh",
+    "mtbench101",
+    "simulatorarena",
+    "mirrorbench",
+)
 """The chat formats `read_chats` reads."""
 
-LINEAR_FORMATS = ("sharegpt", "openai", "hh", "mtbench101")
+LINEAR_FORMATS = ("sharegpt", "openai", "hh", "mtbench101", "simulatorarena", "mirrorbench")
 """The formats with one dialogue per record, which `parse_record` reads."""
 
 GZIP_MAGIC = b"\x1f\x8b"
@@ -95,6 +111,9 @@ class Chat:
     """The messages in order, system messages included when kept."""
     system: str | None = None
     """The record's own `system` field (a system prompt written beside the messages), if any."""
+    ended_by_user: bool = False
+    """The data says the user ended the conversation here (SimulatorArena's `why_stop`); False
+    where the source cut it or does not say (see the module's notes)."""
 
 
 class Record(NamedTuple):
@@ -261,6 +280,11 @@ def format_of(record: object) -> str | None:
         return "sharegpt"
     if isinstance(record.get("messages"), list):
         return "openai"
+    if isinstance(record.get("user_queries"), list) and "ai_responses" in record:
+        return "simulatorarena"
+    turns = record.get("turns")
+    if isinstance(turns, list) and turns and isinstance(turns[0], dict) and "role" in turns[0]:
+        return "mirrorbench"
     if isinstance(record.get("prompt"), dict) and "replies" in record["prompt"]:
         return "oasst-tree"
     if "role" in record and "text" in record and any(k.startswith("parent") for k in record):
@@ -293,6 +317,14 @@ def parse_record(record: Any, format: str, *, keep_system: bool = True) -> Chat:
         return Chat(None, _hh(record))
     if format == "mtbench101":
         return _mtbench101(record)
+    if format == "simulatorarena":
+        return _simulatorarena(record)
+    if format == "mirrorbench":
+        if not isinstance(record, dict) or not isinstance(record.get("turns"), list):
+            raise BadRecord("missing fields", "no 'turns' list")
+        messages = _parse_messages(record["turns"], keep_system=keep_system)
+        own = record.get("conversation_id")
+        return Chat(str(own) if isinstance(own, str | int) else None, messages)
     raise ValueError(f"{format!r} is not one of {', '.join(LINEAR_FORMATS)}")
 
 
@@ -314,6 +346,33 @@ def _hh(record: Any) -> tuple[Message, ...]:
         role = role_of(speaker, number)
         messages.append(Message(role, _message_text(text, role, number)))
     return tuple(messages)
+
+
+def _simulatorarena(record: Any) -> Chat:
+    """Read `{user_queries, ai_responses, why_stop}`: reply i answers query i; the user ended it.
+
+    A conversation whose person gave a reason for stopping (`why_stop`) is marked as ended by the
+    user; without one it is a cut like any other.
+    """
+    if not isinstance(record, dict):
+        raise BadRecord("missing fields", "not an object")
+    queries, replies = record.get("user_queries"), record.get("ai_responses")
+    if not isinstance(queries, list) or not isinstance(replies, list):
+        raise BadRecord("missing fields", "no 'user_queries' and 'ai_responses' lists")
+    if len(replies) > len(queries):
+        raise BadRecord("missing fields", "more 'ai_responses' than 'user_queries'")
+    items: list[dict[str, Any]] = []
+    for number, query in enumerate(queries):
+        items.append({"role": "user", "content": query})
+        if number < len(replies):
+            items.append({"role": "assistant", "content": replies[number]})
+    why = record.get("why_stop")
+    own = record.get("workerId")
+    return Chat(
+        str(own) if isinstance(own, str) else None,
+        _parse_messages(items),
+        ended_by_user=isinstance(why, str) and not is_blank(why),
+    )
 
 
 def _mtbench101(record: Any) -> Chat:

@@ -150,6 +150,9 @@ class Verdict(Record):
     reason: str = ""
     similarity: float = 0.0
     scores: Scores | None = None
+    ending: bool | None = None
+    """The draft is the end marker: the user ends the conversation (judged by the ending rules,
+    never by the critic; accepted, it ended the dialogue). Absent on other drafts."""
 
     def verdict_scores(self) -> Scores | None:
         """Return the scores, also from a record that carries them beside the verdict."""

@@ -19,7 +19,7 @@ from dialogues.models import (
     total_usage,
 )
 
-RunStatus = Literal["complete", "ended_early", "interrupted", "failed"]
+RunStatus = Literal["complete", "ended_early", "ended_by_user", "interrupted", "failed"]
 
 
 def usage_by_agent(usages: Iterable[Mapping[str, Mapping[str, float]]]) -> dict[str, Usage]:

@@ -108,6 +108,42 @@ def length_statistic(
     return Statistic(compute, units, len(owner), "jackknife")
 
 
+def zscore_statistic(
+    values: Sequence[float | None],
+    owners: Sequence[int],
+    units: int,
+    reference: Sequence[float | None],
+) -> Statistic:
+    """Mean of per-turn `values` as a z-score against the real turns: `(mean - mu) / sd`.
+
+    `mu` and `sd` (sample standard deviation) are the real turns' (`reference`), fixed; turns
+    without a value (None) are left out on both sides. NaN with fewer than 2 real values or no
+    spread.
+    """
+    real = np.array([v for v in reference if v is not None], dtype=float)
+    mu, sd = (real.mean(), real.std(ddof=1)) if len(real) > 1 else (np.nan, np.nan)
+    valid = np.array([v is not None for v in values], dtype=bool)
+    owner = np.asarray(owners, dtype=int)
+    x = np.array([v if v is not None else 0.0 for v in values], dtype=float)
+    sums = np.bincount(owner[valid], weights=x[valid], minlength=units) if valid.any() else None
+    counts = np.bincount(owner[valid], minlength=units).astype(float) if valid.any() else None
+
+    def compute(w: np.ndarray) -> np.ndarray:
+        if sums is None or not sd > 0:
+            return np.full(len(w), np.nan)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return ((w @ sums) / (w @ counts) - mu) / sd
+
+    return Statistic(compute, units, int(valid.sum()), "jackknife")
+
+
+def dialogue_length_statistic(lengths: Sequence[int], reference: Sequence[int]) -> Statistic:
+    """W1 distance between user turns per dialogue, generated vs real dialogues."""
+    return Statistic(
+        lambda w: wasserstein_1d(lengths, reference, w), len(lengths), len(lengths), "jackknife"
+    )
+
+
 def mmd_statistic(mmd: MMD, owners: Sequence[int], units: int) -> Statistic:
     """RBF-kernel MMD between instruction embeddings and real follow-ups' embeddings."""
     owner = np.asarray(owners, dtype=int)

@@ -20,18 +20,24 @@ from evaluation.bootstrap import (
     ratio_statistic,
 )
 from evaluation.dataset import (
+    dialogue_length_statistic,
     distinct_statistic,
     entropy_statistic,
     length_statistic,
     mmd_statistic,
     pairwise_statistic,
+    zscore_statistic,
 )
 from evaluation.inputs import EvalDialogue, EvalTurn
+from evaluation.lexical import hdd, mattr, yules_k
 from evaluation.realism import MMD, median_bandwidth
 from evaluation.results import CURVES, EvaluationResult, VariantResult
 from evaluation.specs import METRICS
 from evaluation.text import words
 from stores.memory import Embedder, embedder_name
+
+LEXICAL = {"turn_length": len, "mattr": mattr, "yules_k": yules_k, "hdd": hdd}
+"""Per user turn measures of its word tokens, reported as z-scores against the real turns."""
 
 
 def evaluate(
@@ -39,6 +45,7 @@ def evaluate(
     *,
     embedder: Embedder,
     reference: Sequence[EvalDialogue] | None = None,
+    reference_lengths: Sequence[int] | None = None,
     baseline: str = "ideas",
     available_strategies: int | None = None,
     resamples: int = RESAMPLES,
@@ -53,6 +60,7 @@ def evaluate(
         embedder: Embeds texts as L2-normalised rows (MiniLM in production).
         reference: Real follow-ups (`inputs.reference_dialogues`); enables the realism distances
             and a `real users` column.
+        reference_lengths: User turns per real dialogue, for the dialogue-length distance.
         baseline: The variant the others are compared with.
         available_strategies: Strategies the strategist could choose from (for the normalised
             entropies); read from the documents' library metadata when None.
@@ -67,7 +75,8 @@ def evaluate(
     options = {"resamples": resamples, "seed": seed, "level": level}
     prepared = {name: _Prepared(dialogues, embedder) for name, dialogues in variants.items()}
     statistics = {
-        name: _statistics(p, real, bandwidth, available_strategies) for name, p in prepared.items()
+        name: _statistics(p, real, bandwidth, available_strategies, reference_lengths)
+        for name, p in prepared.items()
     }
     results = {name: _result(name, p, statistics[name], options) for name, p in prepared.items()}
     base = baseline if baseline in variants else None
@@ -87,6 +96,7 @@ def evaluate(
         "bandwidth": bandwidth,
         "available_strategies": available_strategies,
         "reference_followups": len(reference) if reference else 0,
+        "reference_dialogues": len(reference_lengths) if reference_lengths else 0,
     }
     real_result = None
     if real is not None:
@@ -143,6 +153,8 @@ class _Prepared:
         turns = [(i, t) for i, d in enumerate(self.dialogues) for t in d.turns]
         self.owners = np.array([i for i, _ in turns], dtype=int)
         self.lengths = [len(words(t.instruction)) for _, t in turns]
+        tokens = [words(t.instruction) for _, t in turns]
+        self.lexical = {name: [measure(w) for w in tokens] for name, measure in LEXICAL.items()}
         self.vectors = _embed(embedder, [t.instruction for _, t in turns])
         answered = [t.previous_answer is not None for _, t in turns]
         answers = np.zeros_like(self.vectors)
@@ -198,7 +210,11 @@ def _available(dialogues: Sequence[EvalDialogue], given: int | None) -> int | No
 
 
 def _statistics(
-    p: _Prepared, real: _Prepared | None, bandwidth: float | None, available: int | None
+    p: _Prepared,
+    real: _Prepared | None,
+    bandwidth: float | None,
+    available: int | None,
+    real_lengths: Sequence[int] | None = None,
 ) -> dict[str, Statistic]:
     """Build every metric's statistic for one set of dialogues."""
     ds = p.dialogues
@@ -242,6 +258,17 @@ def _statistics(
         stats["embedding_mmd"] = mmd_statistic(mmd, p.owners, len(ds))
     else:
         stats["length_w1"] = stats["embedding_mmd"] = mean_statistic([None] * len(ds))
+    for name in LEXICAL:
+        stats[f"{name}_z"] = (
+            zscore_statistic(p.lexical[name], p.owners, len(ds), real.lexical[name])
+            if real is not None
+            else mean_statistic([None] * len(ds))
+        )
+    stats["dialogue_length_w1"] = (
+        dialogue_length_statistic([m.user_turns(d) for d in ds], real_lengths)
+        if real_lengths
+        else mean_statistic([None] * len(ds))
+    )
     return stats
 
 

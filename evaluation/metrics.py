@@ -46,6 +46,11 @@ def mean_pairwise_distance(vectors: np.ndarray) -> float | None:
     return float(1 - off_diagonal / (count * (count - 1)))
 
 
+def user_turns(dialogue: EvalDialogue) -> int:
+    """User turns in the whole dialogue: the seed's and the generated ones."""
+    return sum(1 for message in dialogue.messages if message.get("role") == "user")
+
+
 def strategy_ids(dialogue: EvalDialogue) -> list[str]:
     """Return the ids of the strategies applied in the dialogue's turns (others skipped)."""
     return [t.strategy_id for t in dialogue.turns if t.strategy_id is not None]

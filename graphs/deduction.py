@@ -1,4 +1,10 @@
-"""The deduction graph: select_strategy -> draft_instruction -> critique -> respond, per turn."""
+"""The deduction graph: select_strategy -> draft_instruction -> critique -> respond, per turn.
+
+A draft that is the end marker (`dialogues.ending`) goes to `judge_ending` instead of the critic:
+the rules alone decide (never the LLM critic, which would score it or call it "too similar").
+Allowed, the dialogue ends with status `ended_by_user`; refused, the draft is rejected with the
+rule as its reason and the simulator drafts again, like any rejection.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +16,7 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
 
+from dialogues.ending import ENDED_REASON, ended_reason, ending_refused, is_end_marker
 from dialogues.models import Opening, StrategySelection, TurnRecord, Usage, Verdict
 from graphs.events import (
     AnswerEvent,
@@ -17,6 +24,7 @@ from graphs.events import (
     EndedEvent,
     SelectionEvent,
     TurnEvent,
+    UserEndedEvent,
     VerdictEvent,
 )
 from graphs.state import Deps, State
@@ -91,13 +99,39 @@ async def critique(state: State, runtime: Runtime[Deps]) -> dict[str, Any]:
     }
     if verdict.accepted:
         return update | {"rejections": 0, "feedback": None}
+    return update | _rejected(state, runtime, verdict.feedback)
+
+
+def _rejected(state: State, runtime: Runtime[Deps], feedback: str | None) -> dict[str, Any]:
+    """Count a rejected draft; end the dialogue after too many in a row."""
     rejections = state["rejections"] + 1
-    update |= {"rejections": rejections, "feedback": verdict.feedback}
+    update: dict[str, Any] = {"rejections": rejections, "feedback": feedback}
     if rejections >= runtime.context.max_rejections:
         reason = f"{rejections} drafts rejected in a row at turn {state['turn'] + 1}"
         runtime.stream_writer(EndedEvent(reason=reason))
         update |= {"status": "ended_early", "reason": reason}
     return update
+
+
+async def judge_ending(state: State, runtime: Runtime[Deps]) -> dict[str, Any]:
+    """Let the user end the dialogue, unless a rule forbids it now (then the draft is rejected)."""
+    deps = runtime.context
+    last = state["messages"][-1] if state["messages"] else None
+    answer = last.text if isinstance(last, AIMessage) else ""
+    refused = ending_refused(answer, state["turn"], min_turns=deps.min_turns, mode=deps.ending)
+    record = {
+        "accepted": refused is None,
+        "reason": refused or ENDED_REASON,
+        "similarity": 0.0,
+        "ending": True,
+    }
+    runtime.stream_writer(VerdictEvent.model_validate(record))
+    update: dict[str, Any] = {"drafts": [*state["drafts"], {"text": state["draft"], **record}]}
+    if refused is not None:
+        return update | _rejected(state, runtime, refused)
+    reason = ended_reason(state["turn"] + 1)
+    runtime.stream_writer(UserEndedEvent(turn=state["turn"] + 1, reason=reason))
+    return update | {"rejections": 0, "feedback": None, "status": "ended_by_user", "reason": reason}
 
 
 async def respond(state: State, runtime: Runtime[Deps]) -> dict[str, Any]:
@@ -148,6 +182,16 @@ def route_after_opening(state: State) -> Literal["select_strategy", "__end__"]:
     return "select_strategy" if state["status"] == "running" else END
 
 
+def route_after_draft(state: State) -> Literal["critique", "judge_ending"]:
+    """Send a draft that ends the conversation to the ending rules, any other to the critic."""
+    return "judge_ending" if is_end_marker(state["draft"]) else "critique"
+
+
+def route_after_ending(state: State) -> Literal["draft_instruction", "__end__"]:
+    """End where the user ended (or after too many rejections); redraft a refused ending."""
+    return "draft_instruction" if state["status"] == "running" else END
+
+
 def route_after_critique(state: State) -> Literal["respond", "draft_instruction", "__end__"]:
     """Answer an accepted draft, redraft a rejected one, or end after too many rejections."""
     if state["status"] != "running":
@@ -160,7 +204,7 @@ def route_after_respond(state: State) -> Literal["select_strategy", "__end__"]:
     return "select_strategy" if state["status"] == "running" else END
 
 
-NODES = (answer_opening, select_strategy, draft_instruction, critique, respond)
+NODES = (answer_opening, select_strategy, draft_instruction, critique, judge_ending, respond)
 Node = Callable[[State, Runtime[Deps]], Awaitable[dict[str, Any]]]
 
 
@@ -198,7 +242,8 @@ def _compile(builder: StateGraph, nodes: tuple[Node, ...], checkpointer: Any) ->
     builder.add_conditional_edges(START, route_start)
     builder.add_conditional_edges("answer_opening", route_after_opening)
     builder.add_edge("select_strategy", "draft_instruction")
-    builder.add_edge("draft_instruction", "critique")
+    builder.add_conditional_edges("draft_instruction", route_after_draft)
     builder.add_conditional_edges("critique", route_after_critique)
+    builder.add_conditional_edges("judge_ending", route_after_ending)
     builder.add_conditional_edges("respond", route_after_respond)
     return builder.compile(checkpointer=checkpointer, name="ideas-deduction")

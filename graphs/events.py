@@ -81,6 +81,8 @@ class VerdictEvent(Event):
     """The draft's highest similarity to an earlier user message."""
     scores: Scores | None = None
     """The LLM critic's scores (None when only the novelty check judged)."""
+    ending: bool = False
+    """The draft ended the conversation, and the ending rules (not the critic) judged it."""
 
 
 class AnswerEvent(Event):
@@ -99,8 +101,23 @@ class EndedEvent(Event):
     reason: str
 
 
+class UserEndedEvent(Event):
+    """The user simulator ended the conversation, and the ending rules let it (`judge_ending`)."""
+
+    event: Literal["user_ended"] = "user_ended"
+    turn: int
+    """The turn that was not taken."""
+    reason: str
+
+
 TraceEvent = Annotated[
-    TurnEvent | SelectionEvent | DraftEvent | VerdictEvent | AnswerEvent | EndedEvent,
+    TurnEvent
+    | SelectionEvent
+    | DraftEvent
+    | VerdictEvent
+    | AnswerEvent
+    | EndedEvent
+    | UserEndedEvent,
     Field(discriminator="event"),
 ]
 """Any trace event, told apart by its `event` tag."""

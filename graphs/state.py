@@ -10,8 +10,9 @@ from langchain_core.messages import AnyMessage, BaseMessage
 from langgraph.graph.message import add_messages
 
 from agents.registry import Agents
+from dialogues.ending import EndingMode
 
-Status = Literal["running", "complete", "ended_early"]
+Status = Literal["running", "complete", "ended_early", "ended_by_user"]
 
 
 class State(TypedDict):
@@ -54,6 +55,10 @@ class Deps:
 
     agents: Agents
     max_rejections: int = 6
+    min_turns: int = 2
+    """No ending before this many generated user turns."""
+    ending: EndingMode = "learned"
+    """`learned`: the simulator may end the dialogue (by the rules); `never`: fixed length."""
 
 
 def initial_state(messages: Sequence[BaseMessage], target_turns: int) -> State:

@@ -10,6 +10,7 @@ the dialogues with their pairs deduplicated by `Pair.key`. A file with no dialog
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 from dialogues.formats import (
@@ -53,7 +54,8 @@ def _unique_ids(dialogues: list[Dialogue], repaired: Counter[str]) -> list[Dialo
         seen[dialogue.record_id] += 1
         if seen[dialogue.record_id] > 1:
             repaired["duplicate id renamed"] += 1
-            dialogue = Dialogue(f"{dialogue.record_id}#{seen[dialogue.record_id]}", dialogue.turns)
+            renamed = f"{dialogue.record_id}#{seen[dialogue.record_id]}"
+            dialogue = replace(dialogue, record_id=renamed)
         unique.append(dialogue)
     return unique
 

@@ -3,8 +3,9 @@
 The team-written extractions (`induction/data/team_extractions.jsonl`) annotate their follow-ups;
 the shipped default library (`scripts/build_default_library.sh`), the shipped simulators
 (`scripts/build_simulators.sh`) and the benchmarks on real follow-ups are built from them.
-`python -m induction.real_dialogues [DATA]` prints them one a line, each as `DATA/<path>` when a
-data folder is given, for the build scripts.
+`python -m induction.real_dialogues [--endings] [DATA]` prints them one a line, each as
+`DATA/<path>` when a data folder is given, for the build scripts; with `--endings` also
+`ENDING_DIALOGUES`, for a simulator trained with `train-simulator --endings`.
 """
 
 from __future__ import annotations
@@ -18,11 +19,18 @@ REAL_DIALOGUES = (
 )
 """Paths relative to the shared data folder (`../shared/data` from the repository root)."""
 
+ENDING_DIALOGUES = ("simulatorarena-doc/document_creation_annotations_for_benchmarking.json",)
+"""Real dialogues whose users ended them (and said why): the endings a simulator learns. Not in
+`REAL_DIALOGUES` yet, so the shipped simulators' build does not change until they are retrained
+with `--endings`. Every other file's dialogues end where their source cut them."""
+
 
 def main(argv: list[str]) -> int:
-    """Print the real dialogue files, under the data folder `argv[0]` when given."""
+    """Print the real dialogue files (`--endings`: and the ended ones), under a data folder."""
+    endings = "--endings" in argv
+    argv = [a for a in argv if a != "--endings"]
     prefix = f"{argv[0]}/" if argv else ""
-    for path in REAL_DIALOGUES:
+    for path in (*REAL_DIALOGUES, *(ENDING_DIALOGUES if endings else ())):
         print(prefix + path)  # noqa: T201 - the listing is the output
     return 0
 

@@ -25,6 +25,9 @@ class Dialogue:
     """Stable id of this dialogue within its source file."""
     turns: tuple[Turn, ...]
     """The turns; the last may be a user turn left without an answer."""
+    ended_by_user: bool = False
+    """The user ended the conversation after its last turn (`Chat.ended_by_user`); False where
+    the source cut it or does not say."""
 
 
 @dataclass(frozen=True)
@@ -95,7 +98,7 @@ def make_dialogue(chat: Chat, repaired: Counter[str] | None = None) -> Dialogue:
         raise BadRecord("starts with assistant")
     if merged and repaired is not None:
         repaired["merged consecutive same-role turns"] += 1
-    return Dialogue(str(chat.id), tuple(turns))
+    return Dialogue(str(chat.id), tuple(turns), chat.ended_by_user)
 
 
 def pairs_of(dialogue: Dialogue, source: str) -> list[Pair]:

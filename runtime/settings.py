@@ -272,6 +272,14 @@ class Settings(BaseSettings):
     turns: int = Field(default=6, ge=1, le=100, description="Generated user turns.")
     top_k: int = Field(default=8, ge=1, le=50, description="Candidates retrieved per turn.")
     max_rejections: int = Field(default=6, ge=1, description="Rejections in a row that end.")
+    min_turns: int = Field(
+        default=2, ge=0, le=100, description="No user ending before this many generated turns."
+    )
+    ending: Literal["learned", "never"] = Field(
+        default="learned",
+        description="learned: the simulator may end the dialogue before --turns (the rules of "
+        "dialogues/ending.py); never: every dialogue runs to --turns.",
+    )
     novelty_threshold: float = Field(default=0.8, gt=0.0, le=1.0)
     min_depth: int = Field(default=3, ge=1, le=5)
     min_insight: int = Field(default=3, ge=1, le=5)
@@ -409,7 +417,7 @@ class Settings(BaseSettings):
             }
         keys = (
             "library retrieval turns top_k max_rejections novelty_threshold min_depth "
-            "min_insight history_tokens seed"
+            "min_insight history_tokens seed min_turns ending"
         ).split()
         agents = self.resolve_agents()[0]
         if agents.strategist == "learned":

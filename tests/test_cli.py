@@ -519,6 +519,33 @@ def test_too_many_rejections_end_early_with_exit_0(capsys, monkeypatch, seed_fil
     assert "done: ended_early (2 drafts rejected in a row at turn 2)" in stdout
 
 
+def test_the_user_ends_the_conversation_before_the_cap(capsys, monkeypatch, seed_file, out):
+    chats = ChatModels(
+        monkeypatch,
+        strategist=[tool_reply("StrategyChoice", choice="1") for _ in range(2)],
+        simulator=[text_reply(QUESTIONS[0]), text_reply("<|endconversation|>")],
+        critic=[good_verdict()],
+        assistant=[text_reply("Memory B and T cells, for decades.")],
+    )
+    code, stdout, _ = run_cli(
+        capsys,
+        "--seed", seed_file, "--turns", 5, "--out", out, "--base-url", "http://unused",
+        "--critic", "llm", "--min-turns", 1,
+    )  # fmt: skip
+
+    assert code == 0
+    chats.assert_all_used()  # the critic was asked about the question only
+    doc = json.loads(out.read_text(encoding="utf-8"))
+    assert (doc["status"], doc["reason"]) == (
+        "ended_by_user",
+        "the user ended the conversation instead of turn 2",
+    )
+    assert len(doc["turns"]) == 1 and doc["unfinished_turn"]["drafts"][-1]["ending"] is True
+    assert (doc["settings"]["min_turns"], doc["settings"]["ending"]) == (1, "learned")
+    assert "the user ended the conversation (turn 2 not taken)" in stdout
+    assert "done: ended_by_user (the user ended the conversation instead of turn 2)" in stdout
+
+
 # --- Ctrl-C --------------------------------------------------------------------------------------
 
 

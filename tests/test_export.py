@@ -14,7 +14,14 @@ from batch.export import export
 from batch.filters import FilterConfig, apply_filters
 from cli.errors import UsageError, classify
 from cli.export import export_command
-from dialogues.models import ContaminationMatch, FilterInfo
+from dialogues.models import (
+    ContaminationMatch,
+    FilterInfo,
+    SelectionSummary,
+    StrategyRef,
+    UnfinishedTurn,
+    Verdict,
+)
 from stores.memory import HashingEmbedding
 from tests.batch_docs import MANIFEST, SEED, SETTINGS, make_doc, make_run_dir
 
@@ -500,3 +507,64 @@ def test_role_models_name_the_model_each_role_ran_with():
     assert models["simulator"]["model"] == "smollm2+ideas-1a2b3c4d"
     assert models["simulator"]["temperature"] == 0.8
     assert models["critic"] == role_models(SETTINGS, MANIFEST["agents"])["critic"]
+
+
+# --- endings (issue 21) --------------------------------------------------------------------------
+
+ENDING_DRAFT = {
+    "text": "<|endconversation|>",
+    "accepted": True,
+    "reason": "the user ended the conversation",
+    "similarity": 0.0,
+    "ending": True,
+}
+
+
+def ended_doc(job="4.0", turns=("Why?", "How?")):
+    doc = make_doc(job, list(turns), status="ended_by_user", reason="the user ended the convo")
+    doc.unfinished_turn = UnfinishedTurn(
+        index=len(turns) + 1,
+        candidates=[],
+        strategy=StrategyRef(id="s9", text="text of s9"),
+        selection=SelectionSummary(method="llm", note=None),
+        drafts=[Verdict.model_validate(ENDING_DRAFT)],
+        usage={},
+    )
+    return doc
+
+
+def test_simulator_sft_teaches_the_ending_of_a_dialogue_the_user_ended(tmp_path):
+    out = tmp_path / "sim.jsonl"
+    doc = ended_doc()
+    result = export([doc, make_doc("5.0", ["q1"])], "simulator-sft", out)
+    records = read_jsonl(out)
+    assert [r["id"] for r in records] == ["4.0#1", "4.0#2", "4.0#3", "5.0#1"]
+    end = records[2]
+    assert (end["instruction"], end["strategy"]) == ("<|endconversation|>", "text of s9")
+    assert end["history"] == [m.dump() for m in doc.messages]
+    assert end["ideas"]["turn"]["drafts"][-1]["text"] == "<|endconversation|>"
+    assert result.records == 4
+    # a filter that cut the dialogue drops its unfinished turn, and with it the ending
+    cut = ended_doc()
+    cut.unfinished_turn = None
+    export([cut], "simulator-sft", out)
+    assert [r["instruction"] for r in read_jsonl(out)] == ["Why?", "How?"]
+
+
+def test_card_has_a_histogram_of_user_turns_per_dialogue(tmp_path):
+    from batch.card import length_histogram
+
+    docs = [ended_doc("4.0"), ended_doc("4.1", ("a",)), make_doc("5.0", ["q1", "q2"])]
+    assert length_histogram(docs) == [
+        {"turns": 1, "dialogues": 1, "ended_by_user": 1},
+        {"turns": 2, "dialogues": 2, "ended_by_user": 1},
+    ]
+    kept, report = apply_filters(docs, FilterConfig(dedup=False, min_turns=1))
+    out = tmp_path / "data.jsonl"
+    result = export(kept, "openai", out)
+    card = build_card(
+        MANIFEST, run_dir="runs/x", stored=3, failed=0, report=report, result=result, documents=kept
+    )
+    md = write_card(out, card)[0].read_text(encoding="utf-8")
+    assert "## Dialogue lengths" in md
+    assert "| 2 | 2 | 1 | #################### |" in md

@@ -249,7 +249,9 @@ def test_critique_accepts_and_resets_rejections():
     assert update["rejections"] == 0 and update["feedback"] is None
     assert update["drafts"] == [{"text": "Which cells?", **verdict.as_record()}]
     assert "status" not in update
-    assert [e.model_dump() for e in events] == [{"event": "verdict", **verdict.as_record()}]
+    assert [e.model_dump() for e in events] == [
+        {"event": "verdict", **verdict.as_record(), "ending": False}
+    ]
     assert TRACE_EVENTS.validate_python(events[0].model_dump()) == events[0]
 
 
@@ -376,3 +378,20 @@ def test_the_served_input_example_is_the_initial_state_of_the_example_seed():
     example = json.loads((root / "examples" / "langgraph_input.json").read_text(encoding="utf-8"))
     seed = load_seed(root / "examples" / "seed.json")
     assert example == {**initial_state([], 2), "messages": seed.to_openai_messages()}
+
+
+def test_route_after_draft_sends_only_the_end_marker_to_the_ending_rules():
+    from graphs.deduction import route_after_draft
+
+    assert route_after_draft(state(draft="<|endconversation|>")) == "judge_ending"
+    assert route_after_draft(state(draft="END_CONVERSATION")) == "judge_ending"
+    assert route_after_draft(state(draft="Thanks! <|endconversation|> and more")) == "critique"
+    assert route_after_draft(state(draft="Which cells remember it?")) == "critique"
+
+
+def test_route_after_ending_ends_or_redrafts():
+    from graphs.deduction import route_after_ending
+
+    assert route_after_ending(state(status="ended_by_user")) == END
+    assert route_after_ending(state(status="ended_early")) == END
+    assert route_after_ending(state(status="running", rejections=1)) == "draft_instruction"

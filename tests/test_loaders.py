@@ -63,6 +63,16 @@ def test_the_real_dialogues_of_the_build_scripts_are_listed_once_and_load(capsys
         assert load(DATA / path).pairs, path
 
 
+def test_the_ended_dialogues_are_listed_only_with_endings(capsys):
+    from induction.real_dialogues import ENDING_DIALOGUES
+
+    assert main(["--endings", "DATA"]) == 0
+    listed = capsys.readouterr().out.splitlines()
+    assert listed == [f"DATA/{p}" for p in (*REAL_DIALOGUES, *ENDING_DIALOGUES)]
+    for path in ENDING_DIALOGUES:
+        assert all(d.ended_by_user for d in load(DATA / path).dialogues), path
+
+
 def write_jsonl(path: Path, rows: list) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     return path
@@ -383,7 +393,16 @@ def test_not_a_dialogue_file(tmp_path, name, text, reason):
 def test_unknown_format_name_is_rejected(tmp_path):
     with pytest.raises(ValueError, match="unknown dialogue format 'csv'"):
         load(tmp_path / "x.json", format="csv")
-    assert set(FORMATS) == {"sharegpt", "openai", "oasst-tree", "oasst-flat", "hh", "mtbench101"}
+    assert set(FORMATS) == {
+        "sharegpt",
+        "openai",
+        "oasst-tree",
+        "oasst-flat",
+        "hh",
+        "mtbench101",
+        "simulatorarena",
+        "mirrorbench",
+    }
 
 
 def test_pairs_of_skips_the_opener_and_unanswered_turns():

@@ -10,7 +10,7 @@ from agents.registry import build_agents
 from dialogues.models import GENERATION_ROLES
 from dialogues.record import summarize, unfinished_turn
 from graphs.deduction import build_graph
-from graphs.events import AnswerEvent, EndedEvent, TraceEvent
+from graphs.events import AnswerEvent, EndedEvent, TraceEvent, UserEndedEvent
 from graphs.state import Deps, initial_state
 from tests.fakes import text_reply, tool_reply
 from wiring.generation import Growth
@@ -216,3 +216,95 @@ def test_only_empty_assistant_answers_fail_without_adding_the_turn(wiring, seed_
     assert outcome.reason == "model server gave only empty replies (3 attempts)"
     assert len(outcome.state["messages"]) == 2
     w.assert_all_used()
+
+
+# --- the user ends the conversation (issue 21) ---------------------------------------------------
+
+END = "<|endconversation|>"
+
+
+def ending_run(wiring, seed_messages, drafts, answers, turns=5, ended=True, **deps):
+    """Run scripted drafts; the critic accepts each non-ending draft (never asked about one)."""
+    questions = [d for d in drafts if d != END and d != " <|End_Conversation|>. "]
+    w = wiring(
+        {
+            "strategist": [
+                tool_reply("StrategyChoice", choice="1") for _ in range(len(answers) + ended)
+            ],
+            "simulator": [text_reply(d) for d in drafts],
+            "critic": [good_verdict() for _ in questions],
+            "assistant": [text_reply(a) for a in answers],
+        }
+    )
+    outcome, events = run(w, seed_messages, turns, **deps)
+    w.assert_all_used()  # so the critic was never asked about an ending
+    return outcome, events
+
+
+def test_the_marker_ends_the_dialogue_with_the_recorded_reason(wiring, seed_messages):
+    outcome, events = ending_run(
+        wiring,
+        seed_messages,
+        ["Which cells remember it?", "How long does that last?", " <|End_Conversation|>. "],
+        ["Memory B cells.", "Decades, often."],
+    )
+    assert outcome.status == "ended_by_user"
+    assert outcome.reason == "the user ended the conversation instead of turn 3"
+    assert len(outcome.state["turns"]) == 2
+    ending = unfinished_turn(outcome.state)
+    assert ending["index"] == 3
+    assert ending["drafts"][-1] | {"text": ""} == {
+        "text": "",
+        "accepted": True,
+        "reason": "the user ended the conversation",
+        "similarity": 0.0,
+        "ending": True,
+    }
+    assert [e for e in events if e.event == "user_ended"] == [
+        UserEndedEvent(turn=3, reason=outcome.reason)
+    ]
+
+
+def test_no_ending_before_min_turns(wiring, seed_messages):
+    outcome, _ = ending_run(
+        wiring,
+        seed_messages,
+        [END, "Which cells remember it?", END, "And boosters?", END],
+        ["Memory B cells.", "They refresh memory."],
+        min_turns=2,
+    )
+    assert outcome.status == "ended_by_user"
+    first, second = outcome.state["turns"]
+    assert [d["accepted"] for d in first["drafts"]] == [False, True]
+    assert first["drafts"][0]["reason"].startswith("too early to end: 0 of at least 2")
+    assert second["drafts"][0]["reason"].startswith("too early to end: 1 of at least 2")
+
+
+def test_no_ending_right_after_a_refusal_or_a_question_back(wiring, seed_messages):
+    outcome, _ = ending_run(
+        wiring,
+        seed_messages,
+        ["Which cells remember it?", END, "Why not?", END, "Yes please.", END],
+        ["I'm sorry, but I can't help with that.", "Fine.\n\nWould you like an example?", "Ok."],
+        min_turns=0,
+    )
+    assert outcome.status == "ended_by_user"
+    second, third = outcome.state["turns"][1:]
+    assert "refusal" in second["drafts"][0]["reason"]
+    assert "asks a question" in third["drafts"][0]["reason"]
+    assert not second["drafts"][0]["accepted"] and second["drafts"][0]["ending"]
+
+
+def test_ending_never_keeps_the_fixed_length(wiring, seed_messages):
+    outcome, _ = ending_run(
+        wiring,
+        seed_messages,
+        ["Which cells remember it?", END, "And boosters?"],
+        ["Memory B cells.", "They refresh memory."],
+        turns=2,
+        ended=False,
+        min_turns=0,
+        ending="never",
+    )
+    assert outcome.status == "complete"
+    assert outcome.state["turns"][1]["drafts"][0]["reason"].startswith("fixed length")

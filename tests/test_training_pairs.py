@@ -355,3 +355,94 @@ def test_cli_run_that_fails_before_a_checkpoint_leaves_no_out(capsys, tmp_path, 
     code, err = train_cli(capsys, *ready)
     assert code == 2 and "too few pairs" in err
     assert not (tmp_path / "m").exists()
+
+
+# --- endings (issue 21) --------------------------------------------------------------------------
+
+
+def ended(record_id: str, *, by_user: bool, last: str = "assistant"):
+    from induction.records import Dialogue
+
+    turns = [
+        Turn("user", "q0"),
+        Turn("assistant", "a0"),
+        Turn("user", "q1"),
+        Turn("assistant", "a1"),
+    ]
+    if last == "user":
+        turns.append(Turn("user", "q2"))
+    return Dialogue(record_id, tuple(turns), ended_by_user=by_user)
+
+
+def test_end_pairs_only_for_dialogues_the_user_ended():
+    from dialogues.ending import END_MARKER, is_end_marker
+    from induction.records import pairs_of
+    from training.pairs import build_end_pairs
+
+    dialogues = [
+        ended("u", by_user=True),
+        ended("cut", by_user=False),
+        ended("open", by_user=True, last="user"),
+        ended("bare", by_user=True),
+    ]
+    strategies = {p.key: "Ask for an example" for p in pairs_of(dialogues[0], "s.json")}
+    strategies |= {p.key: "Ask" for p in pairs_of(dialogues[2], "s.json")}
+    built = build_end_pairs(
+        [("s.json", d) for d in dialogues], strategies, with_strategy=True, history_tokens=2400
+    )
+    (end,) = built.pairs
+    assert (end.target, end.ending, end.key) == (END_MARKER, True, ("s.json", "u", 2))
+    assert is_end_marker(end.target)
+    assert end.messages[-1]["content"].endswith("a1") or "a1" in json.dumps(end.messages)
+    assert built.dropped == {
+        "cut by the source": 1,
+        "ends with a user turn": 1,
+        "without strategy": 1,
+    }
+    (follow,) = build_pairs(
+        pairs_of(dialogues[0], "s.json"), strategies, with_strategy=True, history_tokens=2400
+    ).pairs
+    assert follow.dialogue == end.dialogue  # the split keeps an ending with its dialogue
+    assert not follow.ending
+
+
+def test_simulatorarena_conversations_are_ended_by_their_users_oasst_ones_are_cut():
+    from induction.loaders import load
+    from tests.test_loaders import DATA as data  # the shared data folder, found in one place
+
+    arena = data / "simulatorarena-doc" / "document_creation_annotations_for_benchmarking.json"
+    mirror = data / "mirrorbench-oasst1" / "oasst1_mirror.jsonl"
+    if not arena.is_file() or not mirror.is_file():
+        pytest.skip("shared data not found")
+    a, m = load(arena), load(mirror)
+    assert (a.format, len(a.dialogues), len(a.pairs)) == ("simulatorarena", 51, 298)
+    assert all(d.ended_by_user and d.turns[-1].role == "assistant" for d in a.dialogues)
+    assert (m.format, len(m.dialogues), len(m.pairs)) == ("mirrorbench", 200, 166)
+    assert not any(d.ended_by_user for d in m.dialogues)
+
+
+def test_simulatorarena_without_why_stop_is_not_an_ending(tmp_path):
+    from induction.loaders import load
+
+    rec = {"user_queries": ["a", "b"], "ai_responses": ["x", "y"], "why_stop": "satisfied"}
+    path = tmp_path / "arena.json"
+    path.write_text(json.dumps([rec, {**rec, "why_stop": ""}]))
+    first, second = load(path).dialogues
+    assert (first.ended_by_user, second.ended_by_user) == (True, False)
+    assert [t.role for t in first.turns] == ["user", "assistant", "user", "assistant"]
+
+
+def test_endings_off_keeps_the_settings_and_run_id_of_a_shipped_build(tmp_path):
+    from training.job import TrainJob
+
+    paths = {k: tmp_path / k for k in ("dialogues", "extractions", "library", "out", "base")}
+    off = TrainJob(
+        dialogues=[paths["dialogues"]], **{k: v for k, v in paths.items() if k != "dialogues"}
+    )
+    on = TrainJob(
+        dialogues=[paths["dialogues"]],
+        endings=True,
+        **{k: v for k, v in paths.items() if k != "dialogues"},
+    )
+    assert "endings" not in off.settings() and on.settings()["endings"] is True
+    assert off.run_id({"x": "1"}) != on.run_id({"x": "1"})

@@ -70,7 +70,13 @@ def markdown(card: dict[str, Any]) -> str:
         f"dialogues), {counts['held_out']} held out ({counts['held_out_dialogues']} dialogues; "
         f"{counts['held_out_evaluated']} evaluated). "
         f"{counts['train_tokens']} training tokens, {counts['train_target_tokens']} of them "
-        "targets.",
+        "targets."
+        + (
+            f" {counts['ending_pairs']} of the pairs end the conversation (target: the end "
+            "marker, after a real dialogue its user ended)."
+            if "ending_pairs" in counts
+            else ""
+        ),
         "",
         "## Training",
         "",

@@ -109,6 +109,8 @@ class TrainJob:
     """`auto` (CUDA in bfloat16 when torch sees a GPU, else CPU), `cuda` or `cpu`."""
     lora: dict[str, Any] = field(default_factory=dict)
     loop: dict[str, Any] = field(default_factory=dict)
+    endings: bool = False
+    """Also train the end marker after each real dialogue the user ended (`build_end_pairs`)."""
 
     @property
     def variant(self) -> str:
@@ -145,7 +147,7 @@ class TrainJob:
             "device": self.device,
             "lora": self.lora,
             "loop": self.loop,
-        }
+        } | ({"endings": True} if self.endings else {})  # absent when off: old run ids hold
 
     def run_id(self, sources: dict[str, str]) -> str:
         """Hash what makes checkpoints reusable: data and settings, except how long to train."""

@@ -4,6 +4,14 @@ For each real (history, follow-up) pair with a team-written strategy, the input 
 strategy simulator would send for that history (`StrategySimulator.messages`, then
 `fit_history` with the same token budget), and the target is what the real user wrote next.
 Building the input with the simulator's own functions keeps training and run time in step.
+
+With endings (`build_end_pairs`, `train-simulator --endings`, off by default until the shipped
+simulators are retrained), each real dialogue that the *user* ended also gives one pair after its
+last assistant reply whose target is `dialogues.ending.END_MARKER`, as UserLM does. Only dialogues
+whose data says the user stopped count (`Dialogue.ended_by_user`: SimulatorArena, whose people
+stopped by themselves and said why); an OpenAssistant tree ends where the tree stops, and an
+HH-RLHF or RealHumanEval transcript where its collection ended it, so those are cut by their
+source, not ended, and give no ending pair (counted as dropped, "cut by the source").
 """
 
 from __future__ import annotations
@@ -15,10 +23,11 @@ from typing import Literal
 
 from agents.chat import fit_history
 from agents.simulator import PlainSimulator, StrategySimulator
+from dialogues.ending import END_MARKER
 from dialogues.messages import to_langchain, to_openai
 from induction.extract import Extraction, Key
 from induction.library import extracted_record_id
-from induction.records import Pair
+from induction.records import Dialogue, Pair, pairs_of
 from stores.base import StrategyRecord
 
 StrategyLevel = Literal["high", "extracted"]
@@ -40,6 +49,8 @@ class TrainingPair:
     """The real user's follow-up."""
     strategy: str | None
     """The strategy text in the prompt (None for the plain variant)."""
+    ending: bool = False
+    """The target is the end marker: the real user ended the conversation after this history."""
 
 
 @dataclass
@@ -109,6 +120,61 @@ def build_pairs(
                 messages=to_openai(sent),
                 target=pair.followup,
                 strategy=strategy if with_strategy else None,
+            )
+        )
+    return PairSet(built, dropped)
+
+
+def build_end_pairs(
+    dialogues: Iterable[tuple[str, Dialogue]],
+    strategies: Mapping[Key, str],
+    *,
+    with_strategy: bool,
+    history_tokens: int,
+) -> PairSet:
+    """Build one ending pair per real dialogue the user ended: its whole history -> `END_MARKER`.
+
+    At run time the strategist chooses a strategy before the simulator drafts, so an ending is
+    drafted with a strategy in the prompt too; the pair gets the strategy of the dialogue's last
+    annotated follow-up (the nearest stand-in for what the strategist retrieves in that dialogue).
+    A dialogue without any is dropped for both variants, as `build_pairs` does, so the pair set
+    does not depend on the variant.
+
+    Args:
+        dialogues: `(source file's base name, dialogue)`, as `induction.loaders.load` reads them.
+        strategies: Strategy text per pair key (`strategy_texts`).
+        with_strategy: The strategy simulator's prompt, or the plain one.
+        history_tokens: The history budget the chat client fits messages to at run time.
+    """
+    simulator = StrategySimulator if with_strategy else PlainSimulator
+    prompt_of = simulator(chat=None).messages  # type: ignore[arg-type] - never calls the model
+    built: list[TrainingPair] = []
+    dropped = {"cut by the source": 0, "ends with a user turn": 0, "without strategy": 0}
+    for source, dialogue in dialogues:
+        if not dialogue.ended_by_user:
+            dropped["cut by the source"] += 1
+            continue
+        if dialogue.turns[-1].role != "assistant":
+            dropped["ends with a user turn"] += 1
+            continue
+        followups = pairs_of(dialogue, source)
+        strategy = next(
+            (strategies[p.key] for p in reversed(followups) if p.key in strategies), None
+        )
+        if strategy is None:
+            dropped["without strategy"] += 1
+            continue
+        history = to_langchain({"role": t.role, "content": t.text} for t in dialogue.turns)
+        sent = fit_history(prompt_of(history, strategy, None), history_tokens)
+        turn = sum(t.role == "user" for t in dialogue.turns)
+        built.append(
+            TrainingPair(
+                key=(source, dialogue.record_id, turn),
+                dialogue=f"{source}\x1f{dialogue.turns[0].id or dialogue.record_id}",
+                messages=to_openai(sent),
+                target=END_MARKER,
+                strategy=strategy if with_strategy else None,
+                ending=True,
             )
         )
     return PairSet(built, dropped)

@@ -112,6 +112,7 @@ def run(
         "real_pairs": len(real_pairs),
         "dropped": {**pair_set.dropped, "longer than max_length": too_long},
         "train": len(train_examples),
+        **({"ending_pairs": sum(p.ending for p in pair_set.pairs)} if job.endings else {}),
         "held_out": held_fitting,
         "held_out_evaluated": len(held_examples),
         "train_dialogues": len({p.dialogue for p in train_pairs}),

@@ -25,6 +25,9 @@ from dialogues.record import RunStatus
 from graphs.events import TraceEvent
 from graphs.state import Deps, State
 
+FINISHED = ("complete", "ended_early", "ended_by_user")
+"""How a dialogue that reached its end can stand: it has a document to store."""
+
 
 @dataclass
 class Outcome:
@@ -49,7 +52,7 @@ class Outcome:
         A state that is empty (nothing ran) or still running ends as `failed`.
         """
         match state:
-            case {"status": "complete" | "ended_early" as status, "reason": reason}:
+            case {"status": str(status), "reason": reason} if status in FINISHED:
                 return cls(state, status, reason, wall_seconds)
         return cls(state, "failed", "the graph stopped early", wall_seconds)
 

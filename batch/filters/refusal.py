@@ -1,42 +1,16 @@
-"""The `truncate_refusals` filter: cut a dialogue at its first empty or refused answer."""
+"""The `truncate_refusals` filter: cut a dialogue at its first empty or refused answer.
+
+What counts as refused is `dialogues.refusal`'s rule, shared with the ending rules.
+"""
 
 from __future__ import annotations
-
-import re
 
 from batch.filters.documents import truncate
 from batch.filters.report import FilterStats
 from dialogues.models import DialogueDocument
+from dialogues.refusal import REFUSAL_PATTERNS, REFUSAL_WINDOW, is_refusal
 
-REFUSAL_PATTERNS: tuple[str, ...] = (
-    r"I(?:'m| am) sorry,? but (?:I\b|as an AI)",
-    r"(?:I(?:'m| am) )?sorry,? (?:but )?I (?:can't|cannot|can not|won't|will not|am unable"
-    r"|'m unable)",
-    r"I apologi[sz]e,? but (?:I\b|as an AI)",
-    r"I (?:cannot|can't|can not) (?:help|assist|provide|comply|fulfil|fulfill|answer|support"
-    r"|do that|continue|engage|create|generate|write|share|give)",
-    r"As an AI(?: language model| assistant| model)?,? I (?:cannot|can't|can not|am unable"
-    r"|'m unable|am not able|do not|don't|won't|will not)",
-    r"I(?: am|'m) unable to",
-    r"I(?: am|'m) not able to (?:help|assist|provide|comply|answer|fulfil|fulfill)",
-    r"I won't be able to",
-    r"I (?:will not|won't) (?:help|assist|provide|comply|answer)",
-    r"I must (?:decline|refuse)",
-)
-"""Common refusal openers (case-insensitive), matched at a sentence start near the answer start."""
-
-REFUSAL_WINDOW = 200
-"""Characters at the start of an answer searched for a refusal opener."""
-
-_REFUSAL = re.compile(
-    r"(?:^|(?<=[.!?\n]))[\s\"'*_>(\[]*(?:" + "|".join(REFUSAL_PATTERNS) + ")", re.IGNORECASE
-)
-
-
-def is_refusal(answer: str) -> bool:
-    """Whether an answer is empty or opens with a refusal (`REFUSAL_PATTERNS`)."""
-    text = answer.strip().replace("\u2019", "'")
-    return not text or _REFUSAL.search(text[:REFUSAL_WINDOW]) is not None
+__all__ = ["REFUSAL_PATTERNS", "REFUSAL_WINDOW", "is_refusal"]
 
 
 def _truncate_refusals(
