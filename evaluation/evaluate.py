@@ -212,6 +212,7 @@ def _statistics(
         "top_candidate_rate": [m.top_candidate_rate(d) for d in ds],
         "strategy_adherence": [m.strategy_adherence(r) for r in p.ranked],
         "strategy_adherence_chance": [m.adherence_chance(r) for r in p.ranked],
+        "strategy_misfit": [m.strategy_misfit(d) for d in ds],
         "strategy_restatement": [m.strategy_restatement(d) for d in ds],
         "critic_depth": [m.critic_score(d, "depth") for d in ds],
         "critic_insight": [m.critic_score(d, "insight") for d in ds],
