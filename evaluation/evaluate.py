@@ -27,6 +27,7 @@ from evaluation.dataset import (
     pairwise_statistic,
 )
 from evaluation.inputs import EvalDialogue, EvalTurn
+from evaluation.real_users import real_user_adherence
 from evaluation.realism import MMD, median_bandwidth
 from evaluation.results import CURVES, EvaluationResult, VariantResult
 from evaluation.specs import METRICS
@@ -87,6 +88,7 @@ def evaluate(
         "bandwidth": bandwidth,
         "available_strategies": available_strategies,
         "reference_followups": len(reference) if reference else 0,
+        "real_user_adherence": real_user_adherence(),
     }
     real_result = None
     if real is not None:
