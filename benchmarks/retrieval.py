@@ -18,7 +18,9 @@ from __future__ import annotations
 import argparse
 import hashlib
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -29,6 +31,7 @@ from induction.annotations import load_extractions  # noqa: E402
 from induction.library import build_library_sync  # noqa: E402
 from induction.loaders import load  # noqa: E402
 from induction.real_dialogues import REAL_DIALOGUES  # noqa: E402
+from stores.base import StrategyRecord  # noqa: E402
 from stores.contexts import ContextRetriever  # noqa: E402
 from stores.embeddings import MiniLMEmbedding  # noqa: E402
 from stores.memory import InMemoryStrategyStore  # noqa: E402
@@ -44,8 +47,25 @@ def fold_of(pair, folds: int) -> int:
     return digest[0] % folds
 
 
-def ranks_for(fold: int, folds: int, pairs, extractions, embedding) -> dict[str, list[int]]:
-    """Return, per retrieval mode, the rank of each held-back follow-up's own strategy."""
+@dataclass(frozen=True)
+class Fold:
+    """One cross-validation fold: a library built without its held-back dialogues."""
+
+    store: InMemoryStrategyStore
+    index: Any
+    top: list[StrategyRecord]
+    """The library's top-tier strategies, in build order."""
+    test: list[Any]
+    """The held-back pairs (each with `.answer`, `.followup`, `.source`, `.history`)."""
+    gold: list[str]
+    """Per held-back pair, the id of the top-tier strategy nearest its extraction."""
+
+
+def build_fold(fold: int, folds: int, pairs, extractions, embedding) -> Fold:
+    """Build fold `fold`'s library from the other folds' extractions.
+
+    Each held-back pair is tied to the top-tier strategy nearest its own extraction.
+    """
     by_key = {p.key: p for p in pairs}
     train = [e for e in extractions if fold_of(by_key[e.key], folds) != fold]
     test = [e for e in extractions if fold_of(by_key[e.key], folds) == fold]
@@ -61,6 +81,13 @@ def ranks_for(fold: int, folds: int, pairs, extractions, embedding) -> dict[str,
     gold_ids = [
         top[int(np.argmax(top_vectors @ v))].id for v in embedding.embed([e.strategy for e in test])
     ]
+    return Fold(store, index, top, [by_key[e.key] for e in test], gold_ids)
+
+
+def ranks_for(fold: int, folds: int, pairs, extractions, embedding) -> dict[str, list[int]]:
+    """Return, per retrieval mode, the rank of each held-back follow-up's own strategy."""
+    built = build_fold(fold, folds, pairs, extractions, embedding)
+    store, index, top = built.store, built.index, built.top
     retrievers = {
         "text": store,
         "context": ContextRetriever(store, index, embedding),
@@ -68,8 +95,8 @@ def ranks_for(fold: int, folds: int, pairs, extractions, embedding) -> dict[str,
     }
     by_support = [r.id for r in sorted(top, key=lambda r: -r.support)]
     ranks: dict[str, list[int]] = {mode: [] for mode in ("support", *retrievers)}
-    for extraction, gold in zip(test, gold_ids, strict=True):
-        answer = by_key[extraction.key].answer
+    for pair, gold in zip(built.test, built.gold, strict=True):
+        answer = pair.answer
         ranks["support"].append(by_support.index(gold) + 1)
         for mode, retriever in retrievers.items():
             found = [c.id for c in retriever.search(answer, len(top))]

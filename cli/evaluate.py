@@ -212,7 +212,7 @@ def report(
     """
     from evaluation.evaluate import evaluate
     from evaluation.judge import Judge
-    from evaluation.report import write_report
+    from evaluation.report import real_user_lines, write_report
     from stores.embeddings import MiniLMEmbedding
 
     if judge is not None:
@@ -238,6 +238,8 @@ def report(
         result.settings["judge"] = {"model": args.judge_model, "base_url": url and redact_url(url)}
     paths = write_report(result, args.out, samples=variants)
     console.print(summary_table(result))
+    for line in real_user_lines(result)[:1]:
+        console.print(Text(line.removeprefix("- ")))
     console.print(
         Text.assemble(
             ("report", "bold"),

@@ -30,6 +30,7 @@ from evaluation.dataset import (
 )
 from evaluation.inputs import EvalDialogue, EvalTurn
 from evaluation.lexical import hdd, mattr, yules_k
+from evaluation.real_users import real_user_adherence
 from evaluation.realism import MMD, median_bandwidth
 from evaluation.results import CURVES, EvaluationResult, VariantResult
 from evaluation.specs import METRICS
@@ -97,6 +98,7 @@ def evaluate(
         "available_strategies": available_strategies,
         "reference_followups": len(reference) if reference else 0,
         "reference_dialogues": len(reference_lengths) if reference_lengths else 0,
+        "real_user_adherence": real_user_adherence(),
     }
     real_result = None
     if real is not None:
@@ -228,6 +230,7 @@ def _statistics(
         "top_candidate_rate": [m.top_candidate_rate(d) for d in ds],
         "strategy_adherence": [m.strategy_adherence(r) for r in p.ranked],
         "strategy_adherence_chance": [m.adherence_chance(r) for r in p.ranked],
+        "strategy_misfit": [m.strategy_misfit(d) for d in ds],
         "strategy_restatement": [m.strategy_restatement(d) for d in ds],
         "critic_depth": [m.critic_score(d, "depth") for d in ds],
         "critic_insight": [m.critic_score(d, "insight") for d in ds],

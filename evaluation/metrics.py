@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 from rapidfuzz.distance import Levenshtein
 
+from dialogues.domain import misfit
 from dialogues.strategy_use import entropy_bits, normalised_entropy
 from evaluation.inputs import EvalDialogue, EvalTurn
 from evaluation.text import (
@@ -119,6 +120,20 @@ def strategy_adherence(ranked: Sequence[tuple[int, int]]) -> float | None:
 def adherence_chance(ranked: Sequence[tuple[int, int]]) -> float | None:
     """Top-1 rate of a random guess over the same turns: mean of 1/k, k = the turn's candidates."""
     return mean_or_none([1 / k for _, k in ranked])
+
+
+def strategy_misfit(dialogue: EvalDialogue) -> float | None:
+    """Fraction of strategy turns whose strategy does not fit the dialogue so far.
+
+    A strategy misfits when it is programming-specific while nothing before the turn holds code
+    (`dialogues.domain.misfit`, docs/metrics-fit.md). None without strategy texts.
+    """
+    flags = [
+        misfit(t.strategy_text, [m.get("content", "") for m in dialogue.history(t)])
+        for t in dialogue.turns
+        if t.strategy_text
+    ]
+    return sum(flags) / len(flags) if flags else None
 
 
 def strategy_restatement(dialogue: EvalDialogue) -> float | None:

@@ -12,6 +12,7 @@ from pathlib import Path
 from dialogues.output import OutputError, write_bytes_atomic, write_json_atomic
 from evaluation.inputs import EvalDialogue
 from evaluation.plots import depth_by_turn_png, metrics_png, strategies_png
+from evaluation.real_users import describe
 from evaluation.results import EvaluationResult, VariantResult
 from evaluation.samples import samples_html
 
@@ -83,8 +84,25 @@ def markdown(result: EvaluationResult) -> str:
         label = spec.label + (" (dataset)" if spec.scope == "dataset" else "")
         cells = [_cell(v, spec.name) for v in shown]
         lines.append(f"| {label} | {ARROWS[spec.better]} | " + " | ".join(cells) + " |")
-    lines += ["", *_how_to_read(result)]
+    lines += ["", *real_user_lines(result), *_how_to_read(result)]
     return "\n".join(lines) + "\n"
+
+
+def real_user_lines(result: EvaluationResult) -> list[str]:
+    """The real users' adherence level beside each variant's, when the level is known."""
+    level = result.settings.get("real_user_adherence")
+    if not level:
+        return []
+    generated = ", ".join(
+        f"`{v.name}` {format_number(v.metrics['strategy_adherence'].mean)}"
+        for v in result.variants.values()
+        if "strategy_adherence" in v.metrics and v.metrics["strategy_adherence"].mean is not None
+    )
+    return [
+        f"- Against real users: {describe(level)}; generated: {generated or 'n/a'} "
+        "(`benchmarks/adherence_ceiling.py`, committed in `evaluation/real_user_adherence.json`).",
+        "",
+    ]
 
 
 def format_number(value: float | None) -> str:

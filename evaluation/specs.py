@@ -55,6 +55,9 @@ METRICS: tuple[MetricSpec, ...] = (
                "turn's k >= 2 candidates, the most similar to the instruction (MiniLM cosine)"),
     MetricSpec("strategy_adherence_chance", "strategy adherence, chance (1/k)", "strategy", None,
                "dialogue", "top-1 rate of a random guess over the same turns: mean of 1/k"),
+    MetricSpec("strategy_misfit", "strategy misfit (domain)", "strategy", "lower", "dialogue",
+               "fraction of strategy turns drawing a programming-specific strategy (keyword "
+               "rule) while the dialogue so far holds no code (docs/metrics-fit.md)"),
     MetricSpec("strategy_restatement", "strategy restatement", "strategy", "lower", "dialogue",
                "fraction of the strategy's content words the instruction repeats"),
     MetricSpec("critic_depth", "critic depth (1-5)", "depth", "higher", "dialogue",

@@ -103,7 +103,13 @@ def test_eval_compares_our_batch_with_another_tools_sharegpt_file(tmp_path, caps
     assert fastchat["metrics"]["rejection_rate"]["mean"] is None  # no critic data: n/a, not 0
     instructions = ideas["turns"] + fastchat["turns"]
     assert len(judged) == instructions  # one judge call per generated instruction
-    assert "fastchat:" in capsys.readouterr().out
+    out = " ".join(capsys.readouterr().out.split())
+    assert "fastchat:" in out
+    # the real users' adherence level beside the generated one, and the domain misfit row
+    assert "real users' strategy adherence (top-1)" in out
+    assert "Against real users" in (tmp_path / "eval" / "report.md").read_text()
+    assert ideas["metrics"]["strategy_misfit"]["mean"] is not None
+    assert fastchat["metrics"]["strategy_misfit"]["mean"] is None
 
 
 @pytest.mark.parametrize(

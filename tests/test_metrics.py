@@ -852,3 +852,39 @@ def test_judge_gives_none_after_invalid_ratings(vaccine):
     assert judged.turns[0].judge is None
     assert m.judge_score(judged, "depth") is None
     assert len(judge.failures) == 1 and judge.usage.calls == 3
+
+
+# ---------------------------------------------------------------- domain fit
+
+
+def test_strategy_misfit_flags_programming_strategies_in_dialogues_without_code():
+    turns = [
+        turn_record(1, "Which memory cells form first?", A1, "s1", [draft("x")], {}),
+        turn_record(
+            2, "Can you give an example?", "```python\nprint(1)\n```", "s2", [draft("y")], {}
+        ),
+        turn_record(3, "Why does it fail?", A3, "s3", [draft("z")], {}),
+        turn_record(4, "Go on.", A3, None, [draft("w")], {}),
+    ]
+    turns[0]["strategy"]["text"] = "Paste the failing test and ask for a fix"  # no code yet: misfit
+    turns[1]["strategy"]["text"] = "Ask for a concrete example"  # not programming: fits
+    turns[2]["strategy"]["text"] = "Ask why the function raises an error"  # code before: fits
+    dialogue = dialogue_from_record(document(SEED, turns), "fit")
+    assert m.strategy_misfit(dialogue) == pytest.approx(1 / 3)
+    plain = dialogue_from_record(document(SEED, turns[3:]), "plain")
+    assert m.strategy_misfit(plain) is None  # no strategy: n/a, not 0
+    result = evaluate({"ideas": [dialogue]}, embedder=HashingEmbedding(), resamples=50)
+    assert result.variants["ideas"].metrics["strategy_misfit"].mean == pytest.approx(1 / 3)
+
+
+def test_fit_rule_reads_code_and_programming_words():
+    from dialogues.domain import holds_code, is_programming_strategy
+
+    assert holds_code("Try this:\n```\nx = 1\n```")
+    assert holds_code("def f(x):\n    return x")
+    assert holds_code("int x = 3;")
+    assert not holds_code("Vaccines train the immune system; memory cells remain.")
+    assert is_programming_strategy("Paste the next method and ask for the same review")
+    assert is_programming_strategy("Report the errors you got")
+    assert not is_programming_strategy("Ask about the classic example")  # 'class' as a word only
+    assert not is_programming_strategy("Ask for a concrete example")
