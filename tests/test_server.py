@@ -164,7 +164,8 @@ def test_a_failed_start_names_the_exception_not_what_llama_cpp_logs_after_it():
 def test_an_adapter_llama_cpp_cannot_load_ends_the_start_naming_it(tmp_path):
     shipped = ROOT / "training" / "simulators" / "ideas" / "adapter.gguf"
     broken = tmp_path / "adapter.gguf"
-    broken.write_bytes(shipped.read_bytes()[:2000])  # a LoRA header, but no tensors
+    data = shipped.read_bytes()
+    broken.write_bytes(data[: len(data) // 2])  # a whole LoRA header, half of its tensors' data
     log = tmp_path / "server.log"
     server = EmbeddedServer(adapters={"m+broken": broken}, log_path=log, prompt_cache_bytes=0)
     with pytest.raises(ServerError) as caught:
