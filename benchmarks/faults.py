@@ -14,7 +14,8 @@ more (not killed) while every reply is `--huge` characters, as from a server tha
 `max_tokens`: its dialogues must fail as invalid replies, the batch stop after its failures in a
 row, and its peak RSS stay small. Before the resumes `.lock` is replaced by a symlink to a decoy
 file outside the run directory: that start must be refused (exit 2) and the decoy left untouched.
-Then the command is run with `--retry-failed` until it exits 0.
+Then the command is run until it exits 0. Every start passes `--retry-failed`, so the dialogues
+that failed on huge replies run again in the starts after it.
 
 The figures are computed here from the run directory and the process table, not taken from the
 batch's own summary: `lost` (planned jobs with no readable dialogue line), `duplicated` (readable
@@ -199,6 +200,7 @@ def main() -> None:
             "--n", str(args.n), "--turns", str(args.turns),
             "--concurrency", str(args.concurrency), "--store", str(Path(tmp) / "store"),
             "--base-url", fake.base_url, "--library", "starter", "--quiet",
+            "--retry-failed",  # the dialogues that failed on huge replies run again
         ]  # fmt: skip
         torn_on_purpose: bytes | None = None
         mistyped: bytes | None = None
@@ -238,8 +240,7 @@ def main() -> None:
         resumes = 0
         while True:
             resumes += 1
-            retry = ["--retry-failed"]  # the dialogues that failed on huge replies
-            finished = subprocess.run(argv + retry, cwd=ROOT, capture_output=True, text=True)
+            finished = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True)
             warnings = [line for line in finished.stdout.splitlines() if "warning:" in line]
             for line in warnings:
                 print(f"  resume {resumes}: {line.strip()}")
