@@ -10,6 +10,7 @@ from typing import Any, Literal, Protocol
 from langchain_core.messages import BaseMessage, SystemMessage
 from langgraph.func import task
 from langgraph.types import interrupt
+from pydantic import BaseModel
 
 from agents.chat import ChatClient
 from dialogues.messages import last_answer, swap_roles, with_request
@@ -19,6 +20,21 @@ from prompts import render
 _LABEL = re.compile(
     r"^\s*(?:\*\*)?(?:user|me|question|message)(?:\*\*)?\s*:\s*(?:\*\*)?\s*", re.IGNORECASE
 )
+
+
+class TurnQuestion(BaseModel):
+    """What the graph asks a person playing the user (the value of its `interrupt()`)."""
+
+    ask: Literal["user_turn"] = "user_turn"
+    last_answer: str | None = None
+    strategy: str | None = None
+    """The strategy the strategist chose for this turn."""
+    candidates: list[str] = []
+    """The strategies it chose from."""
+    feedback: str | None = None
+    """The critic's feedback on a rejected turn."""
+    draft: str | None = None
+    """The simulator's proposed turn, taken when the person answers with nothing."""
 
 
 @dataclass
@@ -150,17 +166,16 @@ class HumanSimulator:
         proposal = None
         if self.proposer is not None:
             proposal = await _propose(self.proposer, messages, strategy, feedback)
-        request = {
-            "ask": "user_turn",
-            "last_answer": last_answer(messages),
-            "strategy": strategy,
-            "candidates": list(candidates),
-            "feedback": feedback,
-            "draft": proposal["text"] if proposal else None,
-        }
+        question = TurnQuestion(
+            last_answer=last_answer(messages),
+            strategy=strategy,
+            candidates=list(candidates),
+            feedback=feedback,
+            draft=proposal["text"] if proposal else None,
+        )
         text = ""
         while not text:
-            reply = interrupt(request)
-            text = (reply.strip() if isinstance(reply, str) else "") or (request["draft"] or "")
+            reply = interrupt(question.model_dump())  # JSON, as a server sends it
+            text = (reply.strip() if isinstance(reply, str) else "") or (question.draft or "")
         usage = Usage.from_dict(proposal["usage"]) if proposal else Usage()
         return Draft(text, usage, author="human")

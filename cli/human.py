@@ -9,6 +9,7 @@ from rich.console import Console, Group
 from rich.panel import Panel
 from rich.text import Text
 
+from agents.simulator import TurnQuestion
 from wiring.generation import NoAnswer
 
 
@@ -48,16 +49,17 @@ class TurnPrompt:
             self.console.print(Text(line.rstrip("\n")))
         return line.strip()
 
-    def _panel(self, question: dict[str, Any]) -> Panel:
+    def _panel(self, data: dict[str, Any]) -> Panel:
+        question = TurnQuestion.model_validate(data)
         parts: list[Text] = []
-        strategy = question.get("strategy")
+        strategy = question.strategy
         parts.append(Text.assemble(("strategy ", "bold"), (strategy or "(none)", "green")))
         if self.candidates:
-            for i, text in enumerate(question.get("candidates") or [], 1):
+            for i, text in enumerate(question.candidates, 1):
                 parts.append(Text(f"  {i}. {text}", style="dim"))
-        if feedback := question.get("feedback"):
+        if feedback := question.feedback:
             parts.append(Text.assemble(("critic's feedback ", "bold"), (feedback, "red")))
-        if draft := question.get("draft"):
+        if draft := question.draft:
             parts.append(Text.assemble(("drafted turn ", "bold"), draft))
             hint = "Type the user turn, or press Enter to take the drafted one."
         else:
