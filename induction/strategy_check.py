@@ -23,6 +23,8 @@ IMPERATIVE_VERBS = frozenset(
     """
     abandon announce answer approve choose concede disclose go paste pick rebuke select set
     step stop supply adopt insult decline call contradict
+    cut delete dictate drop feed fill finish ignore keep lay quote remove replace restore save
+    shorten trim
     accept acknowledge adapt add address adjust admit agree analyse analyze apply argue ask
     assess assume begin brainstorm broaden build calculate challenge change check cite clarify
     close combine compare complain compliment condense confirm connect consider contest

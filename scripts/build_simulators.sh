@@ -5,6 +5,7 @@
 # bash scripts/setup-train.sh).
 #   ideas: the strategy simulator's prompt with each pair's high-level strategy
 #   plain: the plain simulator's prompt on the same pairs (the PlatoLM/Parrot-style baseline)
+# Both learn the end marker after the last reply of each dialogue whose user ended it (--endings).
 # Both train at once, one torch thread each (2 cores; 2 threads per run measured 2-4x slower).
 # Extra arguments go to both runs (e.g. --epochs 2: a finished folder is kept and skipped).
 set -euo pipefail
@@ -19,7 +20,7 @@ train() {  # name, extra flags...
   .venv/bin/python run.py train-simulator \
     --dialogues "${DIALOGUES[@]}" \
     --extractions induction/data/team_extractions.jsonl \
-    --out "$WORK/$name" --threads 1 "$@" >"$WORK/$name.log" 2>&1
+    --out "$WORK/$name" --threads 1 --endings "$@" >"$WORK/$name.log" 2>&1
 }
 pids=()
 for name in ideas plain; do
