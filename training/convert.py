@@ -175,8 +175,10 @@ def _run(script: Path, arguments: list[str], outfile: Path, outtype: str) -> Pat
     env = {k: v for k, v in os.environ.items() if k != "NO_LOCAL_GGUF"}
     done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
     if done.returncode != 0 or not outfile.is_file():
-        lines = (done.stderr + done.stdout).strip().splitlines() or ["no output"]
-        raise TrainingError(f"{script.name} failed: {lines[-1]}")
+        last = ((done.stderr + done.stdout).strip().splitlines() or ["no output"])[-1]
+        if last.startswith("ModuleNotFoundError"):
+            last += " (the train extra installs it: bash scripts/setup-train.sh)"
+        raise TrainingError(f"{script.name} failed: {last}")
     return outfile
 
 
@@ -201,7 +203,7 @@ def main(argv: Sequence[str] = ()) -> int:
         print(f"training.convert: {exc}", file=sys.stderr)  # noqa: T201 - the install step's output
         return 1
     if args.base is not None:
-        print(f"wrote {args.outfile}: {args.base} as a {args.outtype} GGUF model")  # noqa: T201
+        print(f"wrote {args.outfile}: {args.base} as a GGUF model ({args.outtype})")  # noqa: T201
     else:
         print(f"llama.cpp's {CONVERTER} and {HF_CONVERTER} are installed in {tree}")  # noqa: T201
     return 0
