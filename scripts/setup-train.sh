@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Add the optional `train` extra (`run.py train-simulator`) to ./.venv (idempotent; sets up .venv
-# first if needed): torch first, then the extra, then llama.cpp's LoRA converter
-# (convert_lora_to_gguf.py, from the installed llama-cpp-python version's sdist) into the user
-# cache, so that nothing is downloaded when a simulator is trained.
+# first if needed): torch first, then the extra, then llama.cpp's LoRA and model converters
+# (convert_lora_to_gguf.py, convert_hf_to_gguf.py, from the installed llama-cpp-python version's
+# sdist) into the user cache, so that nothing is downloaded when a simulator is trained.
 #
 # Which torch, first match wins (one line says which it took):
 #   1. $IDEAS_TORCH_INDEX set: $IDEAS_TORCH_SPEC from that index (e.g. a CUDA build's index);
@@ -65,5 +65,5 @@ elif ! install_torch; then
   echo "setup-train: torch could not be installed (${plan%% | *}); the train extra is not installed" >&2
   exit "$NO_TORCH_WHEEL"
 fi
-"$VENV/bin/python" -c "import transformers, peft, gguf" 2>/dev/null || "${PIP[@]}" -e ".[train]"
+"$VENV/bin/python" -c "import transformers, peft, gguf, sentencepiece" 2>/dev/null || "${PIP[@]}" -e ".[train]"
 "$VENV/bin/python" -m training.convert

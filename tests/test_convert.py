@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 
 from training import TrainingError, convert
-from training.convert import CONVERTER, converter_tree, fetch_converter
+from training.convert import CONVERTER, HF_CONVERTER, converter_tree, fetch_converter
 
 INSIDE = {
     CONVERTER: "# the converter\n",
+    HF_CONVERTER: "# the model converter\n",
     "conversion/__init__.py": "# its package\n",
     "gguf-py/gguf/__init__.py": "# the gguf-py it is written against\n",
     "LICENSE": "MIT\n",
@@ -83,6 +84,38 @@ def test_the_install_step_extracts_just_the_converter_from_the_sdist(empty_cache
     assert all((tree / name).read_text() == text for name, text in INSIDE.items())
     assert converter_tree() == tree
     assert fetch_converter() == tree and len(calls) == 1  # installed: nothing fetched again
+
+
+def test_a_cache_from_before_the_model_converter_serves_adapters_and_is_refilled(
+    empty_cache, monkeypatch
+):
+    for name, text in INSIDE.items():
+        if name != HF_CONVERTER:
+            (empty_cache / name).parent.mkdir(parents=True, exist_ok=True)
+            (empty_cache / name).write_text(text)
+    assert converter_tree() == empty_cache  # training goes on as before
+    with pytest.raises(TrainingError, match=f"{HF_CONVERTER} is not installed: run `bash scr"):
+        converter_tree(HF_CONVERTER)
+    version = convert.llama_cpp_version()
+
+    def pip_download(command, **kwargs):
+        sdist(
+            Path(command[command.index("-d") + 1]) / f"llama_cpp_python-{version}.tar.gz", version
+        )
+        return subprocess.CompletedProcess(command, 0, "", "")
+
+    monkeypatch.setattr(subprocess, "run", pip_download)
+    assert fetch_converter() == empty_cache  # the install step fills it in
+    assert converter_tree(HF_CONVERTER) == empty_cache
+
+
+def test_a_base_that_is_no_model_directory_is_one_line(tmp_path, monkeypatch, capsys):
+    (tmp_path / HF_CONVERTER).write_text("")
+    monkeypatch.setenv("LLAMA_CPP_DIR", str(tmp_path))
+    code = convert.main(["--base", str(tmp_path / "nowhere"), "--outfile", str(tmp_path / "m")])
+    err = capsys.readouterr().err
+    assert code == 1 and "not a Hugging Face model directory (no config.json)" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "m").exists()
 
 
 def test_a_failed_download_says_why_in_one_line(empty_cache, monkeypatch):

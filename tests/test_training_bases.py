@@ -30,18 +30,32 @@ TINY_LLAMA = {
 
 
 def tiny_hf_model(directory):
-    """Save a random tiny Llama and a byte-level BPE tokenizer with a ChatML template."""
-    from tokenizers import ByteLevelBPETokenizer
+    """Save a random tiny Llama and a ChatML-templated BPE tokenizer shaped like Llama 2's.
+
+    Byte fallback (`<0x00>`..`<0xFF>`) and the `▁` space make llama.cpp's converter read it as
+    a Llama vocabulary; a GPT-2 style byte-level BPE would need a pre-tokenizer it recognises.
+    """
+    from tokenizers import Tokenizer, decoders, models, normalizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-    bpe = ByteLevelBPETokenizer()
+    specials = ["<unk>", "<|im_start|>", "<|im_end|>"]
+    byte_tokens = [f"<0x{i:02X}>" for i in range(256)]
+    bpe = Tokenizer(models.BPE(byte_fallback=True, unk_token="<unk>"))
+    bpe.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
+    bpe.decoder = decoders.Sequence(
+        [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(),
+         decoders.Strip(" ", 1, 0)]
+    )  # fmt: skip
     corpus = ["the user asks a question and the assistant answers it in detail"] * 10
-    specials = ["<|im_start|>", "<|im_end|>"]
-    bpe.train_from_iterator(corpus, vocab_size=300, special_tokens=specials, show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=320, special_tokens=specials + byte_tokens, show_progress=False
+    )
+    bpe.train_from_iterator(corpus, trainer)
     tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=bpe._tokenizer,
-        bos_token=specials[0],
-        eos_token=specials[1],
+        tokenizer_object=bpe,
+        bos_token=specials[1],
+        eos_token=specials[2],
+        unk_token=specials[0],
         chat_template=CHATML,
     )
     torch.manual_seed(0)
@@ -171,3 +185,68 @@ def test_cuda_asked_for_without_a_gpu_is_one_line_and_leaves_no_out(trained, tmp
     err = capsys.readouterr().err.strip()
     assert code == 1 and "--device cuda" in err and "no CUDA device" in err and "\n" not in err
     assert not out.exists()
+
+
+@pytest.fixture(scope="module")
+def tiny_gguf(trained):
+    """The tiny base converted to a GGUF model by llama.cpp's converter (float32)."""
+    from training import TrainingError
+    from training.convert import HF_CONVERTER, convert_base_to_gguf, converter_tree
+
+    pytest.importorskip("sentencepiece")  # the converter imports it for a Llama base
+    try:
+        converter_tree(HF_CONVERTER)
+    except TrainingError as exc:
+        pytest.skip(str(exc))
+    base, out, code = trained
+    assert code == 0
+    return convert_base_to_gguf(base, out.parent / "tiny-llama.gguf", "f32")
+
+
+@pytest.mark.embedded
+def test_its_gguf_adapter_loads_in_the_embedded_server_and_changes_the_output(trained, tiny_gguf):
+    """One embedded server on the tiny GGUF: the adapter's name answers otherwise than the base."""
+    import httpx
+
+    from runtime.adapters import check_fits
+    from runtime.server import EmbeddedServer
+
+    _, out, _ = trained
+    adapter = out / "adapter.gguf"
+    check_fits(adapter, tiny_gguf)  # the check made before a server starts lets it through
+    messages = [{"role": "user", "content": "the user asks a question"}]
+
+    def ask(model: str) -> str:
+        body = {"model": model, "messages": messages, "temperature": 0, "seed": 0,
+                "max_tokens": 24}  # fmt: skip
+        reply = httpx.post(f"{server.base_url}/chat/completions", json=body, timeout=60)
+        return reply.raise_for_status().json()["choices"][0]["message"]["content"]
+
+    served = {"tiny+sim": adapter}
+    with EmbeddedServer(
+        gguf=tiny_gguf, alias="tiny", adapters=served, n_ctx=512, prompt_cache_bytes=None
+    ) as server:
+        plain, tuned, plain_again, tuned_again = (
+            ask("tiny"),
+            ask("tiny+sim"),
+            ask("tiny"),
+            ask("tiny+sim"),
+        )
+    assert plain and tuned != plain  # the adapter is loaded and applied
+    assert (plain_again, tuned_again) == (plain, tuned)  # greedy: the same each time
+
+
+def test_the_shipped_adapter_on_the_tiny_gguf_is_one_line_before_the_server(
+    trained, tiny_gguf, tmp_path, capsys, monkeypatch
+):
+    """SmolLM2-135M's simulator (576 wide) on the 32-wide tiny model: refused, nothing started."""
+    from runtime.adapters import SHIPPED
+    from tests.cli_helpers import isolate_cli, run_cli, write_seed
+
+    isolate_cli(monkeypatch, tmp_path / "store")  # starting the embedded server fails the test
+    shipped = SHIPPED / "ideas"
+    code, _, err = run_cli(
+        capsys, "--seed", write_seed(tmp_path), "--gguf", tiny_gguf, "--simulator-adapter", shipped
+    )
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert f"does not fit {tiny_gguf.name}" in err and "it adapts blk.0." in err
