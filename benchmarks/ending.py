@@ -18,9 +18,18 @@ held-out dialogues only (`--dialogues` takes any format the reader accepts):
 
 `--simulator`: `ideas` / `plain` (the shipped trained adapters), `prompted` (the strategy prompt,
 no adapter), or a trained folder. It starts the embedded server (run nothing else on 2 cores).
+`--held-out` keeps only the dialogues the shipped simulators never trained on: the same split
+by dialogue as `train-simulator` (share 0.1, seed 0, over the dialogues of the shipped build's
+pairs: `induction.real_dialogues`, the team extractions and the default library).
+
+The length part compares two batches generated on the same seeds with the same `--turns`, one
+with `--ending learned` and one with `--ending never` (`--learned RUN_DIR --never RUN_DIR`): the
+Wasserstein distance W1 between user turns per dialogue and the real dialogues' (`--reference`
+files), each with a 95% bootstrap interval over dialogues, and their ratio with its interval.
+
 Its last line: `ending: End F1 0.NN (prompted 0.NN); length distance learned/never x0.NN`; a part
 not measured in this run is `n/a` (the prompted baseline needs `--baseline`; the length ratio
-needs generated batches, which this skeleton does not run yet).
+needs `--learned` and `--never`). Without `--dialogues` only the length part runs.
 """
 
 from __future__ import annotations
@@ -29,7 +38,7 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -99,6 +108,27 @@ def end_scores(truth: Sequence[bool], predicted: Sequence[bool]) -> Scores:
     )
 
 
+def f1_interval(
+    found: Sequence[Position], predicted: Sequence[bool], resamples: int = 2000, seed: int = 0
+) -> tuple[float, float]:
+    """95% percentile bootstrap interval of End F1, resampling whole dialogues."""
+    import numpy as np
+
+    names = sorted({p.dialogue for p in found})
+    index = {name: i for i, name in enumerate(names)}
+    counts = np.zeros((len(names), 3))  # tp, fp, fn per dialogue
+    for p, guess in zip(found, predicted, strict=True):
+        row = counts[index[p.dialogue]]
+        row += (p.ends and guess, guess and not p.ends, p.ends and not guess)
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, len(names), size=(resamples, len(names)))
+    tp, fp, fn = (counts[picks].sum(axis=1)).T
+    with np.errstate(divide="ignore", invalid="ignore"):
+        f1 = np.where(tp > 0, 2 * tp / (2 * tp + fp + fn), 0.0)
+    low, high = np.percentile(f1, [2.5, 97.5])
+    return float(low), float(high)
+
+
 async def predict(found: Sequence[Position], draft: Draft) -> list[bool]:
     """Ask the simulator at every position, one at a time; True where it drafts the marker."""
     return [is_end_marker(await draft(list(p.history))) for p in found]
@@ -114,6 +144,36 @@ def summary_line(f1: float | None, prompted: float | None, ratio: float | None) 
         f"ending: End F1 {shown(f1, '.2f')} (prompted {shown(prompted, '.2f')}); "
         f"length distance learned/never x{shown(ratio, '.2f')}"
     )
+
+
+def held_out_names(data: Path) -> set[str]:
+    """The dialogues `train-simulator` held out in the shipped simulators' build.
+
+    The shipped build (`scripts/build_simulators.sh`) trains on the pairs of
+    `induction.real_dialogues.REAL_DIALOGUES` that have a team-written strategy in the default
+    library, plus the ending pair of each dialogue its user ended; `split_by_dialogue` then holds
+    out a share of those dialogues. The same names, share and seed give the same split.
+    """
+    from induction.annotations import load_extractions
+    from induction.loaders import load
+    from induction.real_dialogues import REAL_DIALOGUES
+    from stores.packaged import read_records
+    from training.job import TrainJob
+    from training.loop import LoopSettings
+    from training.pairs import dialogue_of, ended_dialogue_name, held_out_dialogues, strategy_texts
+
+    extractions = load_extractions(ROOT / "induction" / "data" / "team_extractions.jsonl")
+    records = read_records(ROOT / "stores" / "libraries" / "default")
+    strategies = strategy_texts(extractions, records, "high")
+    names: set[str] = set()
+    for name in REAL_DIALOGUES:
+        loaded = load(data / name)
+        names |= {dialogue_of(p) for p in loaded.pairs if p.key in strategies}
+        names |= {
+            ended_dialogue_name(loaded.path.name, d) for d in loaded.dialogues if d.ended_by_user
+        }
+    share = next(f.default for f in fields(TrainJob) if f.name == "held_out")
+    return held_out_dialogues(names, share, LoopSettings.seed)
 
 
 def simulator_draft(session, name: str, strategy: str) -> Draft:  # noqa: ANN001 - a Session
@@ -139,23 +199,148 @@ def settings_for(name: str):  # noqa: ANN201 - runtime.settings.Settings
 
 
 def measure(name: str, found: Sequence[Position], strategy: str) -> Scores:
-    """Run one simulator over the positions on the embedded server."""
+    """Run one simulator over the positions on the embedded server; print its scores."""
     from wiring.session import Session
 
     with Session(settings_for(name)) as session:
         predicted = asyncio.run(predict(found, simulator_draft(session, name, strategy)))
-    return end_scores([p.ends for p in found], predicted)
+    scores = end_scores([p.ends for p in found], predicted)
+    low, high = f1_interval(found, predicted)
+    print(f"{name}: {scores} End F1 {scores.f1:.3f} [{low:.2f}, {high:.2f}]")  # noqa: T201
+    return scores
+
+
+@dataclass(frozen=True)
+class Interval:
+    """An estimate with its 95% percentile bootstrap interval."""
+
+    value: float
+    low: float
+    high: float
+
+    def __str__(self) -> str:
+        return f"{self.value:.2f} [{self.low:.2f}, {self.high:.2f}]"
+
+
+@dataclass(frozen=True)
+class LengthDistances:
+    """W1 to the real dialogue lengths of the learned and the never batch, and their ratio."""
+
+    learned: Interval
+    never: Interval
+    ratio: Interval
+
+
+def run_lengths(run_dir: Path) -> list[int]:
+    """User turns per stored dialogue of a batch run (the seed's included, as eval counts)."""
+    from evaluation.inputs import load_dialogues
+    from evaluation.metrics import user_turns
+
+    return [user_turns(d) for d in load_dialogues(run_dir)]
+
+
+def length_distances(
+    learned: Sequence[int],
+    never: Sequence[int],
+    reference: Sequence[int],
+    resamples: int = 2000,
+    seed: int = 0,
+) -> LengthDistances:
+    """W1 of each batch's dialogue lengths to the reference, bootstrapped over dialogues.
+
+    Each resample draws the dialogues of both batches again (with replacement, independently);
+    the real reference stays fixed, as in `evaluation.realism`.
+    """
+    import numpy as np
+
+    from evaluation.realism import wasserstein_1d
+
+    rng = np.random.default_rng(seed)
+
+    def weights(n: int) -> np.ndarray:
+        picks = rng.integers(0, n, size=(resamples, n))
+        return np.stack([np.bincount(row, minlength=n) for row in picks]).astype(float)
+
+    a, b = wasserstein_1d(learned, reference), wasserstein_1d(never, reference)
+    ra = wasserstein_1d(learned, reference, weights(len(learned)))
+    rb = wasserstein_1d(never, reference, weights(len(never)))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratios = ra / rb
+
+    def interval(value: float, values: np.ndarray) -> Interval:
+        low, high = np.nanpercentile(values, [2.5, 97.5])
+        return Interval(float(value), float(low), float(high))
+
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = float(a[0] / b[0])
+    return LengthDistances(interval(a[0], ra), interval(b[0], rb), interval(ratio, ratios))
 
 
 def main(argv: list[str] | None = None) -> int:
     """Parse the flags, measure, print the scores and the summary line."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--dialogues", nargs="+", required=True, type=Path, metavar="FILE")
+    parser.add_argument("--dialogues", nargs="+", type=Path, metavar="FILE")
+    parser.add_argument(
+        "--held-out",
+        action="store_true",
+        help="only the dialogues the shipped simulators held out from training",
+    )
+    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
+    parser.add_argument(
+        "--learned", type=Path, metavar="RUN_DIR", help="batch with --ending learned"
+    )
+    parser.add_argument("--never", type=Path, metavar="RUN_DIR", help="batch with --ending never")
+    parser.add_argument("--reference", nargs="+", type=Path, metavar="FILE", help="real dialogues")
     parser.add_argument("--simulator", default="ideas", help="ideas, plain, prompted or a folder")
     parser.add_argument("--baseline", action="store_true", help="also measure the prompted one")
     parser.add_argument("--strategy", default=DEFAULT_STRATEGY)
     parser.add_argument("--limit", type=int, help="at most N positions (a quick look)")
     args = parser.parse_args(argv)
+    if not args.dialogues and not (args.learned and args.never):
+        parser.error("give --dialogues (End F1) or --learned and --never (length distance)")
+    if (args.learned or args.never) and not (args.learned and args.never and args.reference):
+        parser.error("the length distance needs --learned, --never and --reference")
+    ratio = None
+    if args.learned:
+        ratio = lengths_part(args)
+        if ratio is None:
+            return 2
+    if not args.dialogues:
+        print(summary_line(None, None, ratio))  # noqa: T201
+        return 0
+    return end_part(args, ratio)
+
+
+def lengths_part(args: argparse.Namespace) -> float | None:
+    """Print the length distances of the two batches; return the ratio (None: bad input)."""
+    from cli.errors import UsageError
+    from cli.evaluate import load_reference_lengths
+    from dialogues.errors import InputError
+
+    try:
+        reference = load_reference_lengths(args.reference) or []
+        learned, never = run_lengths(args.learned), run_lengths(args.never)
+    except (UsageError, InputError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)  # noqa: T201 - a benchmark's output
+        return None
+    if not (learned and never and reference):
+        print("error: a batch or the reference holds no dialogue", file=sys.stderr)  # noqa: T201
+        return None
+    found = length_distances(learned, never, reference)
+    mean = sum(reference) / len(reference)
+    print(  # noqa: T201
+        f"user turns per dialogue: learned {sum(learned) / len(learned):.2f} (n={len(learned)}), "
+        f"never {sum(never) / len(never):.2f} (n={len(never)}), real {mean:.2f} "
+        f"(n={len(reference)})"
+    )
+    print(  # noqa: T201
+        f"W1 to real: learned {found.learned}, never {found.never}; learned/never x{found.ratio}"
+    )
+    return found.ratio.value
+
+
+def end_part(args: argparse.Namespace, ratio: float | None) -> int:
+    """Measure End F1 on the real dialogues' positions; print the scores and the summary line."""
     from cli.errors import UsageError
     from cli.induce import load_sources
 
@@ -164,22 +349,27 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)  # noqa: T201 - a benchmark's output
         return 2
-    found = positions((d for r in loaded for d in r.dialogues), args.limit)
+    dialogues = [(r.path.name, d) for r in loaded for d in r.dialogues]
+    if args.held_out:
+        from training.pairs import ended_dialogue_name
+
+        kept = held_out_names(args.data)
+        dialogues = [(s, d) for s, d in dialogues if ended_dialogue_name(s, d) in kept]
+        print(f"held out from training: {len(dialogues)} of the given dialogues")  # noqa: T201
+    found = positions((d for _, d in dialogues), args.limit)
     ends = sum(p.ends for p in found)
     print(f"{len(found)} positions, {ends} real endings")  # noqa: T201
     if not ends:
         print("error: no dialogue in these files was ended by its user", file=sys.stderr)  # noqa: T201
         return 2
     scores = measure(args.simulator, found, args.strategy)
-    print(f"{args.simulator}: {scores} End F1 {scores.f1:.3f}")  # noqa: T201
     prompted = None
     if args.baseline and args.simulator != "prompted":
         base = measure("prompted", found, args.strategy)
-        print(f"prompted: {base} End F1 {base.f1:.3f}")  # noqa: T201
         prompted = base.f1
     elif args.simulator == "prompted":
         prompted = scores.f1
-    print(summary_line(scores.f1, prompted, None))  # noqa: T201
+    print(summary_line(scores.f1, prompted, ratio))  # noqa: T201
     return 0
 
 

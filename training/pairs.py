@@ -170,7 +170,7 @@ def build_end_pairs(
         built.append(
             TrainingPair(
                 key=(source, dialogue.record_id, turn),
-                dialogue=f"{source}\x1f{dialogue.turns[0].id or dialogue.record_id}",
+                dialogue=ended_dialogue_name(source, dialogue),
                 messages=to_openai(sent),
                 target=END_MARKER,
                 strategy=strategy if with_strategy else None,
@@ -180,6 +180,22 @@ def build_end_pairs(
     return PairSet(built, dropped)
 
 
+def ended_dialogue_name(source: str, dialogue: Dialogue) -> str:
+    """Name a whole dialogue as `dialogue_of` names its pairs (the split's unit)."""
+    return f"{source}\x1f{dialogue.turns[0].id or dialogue.record_id}"
+
+
+def held_out_dialogues(names: Iterable[str], held_out: float, seed: int) -> set[str]:
+    """The dialogues held out of `names`: about `held_out` of them (at least one of two or more).
+
+    The same names, share and seed give the same split, whatever order the names come in.
+    """
+    dialogues = sorted(set(names))
+    random.Random(seed).shuffle(dialogues)
+    n = max(1, round(len(dialogues) * held_out)) if len(dialogues) > 1 and held_out > 0 else 0
+    return set(dialogues[:n])
+
+
 def split_by_dialogue(
     pairs: Sequence[TrainingPair], held_out: float, seed: int
 ) -> tuple[list[TrainingPair], list[TrainingPair]]:
@@ -187,9 +203,6 @@ def split_by_dialogue(
 
     About `held_out` of the dialogues (at least one when there are two or more) are held out.
     """
-    dialogues = sorted({p.dialogue for p in pairs})
-    random.Random(seed).shuffle(dialogues)
-    n = max(1, round(len(dialogues) * held_out)) if len(dialogues) > 1 and held_out > 0 else 0
-    kept_out = set(dialogues[:n])
+    kept_out = held_out_dialogues((p.dialogue for p in pairs), held_out, seed)
     train = [p for p in pairs if p.dialogue not in kept_out]
     return train, [p for p in pairs if p.dialogue in kept_out]
