@@ -52,9 +52,20 @@ STRATEGISTS: dict[StrategistName, Callable[[Wiring], Strategist]] = {
     ),
     "none": lambda w: NoStrategist(),
 }
+
+
+def _trained(wiring: Wiring) -> bool:
+    """The simulator runs as a trained adapter (on the embedded server or a server's LoRA)."""
+    settings = wiring.settings
+    return (
+        settings.adapter_for("simulator") is not None
+        or settings.served_adapter("simulator") is not None
+    )
+
+
 SIMULATORS: dict[SimulatorName, Callable[[Wiring], UserSimulator]] = {
-    "strategy": lambda w: StrategySimulator(w.chat("simulator")),
-    "plain": lambda w: PlainSimulator(w.chat("simulator")),
+    "strategy": lambda w: StrategySimulator(w.chat("simulator"), trained=_trained(w)),
+    "plain": lambda w: PlainSimulator(w.chat("simulator"), trained=_trained(w)),
     "human": lambda w: HumanSimulator(StrategySimulator(w.chat("simulator"))),
 }
 CRITICS: dict[CriticName, Callable[[Wiring], Critic]] = {

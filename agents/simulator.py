@@ -65,16 +65,21 @@ class UserSimulator(Protocol):
         ...
 
 
-def clean_instruction(text: str) -> str:
+def clean_instruction(text: str, *, whole: bool = False) -> str:
     """Keep the first paragraph, without a speaker label or wrapping quotes.
 
     Small models often run on past the user's message into an answer of their own; the first
-    paragraph is the instruction, and text after its last question mark is dropped.
+    paragraph is the instruction, and text after its last question mark is dropped. A trained
+    simulator (`whole`) learned where real users' turns stop, pasted code and second paragraphs
+    included, so its whole reply is kept: cutting it made its turns shorter and more often
+    questions than the real users' it learned from.
     """
-    text = _LABEL.sub("", text.strip()).split("\n\n", 1)[0].strip()
+    text = _LABEL.sub("", text.strip())
+    if not whole:
+        text = text.split("\n\n", 1)[0].strip()
     if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":
         text = text[1:-1].strip()
-    if "?" in text:
+    if "?" in text and not whole:
         text = text[: text.rindex("?") + 1]
     return text
 
@@ -85,9 +90,10 @@ class StrategySimulator:
     instructions = "simulator"
     """The template of the system prompt, the same every turn."""
 
-    def __init__(self, chat: ChatClient) -> None:
-        """Draft with `chat`."""
+    def __init__(self, chat: ChatClient, *, trained: bool = False) -> None:
+        """Draft with `chat`; `trained`: it is a trained simulator, whose whole reply is kept."""
         self.chat = chat
+        self.trained = trained
 
     def request(self, strategy: str | None, feedback: str | None) -> str:
         """Return this draft's request: the strategy to apply and the feedback to act on."""
@@ -115,7 +121,7 @@ class StrategySimulator:
     ) -> Draft:
         """Draft the next instruction in the user's voice."""
         text, usage = await self.chat.text(self.messages(messages, strategy, feedback))
-        return Draft(clean_instruction(text), usage)
+        return Draft(clean_instruction(text, whole=self.trained), usage)
 
 
 class PlainSimulator(StrategySimulator):

@@ -76,6 +76,21 @@ def test_clean_instruction_strips_a_bold_label_with_the_colon_inside():
     assert clean_instruction("**User:** What about boosters?") == "What about boosters?"
 
 
+def test_a_trained_simulators_whole_turn_is_kept_past_its_question_and_paragraph():
+    raw = "User: Can you shorten it? Also add a title.\n\nHere is my code:\nx = 1"
+    assert clean_instruction(raw) == "Can you shorten it?"
+    whole = "Can you shorten it? Also add a title.\n\nHere is my code:\nx = 1"
+    assert clean_instruction(raw, whole=True) == whole
+    assert clean_instruction(f'User: "{whole}"', whole=True) == whole
+
+
+@pytest.mark.parametrize(("trained", "kept"), [(False, "Why?"), (True, "Why? Tell me more.")])
+def test_the_simulator_keeps_the_whole_reply_only_when_trained(trained, kept):
+    chat = scripted(text_reply("Why? Tell me more."))
+    draft = run(StrategySimulator(chat, trained=trained).draft(DIALOGUE, "Ask why.", None))
+    assert draft.text == kept
+
+
 # --- simulator and assistant ---------------------------------------------------------------------
 
 
@@ -545,3 +560,18 @@ def test_openai_prompt_tokens_details_reach_the_usage_record():
     )
     _, usage = run(ChatClient(model).text(DIALOGUE))
     assert (usage.input_tokens, usage.cached_tokens, usage.evaluated_tokens) == (120, 100, 20)
+
+
+@pytest.mark.parametrize(("adapter", "trained"), [("trained", True), ("none", False)])
+def test_the_registry_marks_the_simulator_trained_when_it_runs_with_an_adapter(adapter, trained):
+    from types import SimpleNamespace
+
+    from agents.registry import SIMULATORS
+    from runtime.settings import load_settings
+
+    settings = load_settings(None, simulator={"adapter": adapter})
+    asked = []
+    wiring = SimpleNamespace(settings=settings, chat=lambda role: asked.append(role) or scripted())
+    for name in ("strategy", "plain"):
+        assert SIMULATORS[name](wiring).trained is trained
+    assert asked == ["simulator", "simulator"]
