@@ -181,6 +181,7 @@ def dialogue_from_record(record: Any, where: str = "record") -> EvalDialogue:
     Raises:
         ValueError: The record is not a dialogue of a supported shape.
     """
+    # .get: a record of any format (foreign JSON); only the format tag is looked at here
     if isinstance(record, DialogueDocument) or (
         isinstance(record, dict) and record.get("format") == FORMAT
     ):

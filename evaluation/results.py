@@ -83,7 +83,7 @@ class VariantResult:
 
     def metric(self, name: str) -> Interval | None:
         """Return the metric's estimate (None where this column does not have the metric)."""
-        return self.metrics.get(name)
+        return self.metrics.get(name)  # .get: Optional by design (metric not in this column)
 
     def mean(self, name: str) -> float | None:
         """Return the metric's estimate alone (None where it is missing or not applicable)."""
@@ -92,11 +92,11 @@ class VariantResult:
 
     def difference(self, name: str) -> Difference | None:
         """Return this variant minus the baseline on the metric (None: not compared)."""
-        return self.differences.get(name)
+        return self.differences.get(name)  # .get: Optional by design (baseline: none)
 
     def curve(self, name: str) -> list[float | None]:
         """Return the per-turn means of a curve (empty where there are none)."""
-        return self.per_turn.get(name) or []
+        return self.per_turn.get(name) or []  # .get: a curve without scores is absent
 
 
 @dataclass
