@@ -15,6 +15,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
+
 from batch.export import ExportResult
 from batch.filters import FilterReport
 from dialogues.models import (
@@ -47,6 +49,71 @@ GENERATION_SETTINGS = (
     "gguf",
 )
 """Settings of the manifest shown in the card (beside the per-role models)."""
+
+
+class CardCounts(BaseModel):
+    """The card's counts: stored, failed, exported."""
+
+    dialogues_stored: int
+    jobs_failed: int
+    dialogues_exported: int
+    turns_exported: int
+    records_exported: int
+    turns_without_strategy: int
+
+
+class LengthRow(BaseModel):
+    """Exported dialogues with `turns` generated user turns, and those their user ended."""
+
+    turns: int
+    dialogues: int
+    ended_by_user: int
+
+
+class CardBatch(BaseModel):
+    """The batch the export came from, as its manifest records it."""
+
+    created_at: str | None
+    n: int | None
+    turns: int | None
+
+
+class CardSeeds(BaseModel):
+    """The seed source of the batch."""
+
+    path: str | None
+    sha256: str | None
+    format: str | None
+    count: int | None
+
+
+class DataCard(BaseModel):
+    """The data card (`<out>.card.json`); `dump` gives its JSON, keys in this order."""
+
+    format: str = FORMAT
+    created_at: str
+    run_dir: str
+    export: dict[str, Any]
+    """`ExportResult.as_dict()`."""
+    counts: CardCounts
+    skipped: dict[str, int]
+    """Run-directory lines passed over, by kind (`batch.store.Skipped.as_dict`)."""
+    filters: dict[str, Any]
+    """`FilterReport.as_dict()`."""
+    strategies: dict[str, Any]
+    """`strategy_distribution`."""
+    lengths: list[LengthRow]
+    batch: CardBatch
+    seeds: CardSeeds
+    library: dict[str, Any]
+    """The manifest's library metadata as it was written."""
+    models: dict[str, Any]
+    """`role_models`."""
+    settings: dict[str, Any]
+
+    def dump(self) -> dict[str, Any]:
+        """Return the JSON data."""
+        return self.model_dump(mode="json")
 
 
 def card_paths(out_path: str | Path) -> tuple[Path, Path]:
@@ -154,7 +221,7 @@ def build_card(
     result: ExportResult,
     documents: Sequence[DialogueDocument],
     skipped: dict[str, int] | None = None,
-) -> dict[str, Any]:
+) -> DataCard:
     """Assemble the data card.
 
     Args:
@@ -170,46 +237,38 @@ def build_card(
     """
     manifest = BatchManifest.of(manifest)
     seeds = manifest.seeds
-    return {
-        "format": FORMAT,
-        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "run_dir": str(run_dir),
-        "export": result.as_dict(),
-        "counts": {
-            "dialogues_stored": stored,
-            "jobs_failed": failed,
-            "dialogues_exported": result.dialogues,
-            "turns_exported": result.turns,
-            "records_exported": result.records,
-            "turns_without_strategy": result.turns_without_strategy,
-        },
-        "skipped": {
+    return DataCard(
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        run_dir=str(run_dir),
+        export=result.as_dict(),
+        counts=CardCounts(
+            dialogues_stored=stored,
+            jobs_failed=failed,
+            dialogues_exported=result.dialogues,
+            turns_exported=result.turns,
+            records_exported=result.records,
+            turns_without_strategy=result.turns_without_strategy,
+        ),
+        skipped={
             "unreadable_lines": 0,
             "duplicate_lines": 0,
             "unreadable_index_lines": 0,
             **(skipped or {}),
         },
-        "filters": report.as_dict(),
-        "strategies": strategy_distribution(documents, available=manifest.library.size()),
-        "lengths": length_histogram(documents),
-        "batch": {
-            "created_at": manifest.created_at,
-            "n": manifest.n,
-            "turns": manifest.turns,
-        },
-        "seeds": {
-            "path": seeds.path,
-            "sha256": seeds.sha256,
-            "format": seeds.format,
-            "count": seeds.count,
-        },
-        "library": manifest.library_data(),
-        "models": role_models(manifest.settings, manifest.agents),
-        "settings": manifest.settings.values(GENERATION_SETTINGS),
-    }
+        filters=report.as_dict(),
+        strategies=strategy_distribution(documents, available=manifest.library.size()),
+        lengths=length_histogram(documents),
+        batch=CardBatch(created_at=manifest.created_at, n=manifest.n, turns=manifest.turns),
+        seeds=CardSeeds(
+            path=seeds.path, sha256=seeds.sha256, format=seeds.format, count=seeds.count
+        ),
+        library=manifest.library_data(),
+        models=role_models(manifest.settings, manifest.agents),
+        settings=manifest.settings.values(GENERATION_SETTINGS),
+    )
 
 
-def length_histogram(documents: Sequence[DialogueDocument | dict[str, Any]]) -> list[dict]:
+def length_histogram(documents: Sequence[DialogueDocument | dict[str, Any]]) -> list[LengthRow]:
     """Count the exported dialogues by generated user turns, and those their user ended.
 
     Returns:
@@ -222,7 +281,7 @@ def length_histogram(documents: Sequence[DialogueDocument | dict[str, Any]]) -> 
         lengths[len(document.turns)] += 1
         ended[len(document.turns)] += document.status == "ended_by_user"
     return [
-        {"turns": n, "dialogues": lengths[n], "ended_by_user": ended[n]} for n in sorted(lengths)
+        LengthRow(turns=n, dialogues=lengths[n], ended_by_user=ended[n]) for n in sorted(lengths)
     ]
 
 
@@ -253,33 +312,33 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
     return [*lines, ""]
 
 
-def render_markdown(card: dict[str, Any]) -> str:
+def render_markdown(card: DataCard) -> str:
     """Return the card as Markdown with tables."""
-    export, counts, seeds = card["export"], card["counts"], card["seeds"]
-    filters, strategies = card["filters"], card["strategies"]
-    library = LibraryInfo.model_validate(card["library"])
+    export, counts, seeds = card.export, card.counts, card.seeds
+    filters, strategies = card.filters, card.strategies
+    library = LibraryInfo.model_validate(card.library)
     lines = [
         f"# Data card: {Path(export['path']).name}",
         "",
         f"IDEAS dialogues exported as `{export['format']}`"
         + (" (plain, without decision records)" if export["plain"] else "")
-        + f" on {card['created_at']} from the batch `{card['run_dir']}`.",
+        + f" on {card.created_at} from the batch `{card.run_dir}`.",
         "",
         "## Counts",
         "",
         *_table(
             ["what", "count"],
             [
-                ("dialogues stored", counts["dialogues_stored"]),
-                ("failed jobs", counts["jobs_failed"]),
-                ("dialogues exported", counts["dialogues_exported"]),
-                ("generated turns exported", counts["turns_exported"]),
-                ("records written", counts["records_exported"]),
-                ("turns without a strategy", counts["turns_without_strategy"]),
-                *_skipped_rows(card["skipped"]),
+                ("dialogues stored", counts.dialogues_stored),
+                ("failed jobs", counts.jobs_failed),
+                ("dialogues exported", counts.dialogues_exported),
+                ("generated turns exported", counts.turns_exported),
+                ("records written", counts.records_exported),
+                ("turns without a strategy", counts.turns_without_strategy),
+                *_skipped_rows(card.skipped),
             ],
         ),
-        *_lengths_lines(card.get("lengths") or []),
+        *_lengths_lines(card.lengths),
         "## Filters",
         "",
         f"{filters['dialogues_in']} dialogues ({filters['turns_in']} turns) in, "
@@ -333,7 +392,7 @@ def render_markdown(card: dict[str, Any]) -> str:
             ["role", "agent", "model", "endpoint", "temperature", "max tokens"],
             [
                 (role, m["agent"], m["model"], m["endpoint"], m["temperature"], m["max_tokens"])
-                for role, m in card["models"].items()
+                for role, m in card.models.items()
             ],
         ),
         "## Generation",
@@ -342,25 +401,25 @@ def render_markdown(card: dict[str, Any]) -> str:
             ["setting", "value"],
             [
                 ("strategy library", f"{library.name} (version {library.version})"),
-                ("seeds", seeds["path"]),
-                ("seeds sha256", seeds["sha256"]),
-                ("seed format", seeds["format"]),
-                ("seed count", seeds["count"]),
-                ("n", card["batch"]["n"]),
-                ("target turns", card["batch"]["turns"]),
-                ("batch created", card["batch"]["created_at"]),
-                *((k, v) for k, v in card["settings"].items()),
+                ("seeds", seeds.path),
+                ("seeds sha256", seeds.sha256),
+                ("seed format", seeds.format),
+                ("seed count", seeds.count),
+                ("n", card.batch.n),
+                ("target turns", card.batch.turns),
+                ("batch created", card.batch.created_at),
+                *((k, v) for k, v in card.settings.items()),
             ],
         ),
     ]
     return "\n".join(lines)
 
 
-def _lengths_lines(rows: Sequence[dict[str, Any]]) -> list[str]:
-    """The histogram of user turns per dialogue, a bar per length (none in older cards)."""
+def _lengths_lines(rows: Sequence[LengthRow]) -> list[str]:
+    """The histogram of user turns per dialogue, a bar per length (none without dialogues)."""
     if not rows:
         return []
-    most = max(r["dialogues"] for r in rows) or 1
+    most = max(r.dialogues for r in rows) or 1
     return [
         "## Dialogue lengths",
         "",
@@ -370,12 +429,7 @@ def _lengths_lines(rows: Sequence[dict[str, Any]]) -> list[str]:
         *_table(
             ["user turns", "dialogues", "ended by the user", ""],
             [
-                (
-                    r["turns"],
-                    r["dialogues"],
-                    r["ended_by_user"],
-                    "#" * round(20 * r["dialogues"] / most),
-                )
+                (r.turns, r.dialogues, r.ended_by_user, "#" * round(20 * r.dialogues / most))
                 for r in rows
             ],
         ),
@@ -393,7 +447,7 @@ def _skipped_rows(skipped: dict[str, int]) -> list[tuple[str, int]]:
 
 
 def write_card(
-    out_path: str | Path, card: dict[str, Any], staged: StagedWrites | None = None
+    out_path: str | Path, card: DataCard, staged: StagedWrites | None = None
 ) -> tuple[Path, Path]:
     """Write the card next to the export; return the Markdown and JSON paths.
 
@@ -410,6 +464,6 @@ def write_card(
     with contextlib.ExitStack() as stack:
         if staged is None:
             staged = stack.enter_context(StagedWrites())
-        staged.write_json(json_path, card)
+        staged.write_json(json_path, card.dump())
         staged.write_lines(md_path, render_markdown(card).rstrip("\n").split("\n"))
     return md_path, json_path

@@ -174,6 +174,7 @@ def _parse_each(
     seeds = []
     for index, _, data in records:
         if questions and isinstance(data, dict):
+            # .get: a foreign seed record (any JSON object); its question field may be absent
             data = next((data[k] for k in QUESTION_KEYS if isinstance(data.get(k), str)), data)
         try:
             seeds.append(parse_seed(data, f"{source}#{index}"))

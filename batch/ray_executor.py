@@ -160,7 +160,7 @@ def run_on_ray(
         pending = batch.begin()
         size = max(1, shard_size)
         shards = iter([pending[i : i + size] for i in range(0, len(pending), size)])
-        limit = max(2, int(ray.cluster_resources().get("CPU", 0)))
+        limit = max(2, int(ray.cluster_resources().get("CPU", 0)))  # .get: Ray's resource dict
 
         def submit() -> None:
             while len(inflight) < limit and not batch.report.aborted:

@@ -185,6 +185,7 @@ def load_manifest(run_dir: Path) -> BatchManifest:
         raise BatchStoreError(f"{run_dir}: not a batch directory (no {MANIFEST})") from None
     except (OSError, ValueError) as exc:
         raise BatchStoreError(f"{path}: unreadable manifest ({exc})") from None
+    # .get: raw JSON not yet validated; the format tag is checked before the model reads it
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise BatchStoreError(f"{path}: not a {FORMAT} manifest")
     try:
@@ -515,7 +516,7 @@ class BatchStore:
 
     def status(self, job: str) -> str | None:
         """Return `done`, `failed` or None (never finished)."""
-        entry = self.index.get(job)
+        entry = self.index.get(job)  # .get: job -> IndexEntry; None: never finished
         return entry.status if entry else None
 
     def done(self) -> set[str]:
@@ -558,7 +559,7 @@ class BatchStore:
 
     def add_failure(self, job: str, reason: str) -> None:
         """Record that `job` failed (it is retried only with `--retry-failed`)."""
-        earlier = self.index.get(job)
+        earlier = self.index.get(job)  # .get: job -> IndexEntry; None: first attempt
         attempts = (earlier.attempts if earlier else 0) + 1
         entry = IndexEntry(job=job, status="failed", reason=reason, attempts=attempts, at=_now())
         _append_line(self.run_dir / INDEX, entry.dump())

@@ -198,6 +198,7 @@ def check_resumable(manifest: BatchManifest, seeds: SeedSet, settings: Settings)
             "same seeds and --shuffle, or a new --out"
         )
     old, new = manifest.fingerprint, settings.fingerprint()
+    # .get: a generic diff of two fingerprint dicts; a key only one side has counts as changed
     changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
     if changed:
         raise UsageError(

@@ -213,6 +213,7 @@ def report(
     from evaluation.evaluate import evaluate
     from evaluation.judge import Judge
     from evaluation.report import real_user_lines, write_report
+    from evaluation.results import JudgeSetting
     from stores.embeddings import MiniLMEmbedding
 
     if judge is not None:
@@ -232,10 +233,12 @@ def report(
         baseline=args.baseline or "ideas",
     )
     if generation:
-        result.settings["generation"] = generation
+        result.settings.generation = generation
     if judge is not None:
         url = args.judge_base_url
-        result.settings["judge"] = {"model": args.judge_model, "base_url": url and redact_url(url)}
+        result.settings.judge = JudgeSetting(
+            model=args.judge_model, base_url=url and redact_url(url)
+        )
     paths = write_report(result, args.out, samples=variants)
     console.print(summary_table(result))
     for line in real_user_lines(result)[:1]:

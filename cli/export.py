@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from batch import store as batch_store
-from batch.card import build_card, write_card
+from batch.card import DataCard, build_card, write_card
 from batch.export import FORMATS, export
 from batch.filters import FilterConfig, FilterError, FilterReport, apply_filters, turn_count
 from cli.errors import UsageError
@@ -270,24 +269,24 @@ def export_command(argv: list[str], console: Console, *, embedder: Embedder | No
 
 
 def _print_summary(
-    console: Console, card: dict[str, Any], report: FilterReport, paths: tuple[Path, ...]
+    console: Console, card: DataCard, report: FilterReport, paths: tuple[Path, ...]
 ) -> None:
     console.print(report.table())
-    counts = card["counts"]
+    counts = card.counts
     table = Table(title="export", show_header=False)
     table.add_column("what")
     table.add_column("count", justify="right")
-    for label, key in (
-        ("dialogues stored", "dialogues_stored"),
-        ("failed jobs", "jobs_failed"),
-        ("dialogues exported", "dialogues_exported"),
-        ("turns exported", "turns_exported"),
-        (f"{card['export']['format']} records", "records_exported"),
-        ("turns without a strategy", "turns_without_strategy"),
+    for label, value in (
+        ("dialogues stored", counts.dialogues_stored),
+        ("failed jobs", counts.jobs_failed),
+        ("dialogues exported", counts.dialogues_exported),
+        ("turns exported", counts.turns_exported),
+        (f"{card.export['format']} records", counts.records_exported),
+        ("turns without a strategy", counts.turns_without_strategy),
     ):
-        table.add_row(label, str(counts[key]))
+        table.add_row(label, str(value))
     console.print(table)
-    strategies = card["strategies"]
+    strategies = card.strategies
     if strategies["top"]:
         console.print(
             Text(

@@ -204,7 +204,7 @@ async def build_and_save(
     from stores.ranker import train_for
 
     store = open_store(settings.library, path=settings.store, chroma_url=settings.chroma_url)
-    previous = store.metadata().get("version", "0")
+    previous = store.metadata().get("version", "0")  # .get: Chroma collection metadata
     version = str(int(previous) + 1) if str(previous).isdigit() else "1"
     if args.library_version is not None:
         version = str(args.library_version)

@@ -32,7 +32,7 @@ from evaluation.inputs import EvalDialogue, EvalTurn
 from evaluation.lexical import hdd, mattr, yules_k
 from evaluation.real_users import real_user_adherence
 from evaluation.realism import MMD, median_bandwidth
-from evaluation.results import CURVES, EvaluationResult, VariantResult
+from evaluation.results import CURVES, EvaluationResult, EvaluationSettings, VariantResult
 from evaluation.specs import METRICS
 from evaluation.text import words
 from stores.memory import Embedder, embedder_name
@@ -89,17 +89,17 @@ def evaluate(
             metric: difference(stat, statistics[base][metric], pairing=pairs, **options)
             for metric, stat in statistics[name].items()
         }
-    settings = {
-        "resamples": resamples,
-        "seed": seed,
-        "level": level,
-        "embedder": embedder_name(embedder),
-        "bandwidth": bandwidth,
-        "available_strategies": available_strategies,
-        "reference_followups": len(reference) if reference else 0,
-        "reference_dialogues": len(reference_lengths) if reference_lengths else 0,
-        "real_user_adherence": real_user_adherence(),
-    }
+    settings = EvaluationSettings(
+        resamples=resamples,
+        seed=seed,
+        level=level,
+        embedder=embedder_name(embedder),
+        bandwidth=bandwidth,
+        available_strategies=available_strategies,
+        reference_followups=len(reference) if reference else 0,
+        reference_dialogues=len(reference_lengths) if reference_lengths else 0,
+        real_user_adherence=real_user_adherence(),
+    )
     real_result = None
     if real is not None:
         real_result = _result("real users", real, _statistics(real, None, None, None), options)

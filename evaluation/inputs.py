@@ -43,8 +43,8 @@ from induction.records import Pair
 if TYPE_CHECKING:
     from evaluation.judge import JudgeScores
 
-Message = dict[str, str]
-"""One message as `{"role": "system" | "user" | "assistant", "content": str}`."""
+Message = ChatMessage
+"""One message: its canonical role (`system`, `user`, `assistant`) and its text (`content`)."""
 
 
 class EvalInputError(InputError, ValueError):
@@ -181,6 +181,7 @@ def dialogue_from_record(record: Any, where: str = "record") -> EvalDialogue:
     Raises:
         ValueError: The record is not a dialogue of a supported shape.
     """
+    # .get: a record of any format (foreign JSON); only the format tag is looked at here
     if isinstance(record, DialogueDocument) or (
         isinstance(record, dict) and record.get("format") == FORMAT
     ):
@@ -192,8 +193,8 @@ def dialogue_from_record(record: Any, where: str = "record") -> EvalDialogue:
             "(OpenAI messages, ShareGPT, HH-RLHF or MT-Bench-101)"
         )
     chat = parse_record(record, format)
-    system = [{"role": "system", "content": chat.system}] if chat.system else []
-    messages = system + [{"role": m.role, "content": m.text} for m in chat.messages]
+    system = [Message(role="system", content=chat.system)] if chat.system else []
+    messages = system + [Message(role=m.role, content=m.text) for m in chat.messages]
     return _foreign(messages, format, where, chat.id)
 
 
@@ -212,7 +213,7 @@ def from_document(
     turns = []
     for number, record in enumerate(document.turns):
         position = start + 2 * number
-        if position < 0 or messages[position]["role"] != "user":
+        if position < 0 or messages[position].role != "user":
             raise ValueError(f"turn {number + 1} does not match the messages")
         turns.append(_turn_from_record(record, messages, position))
     return EvalDialogue(
@@ -232,8 +233,8 @@ def reference_dialogues(pairs: Iterable[Pair]) -> list[EvalDialogue]:
     """Turn real (history, follow-up) pairs into one-turn dialogues (the real users' column)."""
     dialogues = []
     for pair in pairs:
-        history = [{"role": t.role, "content": t.text} for t in pair.history]
-        messages = (*history, {"role": "user", "content": pair.followup})
+        history = [Message(role=t.role, content=t.text) for t in pair.history]
+        messages = (*history, Message(role="user", content=pair.followup))
         turn = EvalTurn(len(history), pair.followup, pair.answer)
         where = f"{pair.source}:{pair.record_id}:{pair.turn}"
         dialogues.append(EvalDialogue(where, "reference", messages, (turn,)))
@@ -247,7 +248,7 @@ def _turn_from_record(record: TurnRecord, messages: Sequence[Message], position:
     rank = retrieved.index(strategy.id) if strategy and strategy.id in retrieved else None
     return EvalTurn(
         position=position,
-        instruction=messages[position]["content"],
+        instruction=messages[position].content,
         previous_answer=_previous_answer(messages, position),
         answer=_next_answer(messages, position),
         strategy_id=strategy.id if strategy else None,
@@ -279,11 +280,11 @@ def _cost(records: Sequence[TurnRecord], unfinished: UnfinishedTurn | None) -> C
 
 
 def _foreign(messages: list[Message], source: str, where: str, key: str | None) -> EvalDialogue:
-    users = [i for i, m in enumerate(messages) if m["role"] == "user"]
+    users = [i for i, m in enumerate(messages) if m.role == "user"]
     turns = tuple(
         EvalTurn(
             i,
-            messages[i]["content"],
+            messages[i].content,
             _previous_answer(messages, i),
             _next_answer(messages, i),
         )
@@ -293,20 +294,20 @@ def _foreign(messages: list[Message], source: str, where: str, key: str | None) 
 
 
 def _previous_answer(messages: Sequence[Message], position: int) -> str | None:
-    if position > 0 and messages[position - 1]["role"] == "assistant":
-        return messages[position - 1]["content"]
+    if position > 0 and messages[position - 1].role == "assistant":
+        return messages[position - 1].content
     return None
 
 
 def _next_answer(messages: Sequence[Message], position: int) -> str | None:
-    if position + 1 < len(messages) and messages[position + 1]["role"] == "assistant":
-        return messages[position + 1]["content"]
+    if position + 1 < len(messages) and messages[position + 1].role == "assistant":
+        return messages[position + 1].content
     return None
 
 
 def _document_messages(messages: Sequence[ChatMessage]) -> tuple[Message, ...]:
     """Our own document's messages, as written (canonical roles, texts kept whole)."""
-    return tuple({"role": m.role, "content": m.content} for m in messages)
+    return tuple(Message(role=m.role, content=m.content) for m in messages)
 
 
 def _read_batch(run_dir: Path, skipped: Skipped | None) -> list[DialogueDocument]:

@@ -8,7 +8,7 @@ copies of the dialogues (`EvalTurn.judge`), where the judge metrics and curves r
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Literal
 
 from jinja2 import Environment, StrictUndefined
@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field, field_validator
 
 from agents.chat import ChatClient
 from dialogues.models import Usage
-from evaluation.inputs import EvalDialogue
+from evaluation.inputs import EvalDialogue, Message
 from runtime.pool import run_pool
 
 Rating = Literal[1, 2, 3, 4, 5, 6, 7, 8, 9, 10]
@@ -99,20 +99,16 @@ class Judge:
         """Why ratings failed (no valid output after the client's retries)."""
         self.concurrency = concurrency
 
-    def prompt(self, history: Sequence[Mapping[str, str]], instruction: str) -> str:
+    def prompt(self, history: Sequence[Message], instruction: str) -> str:
         """Render the judge's prompt for `instruction` after `history`."""
-        shown = [m for m in history if m["role"] != "system"]
+        shown = [m for m in history if m.role != "system"]
         recent = shown[-self.history_messages :] if self.history_messages > 0 else []
-        cut = [
-            {"role": m["role"], "content": _cut(m["content"], self.message_chars)} for m in recent
-        ]
+        cut = [{"role": m.role, "content": _cut(m.content, self.message_chars)} for m in recent]
         return _TEMPLATE.render(
             history=cut, omitted=len(shown) - len(recent), instruction=instruction
         ).strip()
 
-    async def score(
-        self, history: Sequence[Mapping[str, str]], instruction: str
-    ) -> JudgeScores | None:
+    async def score(self, history: Sequence[Message], instruction: str) -> JudgeScores | None:
         """Rate one instruction; None when the model gave no valid ratings."""
         message = HumanMessage(content=self.prompt(history, instruction))
         result = await self.chat.structured(JudgeScores, [message])

@@ -49,7 +49,7 @@ def mean_pairwise_distance(vectors: np.ndarray) -> float | None:
 
 def user_turns(dialogue: EvalDialogue) -> int:
     """User turns in the whole dialogue: the seed's and the generated ones."""
-    return sum(1 for message in dialogue.messages if message.get("role") == "user")
+    return sum(1 for message in dialogue.messages if message.role == "user")
 
 
 def strategy_ids(dialogue: EvalDialogue) -> list[str]:
@@ -129,7 +129,7 @@ def strategy_misfit(dialogue: EvalDialogue) -> float | None:
     (`dialogues.domain.misfit`, docs/metrics-fit.md). None without strategy texts.
     """
     flags = [
-        misfit(t.strategy_text, [m.get("content", "") for m in dialogue.history(t)])
+        misfit(t.strategy_text, [m.content for m in dialogue.history(t)])
         for t in dialogue.turns
         if t.strategy_text
     ]
@@ -201,7 +201,7 @@ def repetition(dialogue: EvalDialogue) -> list[float]:
     the longer text) on the raw texts. Earlier user messages include the seed's. An instruction
     with no earlier user message has no value.
     """
-    users = [(i, m["content"]) for i, m in enumerate(dialogue.messages) if m["role"] == "user"]
+    users = [(i, m.content) for i, m in enumerate(dialogue.messages) if m.role == "user"]
     scores = []
     for turn in dialogue.turns:
         earlier = [text for i, text in users if i < turn.position]

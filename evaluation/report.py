@@ -90,7 +90,7 @@ def markdown(result: EvaluationResult) -> str:
 
 def real_user_lines(result: EvaluationResult) -> list[str]:
     """The real users' adherence level beside each variant's, when the level is known."""
-    level = result.settings.get("real_user_adherence")
+    level = result.settings.real_user_adherence
     if not level:
         return []
     generated = ", ".join(
@@ -128,9 +128,13 @@ def _cell(variant: VariantResult, metric: str) -> str:
     return text
 
 
+def _or_unknown(value: int | None) -> str:
+    return "?" if value is None else str(value)
+
+
 def _how_to_read(result: EvaluationResult) -> list[str]:
     settings = result.settings
-    level = round(100 * settings.get("level", 0.95))
+    level = round(100 * settings.level)
     paired = {d.paired for v in result.variants.values() for d in v.differences.values()}
     if not paired:
         pairing = "not computed (no other variant to compare)"
@@ -148,8 +152,8 @@ def _how_to_read(result: EvaluationResult) -> list[str]:
         "marked (dataset) are one value over all of a variant's instructions with a "
         "leave-one-dialogue-out jackknife interval; the others are the mean of per-dialogue "
         "values (cost rows: a ratio of sums) with a percentile bootstrap interval "
-        f"({settings.get('resamples', '?')} resamples of whole dialogues, seed "
-        f"{settings.get('seed', '?')}).",
+        f"({_or_unknown(settings.resamples)} resamples of whole dialogues, seed "
+        f"{_or_unknown(settings.seed)}).",
         f"- {HIGHER} / {LOWER}: significantly higher / lower than {baseline}: the interval of "
         f"the difference excludes zero; differences are {pairing}.",
         "- better: ↑ higher is better, ↓ lower is better, · no direction (compare the realism "

@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict
+
 from evaluation.bootstrap import Difference, Interval
 from evaluation.specs import METRICS, MetricSpec
 
@@ -22,6 +24,41 @@ CURVES = (
     "answer_similarity",
 )
 """Per-turn scores kept as curves over the turn index."""
+
+
+class JudgeSetting(BaseModel):
+    """The judge model that rated the dialogues (its URL with any credentials redacted)."""
+
+    model: str | None = None
+    base_url: str | None = None
+
+
+class EvaluationSettings(BaseModel):
+    """The settings an evaluation ran with, as `report.json`'s `settings` holds them.
+
+    `to_dict` writes only the fields that were set, so a file written before a field existed
+    reads back and writes out unchanged; unknown keys from other versions are kept.
+    """
+
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
+
+    resamples: int | None = None
+    """Bootstrap resamples (None: not recorded)."""
+    seed: int | None = None
+    """Seed of the bootstrap (None: not recorded)."""
+    level: float = 0.95
+    """Confidence level of every interval."""
+    embedder: str | None = None
+    bandwidth: float | None = None
+    """RBF bandwidth of the MMD (None without a reference set)."""
+    available_strategies: int | None = None
+    reference_followups: int = 0
+    reference_dialogues: int = 0
+    real_user_adherence: dict[str, Any] | None = None
+    """The committed real-user level (`evaluation.real_users`), verbatim."""
+    generation: dict[str, dict[str, Any]] | None = None
+    """Variant name -> how it was generated (ablate: agents, per-role models, seeds)."""
+    judge: JudgeSetting | None = None
 
 
 @dataclass
@@ -46,7 +83,7 @@ class VariantResult:
 
     def metric(self, name: str) -> Interval | None:
         """Return the metric's estimate (None where this column does not have the metric)."""
-        return self.metrics.get(name)
+        return self.metrics.get(name)  # .get: Optional by design (metric not in this column)
 
     def mean(self, name: str) -> float | None:
         """Return the metric's estimate alone (None where it is missing or not applicable)."""
@@ -55,11 +92,11 @@ class VariantResult:
 
     def difference(self, name: str) -> Difference | None:
         """Return this variant minus the baseline on the metric (None: not compared)."""
-        return self.differences.get(name)
+        return self.differences.get(name)  # .get: Optional by design (baseline: none)
 
     def curve(self, name: str) -> list[float | None]:
         """Return the per-turn means of a curve (empty where there are none)."""
-        return self.per_turn.get(name) or []
+        return self.per_turn.get(name) or []  # .get: a curve without scores is absent
 
 
 @dataclass
@@ -71,7 +108,7 @@ class EvaluationResult:
     """The variant every other is compared with (None when it is not among the variants)."""
     reference: VariantResult | None = None
     """The real follow-ups' values, when a reference set was given."""
-    settings: dict[str, Any] = field(default_factory=dict)
+    settings: EvaluationSettings = field(default_factory=EvaluationSettings)
     specs: tuple[MetricSpec, ...] = METRICS
 
     def columns(self) -> list[VariantResult]:
@@ -83,7 +120,7 @@ class EvaluationResult:
         """Return plain JSON-ready data (`from_dict` reads it back)."""
         return {
             "baseline": self.baseline,
-            "settings": self.settings,
+            "settings": self.settings.model_dump(mode="json", exclude_unset=True),
             "metrics": [asdict(s) for s in self.specs],
             "variants": {k: _variant_dict(v) for k, v in self.variants.items()},
             "reference": _variant_dict(self.reference) if self.reference else None,
@@ -97,7 +134,7 @@ class EvaluationResult:
             variants={k: _variant_from(v) for k, v in data["variants"].items()},
             baseline=data["baseline"],
             reference=_variant_from(reference) if reference else None,
-            settings=dict(data["settings"]),
+            settings=EvaluationSettings.model_validate(data["settings"]),
             specs=tuple(MetricSpec(**s) for s in data["metrics"]),
         )
 

@@ -67,7 +67,7 @@ def _dialogue(dialogue: EvalDialogue) -> str:
     reason = dialogue.reason
     ended = f'<p class="meta">ended: {escape(reason)}</p>' if reason else ""
     first = dialogue.turns[0].position if dialogue.turns else len(dialogue.messages)
-    seed = "".join(_message(m["role"], m["content"], "seed") for m in dialogue.messages[:first])
+    seed = "".join(_message(m.role, m.content, "seed") for m in dialogue.messages[:first])
     turns = "".join(_turn(dialogue, t) for t in dialogue.turns)
     title = f"{escape(dialogue.id)} <small>({escape(dialogue.source)}{status})</small>"
     return f"<article><h3>{title}</h3>{seed}{turns}{ended}</article>"

@@ -85,11 +85,11 @@ def test_report_prints_the_real_user_level_beside_generated_adherence(tmp_path):
         )
     ]
     result = evaluate({"plain": plain}, embedder=HashingEmbedding(), resamples=20)
-    result.settings["real_user_adherence"] = level
+    result.settings.real_user_adherence = level
     text = markdown(result)
     assert "real users' strategy adherence (top-1) 0.300 [0.250, 0.350], chance 0.120" in text
     assert "(chats 0.250)" in text
-    result.settings["real_user_adherence"] = None
+    result.settings.real_user_adherence = None
     assert "real users' strategy adherence" not in markdown(result)
 
 

@@ -555,7 +555,7 @@ def test_card_has_a_histogram_of_user_turns_per_dialogue(tmp_path):
     from batch.card import length_histogram
 
     docs = [ended_doc("4.0"), ended_doc("4.1", ("a",)), make_doc("5.0", ["q1", "q2"])]
-    assert length_histogram(docs) == [
+    assert [row.model_dump() for row in length_histogram(docs)] == [
         {"turns": 1, "dialogues": 1, "ended_by_user": 1},
         {"turns": 2, "dialogues": 2, "ended_by_user": 1},
     ]

@@ -74,7 +74,7 @@ def test_seeds_loaders_and_eval_read_a_record_alike(tmp_path, name):
     assert [(t.role, t.text) for t in dialogue.turns] == TURNS
     for evaluated in (dialogue_from_record(record), *load_dialogues(path)):
         system = [("system", "S")] if name in SYSTEM else []
-        assert pairs(list(evaluated.messages)) == system + TURNS
+        assert [(m.role, m.content) for m in evaluated.messages] == system + TURNS
         assert evaluated.instructions == ["F"]
     (from_batch,) = load_seed_set(path).seeds
     assert from_batch.to_openai_messages() == seed.to_openai_messages()
@@ -143,5 +143,6 @@ def test_system_messages_are_kept_or_dropped(tmp_path):
 def test_eval_reads_the_other_linear_formats():
     hh = dialogue_from_record({"chosen": "\n\nHuman: Q\n\nAssistant: A\n\nHuman: F"})
     mt = dialogue_from_record({"task": "CM", "id": 1, "history": [{"user": "Q", "bot": "A"}]})
-    assert (hh.source, pairs(list(hh.messages)), hh.instructions) == ("hh", TURNS, ["F"])
+    assert (hh.source, hh.instructions) == ("hh", ["F"])
+    assert [(m.role, m.content) for m in hh.messages] == TURNS
     assert (mt.source, mt.key, mt.instructions) == ("mtbench101", "CM-1", [])

@@ -50,8 +50,8 @@ def _card(manifest: BatchManifest | dict, tmp_path: Path) -> tuple[str, str]:
     card = build_card(
         manifest, run_dir="runs/x", stored=2, failed=0, report=report, result=result, documents=kept
     )
-    card["created_at"] = "2025-01-01T00:00:00+00:00"
-    return _text(card), render_markdown(card)
+    card.created_at = "2025-01-01T00:00:00+00:00"
+    return _text(card.dump()), render_markdown(card)
 
 
 @pytest.mark.parametrize(

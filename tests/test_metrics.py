@@ -26,6 +26,7 @@ from evaluation.evaluate import evaluate, pairing_of, shared_seeds
 from evaluation.inputs import (
     Cost,
     EvalInputError,
+    Message,
     dialogue_from_record,
     load_dialogues,
     reference_dialogues,
@@ -720,7 +721,7 @@ def test_ideas_document_turns_are_the_last_messages(vaccine):
     assert (first.position, first.previous_answer, first.answer) == (3, A0, A1)
     assert (first.strategy_id, first.strategy_text, first.selection) == ("s1", "strategy s1", "llm")
     assert (first.depth, first.insight) == (4, 3) and len(first.drafts) == 2
-    assert vaccine.history(first)[0] == {"role": "system", "content": "Be brief."}
+    assert vaccine.history(first)[0] == Message(role="system", content="Be brief.")
     assert vaccine.library_size == 20 and vaccine.status == "ended_early"
     third = vaccine.turns[2]
     assert third.depth is None and third.verdict.reason == "accepted"
@@ -753,7 +754,7 @@ def test_foreign_dialogues_count_user_turns_after_the_first():
         }
     )
     assert openai.source == "openai" and openai.instructions == ["Q2"]
-    assert openai.turns[0].previous_answer == "A" and openai.messages[1]["content"] == "Q"
+    assert openai.turns[0].previous_answer == "A" and openai.messages[1].content == "Q"
 
 
 def test_load_dialogues_reads_every_shape(tmp_path):

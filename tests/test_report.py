@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import struct
+from pathlib import Path
 
 import pytest
 
@@ -237,3 +238,27 @@ def test_a_sample_page_shows_why_a_dialogue_ended_and_the_judges_reason():
     assert '<p class="meta">ended: 6 &lt;rejected&gt;</p>' in page
     assert "<b>judge</b> · depth 7/10, insight 6/10, coherence 9/10 Builds on &lt;it&gt;." in page
     assert "ended:" not in samples_html(result, {"ideas": [from_document(make_doc("1.0", ["q"]))]})
+
+
+SNAPSHOT = Path(__file__).parent / "snapshots" / "report-v1"
+"""A `report.json` and its `report.md` as the writer produced them before the settings were
+typed (settings a plain dict): the file format must not change."""
+
+
+def test_a_report_written_before_the_settings_were_typed_reads_and_renders_the_same():
+    data = json.loads((SNAPSHOT / "report.json").read_text(encoding="utf-8"))
+    result = EvaluationResult.from_dict(data)
+    assert result.settings.resamples == 50 and result.settings.judge.model == "judge-model"
+    assert result.to_dict() == data
+    assert markdown(result) == (SNAPSHOT / "report.md").read_text(encoding="utf-8")
+
+
+def test_settings_missing_from_an_older_report_stay_missing():
+    data = json.loads((SNAPSHOT / "report.json").read_text(encoding="utf-8"))
+    data["settings"] = {"embedder": "ideas-hashing-256", "note": "written by another version"}
+    result = EvaluationResult.from_dict(data)
+    assert result.to_dict()["settings"] == data["settings"]
+    text = markdown(result)
+    assert "a 95% confidence interval" in text
+    assert "(? resamples of whole dialogues, seed ?)" in text
+    assert "Against real users" not in text

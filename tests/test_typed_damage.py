@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import sqlite3
 from pathlib import Path
 
@@ -32,7 +33,7 @@ from cli.main import main
 from evaluation.inputs import load_dialogues
 from tests.batch_docs import make_doc, make_run_dir
 from tests.fake_openai import FakeOpenAI
-from tests.test_run_dir import batch_argv, export_openai, exported_jobs
+from tests.test_run_dir import batch_argv, export_openai, exported_jobs, jobs
 
 
 def run_dir_of_three(tmp_path: Path) -> Path:
@@ -356,3 +357,33 @@ def test_old_run_directories_still_resume_and_export(tmp_path):
     assert store.done() == {"0.0", "1.0", "2.0"} and store.damage is None
     out = tmp_path / "x.jsonl"
     assert export_openai(run, out)[0] == 0 and exported_jobs(out) == ["0.0", "1.0", "2.0"]
+
+
+def test_a_batch_run_directory_in_the_older_format_resumes_and_exports_through_the_cli(
+    tmp_path, capsys
+):
+    """A run directory `ideas batch` wrote, turned into the older on-disk format (usage without
+    `cached_tokens`, index lines without `at`), resumes (only the missing job runs) and exports."""
+    run = tmp_path / "run"
+    with FakeOpenAI() as fake:
+        assert main(batch_argv(tmp_path, fake, 2)) == 0
+        text = (run / DIALOGUES).read_text()
+        older = re.sub(r', "cached_tokens": \d+|"cached_tokens": \d+, ', "", text)
+        assert older != text and "cached_tokens" not in older
+        (run / DIALOGUES).write_text(older)
+        entries = [json.loads(line) for line in (run / INDEX).read_text().splitlines()]
+        assert all("at" in e for e in entries)
+        (run / INDEX).write_text(
+            "".join(json.dumps({k: v for k, v in e.items() if k != "at"}) + "\n" for e in entries)
+        )
+        capsys.readouterr()
+        code = main(batch_argv(tmp_path, fake, 3))
+    out, err = capsys.readouterr()
+    assert (code, err) == (0, "") and "warning" not in out
+    assert "stored now          1" in out  # only the new job ran
+    assert sorted(jobs(run)) == ["000000.0", "000001.0", "000002.0"]
+    assert (run / DIALOGUES).read_text().startswith(older)  # the older lines kept as they were
+    out_file = tmp_path / "x.jsonl"
+    code, printed = export_openai(run, out_file)
+    assert code == 0 and "skipped" not in printed
+    assert sorted(exported_jobs(out_file)) == ["000000.0", "000001.0", "000002.0"]

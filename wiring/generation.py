@@ -104,13 +104,14 @@ class Growth:
                     self.state = chunk
         except ModelError as exc:
             return Outcome(self.state, "failed", str(exc), self.elapsed())
-        if self.state.get("status") == "running" and self.graph.checkpointer and config:
-            snapshot = await self.graph.aget_state(config)
-            if snapshot.interrupts:
-                self.state = dict(snapshot.values)
-                question = snapshot.interrupts[0].value
-                reason = "waiting for a person"
-                return Outcome(self.state, "interrupted", reason, self.elapsed(), question)
+        match self.state:  # empty until the first step, else a `graphs.state.State`
+            case {"status": "running"} if self.graph.checkpointer and config:
+                snapshot = await self.graph.aget_state(config)
+                if snapshot.interrupts:
+                    self.state = dict(snapshot.values)
+                    question = snapshot.interrupts[0].value
+                    reason = "waiting for a person"
+                    return Outcome(self.state, "interrupted", reason, self.elapsed(), question)
         return Outcome.of(self.state, self.elapsed())
 
 

@@ -90,6 +90,7 @@ async def make_graph(config: RunnableConfig, runtime: ServerRuntime) -> AsyncIte
     if runtime.execution_runtime is None:
         graph = build_served_graph(None)
     else:
+        # .get: LangGraph's RunnableConfig from the client, every key optional (total=False)
         overrides = (config.get("configurable") or {}).get("settings") or {}
         if not isinstance(overrides, dict):
             raise SettingsError("configurable.settings must be an object of settings")

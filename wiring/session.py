@@ -210,7 +210,7 @@ def choose_retriever(store: StrategyStore, mode: str) -> Any:
     if mode in ("auto", "learned"):
         from stores.ranker import LearnedRetriever, RankerModel
 
-        data = store.metadata().get("ranker")
+        data = store.metadata().get("ranker")  # .get: Chroma metadata; no ranker: None
         retriever = None
         if data:
             try:

@@ -72,6 +72,7 @@ def _questions(record: Any) -> list[str]:
         return [record] if record.strip() else []
     if not isinstance(record, dict):
         return []
+    # .get: a foreign benchmark record (any JSON object), its fields checked for type as read
     for key in BENCHMARK_FIELDS:
         if isinstance(record.get(key), str) and record[key].strip():
             return [record[key]]
