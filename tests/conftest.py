@@ -66,3 +66,27 @@ def wiring(store):
         return ScriptedWiring(Settings(**settings), store, scripts)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def tiny_base(tmp_path_factory):
+    """A random tiny Llama as a Hugging Face directory named `tiny-llama` (`tests.tiny_models`)."""
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from tests.tiny_models import tiny_hf_model
+
+    return tiny_hf_model(tmp_path_factory.mktemp("tiny") / "tiny-llama")
+
+
+@pytest.fixture(scope="session")
+def tiny_gguf(tiny_base):
+    """The tiny base converted to a GGUF model by llama.cpp's converter (float32)."""
+    from training import TrainingError
+    from training.convert import HF_CONVERTER, convert_base_to_gguf, converter_tree
+
+    pytest.importorskip("sentencepiece")  # the converter imports it for a Llama base
+    try:
+        converter_tree(HF_CONVERTER)
+    except TrainingError as exc:
+        pytest.skip(str(exc))
+    return convert_base_to_gguf(tiny_base, tiny_base.parent / "tiny-llama.gguf", "f32")

@@ -15,55 +15,6 @@ from induction.library import extracted_record_id  # noqa: E402
 from induction.loaders import load  # noqa: E402
 from training.job import file_digest  # noqa: E402
 
-CHATML = (
-    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
-    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
-TINY_LLAMA = {
-    "hidden_size": 32,
-    "intermediate_size": 64,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 4,
-    "num_key_value_heads": 2,
-    "max_position_embeddings": 8192,
-}
-
-
-def tiny_hf_model(directory):
-    """Save a random tiny Llama and a ChatML-templated BPE tokenizer shaped like Llama 2's.
-
-    Byte fallback (`<0x00>`..`<0xFF>`) and the `▁` space make llama.cpp's converter read it as
-    a Llama vocabulary; a GPT-2 style byte-level BPE would need a pre-tokenizer it recognises.
-    """
-    from tokenizers import Tokenizer, decoders, models, normalizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    specials = ["<unk>", "<|im_start|>", "<|im_end|>"]
-    byte_tokens = [f"<0x{i:02X}>" for i in range(256)]
-    bpe = Tokenizer(models.BPE(byte_fallback=True, unk_token="<unk>"))
-    bpe.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
-    bpe.decoder = decoders.Sequence(
-        [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(),
-         decoders.Strip(" ", 1, 0)]
-    )  # fmt: skip
-    corpus = ["the user asks a question and the assistant answers it in detail"] * 10
-    trainer = trainers.BpeTrainer(
-        vocab_size=320, special_tokens=specials + byte_tokens, show_progress=False
-    )
-    bpe.train_from_iterator(corpus, trainer)
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=bpe,
-        bos_token=specials[1],
-        eos_token=specials[2],
-        unk_token=specials[0],
-        chat_template=CHATML,
-    )
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), **TINY_LLAMA))
-    model.save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    return directory
-
 
 def training_data(tmp_path, n=8):
     """Dialogues, team extractions and a library naming a strategy for every pair."""
@@ -99,7 +50,7 @@ def training_data(tmp_path, n=8):
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(tmp_path_factory, tiny_base):
     """Train two steps from a Hugging Face directory; return (base dir, out dir, exit code)."""
     from training import TrainingError
     from training.convert import converter_tree
@@ -109,7 +60,7 @@ def trained(tmp_path_factory):
     except TrainingError as exc:
         pytest.skip(str(exc))
     tmp = tmp_path_factory.mktemp("hf")
-    base = tiny_hf_model(tmp / "tiny-llama")
+    base = tiny_base
     out = tmp / "sim"
     argv = [
         "train-simulator", *training_data(tmp), "--base", base, "--out", out,
@@ -185,22 +136,6 @@ def test_cuda_asked_for_without_a_gpu_is_one_line_and_leaves_no_out(trained, tmp
     err = capsys.readouterr().err.strip()
     assert code == 1 and "--device cuda" in err and "no CUDA device" in err and "\n" not in err
     assert not out.exists()
-
-
-@pytest.fixture(scope="module")
-def tiny_gguf(trained):
-    """The tiny base converted to a GGUF model by llama.cpp's converter (float32)."""
-    from training import TrainingError
-    from training.convert import HF_CONVERTER, convert_base_to_gguf, converter_tree
-
-    pytest.importorskip("sentencepiece")  # the converter imports it for a Llama base
-    try:
-        converter_tree(HF_CONVERTER)
-    except TrainingError as exc:
-        pytest.skip(str(exc))
-    base, out, code = trained
-    assert code == 0
-    return convert_base_to_gguf(base, out.parent / "tiny-llama.gguf", "f32")
 
 
 @pytest.mark.embedded

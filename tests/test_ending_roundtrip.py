@@ -1,0 +1,124 @@
+"""The end marker's round trip (issue 21): ending pair -> adapter -> GGUF -> server -> ending.
+
+Dialogues their users ended (SimulatorArena's format, `why_stop`) train the tiny Llama with
+`train-simulator --endings` until it overfits; its `adapter.gguf`, served on the tiny GGUF base
+by the embedded server, answers the ending pair's own simulator prompt with `END_MARKER`, which
+`is_end_marker` reads back as an ending. The base alone does not. (That a drafted marker ends the
+dialogue in the graph is tested with scripted models in tests/test_loop.py and tests/test_cli.py.)
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("transformers")
+pytest.importorskip("peft")
+
+from cli.main import main  # noqa: E402
+from dialogues.ending import END_MARKER, is_end_marker  # noqa: E402
+from induction.library import extracted_record_id  # noqa: E402
+from induction.loaders import load  # noqa: E402
+
+QUERIES = ["the user asks a question", "and the assistant answers it?"]
+ANSWERS = ["the assistant answers it in detail", "the user asks and the assistant answers"]
+
+
+def ended_dialogues(tmp_path, n=4):
+    """`n` SimulatorArena conversations their users ended, extractions and a library for them."""
+    dialogues = tmp_path / "arena.json"
+    rows = [
+        {"workerId": f"w{i}", "user_queries": QUERIES, "ai_responses": ANSWERS,
+         "why_stop": "I had what I needed"}
+        for i in range(n)
+    ]  # fmt: skip
+    dialogues.write_text(json.dumps(rows))
+    keys = [p.key for p in load(dialogues).pairs]
+    extractions = tmp_path / "extractions.jsonl"
+    extractions.write_text(
+        "\n".join(
+            json.dumps({"source": s, "record_id": r, "turn": t, "analysis": "",
+                        "strategy": "Ask for more detail"})
+            for s, r, t in keys
+        )
+    )  # fmt: skip
+    library = tmp_path / "library"
+    library.mkdir()
+    (library / "records.jsonl").write_text(
+        "\n".join(
+            json.dumps({"id": extracted_record_id(*k), "text": "Ask for detail",
+                        "level": "extracted"})
+            for k in keys
+        )
+    )  # fmt: skip
+    return ["--dialogues", dialogues, "--extractions", extractions, "--library", library]
+
+
+def train_argv(tmp_path, base):
+    return [
+        str(a)
+        for a in [
+            "train-simulator", *ended_dialogues(tmp_path), "--endings", "--base", base,
+            "--out", tmp_path / "sim", "--held-out", "0.25", "--epochs", "50",
+            "--max-steps", "120", "--accumulation", "1", "--learning-rate", "0.01",
+            "--max-length", "8192", "--device", "cpu",
+        ]
+    ]  # fmt: skip
+
+
+def the_pairs(argv):
+    """The trainer's own pairs for `argv`: (the ending pair, the follow-up pair) of one dialogue."""
+    from cli.induce import load_sources
+    from cli.train import build_parser, make_job, make_pairs
+
+    args = build_parser().parse_args(argv[1:])
+    job = make_job(args)
+    loaded = load_sources(args.dialogues, None)
+    real = [p for r in loaded for p in r.pairs]
+    built = make_pairs(args, job, real, [(r.path.name, d) for r in loaded for d in r.dialogues])
+    ending = next(p for p in built.pairs if p.ending)
+    follow = next(p for p in built.pairs if not p.ending and p.dialogue == ending.dialogue)
+    return ending, follow
+
+
+@pytest.mark.embedded
+def test_a_trained_ending_comes_back_from_the_server_as_the_end_marker(
+    tmp_path, tiny_base, tiny_gguf
+):
+    import httpx
+
+    from runtime.server import EmbeddedServer
+    from training import TrainingError
+    from training.convert import converter_tree
+
+    try:
+        converter_tree()
+    except TrainingError as exc:
+        pytest.skip(str(exc))
+    argv = train_argv(tmp_path, tiny_base)
+    ending, follow = the_pairs(argv)
+    assert (ending.target, follow.target) == (END_MARKER, QUERIES[1])
+    assert main(argv) == 0
+    out = tmp_path / "sim"
+    card = json.loads((out / "card.json").read_text())
+    assert card["counts"]["ending_pairs"] == 4 and card["adapter"]["file"] == "adapter.gguf"
+
+    def ask(model: str, messages: list[dict[str, str]]) -> str:
+        body = {"model": model, "messages": messages, "temperature": 0, "seed": 0,
+                "max_tokens": 24}  # fmt: skip
+        reply = httpx.post(f"{server.base_url}/chat/completions", json=body, timeout=60)
+        return reply.raise_for_status().json()["choices"][0]["message"]["content"]
+
+    served = {"tiny+sim": out / "adapter.gguf"}
+    with EmbeddedServer(
+        gguf=tiny_gguf, alias="tiny", adapters=served, n_ctx=2048, prompt_cache_bytes=None
+    ) as server:
+        tuned = ask("tiny+sim", ending.messages)
+        plain = ask("tiny", ending.messages)
+        tuned_before = ask("tiny+sim", follow.messages)
+    assert is_end_marker(tuned), tuned  # the marker survived training, conversion and serving
+    assert tuned.strip() == END_MARKER  # as text: no piece lost to either tokenizer
+    assert not is_end_marker(plain), plain  # the base alone does not end
+    assert not is_end_marker(tuned_before), tuned_before  # it ends after the last answer only
