@@ -19,8 +19,7 @@ pytest.importorskip("peft")
 
 from cli.main import main  # noqa: E402
 from dialogues.ending import END_MARKER, is_end_marker  # noqa: E402
-from induction.library import extracted_record_id  # noqa: E402
-from induction.loaders import load  # noqa: E402
+from tests.tiny_models import training_inputs  # noqa: E402
 
 QUERIES = ["the user asks a question", "and the assistant answers it?"]
 ANSWERS = ["the assistant answers it in detail", "the user asks and the assistant answers"]
@@ -35,25 +34,7 @@ def ended_dialogues(tmp_path, n=4):
         for i in range(n)
     ]  # fmt: skip
     dialogues.write_text(json.dumps(rows))
-    keys = [p.key for p in load(dialogues).pairs]
-    extractions = tmp_path / "extractions.jsonl"
-    extractions.write_text(
-        "\n".join(
-            json.dumps({"source": s, "record_id": r, "turn": t, "analysis": "",
-                        "strategy": "Ask for more detail"})
-            for s, r, t in keys
-        )
-    )  # fmt: skip
-    library = tmp_path / "library"
-    library.mkdir()
-    (library / "records.jsonl").write_text(
-        "\n".join(
-            json.dumps({"id": extracted_record_id(*k), "text": "Ask for detail",
-                        "level": "extracted"})
-            for k in keys
-        )
-    )  # fmt: skip
-    return ["--dialogues", dialogues, "--extractions", extractions, "--library", library]
+    return training_inputs(tmp_path, dialogues, "Ask for more detail")
 
 
 def train_argv(tmp_path, base):

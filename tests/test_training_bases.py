@@ -11,8 +11,7 @@ pytest.importorskip("transformers")
 pytest.importorskip("peft")
 
 from cli.main import main  # noqa: E402
-from induction.library import extracted_record_id  # noqa: E402
-from induction.loaders import load  # noqa: E402
+from tests.tiny_models import training_inputs  # noqa: E402
 from training.job import file_digest  # noqa: E402
 
 
@@ -28,25 +27,7 @@ def training_data(tmp_path, n=8):
         for i in range(n)
     ]  # fmt: skip
     dialogues.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    keys = [p.key for p in load(dialogues).pairs]
-    extractions = tmp_path / "extractions.jsonl"
-    extractions.write_text(
-        "\n".join(
-            json.dumps({"source": s, "record_id": r, "turn": t, "analysis": "",
-                        "strategy": "Ask for the reverse order"})
-            for s, r, t in keys
-        )
-    )  # fmt: skip
-    library = tmp_path / "library"
-    library.mkdir()
-    (library / "records.jsonl").write_text(
-        "\n".join(
-            json.dumps({"id": extracted_record_id(*k), "text": "Ask for a variant",
-                        "level": "extracted"})
-            for k in keys
-        )
-    )  # fmt: skip
-    return ["--dialogues", dialogues, "--extractions", extractions, "--library", library]
+    return training_inputs(tmp_path, dialogues, "Ask for the reverse order")
 
 
 @pytest.fixture(scope="module")

@@ -6,6 +6,7 @@ the model, so importing it needs neither torch nor transformers.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 CHATML = (
@@ -61,3 +62,32 @@ def tiny_hf_model(directory: Path) -> Path:
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return directory
+
+
+def training_inputs(tmp_path: Path, dialogues: Path, strategy: str) -> list:
+    """Team extractions and a library naming `strategy` for every pair of `dialogues`.
+
+    Returns the `train-simulator` arguments for them: `--dialogues`, `--extractions`,
+    `--library`.
+    """
+    from induction.library import extracted_record_id
+    from induction.loaders import load
+
+    keys = [p.key for p in load(dialogues).pairs]
+    extractions = tmp_path / "extractions.jsonl"
+    extractions.write_text(
+        "\n".join(
+            json.dumps({"source": s, "record_id": r, "turn": t, "analysis": "",
+                        "strategy": strategy})
+            for s, r, t in keys
+        )
+    )  # fmt: skip
+    library = tmp_path / "library"
+    library.mkdir()
+    (library / "records.jsonl").write_text(
+        "\n".join(
+            json.dumps({"id": extracted_record_id(*k), "text": strategy, "level": "extracted"})
+            for k in keys
+        )
+    )
+    return ["--dialogues", dialogues, "--extractions", extractions, "--library", library]
