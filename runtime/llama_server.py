@@ -406,6 +406,10 @@ class ScoreResponse(BaseModel):
 
     logprob: float
     tokens: int
+    prompt_tokens: int = 0
+    """The tokens of the rendered prompt before the continuation."""
+    cached_tokens: int = 0
+    """The tokens of prompt and continuation taken from the context, not evaluated."""
 
 
 class ScoreError(ValueError):
@@ -448,17 +452,18 @@ def _log_softmax_at(row: np.ndarray, token: int) -> float:
     return float(row[token]) - top - float(np.log(np.exp(row - top).sum()))
 
 
-def score_tokens(llama: Llama, prompt: list[int], continuation: list[int]) -> float:
-    """Return the summed log-probability of `continuation` following `prompt`.
+def score_tokens(llama: Llama, prompt: list[int], continuation: list[int]) -> tuple[float, int]:
+    """Return the summed log-probability of `continuation` after `prompt`, and the tokens kept.
 
-    The context keeps its longest prefix of `prompt` (or takes a longer one from the prefix
-    cache, as a completion would), evaluates the rest, the continuation but its last token
-    included, and asks llama.cpp for logits only at the positions that predict a continuation
-    token. Afterwards the context holds exactly the tokens evaluated (`input_ids`, `n_tokens`
-    and the KV cache agree), so a later completion reuses what it can and stays correct.
+    The context keeps its longest prefix of `prompt` (those are the tokens kept, not evaluated;
+    it takes a longer one from the prefix cache, as a completion would), evaluates the rest up
+    to the continuation's last token (whose logits no one reads), and asks llama.cpp for logits
+    only at the positions that predict a continuation token. Afterwards the context holds
+    exactly the tokens evaluated (`input_ids`, `n_tokens` and the KV cache agree), so a later
+    completion reuses what it can and stays correct.
     """
     if not continuation:
-        return 0.0
+        return 0.0, 0
     tokens = prompt + continuation
     if len(tokens) > llama.n_ctx():
         raise ScoreError(
@@ -496,15 +501,16 @@ def score_tokens(llama: Llama, prompt: list[int], continuation: list[int]) -> fl
         raise
     finally:
         llama._requires_eval = True  # a completion of exactly these tokens replays one
-    return total
+    return total, keep
 
 
 def score(llama: Llama, request: ScoreRequest) -> ScoreResponse:
     """Score `request.continuation` as the reply to `request.messages` (see `ScoreRequest`)."""
     prompt = chat_prompt(llama, list(request.messages), request.model)
     continuation = llama.tokenize(request.continuation.encode("utf-8"), False, False)
+    logprob, kept = score_tokens(llama, prompt, continuation)
     return ScoreResponse(
-        logprob=score_tokens(llama, prompt, continuation), tokens=len(continuation)
+        logprob=logprob, tokens=len(continuation), prompt_tokens=len(prompt), cached_tokens=kept
     )
 
 

@@ -600,7 +600,7 @@ def test_a_score_sums_the_log_softmax_of_each_continuation_token_and_keeps_the_c
 
     prompt = llama_server.chat_prompt(scoring, GERMANY, None)
     continuation = scoring.tokenize(reply.encode(), False, False)
-    assert scored.tokens == len(continuation)
+    assert scored.tokens == len(continuation) and scored.prompt_tokens == len(prompt)
     reference = Llama(str(scoring.model_path), n_ctx=1024, logits_all=True, verbose=False)
     reference.eval(prompt + continuation)
     expected = 0.0
@@ -609,3 +609,4 @@ def test_a_score_sums_the_log_softmax_of_each_continuation_token_and_keeps_the_c
         expected += row[token] - row.max() - np.log(np.exp(row - row.max()).sum())
     assert scored.logprob == pytest.approx(expected, abs=1e-3)
     assert score(GERMANY, "").logprob == 0.0
+    assert score(GERMANY, reply).cached_tokens == len(prompt) - 1  # the prompt's last is redone
