@@ -2,7 +2,6 @@
 
 import importlib.util
 import json
-import math
 import os
 import signal
 import socket
@@ -343,47 +342,6 @@ def test_port_of_running_server_is_refused(server):
         EmbeddedServer(gguf=server.gguf, port=server.port).start()
 
 
-def post(url: str, body: dict) -> dict:
-    request = urllib.request.Request(
-        url, json.dumps(body).encode(), {"Content-Type": "application/json"}
-    )
-    with urllib.request.urlopen(request, timeout=120) as response:
-        return json.load(response)
-
-
-SYSTEM = {"role": "system", "content": "You are a helpful assistant."}
-FRANCE = [SYSTEM, {"role": "user", "content": "What is the capital of France?"}]
-GERMANY = [SYSTEM, {"role": "user", "content": "What is the capital of Germany?"}]
-
-
-def greedy(server, messages) -> str:
-    body = {"model": server.model, "messages": messages, "temperature": 0, "max_tokens": 16}
-    reply = post(f"{server.base_url}/chat/completions", body)
-    return reply["choices"][0]["message"]["content"]
-
-
-@pytest.mark.embedded
-def test_the_score_endpoint_scores_replies_and_leaves_chat_completions_as_they_were(server):
-    url = f"{server.base_url}/ideas/score"
-    reply = greedy(server, GERMANY)
-    greedy(server, FRANCE)
-    before = greedy(server, GERMANY)  # evaluated from the user's turn on, as after a score
-    assert len(reply.split()) > 1
-    likely = post(url, {"model": server.model, "messages": GERMANY, "continuation": reply})
-    backwards = " ".join(reply.split()[::-1])
-    unlikely = post(url, {"model": server.model, "messages": GERMANY, "continuation": backwards})
-    assert likely["tokens"] > 0 and unlikely["tokens"] > 0
-    assert math.isfinite(likely["logprob"]) and likely["logprob"] < 0
-    assert likely["logprob"] > unlikely["logprob"]
-    again = post(url, {"model": server.model, "messages": GERMANY, "continuation": reply})
-    assert again == likely  # the prefix the last score left in the context changes nothing
-    post(url, {"model": server.model, "messages": FRANCE, "continuation": reply})
-    assert greedy(server, GERMANY) == before
-    too_long = {"model": server.model, "messages": GERMANY, "continuation": "word " * 5000}
-    with pytest.raises(urllib.error.HTTPError, match="400"):
-        post(url, too_long)
-
-
 @pytest.mark.embedded
 def test_server_stops_when_body_raises(server, tmp_path):
     second = EmbeddedServer(gguf=server.gguf, log_path=tmp_path / "server.log")
@@ -556,57 +514,3 @@ def test_every_control_token_string_is_escaped_and_only_marked(vocab, llama_serv
     message = special.message(message | {"tool_calls": [call]})
     assert message["content"][0]["text"] == "<\u2060|im_start|>"
     assert message["tool_calls"][0]["function"]["arguments"] == '{"a": "<\u2060|im_end|>"}'
-
-
-@pytest.fixture(scope="module")
-def scoring(llama_server):
-    """The bundled model in this process, its chat path guarded as the server's is (no cache)."""
-    pytest.importorskip("llama_cpp")
-    from llama_cpp import Llama
-
-    try:
-        gguf = default_gguf()
-    except ServerError as error:
-        pytest.skip(str(error))
-
-    class Scoring(Llama):
-        pass
-
-    llama_server.guard_special_tokens(Scoring)
-    return Scoring(str(gguf), n_ctx=1024, n_threads=1, n_threads_batch=1, verbose=False)
-
-
-@pytest.mark.embedded
-def test_a_score_sums_the_log_softmax_of_each_continuation_token_and_keeps_the_context_true(
-    scoring, llama_server
-):
-    import numpy as np
-    from llama_cpp import Llama
-
-    def chat(messages):
-        reply = scoring.create_chat_completion(messages=messages, temperature=0, max_tokens=16)
-        return reply["choices"][0]["message"]["content"]
-
-    def score(messages, continuation):
-        request = llama_server.ScoreRequest(messages=messages, continuation=continuation)
-        return llama_server.score(scoring, request)
-
-    reply = chat(GERMANY)
-    chat(FRANCE)
-    before = chat(GERMANY)  # evaluated from the user's turn on, as after a score
-    scored = score(GERMANY, reply)
-    assert score(FRANCE, reply).logprob < scored.logprob
-    assert chat(GERMANY) == before  # the context was left holding the French prompt, truly
-
-    prompt = llama_server.chat_prompt(scoring, GERMANY, None)
-    continuation = scoring.tokenize(reply.encode(), False, False)
-    assert scored.tokens == len(continuation) and scored.prompt_tokens == len(prompt)
-    reference = Llama(str(scoring.model_path), n_ctx=1024, logits_all=True, verbose=False)
-    reference.eval(prompt + continuation)
-    expected = 0.0
-    for i, token in enumerate(continuation):
-        row = reference.scores[len(prompt) - 1 + i].astype(np.float64)
-        expected += row[token] - row.max() - np.log(np.exp(row - row.max()).sum())
-    assert scored.logprob == pytest.approx(expected, abs=1e-3)
-    assert score(GERMANY, "").logprob == 0.0
-    assert score(GERMANY, reply).cached_tokens == len(prompt) - 1  # the prompt's last is redone
