@@ -248,6 +248,11 @@ class ChatClient:
             unusable = unusable and not self._cut(spent) and _unusable(result.get("raw"))
         return Structured(None, usage, error, unusable)
 
+    @property
+    def can_score(self) -> bool:
+        """Whether `score` may answer: False once the server showed it cannot score replies."""
+        return self._scoring.available
+
     async def score(self, messages: Sequence[BaseMessage], continuation: str) -> Scored | None:
         """Return the log-probability of `continuation` as the model's reply to `messages`.
 
@@ -261,9 +266,9 @@ class ChatClient:
         Raises:
             ModelError: If the server fails otherwise, or answers something that is no score.
         """
-        client = getattr(self.model, "root_async_client", None)
         if not self._scoring.available:
             return None
+        client = getattr(self.model, "root_async_client", None)
         if not isinstance(client, openai.AsyncOpenAI):
             return self._unscored(f"{model_name(self.model)} is not an OpenAI-compatible client")
         body = {

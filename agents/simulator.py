@@ -102,7 +102,8 @@ class StrategySimulator:
     x (`ChatClient.score`). The likeliest draft under s can be one that is as likely under any
     strategy (a generic follow-up); the ratio prefers the draft that s, more than the others,
     makes likely. A draft that is the end marker stops the drafting, and the first draft is kept
-    as with one draft; so it is where the server cannot score replies.
+    as with one draft; so it is where the server cannot score replies (and once it showed that,
+    the simulator writes one draft).
     """
 
     instructions = "simulator"
@@ -146,7 +147,7 @@ class StrategySimulator:
         """Draft the next instruction in the user's voice (reranking drafts, see the class)."""
         prompt = self.messages(messages, strategy, feedback)
         others = list(dict.fromkeys(c for c in candidates if c != strategy))
-        if self.drafts < 2 or strategy is None or not others:
+        if self.drafts < 2 or strategy is None or not others or not self.chat.can_score:
             return await self._write(self.chat, prompt)
         written: list[Draft] = []
         for k in range(self.drafts):

@@ -68,6 +68,7 @@ class ScriptedScores(ChatClient):
 
     async def score(self, messages, continuation):
         if not self.scoring:
+            self._scoring.available = False  # as the client does on a 404
             return None
         sent = self.model.prompts[0]
         assert [m.text for m in messages[:-1]] == [m.text for m in sent[:-1]]
@@ -162,6 +163,10 @@ def test_a_server_that_cannot_score_keeps_the_first_draft():
 
     assert result.text == GENERIC
     assert result.rerank == Rerank(kept=0, drafts=[GENERIC, EXAMPLE])
+    chat.model.script.append(text_reply(DOUBT))
+    chat.model.messages = iter([text_reply(DOUBT)])
+    again = draft(StrategySimulator(chat, drafts=2))  # the server cannot score: one draft
+    assert (again.text, again.rerank, again.usage.calls) == (DOUBT, None, 1)
 
 
 def test_each_draft_samples_with_its_own_seed():
