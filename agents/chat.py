@@ -6,6 +6,7 @@ import asyncio
 import copy
 import hashlib
 import json
+import logging
 import time
 import weakref
 from collections.abc import Sequence
@@ -18,15 +19,21 @@ import openai
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, SystemMessage
 from langchain_core.messages.utils import count_tokens_approximately
-from pydantic import BaseModel
+from pydantic import BaseModel, Field, ValidationError
 
 from dialogues.errors import ServiceError
+from dialogues.messages import to_openai
 from dialogues.models import Usage
 from runtime.http_client import ReplyTooLarge, capped_async_client, capped_sync_client
 from runtime.settings import ModelSettings
 from runtime.urls import redact_url
 
 M = TypeVar("M", bound=BaseModel)
+
+logger = logging.getLogger(__name__)
+
+SCORE_PATH = "/ideas/score"
+"""The scoring endpoint under a server's base URL (`runtime/llama_server.py` serves it)."""
 
 
 INVALID_REPLY_ERRORS = (ValueError, TypeError, LookupError, AttributeError, RecursionError)
@@ -114,6 +121,30 @@ def fit_history(messages: Sequence[BaseMessage], max_tokens: int) -> list[BaseMe
     return head + last
 
 
+class ScoreReply(BaseModel):
+    """What the scoring endpoint answers (`runtime.llama_server.ScoreResponse`)."""
+
+    logprob: float = Field(allow_inf_nan=False)
+    tokens: int = Field(ge=0)
+    prompt_tokens: int = Field(default=0, ge=0)
+    cached_tokens: int = Field(default=0, ge=0)
+
+
+@dataclass
+class Scored:
+    """The log-probability of a reply, and what asking for it cost."""
+
+    logprob: float
+    usage: Usage
+
+
+@dataclass
+class _Scoring:
+    """Whether the server scores replies; shared by a client and its `seeded` copies."""
+
+    available: bool = True
+
+
 class EndpointLimit:
     """At most `n` requests in flight to one endpoint (per event loop), shared by its clients."""
 
@@ -170,6 +201,7 @@ class ChatClient:
         if timeout_retries is None:
             timeout_retries = getattr(model, "max_retries", None)
         self.timeout_retries = timeout_retries if isinstance(timeout_retries, int) else 0
+        self._scoring = _Scoring()
 
     def seeded(self, seed: int | None) -> ChatClient:
         """Return a client like this one whose requests derive their sampling seed from `seed`."""
@@ -215,6 +247,71 @@ class ChatClient:
             error = _describe_parse_error(result)
             unusable = unusable and not self._cut(spent) and _unusable(result.get("raw"))
         return Structured(None, usage, error, unusable)
+
+    @property
+    def can_score(self) -> bool:
+        """Whether `score` may answer: False once the server showed it cannot score replies."""
+        return self._scoring.available
+
+    async def score(self, messages: Sequence[BaseMessage], continuation: str) -> Scored | None:
+        """Return the log-probability of `continuation` as the model's reply to `messages`.
+
+        The server renders `messages` with the model's chat template and sums the natural-log
+        probabilities of the continuation's tokens (`POST {base_url}/ideas/score`, served by the
+        embedded server, `runtime/llama_server.py`); the model name selects an adapter as a
+        chat completion's does. `messages` are sent as given: fit them first (`fit`) to score a
+        reply to what `text` sent. A server without that endpoint (404 or 405), or a chat model
+        that is no OpenAI client, gives None, with one notice, and is not asked again.
+
+        Raises:
+            ModelError: If the server fails otherwise, or answers something that is no score.
+        """
+        if not self._scoring.available:
+            return None
+        client = getattr(self.model, "root_async_client", None)
+        if not isinstance(client, openai.AsyncOpenAI):
+            return self._unscored(f"{model_name(self.model)} is not an OpenAI-compatible client")
+        body = {
+            "model": model_name(self.model),
+            "messages": to_openai(messages),
+            "continuation": continuation,
+        }
+        slot: AbstractAsyncContextManager = self.limit.slot() if self.limit else nullcontext()
+        async with slot:
+            started = time.perf_counter()
+            try:
+                async with asyncio.timeout(self.timeout):
+                    raw = await client.post(SCORE_PATH, cast_to=object, body=body)
+            except TimeoutError:
+                raise ModelError(
+                    f"{self._server()} did not score a reply within {self.timeout:g} s"
+                ) from None
+            except openai.APIStatusError as exc:
+                if exc.status_code in (404, 405):
+                    return self._unscored(f"{self._server()} does not serve {SCORE_PATH}")
+                raise ModelError(
+                    f"model server error {exc.status_code}: {_short(exc.message)}"
+                ) from None
+            except ReplyTooLarge as exc:
+                raise ModelError(f"model server sent an invalid response: {exc}") from None
+            except openai.APIConnectionError as exc:
+                raise ModelError(
+                    f"{self._server()} did not answer: {exc.__cause__ or exc}"
+                ) from None
+            except openai.OpenAIError as exc:
+                raise ModelError(f"model call failed: {_short(str(exc))}") from None
+            seconds = time.perf_counter() - started
+        try:
+            reply = ScoreReply.model_validate(raw)
+        except ValidationError as exc:
+            raise ModelError(f"model server sent an invalid score: {_short(str(exc))}") from None
+        prompt = reply.prompt_tokens + reply.tokens
+        return Scored(reply.logprob, Usage(1, prompt, 0, seconds, reply.cached_tokens))
+
+    def _unscored(self, why: str) -> None:
+        """Stop asking for scores, saying why once."""
+        self._scoring.available = False
+        logger.warning("%s: drafts are not reranked", why)
 
     def _model(self, messages: Sequence[BaseMessage], attempt: int) -> BaseChatModel:
         """Return the model to call: a copy carrying this request's seed when seeding applies.

@@ -64,7 +64,9 @@ def _trained(wiring: Wiring) -> bool:
 
 
 SIMULATORS: dict[SimulatorName, Callable[[Wiring], UserSimulator]] = {
-    "strategy": lambda w: StrategySimulator(w.chat("simulator"), trained=_trained(w)),
+    "strategy": lambda w: StrategySimulator(
+        w.chat("simulator"), trained=_trained(w), drafts=w.settings.simulator_drafts
+    ),
     "plain": lambda w: PlainSimulator(w.chat("simulator"), trained=_trained(w)),
     "human": lambda w: HumanSimulator(StrategySimulator(w.chat("simulator"))),
 }

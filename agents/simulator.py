@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -13,8 +14,9 @@ from langgraph.types import interrupt
 from pydantic import BaseModel
 
 from agents.chat import ChatClient
+from dialogues.ending import is_end_marker
 from dialogues.messages import last_answer, swap_roles, with_request
-from dialogues.models import Usage
+from dialogues.models import Rerank, Usage
 from prompts import render
 
 _LABEL = re.compile(
@@ -45,6 +47,8 @@ class Draft:
     usage: Usage = field(default_factory=Usage)
     author: Literal["simulator", "human"] = "simulator"
     """Who wrote it: the simulator model, or a person (`HumanSimulator`)."""
+    rerank: Rerank | None = None
+    """The drafts it was chosen from, when the simulator wrote several (`StrategySimulator`)."""
 
 
 class UserSimulator(Protocol):
@@ -84,16 +88,37 @@ def clean_instruction(text: str, *, whole: bool = False) -> str:
     return text
 
 
+DRAFT_SEED_STRIDE = 1_000_003
+"""Draft k of a turn samples with the client's seed plus k times this (draft 0: the seed)."""
+
+
 class StrategySimulator:
-    """Applies the chosen strategy; with no strategy it writes a plain follow-up."""
+    """Applies the chosen strategy; with no strategy it writes a plain follow-up.
+
+    With `drafts` N > 1, a strategy and at least one other candidate, it writes N drafts and
+    keeps the one most specific to its strategy: the largest log-likelihood ratio
+    `LR(d) = lp(d | s) - log(mean over the other candidates c of exp(lp(d | c)))`, where
+    `lp(d | x)` is the log-probability of draft d as the reply to the same messages with strategy
+    x (`ChatClient.score`). The likeliest draft under s can be one that is as likely under any
+    strategy (a generic follow-up); the ratio prefers the draft that s, more than the others,
+    makes likely. A draft that is the end marker stops the drafting, and the first draft is kept
+    as with one draft; so it is where the server cannot score replies (and once it showed that,
+    the simulator writes one draft).
+    """
 
     instructions = "simulator"
     """The template of the system prompt, the same every turn."""
 
-    def __init__(self, chat: ChatClient, *, trained: bool = False) -> None:
-        """Draft with `chat`; `trained`: it is a trained simulator, whose whole reply is kept."""
+    def __init__(self, chat: ChatClient, *, trained: bool = False, drafts: int = 1) -> None:
+        """Draft with `chat`; `trained`: it is a trained simulator, whose whole reply is kept.
+
+        `drafts`: how many drafts to write and rerank (1: one draft, no scoring).
+        """
+        if drafts < 1:
+            raise ValueError(f"drafts must be at least 1, not {drafts}")
         self.chat = chat
         self.trained = trained
+        self.drafts = drafts
 
     def request(self, strategy: str | None, feedback: str | None) -> str:
         """Return this draft's request: the strategy to apply and the feedback to act on."""
@@ -119,9 +144,74 @@ class StrategySimulator:
         *,
         candidates: Sequence[str] = (),
     ) -> Draft:
-        """Draft the next instruction in the user's voice."""
-        text, usage = await self.chat.text(self.messages(messages, strategy, feedback))
+        """Draft the next instruction in the user's voice (reranking drafts, see the class)."""
+        prompt = self.messages(messages, strategy, feedback)
+        others = list(dict.fromkeys(c for c in candidates if c != strategy))
+        if self.drafts < 2 or strategy is None or not others or not self.chat.can_score:
+            return await self._write(self.chat, prompt)
+        written: list[Draft] = []
+        for k in range(self.drafts):
+            written.append(await self._write(self._chat(k), prompt))
+            if is_end_marker(written[-1].text):
+                break
+        usage = sum((d.usage for d in written), Usage())
+        texts = [d.text for d in written]
+        if len(texts) == 1:  # the first draft ends the dialogue: as with one draft
+            return written[0]
+        if any(is_end_marker(text) for text in texts):
+            return Draft(texts[0], usage, rerank=Rerank(kept=0, drafts=texts))
+        ratios, spent = await self._ratios(messages, prompt, strategy, others, feedback, texts)
+        usage += spent
+        if ratios is None:
+            return Draft(texts[0], usage, rerank=Rerank(kept=0, drafts=texts))
+        kept = max(range(len(texts)), key=ratios.__getitem__)  # the first of equals
+        return Draft(texts[kept], usage, rerank=Rerank(kept=kept, drafts=texts, ratios=ratios))
+
+    async def _write(self, chat: ChatClient, prompt: list[BaseMessage]) -> Draft:
+        text, usage = await chat.text(prompt)
         return Draft(clean_instruction(text, whole=self.trained), usage)
+
+    def _chat(self, k: int) -> ChatClient:
+        """Return the client of draft `k`: its own sampling seed, so seeded drafts differ."""
+        if k == 0 or self.chat.seed is None:
+            return self.chat
+        return self.chat.seeded(self.chat.seed + k * DRAFT_SEED_STRIDE)
+
+    async def _ratios(
+        self,
+        history: Sequence[BaseMessage],
+        prompt: list[BaseMessage],
+        strategy: str,
+        others: list[str],
+        feedback: str | None,
+        texts: list[str],
+    ) -> tuple[list[float] | None, Usage]:
+        """Return each draft's log-likelihood ratio (None if the server cannot score), and cost.
+
+        Every strategy gets the history the drafts were written after (fitted once, for `s`),
+        with its own request in the last message; the drafts are scored one strategy after
+        another, so the server reuses the prompt and evaluates each draft alone.
+        """
+        fitted = self.chat.fit(prompt)
+        prompts = {strategy: fitted}
+        for other in others:
+            prompts[other] = fitted[:-1] + self.messages(history, other, feedback)[-1:]
+        usage = Usage()
+        logprobs: dict[tuple[str, str], float] = {}
+        for text_of, asked in prompts.items():
+            for text in dict.fromkeys(texts):
+                scored = await self.chat.score(asked, text)
+                if scored is None:
+                    return None, usage
+                usage += scored.usage
+                logprobs[text_of, text] = scored.logprob
+        ratios = []
+        for text in texts:
+            against = [logprobs[other, text] for other in others]
+            top = max(against)
+            mean = top + math.log(sum(math.exp(lp - top) for lp in against) / len(against))
+            ratios.append(logprobs[strategy, text] - mean)
+        return ratios, usage
 
 
 class PlainSimulator(StrategySimulator):

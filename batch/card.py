@@ -44,6 +44,7 @@ GENERATION_SETTINGS = (
     "min_depth",
     "min_insight",
     "history_tokens",
+    "simulator_drafts",
     "retrieval",
     "seed",
     "gguf",

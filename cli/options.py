@@ -45,6 +45,13 @@ def add_agent_arguments(parser: argparse.ArgumentParser) -> None:
         "--base-url the name the server serves the adapter under",
     )
     a.add_argument("--top-k", type=int, help="candidate strategies per turn (default 8)")
+    a.add_argument(
+        "--simulator-drafts",
+        type=int,
+        metavar="N",
+        help="strategy simulator: write N drafts and keep the one its strategy makes likeliest "
+        "against the other candidates (default 1; docs/simulators.md)",
+    )
     a.add_argument("--max-rejections", type=int, help="rejections in a row that end (default 6)")
     a.add_argument(
         "--min-turns",
@@ -92,6 +99,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     for name, key in [
         ("turns", "turns"),
         ("top_k", "top_k"),
+        ("simulator_drafts", "simulator_drafts"),
         ("max_rejections", "max_rejections"),
         ("min_turns", "min_turns"),
         ("ending", "ending"),

@@ -142,6 +142,19 @@ class Scores(Record):
     feedback: str | None = None
 
 
+class Rerank(Record):
+    """How the simulator chose this draft among several it wrote (`--simulator-drafts`)."""
+
+    kept: int = 0
+    """The index in `drafts` of the draft kept (the one judged)."""
+    drafts: list[str] = Field(default_factory=list)
+    """Every draft written for this attempt, in the order written."""
+    ratios: list[float] | None = None
+    """Each draft's log-likelihood ratio under the turn's strategy against the other candidates
+    (natural log); None when no draft was reranked: one was the end marker, or the server cannot
+    score replies, and the first draft was kept."""
+
+
 class Verdict(Record):
     """A drafted user instruction with the critic's verdict on it."""
 
@@ -153,6 +166,8 @@ class Verdict(Record):
     ending: bool | None = None
     """The draft is the end marker: the user ends the conversation (judged by the ending rules,
     never by the critic; accepted, it ended the dialogue). Absent on other drafts."""
+    rerank: Rerank | None = None
+    """The drafts this one was chosen from; absent when the simulator wrote one draft."""
 
     def verdict_scores(self) -> Scores | None:
         """Return the scores, also from a record that carries them beside the verdict."""

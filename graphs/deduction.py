@@ -80,6 +80,7 @@ async def draft_instruction(state: State, runtime: Runtime[Deps]) -> dict[str, A
     return {
         "draft": draft.text,
         "draft_author": draft.author,
+        "draft_rerank": draft.rerank.dump() if draft.rerank else None,
         "usage": _spend(state, "simulator", draft.usage),
     }
 
@@ -93,6 +94,8 @@ async def critique(state: State, runtime: Runtime[Deps]) -> dict[str, Any]:
     entry = {"text": draft, **record}
     if state.get("draft_author") == "human":
         entry["author"] = "human"
+    if state.get("draft_rerank"):
+        entry["rerank"] = state["draft_rerank"]
     update: dict[str, Any] = {
         "drafts": [*state["drafts"], entry],
         "usage": _spend(state, "critic", verdict.usage),

@@ -33,6 +33,8 @@ class State(TypedDict):
     """The latest drafted user instruction."""
     draft_author: NotRequired[Literal["simulator", "human"]]
     """Who wrote the latest draft (unset before the first draft)."""
+    draft_rerank: NotRequired[dict[str, Any] | None]
+    """The drafts the latest one was chosen from (`dialogues.models.Rerank`), if several."""
     drafts: list[dict[str, Any]]
     """This turn's drafts with the critic's verdict on each."""
     feedback: str | None

@@ -19,6 +19,12 @@ forge others. Before rendering, each of the model's control-token strings in a m
 gets a WORD JOINER (U+2060) after its first character (`SpecialTokens`), so it stays text; only
 the template's own markers become control tokens.
 
+It also scores a reply: `POST /v1/ideas/score` with `{"model", "messages", "continuation"}`
+answers `{"logprob", "tokens"}`, the summed natural-log probability of `continuation`'s tokens as
+the assistant's reply after `messages` (`serve_scores`). The prompt is rendered by the chat path
+itself (template, generation prompt, control-token escaping, the adapter `model` names), and only
+the tokens after the prefix already in the context are evaluated.
+
 It is started as a script (`python runtime/llama_server.py --model ... [--adapter NAME=PATH]...`,
 otherwise the arguments of `python -m llama_cpp.server`) and imports nothing from this project.
 """
@@ -39,6 +45,7 @@ import llama_cpp.llama_types
 import numpy as np
 from llama_cpp import Llama, LlamaRAMCache
 from llama_cpp.llama import LlamaState
+from pydantic import BaseModel
 
 M_MMAP_THRESHOLD = -3
 """glibc's `mallopt` parameter number of the size from which blocks get their own mapping."""
@@ -385,10 +392,162 @@ def _named_path(value: str) -> tuple[str, str]:
     return name, path
 
 
+class ScoreRequest(BaseModel):
+    """A reply to score: `continuation` as the assistant's answer after `messages`."""
+
+    model: str | None = None
+    """The model name, selecting an adapter as a chat completion's does."""
+    messages: list[llama_cpp.llama_types.ChatCompletionRequestMessage]
+    continuation: str
+
+
+class ScoreResponse(BaseModel):
+    """The summed natural-log probability of the continuation's tokens, and their number."""
+
+    logprob: float
+    tokens: int
+    prompt_tokens: int = 0
+    """The tokens of the rendered prompt before the continuation."""
+    cached_tokens: int = 0
+    """The tokens of prompt and continuation taken from the context, not evaluated."""
+
+
+class ScoreError(ValueError):
+    """A score request that cannot be answered: the client's mistake (HTTP 400)."""
+
+
+class _Prompt(Exception):
+    """Carries the prompt's tokens out of the chat path, where it would start the completion."""
+
+    def __init__(self, tokens: list[int]) -> None:
+        super().__init__("prompt rendered")
+        self.tokens = tokens
+
+
+def chat_prompt(llama: Llama, messages: list[Any], model: str | None) -> list[int]:
+    """Return the prompt tokens a chat completion of `messages` would evaluate.
+
+    It runs `llama.create_chat_completion` itself, with every patch of this module on it
+    (escaping, the adapter `model` names), and stops it where the chat handler hands the
+    rendered, tokenized prompt to `create_completion`: nothing is evaluated.
+    """
+
+    def capture(*args: Any, **kwargs: Any) -> Any:
+        raise _Prompt(list(kwargs["prompt"] if "prompt" in kwargs else args[0]))
+
+    llama.create_completion = capture  # type: ignore[method-assign]  # this instance, this call
+    try:
+        llama.create_chat_completion(messages=messages, model=model, max_tokens=1)
+    except _Prompt as caught:
+        if not caught.tokens or not all(isinstance(token, int) for token in caught.tokens):
+            raise ScoreError("the chat format did not render a prompt of tokens") from None
+        return caught.tokens
+    finally:
+        del llama.create_completion
+    raise ScoreError("the chat format did not ask for a completion")
+
+
+def _log_softmax_at(row: np.ndarray, token: int) -> float:
+    top = float(row.max())
+    return float(row[token]) - top - float(np.log(np.exp(row - top).sum()))
+
+
+def score_tokens(llama: Llama, prompt: list[int], continuation: list[int]) -> tuple[float, int]:
+    """Return the summed log-probability of `continuation` after `prompt`, and the tokens kept.
+
+    The context keeps its longest prefix of `prompt` (those are the tokens kept, not evaluated;
+    it takes a longer one from the prefix cache, as a completion would), evaluates the rest up
+    to the continuation's last token (whose logits no one reads), and asks llama.cpp for logits
+    only at the positions that predict a continuation token. Afterwards the context holds
+    exactly the tokens evaluated (`input_ids`, `n_tokens` and the KV cache agree), so a later
+    completion reuses what it can and stays correct.
+    """
+    if not continuation:
+        return 0.0, 0
+    tokens = prompt + continuation
+    if len(tokens) > llama.n_ctx():
+        raise ScoreError(
+            f"prompt and continuation take {len(tokens)} tokens, over the context's {llama.n_ctx()}"
+        )
+    if llama.cache:
+        try:
+            state = llama.cache[prompt]
+        except KeyError:
+            pass
+        else:
+            cached = Llama.longest_token_prefix(state.input_ids.tolist(), prompt)
+            if cached > Llama.longest_token_prefix(llama._input_ids.tolist(), prompt):
+                llama.load_state(state)
+    keep = min(Llama.longest_token_prefix(llama._input_ids.tolist(), tokens), len(prompt) - 1)
+    first, end = len(prompt) - 1, len(tokens) - 1  # the positions whose logits are read
+    total, vocab = 0.0, llama.n_vocab()
+    try:
+        llama._ctx.kv_cache_seq_rm(-1, keep, -1)
+        llama.n_tokens = keep
+        for start in range(keep, end, llama.n_batch):
+            batch = tokens[start : min(end, start + llama.n_batch)]
+            llama._batch.set_batch(batch=batch, n_past=start, logits_all=False)
+            for i in range(len(batch)):
+                llama._batch.batch.logits[i] = start + i >= first or i == len(batch) - 1
+            llama._ctx.decode(llama._batch)
+            llama.input_ids[start : start + len(batch)] = batch
+            llama.n_tokens = start + len(batch)
+            for i in range(max(first - start, 0), len(batch)):
+                pointer = llama._ctx.get_logits_ith(i)
+                row = np.ctypeslib.as_array(pointer, shape=(vocab,))
+                total += _log_softmax_at(row, tokens[start + i + 1])
+    except BaseException:
+        llama.reset()  # the next evaluation clears the KV cache from position 0
+        raise
+    finally:
+        llama._requires_eval = True  # a completion of exactly these tokens replays one
+    return total, keep
+
+
+def score(llama: Llama, request: ScoreRequest) -> ScoreResponse:
+    """Score `request.continuation` as the reply to `request.messages` (see `ScoreRequest`)."""
+    prompt = chat_prompt(llama, list(request.messages), request.model)
+    continuation = llama.tokenize(request.continuation.encode("utf-8"), False, False)
+    logprob, kept = score_tokens(llama, prompt, continuation)
+    return ScoreResponse(
+        logprob=logprob, tokens=len(continuation), prompt_tokens=len(prompt), cached_tokens=kept
+    )
+
+
+def serve_scores() -> None:
+    """Add `POST /v1/ideas/score` to the routes llama-cpp-python's server app is built with.
+
+    It must run before the server creates its app. The request waits for the model as a chat
+    completion does (the server answers one request at a time) and checks the API key too.
+    """
+    from fastapi import Depends, HTTPException
+    from llama_cpp.server import app as server_app
+    from starlette.concurrency import run_in_threadpool
+
+    proxy = Depends(server_app.get_llama_proxy)
+
+    async def score_route(body: ScoreRequest, llama_proxy: Any = proxy) -> ScoreResponse:
+        llama = llama_proxy(body.model)
+        try:
+            return await run_in_threadpool(score, llama, body)
+        except ScoreError as exc:
+            raise HTTPException(status_code=400, detail=str(exc)) from None
+
+    server_app.router.add_api_route(
+        "/v1/ideas/score",
+        score_route,
+        methods=["POST"],
+        response_model=ScoreResponse,
+        dependencies=[Depends(server_app.authenticate)],
+        summary="Score a reply",
+    )
+
+
 if __name__ == "__main__":
     return_freed_memory()
     instrument()
     guard_special_tokens()
     serve_adapters(Adapters(take_adapters(sys.argv)))
+    serve_scores()
     llama_cpp.LlamaRAMCache = PrefixCache  # the class the server instantiates for --cache
     runpy.run_module("llama_cpp.server", run_name="__main__", alter_sys=True)

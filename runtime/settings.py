@@ -282,6 +282,15 @@ class Settings(BaseSettings):
         description="learned: the simulator may end the dialogue before --turns (the rules of "
         "dialogues/ending.py); never: every dialogue runs to --turns.",
     )
+    simulator_drafts: int = Field(
+        default=1,
+        ge=1,
+        le=16,
+        description="Strategy simulator: drafts written per attempt and reranked by their "
+        "log-likelihood ratio under the turn's strategy against the other candidates (1: one "
+        "draft, as before; needs a server that scores replies, as the embedded one does: "
+        "docs/simulators.md).",
+    )
     novelty_threshold: float = Field(default=0.8, gt=0.0, le=1.0)
     min_depth: int = Field(default=3, ge=1, le=5)
     min_insight: int = Field(default=3, ge=1, le=5)

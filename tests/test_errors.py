@@ -28,8 +28,11 @@ BASES = ("InputError", "ServiceError")
 """The two bases (`dialogues.errors`); every other exception class derives from one of them."""
 ALLOWED: dict[str, str] = {
     "Terminated": "a KeyboardInterrupt (SIGTERM/SIGHUP handled as Ctrl-C), not an error",
+    "ScoreError": "raised inside the embedded server (runtime/llama_server.py imports nothing of "
+    "the project) and answered there as HTTP 400; the client reports it as a ModelError",
+    "_Prompt": "carries the rendered prompt out of the server's chat path, caught where raised",
 }
-"""Exception classes allowed to derive from neither base, with the reason; none so far."""
+"""Exception classes allowed to derive from neither base, with the reason."""
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from agents.critic import CriticScores, CriticVerdict
 from agents.registry import Agents
 from agents.simulator import Draft
 from agents.strategist import Selection
-from dialogues.models import Usage
+from dialogues.models import Rerank, Usage, Verdict
 from dialogues.seeds import load_seed
 from graphs.deduction import (
     answer_opening,
@@ -70,15 +70,17 @@ class FakeStrategist:
 
 
 class FakeSimulator:
-    def __init__(self, text: str = "Which cells remember the antigen?", author="simulator") -> None:
-        self.text, self.author = text, author
+    def __init__(
+        self, text: str = "Which cells remember the antigen?", author="simulator", rerank=None
+    ) -> None:
+        self.text, self.author, self.rerank = text, author, rerank
         self.calls: list[tuple[list, str | None, str | None]] = []
         self.candidates: list[list[str]] = []
 
     async def draft(self, messages, strategy, feedback, *, candidates=()):
         self.calls.append((list(messages), strategy, feedback))
         self.candidates.append(list(candidates))
-        return Draft(self.text, Usage(1, 40, 10, 0.2), author=self.author)
+        return Draft(self.text, Usage(1, 40, 10, 0.2), author=self.author, rerank=self.rerank)
 
 
 class FakeCritic:
@@ -261,6 +263,21 @@ def test_critique_records_that_a_person_wrote_the_draft():
     update = call(critique, state(draft="Which cells?", draft_author="human"), runtime)
 
     assert update["drafts"] == [{"text": "Which cells?", **verdict.as_record(), "author": "human"}]
+
+
+def test_a_reranked_draft_carries_its_rerank_into_the_turn_record():
+    rerank = Rerank(kept=1, drafts=["Why?", "Which cells?"], ratios=[0.0, 2.5])
+    runtime, _, _ = make_runtime(simulator=FakeSimulator("Which cells?", rerank=rerank))
+    selection = Selection(CANDIDATES, CANDIDATES[0], "llm").as_record()
+    update = call(draft_instruction, state(selection=selection), runtime)
+    assert update["draft_rerank"] == rerank.dump()
+
+    verdict = CriticVerdict(True, "accepted", 0.2)
+    runtime, _, _ = make_runtime(critic=FakeCritic(verdict))
+    update = call(critique, state(**update), runtime)
+    assert Verdict.model_validate(update["drafts"][-1]).rerank == rerank
+    old = Verdict.model_validate({"text": "Why?", "accepted": True})  # before reranking
+    assert old.rerank is None and "rerank" not in old.dump()
 
 
 def test_critique_rejection_counts_and_feeds_back():
