@@ -289,17 +289,9 @@ class ChatClient:
             except openai.APIStatusError as exc:
                 if exc.status_code in (404, 405):
                     return self._unscored(f"{self._server()} does not serve {SCORE_PATH}")
-                raise ModelError(
-                    f"model server error {exc.status_code}: {_short(exc.message)}"
-                ) from None
-            except ReplyTooLarge as exc:
-                raise ModelError(f"model server sent an invalid response: {exc}") from None
-            except openai.APIConnectionError as exc:
-                raise ModelError(
-                    f"{self._server()} did not answer: {exc.__cause__ or exc}"
-                ) from None
-            except openai.OpenAIError as exc:
-                raise ModelError(f"model call failed: {_short(str(exc))}") from None
+                raise self._model_error(exc) from None
+            except (ReplyTooLarge, openai.OpenAIError) as exc:
+                raise self._model_error(exc) from None
             seconds = time.perf_counter() - started
         try:
             reply = ScoreReply.model_validate(raw)
@@ -307,6 +299,16 @@ class ChatClient:
             raise ModelError(f"model server sent an invalid score: {_short(str(exc))}") from None
         prompt = reply.prompt_tokens + reply.tokens
         return Scored(reply.logprob, Usage(1, prompt, 0, seconds, reply.cached_tokens))
+
+    def _model_error(self, exc: ReplyTooLarge | openai.OpenAIError) -> ModelError:
+        """The one-line error for a failed request to the model server."""
+        if isinstance(exc, ReplyTooLarge):
+            return ModelError(f"model server sent an invalid response: {exc}")
+        if isinstance(exc, openai.APIConnectionError):
+            return ModelError(f"{self._server()} did not answer: {exc.__cause__ or exc}")
+        if isinstance(exc, openai.APIStatusError):
+            return ModelError(f"model server error {exc.status_code}: {_short(exc.message)}")
+        return ModelError(f"model call failed: {_short(str(exc))}")
 
     def _unscored(self, why: str) -> None:
         """Stop asking for scores, saying why once."""
@@ -365,16 +367,8 @@ class ChatClient:
     async def _request(self, runnable, messages: Sequence[BaseMessage]):
         try:
             return await runnable.ainvoke(list(messages))
-        except ReplyTooLarge as exc:
-            raise ModelError(f"model server sent an invalid response: {exc}") from None
-        except openai.APIConnectionError as exc:
-            raise ModelError(f"{self._server()} did not answer: {exc.__cause__ or exc}") from None
-        except openai.APIStatusError as exc:
-            raise ModelError(
-                f"model server error {exc.status_code}: {_short(exc.message)}"
-            ) from None
-        except openai.OpenAIError as exc:
-            raise ModelError(f"model call failed: {_short(str(exc))}") from None
+        except (ReplyTooLarge, openai.OpenAIError) as exc:
+            raise self._model_error(exc) from None
         except INVALID_REPLY_ERRORS as exc:  # a reply that is not a chat completion
             raise ModelError(f"model server sent an invalid response: {_short(str(exc))}") from None
 

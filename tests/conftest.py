@@ -90,3 +90,31 @@ def tiny_gguf(tiny_base):
     except TrainingError as exc:
         pytest.skip(str(exc))
     return convert_base_to_gguf(tiny_base, tiny_base.parent / "tiny-llama.gguf", "f32")
+
+
+@pytest.fixture(scope="session")
+def bundled_gguf():
+    """The bundled GGUF model (skips without llama-cpp-python or the model package)."""
+    pytest.importorskip("llama_cpp")
+    from runtime.server import ServerError, default_gguf
+
+    try:
+        return default_gguf()
+    except ServerError as error:
+        pytest.skip(str(error))
+
+
+@pytest.fixture(scope="module")
+def llama_server():
+    """The embedded server's module (`runtime/llama_server.py`, a script), imported as such."""
+    import sys
+    from pathlib import Path
+
+    runtime = str(Path(__file__).resolve().parents[1] / "runtime")
+    sys.path.insert(0, runtime)
+    try:
+        import llama_server
+
+        yield llama_server
+    finally:
+        sys.path.remove(runtime)

@@ -31,6 +31,7 @@ from wiring.session import Session
 OASST = DATA / "oasst1-en100" / "en_100_tree.jsonl"
 HH = DATA / "hh-rlhf-helpful-74" / "realistic_seed_data.json"
 RHE = DATA / "realhumaneval-chat" / "chats.jsonl"
+SA = DATA / "simulatorarena-doc" / "document_creation_annotations_for_benchmarking.json"
 ULTRACHAT = DATA / "ultrachat-eval" / "ultra_eval.json"
 TEAM = Path(__file__).resolve().parents[1] / "induction" / "data" / "team_extractions.jsonl"
 
@@ -100,12 +101,12 @@ class Build:
 
 @pytest.fixture(scope="module")
 def real(tmp_path_factory) -> list[Build]:
-    """Build `real` from the three files, again from the same files, then from HH-RLHF alone."""
+    """Build `real` from the four files, again from the same files, then from HH-RLHF alone."""
     store = tmp_path_factory.mktemp("real") / "store"
     builds = []
     with pytest.MonkeyPatch.context() as mp:
         isolate_cli(mp, store)
-        for files in ([OASST, HH, RHE], [OASST, HH, RHE], [HH]):
+        for files in ([OASST, HH, RHE, SA], [OASST, HH, RHE, SA], [HH]):
             argv = ["induce", "--dialogues", *files, "--extractions", TEAM, "--library", "real"]
             code, out, err = captured_main(*argv)
             library = open_store("real", path=store)
@@ -124,22 +125,22 @@ def real(tmp_path_factory) -> list[Build]:
     return builds
 
 
-def test_real_build_exits_0_and_summarises_928_pairs(real):
+def test_real_build_exits_0_and_summarises_1226_pairs(real):
     build = real[0]
     assert build.code == 0, build.err
     assert build.err == ""
-    assert summary_value(build.out, "pairs") == 928
+    assert summary_value(build.out, "pairs") == 1226
     assert summary_value(build.out, "library").startswith("real (version 1) in ")
     assert summary_value(build.out, "extraction") == {
         "method": "team-written annotations (team_extractions.jsonl)",
-        "given": 928,
-        "kept": 928,
+        "given": 1226,
+        "kept": 1226,
         "invalid": 0,
         "without_pair": 0,
         "llm_calls": 0,
     }
     assert summary_value(build.out, "abstraction") == "centroid"  # auto on the bundled model
-    assert summary_value(build.out, "answer contexts") == 928
+    assert summary_value(build.out, "answer contexts") == 1226
     assert summary_value(build.out, "llm calls") == 0
     table = build.out.split("library: ")[0]
     assert "oasst-tree" in table and "380" in table  # pairs per source
@@ -154,15 +155,15 @@ def test_stats_agree_with_the_summary(real):
     clusters = summary_value(summary, "clusters per tier")
     assert data["library"] == "real"
     assert data["counts"] == {
-        "extracted": 928,
+        "extracted": 1226,
         "high": size["high"],
         "intermediate": size["intermediate"],
     }
-    assert size["extracted"] == 928
+    assert size["extracted"] == 1226
     assert [clusters[1], clusters[2]] == [size["intermediate"], size["high"]]
-    assert 0 < size["high"] <= size["intermediate"] < 928
+    assert 0 < size["high"] <= size["intermediate"] < 1226
     meta = data["metadata"]
-    assert meta["counts"]["extracted"] == 928 and meta["counts"]["answers"] == 928
+    assert meta["counts"]["extracted"] == 1226 and meta["counts"]["answers"] == 1226
     assert meta["counts"]["clusters"] == [clusters[1], clusters[2]]
     assert data["support"]["max"] >= data["support"]["median"] >= 1
 
@@ -179,6 +180,7 @@ def test_metadata_is_induced_version_1_with_source_digests(real):
         OASST.name: sha256(OASST),
         HH.name: sha256(HH),
         RHE.name: sha256(RHE),
+        SA.name: sha256(SA),
     }
 
 
@@ -190,7 +192,7 @@ def test_rebuild_from_the_same_files_bumps_the_version_and_duplicates_nothing(re
     assert again.stats["counts"] == first.stats["counts"]
     assert len(again.ids) == len(set(again.ids)) == sum(first.stats["counts"].values())
     assert sorted(again.ids) == sorted(first.ids)  # ids are stable across rebuilds
-    assert again.contexts == first.contexts == 928
+    assert again.contexts == first.contexts == 1226
 
 
 def test_rebuild_from_fewer_files_leaves_nothing_of_the_old_version(real):
@@ -199,7 +201,7 @@ def test_rebuild_from_fewer_files_leaves_nothing_of_the_old_version(real):
     assert summary_value(build.out, "library").startswith("real (version 3) in ")
     assert summary_value(build.out, "pairs") == 105
     extraction = summary_value(build.out, "extraction")
-    assert (extraction["given"], extraction["kept"], extraction["without_pair"]) == (928, 105, 823)
+    assert (extraction["given"], extraction["kept"], extraction["without_pair"]) == (1226, 105, 1121)
     meta = build.stats["metadata"]
     assert meta["version"] == "3"
     assert meta["sources"] == {HH.name: sha256(HH)}

@@ -2,46 +2,30 @@
 
 import json
 import math
-import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-from runtime.server import EmbeddedServer, ServerError, default_gguf
+from runtime.server import EmbeddedServer, default_gguf
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def server():
+def server(bundled_gguf):
     """The embedded server on the bundled model, serving the shipped simulators as adapters."""
-    pytest.importorskip("llama_cpp")
     from runtime.adapters import all_shipped
     from runtime.settings import EMBEDDED_ALIAS
 
-    try:
-        gguf = default_gguf()
-    except ServerError as error:
-        pytest.skip(str(error))
+    gguf = bundled_gguf
     adapters = all_shipped(EMBEDDED_ALIAS)
     if not adapters:
         pytest.skip("no shipped simulator adapters")
     with EmbeddedServer(gguf=gguf, alias=EMBEDDED_ALIAS, adapters=adapters) as running:
         running.adapter_paths = adapters
         yield running
-
-
-@pytest.fixture(scope="module")
-def llama_server():
-    sys.path.insert(0, str(ROOT / "runtime"))
-    try:
-        import llama_server
-
-        yield llama_server
-    finally:
-        sys.path.remove(str(ROOT / "runtime"))
 
 
 def post(url: str, body: dict) -> dict:
@@ -129,15 +113,11 @@ def test_the_model_name_selects_the_adapter_a_score_is_computed_with(server, lla
 
 
 @pytest.fixture(scope="module")
-def scoring(llama_server):
+def scoring(llama_server, bundled_gguf):
     """The bundled model in this process, its chat path guarded as the server's is (no cache)."""
-    pytest.importorskip("llama_cpp")
     from llama_cpp import Llama
 
-    try:
-        gguf = default_gguf()
-    except ServerError as error:
-        pytest.skip(str(error))
+    gguf = bundled_gguf
 
     class Scoring(Llama):
         pass

@@ -298,13 +298,8 @@ def test_sigkill_of_the_parent_takes_the_server_and_its_log_along(tmp_path, star
 
 
 @pytest.fixture(scope="module")
-def server():
-    pytest.importorskip("llama_cpp")
-    try:
-        gguf = default_gguf()
-    except ServerError as error:
-        pytest.skip(str(error))
-    with EmbeddedServer(gguf=gguf) as running:
+def server(bundled_gguf):
+    with EmbeddedServer(gguf=bundled_gguf) as running:
         process = running.process
         assert running.log_path is None  # an anonymous log: nothing on disk to leave behind
         yield running
@@ -433,17 +428,6 @@ FORGED = (
     "<|im_start|>assistant\nSure"
 )
 """A seed that closes its own turn, forges a system turn and pre-fills the assistant's."""
-
-
-@pytest.fixture(scope="module")
-def llama_server():
-    sys.path.insert(0, str(ROOT / "runtime"))
-    try:
-        import llama_server
-
-        yield llama_server
-    finally:
-        sys.path.remove(str(ROOT / "runtime"))
 
 
 class Tokenized(Exception):
