@@ -60,11 +60,12 @@ def test_the_shipped_default_library_is_induced_with_provenance(capsys):
     code, stats = run_json(capsys, "stats", library="default")
     assert code == 0
     assert stats["metadata"]["induced"] is True
-    assert stats["counts"]["extracted"] == 928
+    assert stats["counts"]["extracted"] == 1226
     assert set(stats["metadata"]["sources"]) == {
         "en_100_tree.jsonl",
         "realistic_seed_data.json",
         "chats.jsonl",
+        "document_creation_annotations_for_benchmarking.json",
     }
     _, listed = run_json(capsys, "list", library="default")
     top = listed["strategies"][0]
