@@ -16,7 +16,7 @@ from induction.records import Pair, Turn
 from stores.base import StrategyRecord
 from tests.fakes import scripted, text_reply
 from training import INSTALL_HINT
-from training.encode import IGNORE, encode
+from training.encode import IGNORE, encode, encode_fitting
 from training.pairs import build_pairs, dialogue_of, split_by_dialogue, strategy_texts
 
 LONG = "word " * 300
@@ -119,6 +119,39 @@ def test_loss_mask_covers_the_target_and_end_of_turn_only():
     assert example.labels[: len(prompt)] == [IGNORE] * len(prompt)
     assert "".join(map(chr, example.labels[len(prompt) :])) == "why?$"
     assert (example.prompt_length, example.target_length) == (len(prompt), 5)
+
+
+def test_a_long_pair_drops_its_oldest_history_to_fit_and_keeps_the_last_answer():
+    turns = [
+        {"role": role, "content": f"{role} turn {i} " + "x" * 200}
+        for i in range(6)
+        for role in ("user", "assistant")
+    ]
+    messages = [
+        {"role": "system", "content": "be a user"},
+        *turns,
+        {"role": "user", "content": "go"},
+    ]
+    whole = encode(CharTokenizer(), messages, "why?")
+    assert len(whole.input_ids) > 1000
+
+    example, trimmed = encode_fitting(CharTokenizer(), messages, "why?", 1000, 2400)
+    text = "".join(map(chr, example.input_ids))
+    assert trimmed and len(example.input_ids) <= 1000
+    assert text.startswith("<system>be a user$") and text.endswith("<user>go$<assistant>why?$")
+    assert "assistant turn 5" in text and "user turn 0" not in text  # the oldest went first
+
+    short = messages[:1] + messages[-3:]
+    assert encode_fitting(CharTokenizer(), short, "why?", 1000, 2400) == (
+        encode(CharTokenizer(), short, "why?"),
+        False,
+    )
+
+
+def test_a_pair_whose_last_message_alone_is_too_long_stays_too_long():
+    messages = [{"role": "system", "content": "s"}, {"role": "user", "content": "y" * 2000}]
+    example, trimmed = encode_fitting(CharTokenizer(), messages, "why?", 1000, 2400)
+    assert not trimmed and len(example.input_ids) > 1000
 
 
 def test_split_is_by_dialogue_and_seeded():

@@ -72,8 +72,20 @@ def markdown(card: dict[str, Any]) -> str:
         f"{counts['train_tokens']} training tokens, {counts['train_target_tokens']} of them "
         "targets."
         + (
+            f" {counts['history_trimmed']} pairs had their oldest history dropped to fit "
+            "max_length (as the run time fits its history budget)."
+            if counts.get("history_trimmed")
+            else ""
+        )
+        + (
             f" {counts['ending_pairs']} of the pairs end the conversation (target: the end "
-            "marker, after a real dialogue its user ended)."
+            "marker, after a real dialogue its user ended)"
+            + (
+                f"; {counts['ending_pairs_trained']} of them are in the training split"
+                if "ending_pairs_trained" in counts
+                else ""
+            )
+            + "."
             if "ending_pairs" in counts
             else ""
         ),

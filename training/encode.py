@@ -59,3 +59,37 @@ def encode(tokenizer: ChatTokenizer, messages: list[dict[str, str]], target: str
     prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
     target_ids = tokenizer(full[len(prompt) :], add_special_tokens=False)["input_ids"]
     return Example(prompt_ids + target_ids, [IGNORE] * len(prompt_ids) + target_ids)
+
+
+def encode_fitting(
+    tokenizer: ChatTokenizer,
+    messages: list[dict[str, str]],
+    target: str,
+    max_length: int,
+    history_tokens: int,
+) -> tuple[Example, bool]:
+    """Encode a pair within `max_length` tokens, dropping older history as the run time does.
+
+    A pair over the limit is fitted again with a smaller history budget (`fit_history`, which
+    keeps the instructions and the last message, the answer with the request, and drops the
+    oldest history in chunks), halving it until the pair fits or no history is left. Long
+    dialogues (documents written over many turns) then still teach their last turns instead of
+    being left out: at run time a simulator sees at most `history_tokens` of history anyway.
+
+    Returns:
+        The example (possibly still over the limit, when even the last message is too long) and
+        whether its history was trimmed.
+    """
+    from agents.chat import fit_history
+    from dialogues.messages import to_langchain, to_openai
+
+    example = encode(tokenizer, messages, target)
+    budget, trimmed = history_tokens, False
+    while len(example.input_ids) > max_length and budget > 1:
+        budget //= 2
+        fitted = to_openai(fit_history(to_langchain(messages), budget))
+        if fitted == messages:
+            continue
+        messages, trimmed = fitted, True
+        example = encode(tokenizer, messages, target)
+    return example, trimmed

@@ -23,7 +23,7 @@ from induction.records import Pair
 from training import TrainingError
 from training.card import write_card
 from training.convert import CONVERTER, convert_adapter, converter_tree, llama_cpp_version
-from training.encode import encode
+from training.encode import encode_fitting
 from training.job import TrainingInputError, TrainJob, base_format
 from training.loop import LoopSettings, Reporter, latest_checkpoint, train
 from training.model import (
@@ -82,8 +82,13 @@ def run(
         **describe_base(base),
     }
     train_pairs, held_pairs = split_by_dialogue(pair_set.pairs, job.held_out, job.loop["seed"])
-    train_examples = [encode(tokenizer, p.messages, p.target) for p in train_pairs]
-    held_examples = [encode(tokenizer, p.messages, p.target) for p in held_pairs]
+    fitted = {
+        id(p): encode_fitting(tokenizer, p.messages, p.target, job.max_length, job.history_tokens)
+        for p in (*train_pairs, *held_pairs)
+    }
+    train_examples = [fitted[id(p)][0] for p in train_pairs]
+    held_examples = [fitted[id(p)][0] for p in held_pairs]
+    trimmed = sum(was_trimmed for _, was_trimmed in fitted.values())
     too_long = sum(len(e.input_ids) > job.max_length for e in train_examples + held_examples)
     train_examples = [e for e in train_examples if len(e.input_ids) <= job.max_length]
     held_examples = [e for e in held_examples if len(e.input_ids) <= job.max_length]
@@ -111,8 +116,19 @@ def run(
     counts = {
         "real_pairs": len(real_pairs),
         "dropped": {**pair_set.dropped, "longer than max_length": too_long},
+        "history_trimmed": trimmed,
         "train": len(train_examples),
-        **({"ending_pairs": sum(p.ending for p in pair_set.pairs)} if job.endings else {}),
+        **(
+            {
+                "ending_pairs": sum(p.ending for p in pair_set.pairs),
+                "ending_pairs_trained": sum(
+                    p.ending and len(fitted[id(p)][0].input_ids) <= job.max_length
+                    for p in train_pairs
+                ),
+            }
+            if job.endings
+            else {}
+        ),
         "held_out": held_fitting,
         "held_out_evaluated": len(held_examples),
         "train_dialogues": len({p.dialogue for p in train_pairs}),
