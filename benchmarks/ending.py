@@ -108,25 +108,25 @@ def end_scores(truth: Sequence[bool], predicted: Sequence[bool]) -> Scores:
     )
 
 
-def f1_interval(
-    found: Sequence[Position], predicted: Sequence[bool], resamples: int = 2000, seed: int = 0
-) -> tuple[float, float]:
+def f1_interval(found: Sequence[Position], predicted: Sequence[bool]) -> tuple[float, float]:
     """95% percentile bootstrap interval of End F1, resampling whole dialogues."""
     import numpy as np
+
+    from evaluation.bootstrap import Statistic, interval
 
     names = sorted({p.dialogue for p in found})
     index = {name: i for i, name in enumerate(names)}
     counts = np.zeros((len(names), 3))  # tp, fp, fn per dialogue
     for p, guess in zip(found, predicted, strict=True):
-        row = counts[index[p.dialogue]]
-        row += (p.ends and guess, guess and not p.ends, p.ends and not guess)
-    rng = np.random.default_rng(seed)
-    picks = rng.integers(0, len(names), size=(resamples, len(names)))
-    tp, fp, fn = (counts[picks].sum(axis=1)).T
-    with np.errstate(divide="ignore", invalid="ignore"):
-        f1 = np.where(tp > 0, 2 * tp / (2 * tp + fp + fn), 0.0)
-    low, high = np.percentile(f1, [2.5, 97.5])
-    return float(low), float(high)
+        counts[index[p.dialogue]] += (p.ends and guess, guess and not p.ends, p.ends and not guess)
+
+    def f1(w: np.ndarray) -> np.ndarray:
+        tp, fp, fn = (w @ counts).T
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(tp > 0, 2 * tp / (2 * tp + fp + fn), 0.0)
+
+    found_f1 = interval(Statistic(f1, len(names), len(found)))
+    return float(found_f1.lo), float(found_f1.hi)
 
 
 async def predict(found: Sequence[Position], draft: Draft) -> list[bool]:
@@ -253,17 +253,13 @@ def length_distances(
     """
     import numpy as np
 
+    from evaluation.bootstrap import weights
     from evaluation.realism import wasserstein_1d
 
     rng = np.random.default_rng(seed)
-
-    def weights(n: int) -> np.ndarray:
-        picks = rng.integers(0, n, size=(resamples, n))
-        return np.stack([np.bincount(row, minlength=n) for row in picks]).astype(float)
-
     a, b = wasserstein_1d(learned, reference), wasserstein_1d(never, reference)
-    ra = wasserstein_1d(learned, reference, weights(len(learned)))
-    rb = wasserstein_1d(never, reference, weights(len(never)))
+    ra = wasserstein_1d(learned, reference, weights(len(learned), resamples, rng))
+    rb = wasserstein_1d(never, reference, weights(len(never), resamples, rng))
     with np.errstate(divide="ignore", invalid="ignore"):
         ratios = ra / rb
 
