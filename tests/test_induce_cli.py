@@ -201,7 +201,11 @@ def test_rebuild_from_fewer_files_leaves_nothing_of_the_old_version(real):
     assert summary_value(build.out, "library").startswith("real (version 3) in ")
     assert summary_value(build.out, "pairs") == 105
     extraction = summary_value(build.out, "extraction")
-    assert (extraction["given"], extraction["kept"], extraction["without_pair"]) == (1226, 105, 1121)
+    assert (extraction["given"], extraction["kept"], extraction["without_pair"]) == (
+        1226,
+        105,
+        1121,
+    )
     meta = build.stats["metadata"]
     assert meta["version"] == "3"
     assert meta["sources"] == {HH.name: sha256(HH)}
