@@ -85,9 +85,10 @@ def main(argv: list[str] | None = None) -> int:
         f"{len(answers)} seed answers ({code.sum()} hold code), {len(records)} strategies "
         f"({programming.sum()} programming-specific)"
     )
-    print(
-        "| temperature | misfit per draw | top-8 mass | entropy per draw (bits) | dataset entropy, normalised |"
-    )  # noqa: E501, T201
+    print(  # noqa: T201
+        "| temperature | misfit per draw | top-8 mass | entropy per draw (bits) "
+        "| dataset entropy, normalised |"
+    )
     print("|---|---|---|---|---|")  # noqa: T201
     for t, misfit, top, per_draw, dataset in curve(logits, programming, code, args.temperatures):
         print(f"| {t:g} | {misfit:.3f} | {top:.2f} | {per_draw:.2f} | {dataset:.3f} |")  # noqa: T201
