@@ -63,6 +63,14 @@ def build_parser() -> argparse.ArgumentParser:
         "(SimulatorArena's); dialogues cut by their source are not endings",
     )
     parser.add_argument(
+        "--ending-weight",
+        type=int,
+        default=1,
+        metavar="K",
+        help="with --endings: each ending pair is trained K times an epoch (default 1; endings are "
+        "rare targets)",
+    )
+    parser.add_argument(
         "--strategy-level",
         choices=["high", "extracted"],
         default="high",
@@ -195,6 +203,7 @@ def make_job(args: argparse.Namespace) -> TrainJob:
         base=args.base,
         with_strategy=not args.no_strategy,
         endings=args.endings,
+        ending_weight=args.ending_weight,
         level=args.strategy_level,
         history_tokens=args.history_tokens,
         max_length=args.max_length,
@@ -224,6 +233,7 @@ def check_numbers(args: argparse.Namespace) -> None:
         ("--threads", args.threads, 1, cpus or 1),
         ("--eval-limit", args.eval_limit, 1, None),
         ("--max-length", args.max_length, 1, None),
+        ("--ending-weight", args.ending_weight, 1, None),
     ]
     for flag, value, low, high in bounds:
         if value is None:
@@ -231,6 +241,8 @@ def check_numbers(args: argparse.Namespace) -> None:
         if value < low or (high is not None and value > high):
             between = f"at least {low}" if high is None else f"between {low} and {high}"
             raise UsageError(f"{flag} must be {between}, not {value}")
+    if args.ending_weight != 1 and not args.endings:
+        raise UsageError("--ending-weight needs --endings (there are no ending pairs to weigh)")
     if not (math.isfinite(args.alpha) and args.alpha > 0):
         raise UsageError(f"--alpha must be above 0 (the LoRA scale: alpha/rank), not {args.alpha}")
     if not (math.isfinite(args.learning_rate) and 0 < args.learning_rate <= 1):

@@ -5,7 +5,9 @@
 # bash scripts/setup-train.sh).
 #   ideas: the strategy simulator's prompt with each pair's high-level strategy
 #   plain: the plain simulator's prompt on the same pairs (the PlatoLM/Parrot-style baseline)
-# Both learn the end marker after the last reply of each dialogue whose user ended it (--endings).
+# Both learn the end marker after the last reply of each dialogue whose user ended it (--endings),
+# each ending pair three times an epoch (--ending-weight 3: 2% of the pairs; see
+# docs/results/ending/README.md).
 # Both train at once, one torch thread each (2 cores; 2 threads per run measured 2-4x slower).
 # Extra arguments go to both runs (e.g. --epochs 2: a finished folder is kept and skipped).
 set -euo pipefail
@@ -20,7 +22,7 @@ train() {  # name, extra flags...
   .venv/bin/python run.py train-simulator \
     --dialogues "${DIALOGUES[@]}" \
     --extractions induction/data/team_extractions.jsonl \
-    --out "$WORK/$name" --threads 1 --endings "$@" >"$WORK/$name.log" 2>&1
+    --out "$WORK/$name" --threads 1 --endings --ending-weight 3 "$@" >"$WORK/$name.log" 2>&1
 }
 pids=()
 for name in ideas plain; do

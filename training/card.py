@@ -85,6 +85,11 @@ def markdown(card: dict[str, Any]) -> str:
                 if "ending_pairs_trained" in counts
                 else ""
             )
+            + (
+                f", each trained {weight} times an epoch (`ending_weight`)"
+                if (weight := card["settings"].get("ending_weight", 1)) != 1  # .get: absent at 1
+                else ""
+            )
             + "."
             if "ending_pairs" in counts
             else ""

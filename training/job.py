@@ -111,6 +111,10 @@ class TrainJob:
     loop: dict[str, Any] = field(default_factory=dict)
     endings: bool = False
     """Also train the end marker after each real dialogue the user ended (`build_end_pairs`)."""
+    ending_weight: int = 1
+    """Each ending pair of the training split is seen this many times an epoch: an ending is one
+    target among a dialogue's several follow-ups (about 1 in 7 in SimulatorArena, 2% of all
+    pairs), too rare for one epoch of LoRA to learn at its natural rate."""
 
     @property
     def variant(self) -> str:
@@ -147,7 +151,10 @@ class TrainJob:
             "device": self.device,
             "lora": self.lora,
             "loop": self.loop,
-        } | ({"endings": True} if self.endings else {})  # absent when off: old run ids hold
+        } | (  # absent when off: old run ids hold
+            ({"endings": True} if self.endings else {})
+            | ({"ending_weight": self.ending_weight} if self.ending_weight != 1 else {})
+        )
 
     def run_id(self, sources: dict[str, str]) -> str:
         """Hash what makes checkpoints reusable: data and settings, except how long to train."""

@@ -99,9 +99,15 @@ def run(
             f"too few pairs to train and hold out: {len(train_examples)} train, "
             f"{len(held_examples)} held out (need dialogues on both sides)"
         )
+    weighted = train_examples + [  # each ending pair `ending_weight` times an epoch
+        e
+        for p in train_pairs
+        if p.ending and len((e := fitted[id(p)][0]).input_ids) <= job.max_length
+        for _ in range(job.ending_weight - 1)
+    ]
     model = with_lora(base, LoraSettings(**job.lora))
     history = train(
-        model, train_examples, held_examples, LoopSettings(**job.loop), checkpoints, run_id, report
+        model, weighted, held_examples, LoopSettings(**job.loop), checkpoints, run_id, report
     )
     save_peft(model, job.out)
     notify(f"converting the adapter with llama.cpp's {CONVERTER}")
@@ -133,6 +139,7 @@ def run(
         "held_out_evaluated": len(held_examples),
         "train_dialogues": len({p.dialogue for p in train_pairs}),
         "held_out_dialogues": len({p.dialogue for p in held_pairs}),
+        "held_out_names": sorted({p.dialogue for p in held_pairs}),
         "train_tokens": sum(len(e.input_ids) for e in train_examples),
         "train_target_tokens": sum(e.target_length for e in train_examples),
         "held_out_target_tokens": sum(e.target_length for e in held_examples),
