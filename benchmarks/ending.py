@@ -18,9 +18,11 @@ held-out dialogues only (`--dialogues` takes any format the reader accepts):
 
 `--simulator`: `ideas` / `plain` (the shipped trained adapters), `prompted` (the strategy prompt,
 no adapter), or a trained folder. It starts the embedded server (run nothing else on 2 cores).
-`--held-out` keeps only the dialogues the shipped simulators never trained on: the same split
-by dialogue as `train-simulator` (share 0.1, seed 0, over the dialogues of the shipped build's
-pairs: `induction.real_dialogues`, the team extractions and the default library).
+`--held-out` keeps only the dialogues the simulator never trained on: the names its card lists
+(`counts.held_out_names`; the prompted baseline uses the `ideas` card's), or for an older card
+the same split by dialogue as `train-simulator` rebuilt (share 0.1, seed 0, over the dialogues of
+the shipped build's pairs: `induction.real_dialogues`, the team extractions and the default
+library).
 
 The length part compares two batches generated on the same seeds with the same `--turns`, one
 with `--ending learned` and one with `--ending never` (`--learned RUN_DIR --never RUN_DIR`): the
@@ -146,13 +148,31 @@ def summary_line(f1: float | None, prompted: float | None, ratio: float | None) 
     )
 
 
-def held_out_names(data: Path) -> set[str]:
-    """The dialogues `train-simulator` held out in the shipped simulators' build.
+def card_held_out(simulator: str) -> set[str] | None:
+    """The held-out dialogue names the simulator's card lists (None: an older card without them).
 
-    The shipped build (`scripts/build_simulators.sh`) trains on the pairs of
-    `induction.real_dialogues.REAL_DIALOGUES` that have a team-written strategy in the default
-    library, plus the ending pair of each dialogue its user ended; `split_by_dialogue` then holds
-    out a share of those dialogues. The same names, share and seed give the same split.
+    `prompted` has no card; it is measured on the `ideas` simulator's held-out dialogues.
+    """
+    import json
+
+    folder = Path(simulator)
+    if simulator in ("ideas", "plain", "prompted"):
+        folder = ROOT / "training" / "simulators" / ("plain" if simulator == "plain" else "ideas")
+    card = folder / "card.json"
+    if not card.is_file():
+        return None
+    names = json.loads(card.read_text())["counts"].get("held_out_names")  # .get: older cards
+    return set(names) if names is not None else None
+
+
+def held_out_names(data: Path) -> set[str]:
+    """The dialogues `train-simulator` held out in the shipped simulators' build (reconstructed).
+
+    For cards written before the trainer listed its held-out names. The shipped build
+    (`scripts/build_simulators.sh`) trains on the pairs of `induction.real_dialogues.REAL_DIALOGUES`
+    that have a team-written strategy in the default library, plus the ending pair of each dialogue
+    its user ended; `split_by_dialogue` then holds out a share of those dialogues. The same names,
+    share and seed give the same split.
     """
     from induction.annotations import load_extractions
     from induction.loaders import load
@@ -349,7 +369,9 @@ def end_part(args: argparse.Namespace, ratio: float | None) -> int:
     if args.held_out:
         from training.pairs import ended_dialogue_name
 
-        kept = held_out_names(args.data)
+        kept = card_held_out(args.simulator)
+        if kept is None:
+            kept = held_out_names(args.data)
         dialogues = [(s, d) for s, d in dialogues if ended_dialogue_name(s, d) in kept]
         print(f"held out from training: {len(dialogues)} of the given dialogues")  # noqa: T201
     found = positions((d for _, d in dialogues), args.limit)

@@ -8,6 +8,7 @@ import json
 import pytest
 
 from benchmarks.ending import (
+    card_held_out,
     end_scores,
     f1_interval,
     length_distances,
@@ -139,3 +140,11 @@ def test_the_length_part_runs_on_two_batches_and_prints_the_ratio(tmp_path, caps
     assert out[-1].startswith(
         "ending: End F1 n/a (prompted n/a); length distance learned/never x0."
     )
+
+
+def test_held_out_names_come_from_the_simulator_card_and_an_older_card_has_none(tmp_path):
+    (tmp_path / "card.json").write_text(json.dumps({"counts": {"held_out_names": ["a", "b"]}}))
+    assert card_held_out(str(tmp_path)) == {"a", "b"}
+    (tmp_path / "card.json").write_text(json.dumps({"counts": {"held_out": 3}}))
+    assert card_held_out(str(tmp_path)) is None
+    assert card_held_out(str(tmp_path / "missing")) is None

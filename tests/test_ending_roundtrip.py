@@ -85,6 +85,8 @@ def test_a_trained_ending_comes_back_from_the_server_as_the_end_marker(
     out = tmp_path / "sim"
     card = json.loads((out / "card.json").read_text())
     assert card["counts"]["ending_pairs"] == 4 and card["adapter"]["file"] == "adapter.gguf"
+    held = card["counts"]["held_out_names"]
+    assert len(held) == card["counts"]["held_out_dialogues"] >= 1 and ending.dialogue not in held
 
     def ask(model: str, messages: list[dict[str, str]]) -> str:
         body = {"model": model, "messages": messages, "temperature": 0, "seed": 0,

@@ -17,7 +17,13 @@ from stores.base import StrategyRecord
 from tests.fakes import scripted, text_reply
 from training import INSTALL_HINT
 from training.encode import IGNORE, encode, encode_fitting
-from training.pairs import build_pairs, dialogue_of, split_by_dialogue, strategy_texts
+from training.pairs import (
+    TrainingPair,
+    build_pairs,
+    dialogue_of,
+    split_by_dialogue,
+    strategy_texts,
+)
 
 LONG = "word " * 300
 
@@ -348,12 +354,37 @@ def ready(tmp_path, inputs, monkeypatch):
         ("--held-out", "nan"),
         ("--epochs", "0"),
         ("--max-steps", "0"),
+        ("--ending-weight", "0"),
     ],
 )
 def test_cli_bad_number_is_one_line_before_anything_starts(capsys, tmp_path, ready, flag, value):
     code, err = train_cli(capsys, *ready, flag, value)
     assert code == 2 and err.startswith(f"error: {flag}") and "\n" not in err
     assert not (tmp_path / "m").exists()
+
+
+def test_cli_ending_weight_without_endings_is_one_line(capsys, tmp_path, ready):
+    code, err = train_cli(capsys, *ready, "--ending-weight", "3")
+    assert (
+        code == 2
+        and err == "error: --ending-weight needs --endings (there are no ending pairs to weigh)"
+    )
+    assert not (tmp_path / "m").exists()
+
+
+def test_ending_pairs_are_repeated_to_their_weight_and_a_too_long_one_is_not():
+    pytest.importorskip("torch")
+    from training.encode import Example
+    from training.pipeline import repeated_endings
+
+    def pair(name: str, *, ending: bool) -> TrainingPair:
+        return TrainingPair(("s", name, 1), name, [], "t", None, ending=ending)
+
+    short, long = Example([1, 2], [1, 2]), Example([1] * 9, [1] * 9)
+    pairs = [(pair("a", ending=False), short), (pair("b", ending=True), short),
+             (pair("c", ending=True), long)]  # fmt: skip
+    assert repeated_endings(pairs, 3, max_length=8) == [short, short]
+    assert repeated_endings(pairs, 1, max_length=8) == []
 
 
 def test_cli_base_that_is_neither_gguf_nor_model_directory_is_one_line(capsys, tmp_path, ready):

@@ -23,7 +23,7 @@ from induction.records import Pair
 from training import TrainingError
 from training.card import write_card
 from training.convert import CONVERTER, convert_adapter, converter_tree, llama_cpp_version
-from training.encode import encode_fitting
+from training.encode import Example, encode_fitting
 from training.job import TrainingInputError, TrainJob, base_format
 from training.loop import LoopSettings, Reporter, latest_checkpoint, train
 from training.model import (
@@ -34,7 +34,7 @@ from training.model import (
     save_base_config,
     with_lora,
 )
-from training.pairs import PairSet, split_by_dialogue
+from training.pairs import PairSet, TrainingPair, split_by_dialogue
 
 ADAPTER = "adapter.gguf"
 PEFT_FILES = ("adapter_config.json", "adapter_model.safetensors")
@@ -99,12 +99,9 @@ def run(
             f"too few pairs to train and hold out: {len(train_examples)} train, "
             f"{len(held_examples)} held out (need dialogues on both sides)"
         )
-    weighted = train_examples + [  # each ending pair `ending_weight` times an epoch
-        e
-        for p in train_pairs
-        if p.ending and len((e := fitted[id(p)][0]).input_ids) <= job.max_length
-        for _ in range(job.ending_weight - 1)
-    ]
+    weighted = train_examples + repeated_endings(
+        [(p, fitted[id(p)][0]) for p in train_pairs], job.ending_weight, job.max_length
+    )
     model = with_lora(base, LoraSettings(**job.lora))
     history = train(
         model, weighted, held_examples, LoopSettings(**job.loop), checkpoints, run_id, report
@@ -173,6 +170,18 @@ def run(
     if history[-1].complete and history[-1].epoch >= job.loop["epochs"]:
         shutil.rmtree(checkpoints, ignore_errors=True)
     return card
+
+
+def repeated_endings(
+    pairs: list[tuple[TrainingPair, Example]], weight: int, max_length: int
+) -> list[Example]:
+    """The extra copies that make each fitting ending pair count `weight` times an epoch."""
+    return [
+        example
+        for pair, example in pairs
+        if pair.ending and len(example.input_ids) <= max_length
+        for _ in range(weight - 1)
+    ]
 
 
 def save_peft(model, out: Path) -> None:
