@@ -65,12 +65,20 @@ class Position:
     history: tuple[dict[str, str], ...]
     ends: bool
     """The real user ended the conversation here (else a real user turn follows)."""
+    source: str = ""
+    """The file the dialogue came from (for the per-source counts)."""
 
 
-def positions(dialogues: Iterable[Dialogue], limit: int | None = None) -> list[Position]:
-    """Every labelled position after an assistant reply (a cut dialogue's last one is skipped)."""
+def positions(
+    dialogues: Iterable[Dialogue | tuple[str, Dialogue]], limit: int | None = None
+) -> list[Position]:
+    """Every labelled position after an assistant reply (a cut dialogue's last one is skipped).
+
+    A dialogue may come as `(source, dialogue)`, which names its source in the positions.
+    """
     found: list[Position] = []
-    for dialogue in dialogues:
+    for item in dialogues:
+        source, dialogue = item if isinstance(item, tuple) else ("", item)
         turns = [{"role": t.role, "content": t.text} for t in dialogue.turns]
         for i, turn in enumerate(turns):
             if turn["role"] != "assistant":
@@ -78,7 +86,7 @@ def positions(dialogues: Iterable[Dialogue], limit: int | None = None) -> list[P
             last = i == len(turns) - 1
             if last and not dialogue.ended_by_user:
                 continue
-            found.append(Position(dialogue.record_id, tuple(turns[: i + 1]), last))
+            found.append(Position(dialogue.record_id, tuple(turns[: i + 1]), last, source))
             if limit is not None and len(found) >= limit:
                 return found
     return found
@@ -227,7 +235,23 @@ def measure(name: str, found: Sequence[Position], strategy: str) -> Scores:
     scores = end_scores([p.ends for p in found], predicted)
     low, high = f1_interval(found, predicted)
     print(f"{name}: {scores} End F1 {scores.f1:.3f} [{low:.2f}, {high:.2f}]")  # noqa: T201
+    print(f"  {name} ended at: {by_source(found, predicted)}")  # noqa: T201
     return scores
+
+
+def by_source(found: Sequence[Position], predicted: Sequence[bool]) -> str:
+    """Say per source how many positions the simulator ended at, real endings among them."""
+    parts = []
+    for source in sorted({p.source for p in found}):
+        mine = [(p, guess) for p, guess in zip(found, predicted, strict=True) if p.source == source]
+        ended = sum(guess for _, guess in mine)
+        right = sum(guess and p.ends for p, guess in mine)
+        real = sum(p.ends for p, _ in mine)
+        parts.append(
+            f"{source or 'dialogues'} {ended} of {len(mine)} positions "
+            f"({right} of {real} real endings)"
+        )
+    return "; ".join(parts)
 
 
 @dataclass(frozen=True)
@@ -374,7 +398,7 @@ def end_part(args: argparse.Namespace, ratio: float | None) -> int:
             kept = held_out_names(args.data)
         dialogues = [(s, d) for s, d in dialogues if ended_dialogue_name(s, d) in kept]
         print(f"held out from training: {len(dialogues)} of the given dialogues")  # noqa: T201
-    found = positions((d for _, d in dialogues), args.limit)
+    found = positions(dialogues, args.limit)
     ends = sum(p.ends for p in found)
     print(f"{len(found)} positions, {ends} real endings")  # noqa: T201
     if not ends:

@@ -8,6 +8,7 @@ import json
 import pytest
 
 from benchmarks.ending import (
+    by_source,
     card_held_out,
     end_scores,
     f1_interval,
@@ -148,3 +149,20 @@ def test_held_out_names_come_from_the_simulator_card_and_an_older_card_has_none(
     (tmp_path / "card.json").write_text(json.dumps({"counts": {"held_out": 3}}))
     assert card_held_out(str(tmp_path)) is None
     assert card_held_out(str(tmp_path / "missing")) is None
+
+
+def test_positions_name_their_source_and_the_counts_are_per_source():
+    found = positions(
+        [("sa.json", dialogue("e", 2, ended=True)), ("oa.jsonl", dialogue("c", 3, ended=False))]
+    )
+    assert [(p.source, p.ends) for p in found] == [
+        ("sa.json", False),
+        ("sa.json", True),
+        ("oa.jsonl", False),
+        ("oa.jsonl", False),
+    ]
+    said = by_source(found, [False, True, True, False])
+    assert said == (
+        "oa.jsonl 1 of 2 positions (0 of 0 real endings); "
+        "sa.json 1 of 2 positions (1 of 1 real endings)"
+    )
