@@ -99,7 +99,7 @@ def test_distribution_temperature():
 
 
 def test_metadata_round_trip_and_version_check():
-    model = RankerModel(np.arange(6, dtype=float), 0.0, pairs=3, cv={"folds": 2})
+    model = RankerModel(np.arange(7, dtype=float), 0.0, pairs=3, cv={"folds": 2})
     again = RankerModel.from_metadata(model.to_metadata())
     assert np.array_equal(again.weights, model.weights) and again.pairs == 3
     with pytest.raises(ValueError, match="unsupported ranker"):
