@@ -6,7 +6,8 @@ abstracts each cluster into one strategy (tier 1), then clusters and abstracts t
 the extractions `extracted`. Every record points to its parent, so any high-level strategy leads
 down to the (source, record_id, turn) keys it was learned from. Each extracted record also gets the
 embedding of the real answer its follow-up reacted to, in `Library.answer_embeddings` (not in the
-store: the store embeds strategy texts only).
+store: the store embeds strategy texts only), and whether that answer held a fenced code block, in
+`Library.answer_code` (`stores.contexts.has_code_block`).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from dialogues.models import Usage
 from induction.abstract import Abstractor, abstract_all
 from induction.cluster import DEFAULT_BLOCK, DEFAULT_THRESHOLD, greedy_cluster
 from stores.base import Level, Provenance, StrategyRecord, StrategyStore
-from stores.contexts import AnswerContext
+from stores.contexts import AnswerContext, has_code_block
 from stores.memory import Embedder, embedder_name
 
 Key = tuple[str, str, int]
@@ -77,6 +78,8 @@ class Library:
     answer_groups: dict[str, str] = field(default_factory=dict)
     """Extracted record id -> digest of the dialogue its answer came from (for the ranker)."""
     usage: Usage = field(default_factory=Usage)
+    answer_code: dict[str, bool] = field(default_factory=dict)
+    """Extracted record id -> whether its real answer held a fenced code block (for the ranker)."""
     fallbacks: dict[str, str] = field(default_factory=dict)
     """Abstraction record id -> why the LLM's phrase was not used."""
 
@@ -93,7 +96,8 @@ class Library:
             while parents.get(top):
                 top = parents[top]
             group = self.answer_groups.get(record_id, "")
-            contexts.append(AnswerContext(record_id, top, vector, group))
+            code = self.answer_code.get(record_id)
+            contexts.append(AnswerContext(record_id, top, vector, group, code))
         return contexts
 
 
@@ -167,7 +171,12 @@ async def build_library(
         if (pair := pairs_by_key.get((item.source, item.record_id, item.turn))) is not None
         and getattr(pair, "history", None)
     }
-    library = Library(list(layer), {}, answers, [], answer_groups=groups)
+    code = {
+        record.id: has_code_block(pair.answer)
+        for item, record in zip(items, layer, strict=True)
+        if (pair := pairs_by_key.get((item.source, item.record_id, item.turn))) is not None
+    }
+    library = Library(list(layer), {}, answers, [], answer_groups=groups, answer_code=code)
     build.under = {r.id: Counter({r.provenance[0].source: 1}) for r in layer}
     for tier in range(1, tiers + 1):
         layer = await build.tier(library, tier, "high" if tier == tiers else "intermediate", layer)

@@ -227,7 +227,11 @@ class ChromaStrategyStore:
 
 
 class ChromaContextIndex:
-    """Answer contexts in their own Chroma collection: an embedding and a strategy id each."""
+    """Answer contexts in their own Chroma collection: an embedding and a strategy id each.
+
+    The metadata also holds the answer's dialogue digest (`group`) and, for libraries built since
+    the ranker's domain-fit feature, its code-block flag (`code`).
+    """
 
     def __init__(self, collection: Any) -> None:
         """Wrap `collection`."""
@@ -240,7 +244,7 @@ class ChromaContextIndex:
             self._collection.upsert(
                 ids=[c.id for c in batch],
                 embeddings=[c.embedding.tolist() for c in batch],
-                metadatas=[{"strategy_id": c.strategy_id, "group": c.group or c.id} for c in batch],
+                metadatas=[_context_metadata(c) for c in batch],
             )
 
     def nearest(self, embedding: Any, n: int) -> list[tuple[str, float]]:
@@ -271,7 +275,24 @@ class ChromaContextIndex:
             strategy_ids=[metas[i]["strategy_id"] for i in order],
             groups=[metas[i].get("group") or found["ids"][i] for i in order],
             vectors=vectors[order] if order else vectors,
+            code=[_code_flag(metas[i].get("code")) for i in order],
         )
+
+
+def _context_metadata(context: AnswerContext) -> dict[str, str | bool]:
+    """A context's Chroma metadata; the code flag only when known (Chroma stores no None)."""
+    meta: dict[str, str | bool] = {
+        "strategy_id": context.strategy_id,
+        "group": context.group or context.id,
+    }
+    if context.code is not None:
+        meta["code"] = context.code
+    return meta
+
+
+def _code_flag(value: object) -> bool | None:
+    """Read a stored code flag: None for a context written before the flag existed."""
+    return None if value is None else bool(value)
 
 
 def open_store(

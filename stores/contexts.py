@@ -2,11 +2,13 @@
 
 Retrieval by context asks "which strategies did real users apply after answers like this one?"
 rather than "which strategy texts look like this answer?". Only embeddings are stored, never the
-answer text.
+answer text; beside each embedding one bit about the text, whether it holds a fenced code block
+(`has_code_block`), which the learned ranker uses as a domain-fit feature.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -19,6 +21,19 @@ from stores.memory import Embedder
 CONTEXT_HITS = 64
 """How many nearest real answers are consulted per query."""
 
+_FENCE = re.compile(r"^[ \t]*(?:```|~~~)", re.MULTILINE)
+
+
+def has_code_block(text: str) -> bool:
+    """Return whether `text` holds a fenced code block: a line starting with ``` or ~~~.
+
+    This is the ranker's own provenance flag, deliberately narrower than and independent of
+    `dialogues.domain` (which also counts unfenced statements): that module is the evaluation's
+    misfit instrument, and a ranker that selected strategies with the rule that scores it would
+    grade its own homework. Leading spaces or tabs before the fence are allowed (Markdown does).
+    """
+    return bool(_FENCE.search(text))
+
 
 @dataclass(frozen=True)
 class AnswerContext:
@@ -29,6 +44,9 @@ class AnswerContext:
     embedding: np.ndarray
     group: str = ""
     """The dialogue the answer came from (a digest, never its text); empty when unknown."""
+    code: bool | None = None
+    """Whether the answer held a fenced code block (`has_code_block`); None when unknown (a
+    library built before the flag existed)."""
 
 
 @dataclass(frozen=True)
@@ -40,6 +58,8 @@ class ContextRows:
     groups: list[str]
     """Each context's dialogue; a context of unknown dialogue is its own group (its id)."""
     vectors: np.ndarray
+    code: list[bool | None]
+    """Each context's code-block flag; None where the library did not record it."""
 
 
 class ContextIndex(Protocol):
@@ -70,6 +90,7 @@ class InMemoryContextIndex:
         self._ids: list[str] = []
         self._strategies: list[str] = []
         self._groups: list[str] = []
+        self._code: list[bool | None] = []
         self._matrix = np.zeros((0, 0), dtype=np.float32)
 
     def add(self, contexts: Sequence[AnswerContext]) -> None:
@@ -81,6 +102,7 @@ class InMemoryContextIndex:
         self._ids += [c.id for c in contexts]
         self._strategies += [c.strategy_id for c in contexts]
         self._groups += [c.group or c.id for c in contexts]
+        self._code += [c.code for c in contexts]
 
     def nearest(self, embedding: np.ndarray, n: int) -> list[tuple[str, float]]:
         """Return the n most similar contexts' strategy ids and similarities."""
@@ -97,7 +119,11 @@ class InMemoryContextIndex:
     def rows(self) -> ContextRows:
         """Return every stored context."""
         return ContextRows(
-            list(self._ids), list(self._strategies), list(self._groups), self._matrix
+            ids=list(self._ids),
+            strategy_ids=list(self._strategies),
+            groups=list(self._groups),
+            vectors=self._matrix,
+            code=list(self._code),
         )
 
 

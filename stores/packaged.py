@@ -1,8 +1,9 @@
 """Libraries shipped inside the package: records, metadata and answer-context embeddings.
 
 A packaged library is a directory with `records.jsonl` (one StrategyRecord per line),
-`metadata.json` and `contexts.npz` (context ids, strategy ids, dialogue digests and float16
-answer embeddings).
+`metadata.json` and `contexts.npz` (context ids, strategy ids, dialogue digests, float16
+answer embeddings and, when every context has one, a `code` bool array: whether the answer held a
+fenced code block; older libraries lack it and load with the flag unknown).
 It holds no dialogue text: only strategy texts written by the pipeline or the team, provenance
 keys, and embeddings of the real answers.
 """
@@ -42,13 +43,15 @@ def export_library(
     (directory / "metadata.json").write_text(
         json.dumps(metadata, ensure_ascii=False, indent=2) + "\n", encoding="utf-8"
     )
-    np.savez_compressed(
-        directory / "contexts.npz",
-        ids=np.array([c.id for c in contexts]),
-        strategy_ids=np.array([c.strategy_id for c in contexts]),
-        groups=np.array([c.group or c.id for c in contexts]),
-        embeddings=np.stack([c.embedding for c in contexts]).astype(np.float16),
-    )
+    arrays = {
+        "ids": np.array([c.id for c in contexts]),
+        "strategy_ids": np.array([c.strategy_id for c in contexts]),
+        "groups": np.array([c.group or c.id for c in contexts]),
+        "embeddings": np.stack([c.embedding for c in contexts]).astype(np.float16),
+    }
+    if contexts and all(c.code is not None for c in contexts):
+        arrays["code"] = np.array([bool(c.code) for c in contexts], dtype=bool)
+    np.savez_compressed(directory / "contexts.npz", **arrays)
 
 
 def read_records(directory: Path) -> list[StrategyRecord]:
@@ -75,11 +78,12 @@ def load_packaged(store: StrategyStore, directory: Path) -> int:
         vectors = data["embeddings"].astype(np.float32)
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True).clip(min=1e-12)
         groups = data["groups"] if "groups" in data.files else data["ids"]
+        code = [bool(c) for c in data["code"]] if "code" in data.files else [None] * len(vectors)
         contexts_index().add(
             [
-                AnswerContext(str(i), str(s), v, str(g))
-                for i, s, v, g in zip(
-                    data["ids"], data["strategy_ids"], vectors, groups, strict=True
+                AnswerContext(str(i), str(s), v, str(g), c)
+                for i, s, v, g, c in zip(
+                    data["ids"], data["strategy_ids"], vectors, groups, code, strict=True
                 )
             ]
         )

@@ -9,14 +9,20 @@ library already stores:
 - `log_support`: log of the strategy's cluster size (the popularity prior);
 - `vote_k8`, `vote_k32`, `vote_k128`: share of the k nearest real answers (softmax-weighted by
   similarity) whose follow-up applied the strategy;
-- `max_context`: similarity of the closest real answer whose follow-up applied it.
+- `max_context`: similarity of the closest real answer whose follow-up applied it;
+- `code_fit`: domain fit by provenance. Each real answer carries one bit, whether it held a fenced
+  code block (`stores.contexts.has_code_block`); a strategy's code share is the smoothed fraction
+  of its real answers that did, (code + 0.5) / (all + 1). For an answer with a code block the
+  feature is log(share), without one log(1 - share): a strategy learned only after code scores low
+  for prose answers. A library whose contexts carry no flags (built before the flag) gives 0.
 
-Because the features describe a pair rather than name a strategy, the weights (six numbers) carry
-over to any library and fit in its metadata. Training features are computed with the
-training answer's own dialogue left out of the neighbours, exactly as a new dialogue will see
-them. The softmax of the scores over the strategies still unused is the ranker's distribution,
-trained by maximum likelihood, so its probabilities mean what they say; a temperature sharpens or
-flattens it.
+Because the features describe a pair rather than name a strategy, the weights (seven numbers)
+carry over to any library and fit in its metadata. A ranker stored with the six features before
+`code_fit` loads with a zero weight for it and scores exactly as before. Training features are
+computed with the training answer's own dialogue left out of the neighbours and of the code
+shares, exactly as a new dialogue will see them. The softmax of the scores over the strategies
+still unused is the ranker's distribution, trained by maximum likelihood, so its probabilities
+mean what they say; a temperature sharpens or flattens it.
 
 Inference is numpy only; training uses scipy's optimiser.
 """
@@ -31,10 +37,20 @@ from typing import Any
 import numpy as np
 
 from stores.base import Candidate, StrategyRecord, StrategyStore
-from stores.contexts import AnswerContext, ContextRows
+from stores.contexts import AnswerContext, ContextRows, has_code_block
 from stores.memory import Embedder
 
-FEATURES = ("cosine", "log_support", "vote_k8", "vote_k32", "vote_k128", "max_context")
+FEATURES = (
+    "cosine",
+    "log_support",
+    "vote_k8",
+    "vote_k32",
+    "vote_k128",
+    "max_context",
+    "code_fit",
+)
+LEGACY_FEATURES = FEATURES[:6]
+"""The features of rankers stored before `code_fit` (same version; loaded with its weight 0)."""
 NEIGHBOURS = ((8, 20.0), (32, 10.0), (128, 5.0))
 """(k, softmax sharpness) of each neighbour vote."""
 VOTE_FLOOR = 1e-3
@@ -53,6 +69,42 @@ class Contexts:
     """(c,) index into the strategy list of the top-level strategy each follow-up applied."""
     groups: np.ndarray
     """(c,) dialogue of each answer (any hashable labels); neighbours never come from the same."""
+    code: np.ndarray | None = None
+    """(c,) bool: the answer held a fenced code block; None when the library did not record it."""
+
+
+def code_fit(
+    answer_code: np.ndarray,
+    strategies: int,
+    contexts: Contexts,
+    answer_groups: np.ndarray | None = None,
+) -> np.ndarray:
+    """Return the (n, m) `code_fit` feature (module docstring); zeros when the contexts lack flags.
+
+    Args:
+        answer_code: (n,) bool, whether each answer holds a fenced code block.
+        strategies: m, the number of strategies.
+        contexts: The real answers the code shares come from.
+        answer_groups: (n,) dialogue labels of the answers (training); a context of the same
+            dialogue is left out of that answer's shares, as it is out of its neighbours.
+    """
+    if contexts.code is None:
+        return np.zeros((len(answer_code), strategies))
+    flags = np.asarray(contexts.code, dtype=np.float64)
+    count = np.bincount(contexts.strategy, minlength=strategies).astype(np.float64)[None, :]
+    coded = np.bincount(contexts.strategy, weights=flags, minlength=strategies)[None, :]
+    if answer_groups is not None and len(contexts.groups):
+        labels, group_index = np.unique(contexts.groups, return_inverse=True)
+        per_group = np.zeros((len(labels), strategies))
+        coded_per_group = np.zeros((len(labels), strategies))
+        np.add.at(per_group, (group_index, contexts.strategy), 1.0)
+        np.add.at(coded_per_group, (group_index, contexts.strategy), flags)
+        where = np.searchsorted(labels, answer_groups).clip(max=len(labels) - 1)
+        known = (labels[where] == answer_groups)[:, None]
+        count = count - np.where(known, per_group[where], 0.0)
+        coded = coded - np.where(known, coded_per_group[where], 0.0)
+    share = (coded + 0.5) / (count + 1.0)
+    return np.where(np.asarray(answer_code, dtype=bool)[:, None], np.log(share), np.log1p(-share))
 
 
 def pair_features(
@@ -62,6 +114,7 @@ def pair_features(
     contexts: Contexts,
     *,
     answer_groups: np.ndarray | None = None,
+    answer_code: np.ndarray | None = None,
 ) -> np.ndarray:
     """Return the (n, m, len(FEATURES)) features of every (answer, strategy) pair.
 
@@ -72,6 +125,8 @@ def pair_features(
         contexts: The real answers the votes come from.
         answer_groups: (n,) dialogue labels of `answers`; a context of the same dialogue is not a
             neighbour (training). None for new answers.
+        answer_code: (n,) bool, whether each answer holds a fenced code block; None when unknown
+            (then `code_fit` is 0).
     """
     n, m = len(answers), len(strategies)
     sims = answers @ contexts.vectors.T if len(contexts.vectors) else np.zeros((n, 0))
@@ -101,6 +156,11 @@ def pair_features(
         if mask.any():
             closest[:, j] = finite[:, mask].max(axis=1)
     columns.append(closest)
+    columns.append(
+        np.zeros((n, m))
+        if answer_code is None
+        else code_fit(answer_code, m, contexts, answer_groups)
+    )
     return np.stack(columns, axis=2)
 
 
@@ -146,15 +206,24 @@ class RankerModel:
     def from_metadata(cls, data: dict[str, Any]) -> RankerModel:
         """Rebuild from `to_metadata` output.
 
+        A ranker stored with `LEGACY_FEATURES` (before `code_fit`) gets a zero weight for the new
+        feature, so it scores every pair exactly as it did.
+
         Raises:
             ValueError: The data was written by another ranker version or for other features.
         """
-        if data.get("version") != RANKER_VERSION or list(data.get("features", [])) != list(
-            FEATURES
+        features = list(data.get("features", []))
+        if data.get("version") != RANKER_VERSION or features not in (
+            list(FEATURES),
+            list(LEGACY_FEATURES),
         ):
             raise ValueError(f"unsupported ranker (version {data.get('version')!r})")
+        weights = np.asarray(data["weights"], dtype=np.float64)
+        if len(weights) != len(features):
+            raise ValueError(f"unsupported ranker ({len(weights)} weights for {len(features)})")
+        weights = np.concatenate([weights, np.zeros(len(FEATURES) - len(features))])
         return cls(
-            weights=np.asarray(data["weights"], dtype=np.float64),
+            weights=weights,
             bias=float(data["bias"]),
             pairs=int(data.get("pairs", 0)),
             cv=dict(data.get("cv", {})),
@@ -224,7 +293,7 @@ def train_ranker(
     """
     if len(contexts.vectors) < 2 or len(strategies) < 2:
         raise ValueError("a ranker needs at least two answer contexts and two strategies")
-    labels, groups = contexts.strategy, contexts.groups
+    labels, groups, code = contexts.strategy, contexts.groups, contexts.code
     unique = np.unique(groups)
     rng = np.random.default_rng(seed)
     fold_of = dict(
@@ -240,12 +309,29 @@ def train_ranker(
     prior = np.log(support)[None, :] + 1e-9 * -np.arange(len(support))[None, :]
     for fold in np.unique(assignment):
         train, test = assignment != fold, assignment == fold
-        known = Contexts(contexts.vectors[train], labels[train], groups[train])
+        known = Contexts(
+            contexts.vectors[train],
+            labels[train],
+            groups[train],
+            None if code is None else code[train],
+        )
         fit_features = pair_features(
-            contexts.vectors[train], strategies, support, known, answer_groups=groups[train]
+            contexts.vectors[train],
+            strategies,
+            support,
+            known,
+            answer_groups=groups[train],
+            answer_code=None if code is None else code[train],
         )
         weights, bias = _fit(fit_features, labels[train], l2)
-        scores = pair_features(contexts.vectors[test], strategies, support, known) @ weights + bias
+        test_features = pair_features(
+            contexts.vectors[test],
+            strategies,
+            support,
+            known,
+            answer_code=None if code is None else code[test],
+        )
+        scores = test_features @ weights + bias
         learned = ranks_of(scores, labels[test])
         popular = ranks_of(np.broadcast_to(prior, scores.shape), labels[test])
         by_fold["learned_r8"].append(float(np.mean(learned <= RECALL_K)))
@@ -268,7 +354,7 @@ def train_ranker(
         "strategies": len(strategies),
     }
     all_features = pair_features(
-        contexts.vectors, strategies, support, contexts, answer_groups=groups
+        contexts.vectors, strategies, support, contexts, answer_groups=groups, answer_code=code
     )
     weights, bias = _fit(all_features, labels, l2)
     return RankerModel(
@@ -336,8 +422,11 @@ class LearnedRetriever:
     ) -> list[Ranked]:
         """Return every unused strategy, most likely first, with probabilities at `temperature`."""
         query = np.asarray(self.embedding.embed([text])[0], dtype=np.float64)
+        code = np.array([has_code_block(text)])
         logits = self.model.logits(
-            pair_features(query[None, :], self.vectors, self.support, self.contexts)
+            pair_features(
+                query[None, :], self.vectors, self.support, self.contexts, answer_code=code
+            )
         )[0]
         keep = [i for i, r in enumerate(self.records) if r.id not in exclude]
         if not keep:
@@ -373,15 +462,20 @@ def store_inputs(
 def ranker_inputs(
     records: Sequence[StrategyRecord], rows: ContextRows, embedding: Embedder
 ) -> tuple[list[StrategyRecord], np.ndarray, Contexts] | None:
-    """Tie answer contexts to the top-level records; None when none of them has a context."""
+    """Tie answer contexts to the top-level records; None when none of them has a context.
+
+    The contexts' code flags are used only when every kept context has one (else `code_fit` is 0).
+    """
     index_of = {r.id: i for i, r in enumerate(records)}
     keep = [i for i, sid in enumerate(rows.strategy_ids) if sid in index_of]
     if not records or not keep:
         return None
+    flags = [rows.code[i] for i in keep]
     contexts = Contexts(
         vectors=np.asarray(rows.vectors[keep], dtype=np.float64),
         strategy=np.array([index_of[rows.strategy_ids[i]] for i in keep]),
         groups=np.array([rows.groups[i] for i in keep]),
+        code=None if None in flags else np.array(flags, dtype=bool),
     )
     vectors = np.asarray(embedding.embed([r.text for r in records]), dtype=np.float64)
     return list(records), vectors, contexts
@@ -405,6 +499,7 @@ def train_for(
         strategy_ids=[c.strategy_id for c in contexts],
         groups=[c.group or c.id for c in contexts],
         vectors=np.stack([c.embedding for c in contexts]) if contexts else np.zeros((0, 0)),
+        code=[c.code for c in contexts],
     )
     return _train(ranker_inputs(records, rows, embedding), seed)
 

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
 from stores.base import StrategyRecord
 from stores.chroma import ChromaStrategyStore, connect
-from stores.contexts import AnswerContext, ContextRetriever, InMemoryContextIndex
+from stores.contexts import (
+    AnswerContext,
+    ContextRetriever,
+    InMemoryContextIndex,
+    has_code_block,
+)
 from stores.memory import HashingEmbedding, InMemoryStrategyStore
+from stores.packaged import export_library, load_packaged
 
 EMB = HashingEmbedding()
 RECORDS = [
@@ -83,3 +91,73 @@ def test_in_memory_nearest_orders_by_cosine():
         ]
     )
     assert [s for s, _ in index.nearest(np.array([0.0, 1.0]), 2)] == ["s2", "s1"]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Here:\n```python\nprint(1)\n```\n", True),
+        ("  ~~~\nls -l\n~~~", True),
+        ("```\nno language\n```", True),
+        ("Use the `print` function inline.", False),
+        ("The fence ``` in the middle of a line is not a block.", False),
+        ("def f():\n    return 1", False),  # unfenced code: not this flag's business
+    ],
+)
+def test_has_code_block_means_a_fenced_block(text, expected):
+    assert has_code_block(text) is expected
+
+
+def flagged_contexts():
+    return [
+        AnswerContext("c1", "example", EMB.embed(["one"])[0], "d1", True),
+        AnswerContext("c2", "doubt", EMB.embed(["two"])[0], "d1", False),
+        AnswerContext("c3", "steps", EMB.embed(["three"])[0], "d2", None),
+    ]
+
+
+@pytest.mark.parametrize("kind", ["memory", "chroma"])
+def test_the_code_flag_round_trips_through_the_context_index(kind, tmp_path):
+    if kind == "memory":
+        index = InMemoryContextIndex()
+    else:
+        index = ChromaStrategyStore(connect(tmp_path), "t", EMB, str(tmp_path)).contexts()
+    index.add(flagged_contexts())
+    rows = index.rows()
+    assert rows.ids == ["c1", "c2", "c3"]
+    assert rows.code == [True, False, None]
+    assert rows.groups == ["d1", "d1", "d2"]
+
+
+def test_a_chroma_context_rewritten_with_a_flag_keeps_it(tmp_path):
+    _, index = chroma_setup(tmp_path)
+    index.add(flagged_contexts())  # upsert by id
+    assert index.count() == 3 and index.rows().code == [True, False, None]
+
+
+def test_an_old_chroma_context_without_the_flag_reads_as_unknown(tmp_path):
+    store, index = chroma_setup(tmp_path)  # `contexts()`: added with no flag
+    assert index.rows().code == [None, None, None]
+
+
+def packaged_round_trip(tmp_path, contexts_to_write):
+    store = InMemoryStrategyStore("t", EMB)
+    export_library(tmp_path / "lib", RECORDS, {"name": "t"}, contexts_to_write)
+    load_packaged(store, tmp_path / "lib")
+    return store.contexts().rows(), np.load(tmp_path / "lib" / "contexts.npz")
+
+
+def test_the_code_flag_round_trips_through_a_packaged_library(tmp_path):
+    flagged = [replace(c, code=c.code is not False) for c in flagged_contexts()]
+    rows, data = packaged_round_trip(tmp_path, flagged)
+    assert data["code"].dtype == bool and data["code"].tolist() == [True, False, True]
+    assert rows.code == [True, False, True]
+
+
+def test_a_packaged_library_without_flags_loads_them_as_unknown(tmp_path):
+    rows, data = packaged_round_trip(tmp_path, contexts())  # as written before the flag
+    assert "code" not in data.files
+    assert rows.code == [None, None, None]
+    # one unknown flag: the array is left out rather than guessed
+    rows, data = packaged_round_trip(tmp_path, flagged_contexts())
+    assert "code" not in data.files and rows.code == [None, None, None]

@@ -15,7 +15,13 @@ from induction.abstract import (
     centroid_index,
     check_abstraction,
 )
-from induction.library import Library, build_library_sync, save_library, source_digests
+from induction.library import (
+    Library,
+    build_library_sync,
+    extracted_record_id,
+    save_library,
+    source_digests,
+)
 from stores.base import StrategyRecord
 from stores.memory import HashingEmbedding, InMemoryStrategyStore
 from tests.fakes import scripted, tool_reply
@@ -288,3 +294,14 @@ def test_real_extraction_and_pair_objects():
     np.testing.assert_allclose(library.answer_embeddings[record.id], EMB.embed([pair.answer])[0])
     assert [r.level for r in library.records] == ["extracted", "intermediate", "high"]
     assert library.metadata["extraction"] == "unknown"
+
+
+def test_answer_contexts_carry_whether_the_real_answer_held_a_fenced_code_block():
+    given = pairs()
+    coded = extractions()[1].key
+    given[coded] = FakePair(*coded, "Try this:\n```python\nprint('hi')\n```")
+    library = build_library_sync(extractions(), given, EMB, CentroidAbstractor(), concurrency=1)
+    by_id = {c.id: c for c in library.answer_contexts()}
+    flags = {key: by_id[extracted_record_id(*key)].code for key in given}
+    assert flags[coded] is True
+    assert [flag for key, flag in flags.items() if key != coded] == [False] * 4

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -17,10 +18,14 @@ from stores.contexts import AnswerContext, ContextRetriever
 from stores.memory import InMemoryStrategyStore
 from stores.packaged import export_library, load_packaged
 from stores.ranker import (
+    FEATURES,
+    LEGACY_FEATURES,
     Contexts,
     LearnedRetriever,
     RankerModel,
+    code_fit,
     distribution,
+    pair_features,
     ranks_of,
     train_for_store,
     train_ranker,
@@ -55,8 +60,6 @@ def test_the_ranker_finds_the_strategy_that_follows_from_the_answer():
     rng = np.random.default_rng(1)
     topics = np.arange(len(centres)).repeat(5)
     answers = unit(centres[topics] + 0.1 * rng.normal(size=(len(topics), centres.shape[1])))
-    from stores.ranker import pair_features
-
     scores = model.logits(pair_features(answers, strategies, np.full(10, 12.0), contexts))
     ranks = ranks_of(scores, topics)
     assert np.mean(ranks == 1) > 0.9
@@ -99,7 +102,7 @@ def test_distribution_temperature():
 
 
 def test_metadata_round_trip_and_version_check():
-    model = RankerModel(np.arange(6, dtype=float), 0.0, pairs=3, cv={"folds": 2})
+    model = RankerModel(np.arange(7, dtype=float), 0.0, pairs=3, cv={"folds": 2})
     again = RankerModel.from_metadata(model.to_metadata())
     assert np.array_equal(again.weights, model.weights) and again.pairs == 3
     with pytest.raises(ValueError, match="unsupported ranker"):
@@ -250,3 +253,104 @@ def test_the_default_strategist_on_a_library_without_a_ranker_says_what_to_do():
     models = {role: ScriptedChatModel(script=[]) for role in ("simulator", "critic", "assistant")}
     agents = build_agents(Session(settings, store=with_ranker, chat_models=models))
     assert isinstance(agents.strategist, LearnedStrategist)
+
+
+def test_code_fit_is_the_log_of_the_smoothed_code_share_by_provenance():
+    # strategy 0: three contexts, two with code; strategy 1: one context, no code
+    contexts = Contexts(
+        vectors=np.eye(4),
+        strategy=np.array([0, 0, 0, 1]),
+        groups=np.array(["d1", "d2", "d3", "d3"]),
+        code=np.array([True, True, False, False]),
+    )
+    shares = np.array([2.5 / 4, 0.5 / 2])
+    fit = code_fit(np.array([True, False]), 2, contexts)
+    np.testing.assert_allclose(fit, [np.log(shares), np.log(1 - shares)])
+    # training: an answer's own dialogue is left out of the shares (d3: strategy 0 has 2 of 2)
+    left_out = code_fit(np.array([True]), 2, contexts, answer_groups=np.array(["d3"]))
+    np.testing.assert_allclose(left_out, [[np.log(2.5 / 3), np.log(0.5 / 1)]])
+    # the same in the full features: the last column; unknown flags give 0
+    features = pair_features(
+        np.eye(4)[:2], np.eye(4)[:2], np.ones(2), contexts, answer_code=np.array([True, False])
+    )
+    assert features.shape == (2, 2, len(FEATURES)) and FEATURES[-1] == "code_fit"
+    np.testing.assert_allclose(features[:, :, -1], fit)
+    unknown = Contexts(contexts.vectors, contexts.strategy, contexts.groups)
+    assert not pair_features(
+        np.eye(4)[:2], np.eye(4)[:2], np.ones(2), unknown, answer_code=np.array([True, False])
+    )[:, :, -1].any()
+    assert not pair_features(np.eye(4)[:2], np.eye(4)[:2], np.ones(2), contexts)[:, :, -1].any()
+
+
+def test_a_ranker_stored_before_code_fit_scores_exactly_as_before():
+    old_weights = [4.573543, 0.520129, 0.07589, 0.110707, 0.672215, -3.622338]
+    old = {
+        "version": 1,
+        "features": list(LEGACY_FEATURES),
+        "weights": old_weights,
+        "bias": 0.0,
+        "pairs": 10,
+        "cv": {},
+    }
+    model = RankerModel.from_metadata(old)
+    assert model.weights.tolist() == [*old_weights, 0.0]
+    _, strategies, contexts = synthetic(2)
+    flagged = replace(contexts, code=np.arange(len(contexts.strategy)) % 3 == 0)
+    answers = contexts.vectors[:20]
+    features = pair_features(
+        answers, strategies, np.full(10, 12.0), flagged, answer_code=np.arange(20) % 2 == 0
+    )
+    assert np.abs(features[:, :, -1]).min() > 0  # the new feature is there, and ignored
+    before = features[:, :, : len(LEGACY_FEATURES)] @ np.array(old_weights)
+    np.testing.assert_allclose(model.logits(features), before, rtol=0, atol=1e-12)
+    assert (np.argsort(-model.logits(features), axis=1) == np.argsort(-before, axis=1)).all()
+    with pytest.raises(ValueError, match="unsupported ranker"):
+        RankerModel.from_metadata({**old, "weights": old_weights[:5]})
+    with pytest.raises(ValueError, match="unsupported ranker"):
+        RankerModel.from_metadata({**old, "features": list(LEGACY_FEATURES[:5])})
+
+
+def code_rule_store(flags: bool) -> InMemoryStrategyStore:
+    """Answers with a fenced code block were followed by strategy `s0`, all others by `s1`.
+
+    Every vector is random, so neither the strategy texts nor the neighbours can tell the two
+    apart: only the answers' code flags can (when the contexts carry them).
+    """
+    rng = np.random.default_rng(4)
+    dim, answers = 24, 80
+    table = {f"strategy {i}": v for i, v in enumerate(unit(rng.normal(size=(6, dim))))}
+    vectors = unit(rng.normal(size=(answers + 10, dim)))
+    table |= {"```\ncode answer\n```": vectors[answers], "a prose answer": vectors[answers + 1]}
+    store = InMemoryStrategyStore("code", VectorEmbedding(table))
+    store.add([StrategyRecord(id=f"s{i}", text=f"strategy {i}", support=40) for i in range(6)])
+    code = np.arange(answers) % 2 == 0
+    store.contexts().add(
+        [
+            AnswerContext(
+                f"c{n}", "s0" if c else "s1", vectors[n], f"d{n // 2}", c if flags else None
+            )
+            for n, c in enumerate(code)
+        ]
+    )
+    store.set_metadata({"ranker": train_for_store(store).to_metadata()})
+    return store
+
+
+def test_the_code_flag_lets_the_ranker_follow_the_domain_of_the_answer():
+    store = code_rule_store(flags=True)
+    model = RankerModel.from_metadata(store.metadata()["ranker"])
+    assert model.weights[-1] > 1.0
+    assert model.cv["mean_rank"]["learned"] < 1.1  # s0 or s1 first, by the flag alone
+    retriever = choose_retriever(store, "learned")
+    assert retriever.rank("```\ncode answer\n```")[0].record.id == "s0"
+    assert retriever.rank("a prose answer")[0].record.id == "s1"
+
+
+def test_without_flags_the_ranker_cannot_tell_code_answers_apart():
+    store = code_rule_store(flags=False)
+    model = RankerModel.from_metadata(store.metadata()["ranker"])
+    assert model.weights[-1] == 0.0
+    assert model.cv["mean_rank"]["learned"] > 1.3
+    retriever = choose_retriever(store, "learned")
+    first = {retriever.rank(t)[0].record.id for t in ("```\ncode answer\n```", "a prose answer")}
+    assert len(first) == 1  # the same strategy first for both: the rule is invisible
