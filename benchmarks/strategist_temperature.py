@@ -54,7 +54,9 @@ def curve(logits: np.ndarray, programming: np.ndarray, code: np.ndarray, tempera
         misfit = (probs[:, programming].sum(axis=1) * ~code).mean()
         top = np.take_along_axis(probs, order[:, :SHOWN], axis=1).sum(axis=1).mean()
         with np.errstate(divide="ignore", invalid="ignore"):
-            per_draw = -np.nansum(np.where(probs > 0, probs * np.log2(probs), 0), axis=1).mean()
+            per_draw = max(
+                0.0, -np.nansum(np.where(probs > 0, probs * np.log2(probs), 0), axis=1).mean()
+            )
             pooled = probs.mean(axis=0)
             dataset = -np.sum(np.where(pooled > 0, pooled * np.log2(pooled), 0))
         rows.append((t, misfit, top, per_draw, dataset / np.log2(logits.shape[1])))
