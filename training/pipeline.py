@@ -82,13 +82,18 @@ def run(
         **describe_base(base),
     }
     train_pairs, held_pairs = split_by_dialogue(pair_set.pairs, job.held_out, job.loop["seed"])
-    fitted = {
-        id(p): encode_fitting(tokenizer, p.messages, p.target, job.max_length, job.history_tokens)
-        for p in (*train_pairs, *held_pairs)
-    }
-    train_examples = [fitted[id(p)][0] for p in train_pairs]
-    held_examples = [fitted[id(p)][0] for p in held_pairs]
-    trimmed = sum(was_trimmed for _, was_trimmed in fitted.values())
+
+    def fit(pairs: list[TrainingPair]) -> list[tuple[Example, bool]]:
+        return [
+            encode_fitting(tokenizer, p.messages, p.target, job.max_length, job.history_tokens)
+            for p in pairs
+        ]
+
+    train_fitted, held_fitted = fit(train_pairs), fit(held_pairs)
+    train_encoded = [example for example, _ in train_fitted]
+    train_examples = list(train_encoded)
+    held_examples = [example for example, _ in held_fitted]
+    trimmed = sum(was_trimmed for _, was_trimmed in (*train_fitted, *held_fitted))
     too_long = sum(len(e.input_ids) > job.max_length for e in train_examples + held_examples)
     train_examples = [e for e in train_examples if len(e.input_ids) <= job.max_length]
     held_examples = [e for e in held_examples if len(e.input_ids) <= job.max_length]
@@ -100,7 +105,7 @@ def run(
             f"{len(held_examples)} held out (need dialogues on both sides)"
         )
     weighted = train_examples + repeated_endings(
-        [(p, fitted[id(p)][0]) for p in train_pairs], job.ending_weight, job.max_length
+        list(zip(train_pairs, train_encoded, strict=True)), job.ending_weight, job.max_length
     )
     model = with_lora(base, LoraSettings(**job.lora))
     history = train(
@@ -125,8 +130,8 @@ def run(
             {
                 "ending_pairs": sum(p.ending for p in pair_set.pairs),
                 "ending_pairs_trained": sum(
-                    p.ending and len(fitted[id(p)][0].input_ids) <= job.max_length
-                    for p in train_pairs
+                    p.ending and len(e.input_ids) <= job.max_length
+                    for p, e in zip(train_pairs, train_encoded, strict=True)
                 ),
             }
             if job.endings
