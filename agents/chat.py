@@ -21,6 +21,7 @@ from langchain_core.messages import AIMessage, BaseMessage, SystemMessage
 from langchain_core.messages.utils import count_tokens_approximately
 from pydantic import BaseModel, Field, ValidationError
 
+from agents.prompt_logprobs import InvalidScore, ScoringUnsupported, score_with_prompt_logprobs
 from dialogues.errors import ServiceError
 from dialogues.messages import to_openai
 from dialogues.models import Usage
@@ -143,6 +144,8 @@ class _Scoring:
     """Whether the server scores replies; shared by a client and its `seeded` copies."""
 
     available: bool = True
+    route: str = "ideas"
+    """`ideas` (the embedded server's endpoint) or `prompt_logprobs` (`agents.prompt_logprobs`)."""
 
 
 class EndpointLimit:
@@ -259,9 +262,11 @@ class ChatClient:
         The server renders `messages` with the model's chat template and sums the natural-log
         probabilities of the continuation's tokens (`POST {base_url}/ideas/score`, served by the
         embedded server, `runtime/llama_server.py`); the model name selects an adapter as a
-        chat completion's does. `messages` are sent as given: fit them first (`fit`) to score a
-        reply to what `text` sent. A server without that endpoint (404 or 405), or a chat model
-        that is no OpenAI client, gives None, with one notice, and is not asked again.
+        chat completion's does. A server without that endpoint (404 or 405) is asked for prompt
+        log-probabilities instead, as vLLM returns them (`agents.prompt_logprobs`). `messages`
+        are sent as given: fit them first (`fit`) to score a reply to what `text` sent. A server
+        that can do neither, or a chat model that is no OpenAI client, gives None, with one
+        notice, and is not asked again.
 
         Raises:
             ModelError: If the server fails otherwise, or answers something that is no score.
@@ -271,34 +276,76 @@ class ChatClient:
         client = getattr(self.model, "root_async_client", None)
         if not isinstance(client, openai.AsyncOpenAI):
             return self._unscored(f"{model_name(self.model)} is not an OpenAI-compatible client")
-        body = {
-            "model": model_name(self.model),
-            "messages": to_openai(messages),
-            "continuation": continuation,
-        }
+        route = self._scoring.route
         slot: AbstractAsyncContextManager = self.limit.slot() if self.limit else nullcontext()
         async with slot:
             started = time.perf_counter()
             try:
                 async with asyncio.timeout(self.timeout):
-                    raw = await client.post(SCORE_PATH, cast_to=object, body=body)
+                    if route == "ideas":
+                        reply = await self._score_endpoint(client, messages, continuation)
+                    else:
+                        reply = await self._score_prompt_logprobs(client, messages, continuation)
             except TimeoutError:
                 raise ModelError(
                     f"{self._server()} did not score a reply within {self.timeout:g} s"
                 ) from None
             except openai.APIStatusError as exc:
-                if exc.status_code in (404, 405):
-                    return self._unscored(f"{self._server()} does not serve {SCORE_PATH}")
-                raise self._model_error(exc) from None
+                if route == "ideas" and exc.status_code in (404, 405):
+                    self._scoring.route = "prompt_logprobs"
+                    reply = None
+                elif route != "ideas" and exc.status_code in (400, 404, 405, 422):
+                    return self._unscored(
+                        f"{self._server()} serves neither {SCORE_PATH} nor prompt "
+                        f"log-probabilities ({exc.status_code}: {_short(exc.message)})"
+                    )
+                else:
+                    raise self._model_error(exc) from None
+            except ScoringUnsupported as exc:
+                return self._unscored(f"{self._server()} cannot score replies: {exc}")
             except (ReplyTooLarge, openai.OpenAIError) as exc:
                 raise self._model_error(exc) from None
             seconds = time.perf_counter() - started
+        if reply is None:  # no scoring endpoint: ask for prompt log-probabilities once
+            return await self.score(messages, continuation)
+        return Scored(
+            reply.logprob,
+            Usage(1, reply.prompt_tokens + reply.tokens, 0, seconds, reply.cached_tokens),
+        )
+
+    async def _score_endpoint(
+        self, client: openai.AsyncOpenAI, messages: Sequence[BaseMessage], continuation: str
+    ) -> ScoreReply:
+        """Ask the embedded server's scoring endpoint (`SCORE_PATH`)."""
+        body = {
+            "model": model_name(self.model),
+            "messages": to_openai(messages),
+            "continuation": continuation,
+        }
+        raw = await client.post(SCORE_PATH, cast_to=object, body=body)
         try:
-            reply = ScoreReply.model_validate(raw)
+            return ScoreReply.model_validate(raw)
         except ValidationError as exc:
             raise ModelError(f"model server sent an invalid score: {_short(str(exc))}") from None
-        prompt = reply.prompt_tokens + reply.tokens
-        return Scored(reply.logprob, Usage(1, prompt, 0, seconds, reply.cached_tokens))
+
+    async def _score_prompt_logprobs(
+        self, client: openai.AsyncOpenAI, messages: Sequence[BaseMessage], continuation: str
+    ) -> ScoreReply:
+        """Sum the reply's prompt log-probabilities (`agents.prompt_logprobs`, vLLM's API)."""
+
+        async def post(url: str, body: dict) -> object:
+            return await client.post(url, cast_to=object, body=body)
+
+        try:
+            logprob, prompt = await score_with_prompt_logprobs(
+                post, str(client.base_url), model_name(self.model), to_openai(messages),
+                continuation,
+            )  # fmt: skip
+        except InvalidScore as exc:
+            raise ModelError(
+                f"model server sent invalid prompt log-probabilities: {_short(str(exc))}"
+            ) from None
+        return ScoreReply(logprob=logprob, tokens=0, prompt_tokens=prompt)
 
     def _model_error(self, exc: ReplyTooLarge | openai.OpenAIError) -> ModelError:
         """The one-line error for a failed request to the model server."""

@@ -265,9 +265,86 @@ def test_a_server_without_the_endpoint_gives_none_with_one_notice(status, caplog
         assert asyncio.run(chat.score(DIALOGUE, "Why?")) is None
         assert asyncio.run(seeded.score(DIALOGUE, "Why?")) is None
 
-    assert len(requests) == 1  # not asked again, by the client or its seeded copies
+    # the endpoint, then the prompt log-probabilities route's first request; never again, by the
+    # client or its seeded copies
+    assert [r["url"] for r in requests] == [
+        "http://scores.test/v1/ideas/score",
+        "http://scores.test/tokenize",
+    ]
     notices = [r.getMessage() for r in caplog.records]
-    assert len(notices) == 1 and "does not serve /ideas/score" in notices[0]
+    assert len(notices) == 1
+    assert "serves neither /ideas/score nor prompt log-probabilities" in notices[0]
+
+
+# --- prompt log-probabilities, as vLLM returns them -----------------------------------------
+
+HISTORY_TOKENS = [1, 5, 9, 2, 7]
+"""The history with the generation prompt, tokenized."""
+REPLY_TOKENS = [11, 12]
+"""The reply's own tokens: the continued chat is HISTORY_TOKENS + REPLY_TOKENS."""
+
+
+def vllm_like(request: httpx.Request, *, prefix=HISTORY_TOKENS, logprobs=None) -> httpx.Response:
+    """Answer as vLLM does: no /ideas/score, /tokenize at the root, prompt_logprobs on chat."""
+    body = json.loads(request.content)
+    full = HISTORY_TOKENS + REPLY_TOKENS
+    if request.url.path == "/v1/ideas/score":
+        return httpx.Response(404, json={"detail": "Not Found"})
+    if request.url.path == "/tokenize":
+        tokens = full if body.get("continue_final_message") else prefix
+        return httpx.Response(200, json={"count": len(tokens), "tokens": tokens})
+    if request.url.path == "/v1/chat/completions":
+        found = (
+            logprobs
+            or [None]
+            + [
+                {str(t): {"logprob": -0.5 if i < len(HISTORY_TOKENS) else -1.25, "rank": 1}}
+                for i, t in enumerate(full)
+            ][1:]
+        )
+        return httpx.Response(200, json={"choices": [], "prompt_logprobs": found})
+    return httpx.Response(500, json={})
+
+
+def test_without_the_endpoint_the_reply_tokens_prompt_logprobs_are_summed():
+    chat, requests = scoring_client(vllm_like)
+    scored = asyncio.run(chat.score(DIALOGUE, "Why?"))
+
+    assert scored.logprob == pytest.approx(-2.5)  # the two reply tokens only, not the history
+    assert scored.usage.input_tokens == len(HISTORY_TOKENS + REPLY_TOKENS)
+    history = [
+        {"role": "user", "content": DIALOGUE[0].text},
+        {"role": "assistant", "content": DIALOGUE[1].text},
+    ]
+    continued = [*history, {"role": "assistant", "content": "Why?"}]
+    assert [(r["url"], r["body"]) for r in requests[1:]] == [
+        ("http://scores.test/tokenize",
+         {"model": "simulator", "messages": history, "add_generation_prompt": True}),
+        ("http://scores.test/tokenize",
+         {"model": "simulator", "messages": continued, "add_generation_prompt": False,
+          "continue_final_message": True}),
+        ("http://scores.test/v1/chat/completions",
+         {"model": "simulator", "messages": continued, "add_generation_prompt": False,
+          "continue_final_message": True, "max_tokens": 1, "temperature": 0,
+          "prompt_logprobs": 0}),
+    ]  # fmt: skip
+    again = asyncio.run(chat.score(DIALOGUE, "How?"))  # the route is remembered
+    assert again.logprob == pytest.approx(-2.5) and requests[4]["url"].endswith("/tokenize")
+
+
+def test_a_template_that_rewrites_the_history_is_not_scored(caplog):
+    chat, _ = scoring_client(lambda r: vllm_like(r, prefix=[1, 5, 9, 3]))
+    with caplog.at_level(logging.WARNING, logger="agents.chat"):
+        assert asyncio.run(chat.score(DIALOGUE, "Why?")) is None
+    assert "does not continue the history as a prefix" in caplog.records[0].getMessage()
+
+
+def test_prompt_logprobs_without_the_reply_token_are_a_model_error():
+    full = HISTORY_TOKENS + REPLY_TOKENS
+    wrong = [None] + [{"999": {"logprob": -1.0}} for _ in full[1:]]
+    chat, _ = scoring_client(lambda r: vllm_like(r, logprobs=wrong))
+    with pytest.raises(ModelError, match="^model server sent invalid prompt log-probabilities"):
+        asyncio.run(chat.score(DIALOGUE, "Why?"))
 
 
 @pytest.mark.parametrize(
