@@ -73,6 +73,46 @@ def test_loss_falls_and_a_killed_run_resumes_from_its_last_epoch(tmp_path):
     assert other[0].steps == 0 and events[-1] != "resume"  # another run's checkpoint is not resumed
 
 
+class Killed(Exception):
+    pass
+
+
+def test_a_run_killed_inside_an_epoch_resumes_there_and_ends_as_an_unbroken_run(tmp_path):
+    data, held = examples(16), examples(20)[16:]
+    settings = LoopSettings(
+        epochs=2, learning_rate=3e-2, accumulation=2, warmup_steps=1, checkpoint_steps=3
+    )  # 8 steps an epoch: checkpoints inside epoch 1 at steps 3 and 6, inside epoch 2 at 9, 12
+    unbroken_model = tiny_model()
+    unbroken = train(unbroken_model, data, held, settings, tmp_path / "a", "r", quiet)
+
+    def kill_at_step_5(event, progress):
+        if event == "step" and progress.step == 5:
+            raise Killed
+
+    with pytest.raises(Killed):
+        train(tiny_model(), data, held, settings, tmp_path / "b", "r", kill_at_step_5)
+    directory, state = latest_checkpoint(tmp_path / "b")
+    assert directory.name == "epoch-1.step-3" and state["within"]["next"] == 6
+    events = []
+    resumed_model = tiny_model()
+    resumed = train(
+        resumed_model, data, held, settings, tmp_path / "b", "r", lambda e, p: events.append(e)
+    )
+
+    assert events[0] == "resume" and events.count("step") == 13  # steps 4-16, not 1-16
+    same = ("epoch", "steps", "held_out_loss", "train_loss", "tokens", "complete")
+    assert [[getattr(h, k) for k in same] for h in resumed] == [
+        [getattr(h, k) for k in same] for h in unbroken
+    ]
+    for (name, a), b in zip(
+        unbroken_model.named_parameters(), resumed_model.parameters(), strict=True
+    ):
+        if a.requires_grad:
+            assert torch.equal(a, b), name
+    assert latest_checkpoint(tmp_path / "b")[0].name == "epoch-2"  # the older ones are gone
+    assert [d.name for d in (tmp_path / "b").iterdir()] == ["epoch-2"]
+
+
 def test_max_steps_cuts_the_run_without_an_epoch_checkpoint(tmp_path):
     settings = LoopSettings(epochs=2, learning_rate=3e-2, accumulation=4, max_steps=3)
     history = train(tiny_model(), examples(16), examples(18)[16:], settings, tmp_path, "r", quiet)

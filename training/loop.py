@@ -1,8 +1,10 @@
-"""The training loop: gradient accumulation, held-out loss per epoch, a checkpoint per epoch.
+"""The training loop: gradient accumulation, held-out loss per epoch, checkpoints.
 
-A run killed mid-epoch resumes from its last finished epoch: the adapter weights, optimiser and
-schedule are restored, and each epoch's example order and dropout draws come from the seed and
-the epoch number alone, so the resumed epochs are the ones an unbroken run would have done.
+A checkpoint is written after each epoch and every `checkpoint_steps` optimiser steps within
+one (an epoch on 2 CPU cores can take hours). A killed run resumes from its last checkpoint: the
+adapter weights, optimiser, schedule and random state are restored, and each epoch's example
+order comes from the seed and the epoch number alone, so the resumed run does what an unbroken
+run would have done.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ class LoopSettings:
     max_steps: int | None = None
     """Stop after this many optimiser steps in all (a short measuring run); None: all epochs."""
     seed: int = 0
+    checkpoint_steps: int | None = 20
+    """Also checkpoint every this many optimiser steps within an epoch (None: epochs only)."""
 
 
 @dataclass
@@ -114,7 +118,7 @@ def train(
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimiser, lambda s: min(1.0, (s + 1) / warmup) * max(0.1, 1 - s / max(total, 1))
     )
-    history, step = resume(model, optimiser, schedule, checkpoints, run_id)
+    history, step, within = resume(model, optimiser, schedule, checkpoints, run_id)
     if history:
         report("resume", Progress(step, total, history[-1].epoch, math.nan, 0.0, history))
     else:
@@ -128,7 +132,14 @@ def train(
         order = list(range(len(examples)))
         random.Random(f"{settings.seed}/{epoch}").shuffle(order)
         torch.manual_seed(settings.seed * 1000 + epoch)
-        for first in range(0, len(order), settings.accumulation):
+        start = 0
+        if within is not None:  # resume inside this epoch, where its checkpoint left it
+            start, tokens = within.next, within.tokens
+            loss_sum, target_tokens = within.loss_sum, within.target_tokens
+            started -= within.seconds
+            torch.set_rng_state(within.rng)
+            within = None
+        for first in range(start, len(order), settings.accumulation):
             group = [examples[i] for i in order[first : first + settings.accumulation]]
             group_tokens = sum(e.target_length for e in group)
             optimiser.zero_grad()
@@ -147,6 +158,16 @@ def train(
             report("step", Progress(step, total, epoch, group_loss / group_tokens, rate, history))
             if step >= total:
                 break
+            last = first + settings.accumulation >= len(order)
+            if settings.checkpoint_steps and step % settings.checkpoint_steps == 0 and not last:
+                seconds = time.perf_counter() - started
+                done = Within(
+                    epoch, first + settings.accumulation, tokens, loss_sum, target_tokens,
+                    seconds, torch.get_rng_state(),
+                )  # fmt: skip
+                save_checkpoint(
+                    model, optimiser, schedule, checkpoints, run_id, step, history, done
+                )
         train_seconds = time.perf_counter() - started
         complete = first + settings.accumulation >= len(order)
         report("eval", None)
@@ -169,6 +190,21 @@ def train(
     return history
 
 
+@dataclass
+class Within:
+    """Where a checkpoint inside an epoch left it: what the rest of the epoch continues from."""
+
+    epoch: int
+    next: int
+    """Index in the epoch's order of the first example not trained yet."""
+    tokens: int
+    loss_sum: float
+    target_tokens: int
+    seconds: float
+    rng: torch.Tensor
+    """Torch's random state (dropout draws) at that point."""
+
+
 def save_checkpoint(
     model: PeftModel,
     optimiser: torch.optim.Optimizer,
@@ -177,20 +213,25 @@ def save_checkpoint(
     run_id: str,
     step: int,
     history: list[EpochReport],
+    within: Within | None = None,
 ) -> Path:
-    """Write the epoch's checkpoint atomically and drop older ones; return its directory."""
-    epoch = history[-1].epoch
-    final = checkpoints / f"epoch-{epoch}"
-    partial = checkpoints / f"epoch-{epoch}.partial"
+    """Write a checkpoint atomically and drop older ones; return its directory.
+
+    Without `within` it closes the epoch `history` ends with (`epoch-N`); with it, it is a
+    checkpoint inside epoch `within.epoch` (`epoch-N.step-S`).
+    """
+    name = f"epoch-{history[-1].epoch}" if within is None else f"epoch-{within.epoch}.step-{step}"
+    final = checkpoints / name
+    partial = checkpoints / f"{name}.partial"
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     weights = {k: v.detach().cpu() for k, v in get_peft_model_state_dict(model).items()}
     save_file(weights, partial / "adapter.safetensors")
-    torch.save(
-        {"optimiser": optimiser.state_dict(), "schedule": schedule.state_dict()},
-        partial / "trainer.pt",
-    )
+    trainer = {"optimiser": optimiser.state_dict(), "schedule": schedule.state_dict()}
+    torch.save(trainer | ({"rng": within.rng} if within else {}), partial / "trainer.pt")
     state = {"run_id": run_id, "step": step, "history": [asdict(h) for h in history]}
+    if within is not None:
+        state["within"] = {k: v for k, v in asdict(within).items() if k != "rng"}
     (partial / "state.json").write_text(json.dumps(state, indent=2) + "\n", encoding="utf-8")
     shutil.rmtree(final, ignore_errors=True)
     partial.rename(final)
@@ -201,13 +242,13 @@ def save_checkpoint(
 
 
 def latest_checkpoint(checkpoints: Path) -> tuple[Path, dict] | None:
-    """Return the newest finished checkpoint and its state, if any."""
+    """Return the newest finished checkpoint (the most optimiser steps) and its state, if any."""
     found = []
     for directory in checkpoints.glob("epoch-*"):
         state_file = directory / "state.json"
         if directory.suffix != ".partial" and state_file.is_file():
             state = json.loads(state_file.read_text(encoding="utf-8"))
-            found.append((state["history"][-1]["epoch"], directory, state))
+            found.append((state["step"], directory, state))
     if not found:
         return None
     _, directory, state = max(found, key=lambda item: item[0])
@@ -220,11 +261,14 @@ def resume(
     schedule: torch.optim.lr_scheduler.LRScheduler,
     checkpoints: Path,
     run_id: str,
-) -> tuple[list[EpochReport], int]:
-    """Restore the latest checkpoint of `run_id`; return its history and step (empty, 0: none)."""
+) -> tuple[list[EpochReport], int, Within | None]:
+    """Restore the latest checkpoint of `run_id`: its history, step and place inside an epoch.
+
+    Returns ([], 0, None) when there is none.
+    """
     latest = latest_checkpoint(checkpoints)
     if latest is None or latest[1]["run_id"] != run_id:
-        return [], 0
+        return [], 0, None
     directory, state = latest
     device = next(model.parameters()).device
     weights = load_file(directory / "adapter.safetensors", device=str(device))
@@ -232,4 +276,7 @@ def resume(
     saved = torch.load(directory / "trainer.pt", weights_only=True, map_location=device)
     optimiser.load_state_dict(saved["optimiser"])
     schedule.load_state_dict(saved["schedule"])
-    return [EpochReport(**h) for h in state["history"]], state["step"]
+    within = None
+    if "within" in state:  # a checkpoint inside an epoch
+        within = Within(**state["within"], rng=saved["rng"])
+    return [EpochReport(**h) for h in state["history"]], state["step"], within
