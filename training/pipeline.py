@@ -91,11 +91,10 @@ def run(
 
     train_fitted, held_fitted = fit(train_pairs), fit(held_pairs)
     train_encoded = [example for example, _ in train_fitted]
-    train_examples = list(train_encoded)
     held_examples = [example for example, _ in held_fitted]
     trimmed = sum(was_trimmed for _, was_trimmed in (*train_fitted, *held_fitted))
-    too_long = sum(len(e.input_ids) > job.max_length for e in train_examples + held_examples)
-    train_examples = [e for e in train_examples if len(e.input_ids) <= job.max_length]
+    too_long = sum(len(e.input_ids) > job.max_length for e in train_encoded + held_examples)
+    train_examples = [e for e in train_encoded if len(e.input_ids) <= job.max_length]
     held_examples = [e for e in held_examples if len(e.input_ids) <= job.max_length]
     held_fitting = len(held_examples)
     held_examples = held_examples[: job.eval_limit]
