@@ -20,6 +20,7 @@ from agents.strategist import (
     Strategist,
 )
 from dialogues.models import GenerationRole
+from runtime import adapters
 from runtime.settings import (
     AssistantName,
     CriticName,
@@ -63,11 +64,24 @@ def _trained(wiring: Wiring) -> bool:
     )
 
 
+def _end_threshold(wiring: Wiring) -> float | None:
+    """The embedded trained simulator's calibrated ending threshold (`--ending learned` only)."""
+    adapter = wiring.settings.adapter_for("simulator")
+    if wiring.settings.ending != "learned" or adapter is None:
+        return None
+    return adapters.end_threshold(adapter.path)
+
+
 SIMULATORS: dict[SimulatorName, Callable[[Wiring], UserSimulator]] = {
     "strategy": lambda w: StrategySimulator(
-        w.chat("simulator"), trained=_trained(w), drafts=w.settings.simulator_drafts
+        w.chat("simulator"),
+        trained=_trained(w),
+        drafts=w.settings.simulator_drafts,
+        end_threshold=_end_threshold(w),
     ),
-    "plain": lambda w: PlainSimulator(w.chat("simulator"), trained=_trained(w)),
+    "plain": lambda w: PlainSimulator(
+        w.chat("simulator"), trained=_trained(w), end_threshold=_end_threshold(w)
+    ),
     "human": lambda w: HumanSimulator(StrategySimulator(w.chat("simulator"))),
 }
 CRITICS: dict[CriticName, Callable[[Wiring], Critic]] = {

@@ -14,7 +14,7 @@ from langgraph.types import interrupt
 from pydantic import BaseModel
 
 from agents.chat import ChatClient
-from dialogues.ending import is_end_marker
+from dialogues.ending import END_MARKER, is_end_marker
 from dialogues.messages import last_answer, swap_roles, with_request
 from dialogues.models import Rerank, Usage
 from prompts import render
@@ -49,6 +49,8 @@ class Draft:
     """Who wrote it: the simulator model, or a person (`HumanSimulator`)."""
     rerank: Rerank | None = None
     """The drafts it was chosen from, when the simulator wrote several (`StrategySimulator`)."""
+    end_probability: float | None = None
+    """The simulator's probability of ending here, when it decided by its threshold."""
 
 
 class UserSimulator(Protocol):
@@ -104,21 +106,43 @@ class StrategySimulator:
     makes likely. A draft that is the end marker stops the drafting, and the first draft is kept
     as with one draft; so it is where the server cannot score replies (and once it showed that,
     the simulator writes one draft).
+
+    With an `end_threshold` (a trained simulator's calibrated one, `training.endings`), whether
+    the user ends is decided before drafting: the server scores the end marker as the reply, and
+    the draft is the marker when its probability p_end is at least the threshold. Below it, a
+    sampled marker is drawn again (with the next seeds, up to `END_REDRAWS` times), so the user
+    ends where the simulator finds an ending likeliest, not wherever a sample happened to be the
+    marker. A redraft after feedback (an ending the rules refused, a critic's rejection) is
+    never an ending by threshold. Where the server cannot score, the sampled draft decides.
     """
 
     instructions = "simulator"
     """The template of the system prompt, the same every turn."""
 
-    def __init__(self, chat: ChatClient, *, trained: bool = False, drafts: int = 1) -> None:
+    END_REDRAWS = 3
+    """At most this many more samples when a draft is the marker below the end threshold."""
+
+    def __init__(
+        self,
+        chat: ChatClient,
+        *,
+        trained: bool = False,
+        drafts: int = 1,
+        end_threshold: float | None = None,
+    ) -> None:
         """Draft with `chat`; `trained`: it is a trained simulator, whose whole reply is kept.
 
         `drafts`: how many drafts to write and rerank (1: one draft, no scoring).
+        `end_threshold`: end when p_end is at least this (None: a sampled marker ends).
         """
         if drafts < 1:
             raise ValueError(f"drafts must be at least 1, not {drafts}")
+        if end_threshold is not None and not 0 < end_threshold <= 1:
+            raise ValueError(f"end_threshold must be in (0, 1], not {end_threshold}")
         self.chat = chat
         self.trained = trained
         self.drafts = drafts
+        self.end_threshold = end_threshold
 
     def request(self, strategy: str | None, feedback: str | None) -> str:
         """Return this draft's request: the strategy to apply and the feedback to act on."""
@@ -146,12 +170,33 @@ class StrategySimulator:
     ) -> Draft:
         """Draft the next instruction in the user's voice (reranking drafts, see the class)."""
         prompt = self.messages(messages, strategy, feedback)
+        decided = await self._decide_ending(prompt) if feedback is None else None
+        if decided is not None and decided.text:
+            return decided  # the user ends here
         others = list(dict.fromkeys(c for c in candidates if c != strategy))
+        draft = await self._drafted(
+            messages, prompt, strategy, others, feedback, decided is not None
+        )
+        if decided is not None:
+            draft.usage += decided.usage
+            draft.end_probability = decided.end_probability
+        return draft
+
+    async def _drafted(
+        self,
+        messages: Sequence[BaseMessage],
+        prompt: list[BaseMessage],
+        strategy: str | None,
+        others: list[str],
+        feedback: str | None,
+        avoid_end: bool,
+    ) -> Draft:
+        """Write one draft, or several reranked; `avoid_end`: below the end threshold."""
         if self.drafts < 2 or strategy is None or not others or not self.chat.can_score:
-            return await self._write(self.chat, prompt)
+            return await self._write(0, prompt, avoid_end)
         written: list[Draft] = []
         for k in range(self.drafts):
-            written.append(await self._write(self._chat(k), prompt))
+            written.append(await self._write(k, prompt, avoid_end))
             if is_end_marker(written[-1].text):
                 break
         usage = sum((d.usage for d in written), Usage())
@@ -167,9 +212,43 @@ class StrategySimulator:
         kept = max(range(len(texts)), key=ratios.__getitem__)  # the first of equals
         return Draft(texts[kept], usage, rerank=Rerank(kept=kept, drafts=texts, ratios=ratios))
 
-    async def _write(self, chat: ChatClient, prompt: list[BaseMessage]) -> Draft:
-        text, usage = await chat.text(prompt)
-        return Draft(clean_instruction(text, whole=self.trained), usage)
+    async def end_probability(
+        self, history: Sequence[BaseMessage], strategy: str | None
+    ) -> float | None:
+        """Return p_end: the probability that the user's next turn is the end marker.
+
+        It is the probability of the marker's tokens as the reply to exactly what a draft sends
+        (the prompt fitted to the history budget); None where the server cannot score replies.
+        """
+        prompt = self.chat.fit(self.messages(history, strategy, None))
+        scored = await self.chat.score(prompt, END_MARKER)
+        return None if scored is None else math.exp(scored.logprob)
+
+    async def _decide_ending(self, prompt: list[BaseMessage]) -> Draft | None:
+        """Decide by p_end against the threshold whether the user ends here.
+
+        Returns the marker as a draft if it ends, an empty draft (with what scoring cost) if
+        not, and None without a threshold or where the server cannot score.
+        """
+        if self.end_threshold is None or not self.chat.can_score:
+            return None
+        scored = await self.chat.score(self.chat.fit(prompt), END_MARKER)
+        if scored is None:
+            return None
+        p_end = math.exp(scored.logprob)
+        text = END_MARKER if p_end >= self.end_threshold else ""
+        return Draft(text, scored.usage, end_probability=p_end)
+
+    async def _write(self, k: int, prompt: list[BaseMessage], avoid_end: bool = False) -> Draft:
+        """Write draft `k` (its own seed); `avoid_end`: draw again while it is the marker."""
+        usage = Usage()
+        for redraw in range(self.END_REDRAWS + 1 if avoid_end else 1):
+            text, spent = await self._chat(k + redraw * self.drafts).text(prompt)
+            usage += spent
+            text = clean_instruction(text, whole=self.trained)
+            if not is_end_marker(text):
+                break
+        return Draft(text, usage)
 
     def _chat(self, k: int) -> ChatClient:
         """Return the client of draft `k`: its own sampling seed, so seeded drafts differ."""

@@ -2,8 +2,10 @@
 
 For every real dialogue of the given files and every position after an assistant reply, the
 simulator is sent the real history (as at run time, with `--strategy` in the strategy prompt)
-and drafts the user's next turn. The draft predicts an ending when it is the end marker
-(`dialogues.ending.is_end_marker`). The truth at that position:
+and decides as at run time whether the user ends: a simulator whose card holds a calibrated
+threshold (`training.endings`) ends where the probability of the end marker as its reply is at
+least the threshold; one without drafts the user's next turn, and ends where the draft is the
+end marker (`dialogues.ending.is_end_marker`). The truth at that position:
 
 - `end`: the last assistant reply of a dialogue whose user ended it (SimulatorArena's);
 - `continue`: a real user turn follows;
@@ -39,7 +41,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -47,49 +49,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from dialogues.ending import is_end_marker  # noqa: E402
-from induction.records import Dialogue  # noqa: E402
+from training.endings import DEFAULT_STRATEGY, Position, positions  # noqa: E402
 
-DEFAULT_STRATEGY = "Continue the conversation the way this user would."
-"""The strategy in the prompt of the strategy simulator when none is given (teacher forcing has
-no strategist); `--strategy` replaces it."""
+__all__ = ["DEFAULT_STRATEGY", "Position", "positions"]  # re-exported: the benchmark's inputs
 
 Draft = Callable[[list[dict[str, str]]], Awaitable[str]]
 """Draft the next user turn for an OpenAI-style history."""
-
-
-@dataclass(frozen=True)
-class Position:
-    """One teacher-forced decision: the history up to an assistant reply, and what the user did."""
-
-    dialogue: str
-    history: tuple[dict[str, str], ...]
-    ends: bool
-    """The real user ended the conversation here (else a real user turn follows)."""
-    source: str = ""
-    """The file the dialogue came from (for the per-source counts)."""
-
-
-def positions(
-    dialogues: Iterable[Dialogue | tuple[str, Dialogue]], limit: int | None = None
-) -> list[Position]:
-    """Every labelled position after an assistant reply (a cut dialogue's last one is skipped).
-
-    A dialogue may come as `(source, dialogue)`, which names its source in the positions.
-    """
-    found: list[Position] = []
-    for item in dialogues:
-        source, dialogue = item if isinstance(item, tuple) else ("", item)
-        turns = [{"role": t.role, "content": t.text} for t in dialogue.turns]
-        for i, turn in enumerate(turns):
-            if turn["role"] != "assistant":
-                continue
-            last = i == len(turns) - 1
-            if last and not dialogue.ended_by_user:
-                continue
-            found.append(Position(dialogue.record_id, tuple(turns[: i + 1]), last, source))
-            if limit is not None and len(found) >= limit:
-                return found
-    return found
 
 
 @dataclass(frozen=True)
@@ -204,12 +169,9 @@ def held_out_names(data: Path) -> set[str]:
     return held_out_dialogues(names, share, LoopSettings.seed)
 
 
-def simulator_draft(session, name: str, strategy: str) -> Draft:  # noqa: ANN001 - a Session
-    """The run-time simulator of `session` as a `Draft` (strategy prompt unless plain)."""
-    from agents.registry import SIMULATORS
+def simulator_draft(simulator, strategy: str) -> Draft:  # noqa: ANN001 - a UserSimulator
+    """A run-time simulator as a `Draft`, `strategy` in its prompt (the plain one ignores it)."""
     from dialogues.messages import to_langchain
-
-    simulator = SIMULATORS["plain" if name == "plain" else "strategy"](session)
 
     async def draft(history: list[dict[str, str]]) -> str:
         return (await simulator.draft(to_langchain(history), strategy, None)).text
@@ -226,15 +188,43 @@ def settings_for(name: str):  # noqa: ANN201 - runtime.settings.Settings
     return load_settings(None, simulator={"adapter": adapter}, agents=agents)
 
 
+def ranking_auc(found: Sequence[Position], probabilities: Sequence[float]) -> float:
+    """The chance that a real ending has a higher p_end than a real continuation (ties half)."""
+    from scipy.stats import mannwhitneyu
+
+    ends = [p for pos, p in zip(found, probabilities, strict=True) if pos.ends]
+    goes_on = [p for pos, p in zip(found, probabilities, strict=True) if not pos.ends]
+    return float(mannwhitneyu(ends, goes_on).statistic) / (len(ends) * len(goes_on))
+
+
 def measure(name: str, found: Sequence[Position], strategy: str) -> Scores:
-    """Run one simulator over the positions on the embedded server; print its scores."""
+    """Run one simulator over the positions on the embedded server; print its scores.
+
+    A simulator with a calibrated ending threshold decides as at run time, by p_end against
+    its threshold (`agents.simulator.StrategySimulator`), without drafting the turns it would
+    write instead; the benchmark then prints how well p_end ranks the real endings (AUC). One
+    without a threshold drafts, and ends where its draft is the marker.
+    """
+    from agents.registry import SIMULATORS
+    from training.endings import end_probabilities
     from wiring.session import Session
 
     with Session(settings_for(name)) as session:
-        predicted = asyncio.run(predict(found, simulator_draft(session, name, strategy)))
+        simulator = SIMULATORS["plain" if name == "plain" else "strategy"](session)
+        threshold = getattr(simulator, "end_threshold", None)
+        if threshold is None:
+            predicted = asyncio.run(predict(found, simulator_draft(simulator, strategy)))
+        else:
+            probabilities = asyncio.run(end_probabilities(simulator, found, strategy))
+            predicted = [p >= threshold for p in probabilities]
     scores = end_scores([p.ends for p in found], predicted)
     low, high = f1_interval(found, predicted)
     print(f"{name}: {scores} End F1 {scores.f1:.3f} [{low:.2f}, {high:.2f}]")  # noqa: T201
+    if threshold is not None:
+        print(  # noqa: T201
+            f"  {name} ends when p_end >= {threshold:.4g} (its card); p_end ranks real endings "
+            f"above continuations with AUC {ranking_auc(found, probabilities):.2f}"
+        )
     print(f"  {name} ended at: {by_source(found, predicted)}")  # noqa: T201
     return scores
 

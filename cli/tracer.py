@@ -118,6 +118,8 @@ class Tracer:
                 f" depth={scores.depth} insight={scores.insight}"
             )
         line.append(f"  similarity={event.similarity:.2f}", style="dim")
+        if event.end_probability is not None:
+            line.append(f"  p_end={event.end_probability:.2f}", style="dim")
         self.console.print(line)
         if not event.accepted or self.verbosity == "verbose":
             self.console.print(

@@ -168,6 +168,9 @@ class Verdict(Record):
     never by the critic; accepted, it ended the dialogue). Absent on other drafts."""
     rerank: Rerank | None = None
     """The drafts this one was chosen from; absent when the simulator wrote one draft."""
+    end_probability: float | None = None
+    """The simulator's probability of ending the conversation here, where it decided whether to
+    end by its calibrated threshold (`agents.simulator.StrategySimulator`); absent otherwise."""
 
     def verdict_scores(self) -> Scores | None:
         """Return the scores, also from a record that carries them beside the verdict."""

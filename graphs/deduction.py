@@ -81,6 +81,7 @@ async def draft_instruction(state: State, runtime: Runtime[Deps]) -> dict[str, A
         "draft": draft.text,
         "draft_author": draft.author,
         "draft_rerank": draft.rerank.dump() if draft.rerank else None,
+        "draft_end_probability": draft.end_probability,
         "usage": _spend(state, "simulator", draft.usage),
     }
 
@@ -89,7 +90,7 @@ async def critique(state: State, runtime: Runtime[Deps]) -> dict[str, Any]:
     """Judge the draft; count rejections in a row and end after too many."""
     draft = state["draft"] or ""
     verdict = await runtime.context.agents.critic.critique(state["messages"], draft)
-    record = verdict.as_record()
+    record = verdict.as_record() | _end_probability(state)
     runtime.stream_writer(VerdictEvent.model_validate(record))
     entry = {"text": draft, **record}
     if state.get("draft_author") == "human":
@@ -116,6 +117,12 @@ def _rejected(state: State, runtime: Runtime[Deps], feedback: str | None) -> dic
     return update
 
 
+def _end_probability(state: State) -> dict[str, float]:
+    """The draft's `end_probability` for its verdict record, where the simulator scored one."""
+    p_end = state.get("draft_end_probability")
+    return {} if p_end is None else {"end_probability": p_end}
+
+
 async def judge_ending(state: State, runtime: Runtime[Deps]) -> dict[str, Any]:
     """Let the user end the dialogue, unless a rule forbids it now (then the draft is rejected)."""
     deps = runtime.context
@@ -127,6 +134,7 @@ async def judge_ending(state: State, runtime: Runtime[Deps]) -> dict[str, Any]:
         "reason": refused or ENDED_REASON,
         "similarity": 0.0,
         "ending": True,
+        **_end_probability(state),
     }
     runtime.stream_writer(VerdictEvent.model_validate(record))
     update: dict[str, Any] = {"drafts": [*state["drafts"], {"text": state["draft"], **record}]}

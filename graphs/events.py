@@ -83,6 +83,8 @@ class VerdictEvent(Event):
     """The LLM critic's scores (None when only the novelty check judged)."""
     ending: bool = False
     """The draft ended the conversation, and the ending rules (not the critic) judged it."""
+    end_probability: float | None = None
+    """The simulator's probability of ending here, where its threshold decided (else None)."""
 
 
 class AnswerEvent(Event):

@@ -35,6 +35,9 @@ class State(TypedDict):
     """Who wrote the latest draft (unset before the first draft)."""
     draft_rerank: NotRequired[dict[str, Any] | None]
     """The drafts the latest one was chosen from (`dialogues.models.Rerank`), if several."""
+    draft_end_probability: NotRequired[float | None]
+    """The simulator's probability of ending before the latest draft, where it decided by its
+    calibrated threshold (`agents.simulator.StrategySimulator`)."""
     drafts: list[dict[str, Any]]
     """This turn's drafts with the critic's verdict on each."""
     feedback: str | None

@@ -107,6 +107,23 @@ def _digest(path: Path, size: int, mtime_ns: int) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:8]
 
 
+def end_threshold(adapter: Path) -> float | None:
+    """The calibrated ending threshold in the card beside an adapter file (`training.endings`).
+
+    None where there is no card, or it has no threshold (a simulator trained before
+    calibration, or one trained without endings): its sampled drafts decide the ending.
+    """
+    try:
+        card = json.loads((adapter.parent / "card.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    ending = card.get("ending") if isinstance(card, dict) else None
+    value = ending.get("threshold") if isinstance(ending, dict) else None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 1:
+        return None
+    return float(value)
+
+
 def all_shipped(base_alias: str) -> dict[str, Path]:
     """Every shipped trained simulator by alias (the embedded server serves them all)."""
     paths = (shipped(agent) for agent in TRAINED_FOR_AGENT)

@@ -10,6 +10,7 @@ dialogue in the graph is tested with scripted models in tests/test_loop.py and t
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
@@ -20,6 +21,7 @@ pytest.importorskip("peft")
 from cli.main import main  # noqa: E402
 from dialogues.ending import END_MARKER, is_end_marker  # noqa: E402
 from tests.tiny_models import training_inputs  # noqa: E402
+from training.endings import calibrate  # noqa: E402
 
 QUERIES = ["the user asks a question", "and the assistant answers it?"]
 ANSWERS = ["the assistant answers it in detail", "the user asks and the assistant answers"]
@@ -94,6 +96,13 @@ def test_a_trained_ending_comes_back_from_the_server_as_the_end_marker(
         reply = httpx.post(f"{server.base_url}/chat/completions", json=body, timeout=60)
         return reply.raise_for_status().json()["choices"][0]["message"]["content"]
 
+    def p_end(model: str, messages: list[dict[str, str]]) -> float:
+        """The run-time ending rule's input: the marker's probability as the reply (the score
+        endpoint of the embedded server, `StrategySimulator.end_probability`)."""
+        body = {"model": model, "messages": messages, "continuation": END_MARKER}
+        reply = httpx.post(f"{server.base_url}/ideas/score", json=body, timeout=60)
+        return math.exp(reply.raise_for_status().json()["logprob"])
+
     served = {"tiny+sim": out / "adapter.gguf"}
     with EmbeddedServer(
         gguf=tiny_gguf, alias="tiny", adapters=served, n_ctx=2048, prompt_cache_bytes=None
@@ -101,7 +110,13 @@ def test_a_trained_ending_comes_back_from_the_server_as_the_end_marker(
         tuned = ask("tiny+sim", ending.messages)
         plain = ask("tiny", ending.messages)
         tuned_before = ask("tiny+sim", follow.messages)
+        scored = [p_end("tiny+sim", ending.messages), p_end("tiny+sim", follow.messages)]
+        base_scored = p_end("tiny", ending.messages)
     assert is_end_marker(tuned), tuned  # the marker survived training, conversion and serving
     assert tuned.strip() == END_MARKER  # as text: no piece lost to either tokenizer
     assert not is_end_marker(plain), plain  # the base alone does not end
     assert not is_end_marker(tuned_before), tuned_before  # it ends after the last answer only
+    # A threshold calibrated on these two positions ends at the ending and not before it.
+    assert scored[0] > 0.5 > scored[1] and base_scored < 0.01, (scored, base_scored)
+    threshold = calibrate(scored, [True, False]).threshold
+    assert scored[0] >= threshold > scored[1]

@@ -252,7 +252,7 @@ def test_critique_accepts_and_resets_rejections():
     assert update["drafts"] == [{"text": "Which cells?", **verdict.as_record()}]
     assert "status" not in update
     assert [e.model_dump() for e in events] == [
-        {"event": "verdict", **verdict.as_record(), "ending": False}
+        {"event": "verdict", **verdict.as_record(), "ending": False, "end_probability": None}
     ]
     assert TRACE_EVENTS.validate_python(events[0].model_dump()) == events[0]
 

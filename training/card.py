@@ -28,6 +28,23 @@ def stamp(out: Path, built_by: str) -> None:
     write_card(out, card | {"built_by": built_by})
 
 
+def _ending_lines(ending: dict[str, Any] | None) -> list[str]:
+    """The card's paragraph on when the simulator ends the conversation (`training.endings`)."""
+    if not ending:
+        return []
+    return [
+        "## Ending",
+        "",
+        f"At run time (`--ending learned`) the user ends the conversation when the probability "
+        f"of the end marker as its reply is at least **{ending['threshold']:.4g}**. The "
+        f"threshold maximised End F1 ({ending['f1']:.3f}, {ending['predicted']} endings predicted "
+        f"for {ending['endings']} real ones) over {ending['positions']} labelled positions of "
+        f"{ending['calibrated_on']} ({', '.join(ending['sources'])}; strategy in the prompt: "
+        f'"{ending["strategy"]}"). Built by `python -m training.endings`.',
+        "",
+    ]
+
+
 def markdown(card: dict[str, Any]) -> str:
     """Render the card for people."""
     settings, counts = card["settings"], card["counts"]
@@ -95,6 +112,7 @@ def markdown(card: dict[str, Any]) -> str:
             else ""
         ),
         "",
+        *_ending_lines(card.get("ending")),
         "## Training",
         "",
         "| epoch | steps | train loss | held-out loss | held-out perplexity | seconds | tokens/s |",
