@@ -19,6 +19,7 @@ from agents.strategist import (
     Retriever,
     Strategist,
 )
+from dialogues.ending import EndingRule
 from dialogues.models import GenerationRole
 from runtime import adapters
 from runtime.settings import (
@@ -64,12 +65,12 @@ def _trained(wiring: Wiring) -> bool:
     )
 
 
-def _end_threshold(wiring: Wiring) -> float | None:
-    """The embedded trained simulator's calibrated ending threshold (`--ending learned` only)."""
+def _ending_rule(wiring: Wiring) -> EndingRule | None:
+    """The embedded trained simulator's calibrated ending rule (`--ending learned` only)."""
     adapter = wiring.settings.adapter_for("simulator")
     if wiring.settings.ending != "learned" or adapter is None:
         return None
-    return adapters.end_threshold(adapter.path)
+    return adapters.ending_rule(adapter.path)
 
 
 SIMULATORS: dict[SimulatorName, Callable[[Wiring], UserSimulator]] = {
@@ -77,10 +78,10 @@ SIMULATORS: dict[SimulatorName, Callable[[Wiring], UserSimulator]] = {
         w.chat("simulator"),
         trained=_trained(w),
         drafts=w.settings.simulator_drafts,
-        end_threshold=_end_threshold(w),
+        ending=_ending_rule(w),
     ),
     "plain": lambda w: PlainSimulator(
-        w.chat("simulator"), trained=_trained(w), end_threshold=_end_threshold(w)
+        w.chat("simulator"), trained=_trained(w), ending=_ending_rule(w)
     ),
     "human": lambda w: HumanSimulator(StrategySimulator(w.chat("simulator"))),
 }

@@ -8,13 +8,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from langchain_core.messages import BaseMessage, SystemMessage
+from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 from langgraph.func import task
 from langgraph.types import interrupt
 from pydantic import BaseModel
 
 from agents.chat import ChatClient
-from dialogues.ending import END_MARKER, is_end_marker
+from dialogues.ending import END_MARKER, EndingRule, is_end_marker
 from dialogues.messages import last_answer, swap_roles, with_request
 from dialogues.models import Rerank, Usage
 from prompts import render
@@ -107,9 +107,10 @@ class StrategySimulator:
     as with one draft; so it is where the server cannot score replies (and once it showed that,
     the simulator writes one draft).
 
-    With an `end_threshold` (a trained simulator's calibrated one, `training.endings`), whether
+    With an `ending` rule (a trained simulator's calibrated one, `training.endings`), whether
     the user ends is decided before drafting: the server scores the end marker as the reply, and
-    the draft is the marker when its probability p_end is at least the threshold. Below it, a
+    the draft is the marker when its probability p_end reaches the rule's threshold for the
+    dialogue's user turns so far (`dialogues.ending.EndingRule`). Below it, a
     sampled marker is drawn again (with the next seeds, up to `END_REDRAWS` times), so the user
     ends where the simulator finds an ending likeliest, not wherever a sample happened to be the
     marker. A redraft after feedback (an ending the rules refused, a critic's rejection) is
@@ -128,21 +129,19 @@ class StrategySimulator:
         *,
         trained: bool = False,
         drafts: int = 1,
-        end_threshold: float | None = None,
+        ending: EndingRule | None = None,
     ) -> None:
         """Draft with `chat`; `trained`: it is a trained simulator, whose whole reply is kept.
 
         `drafts`: how many drafts to write and rerank (1: one draft, no scoring).
-        `end_threshold`: end when p_end is at least this (None: a sampled marker ends).
+        `ending`: end where p_end reaches this rule (None: where a sampled draft is the marker).
         """
         if drafts < 1:
             raise ValueError(f"drafts must be at least 1, not {drafts}")
-        if end_threshold is not None and not 0 < end_threshold <= 1:
-            raise ValueError(f"end_threshold must be in (0, 1], not {end_threshold}")
         self.chat = chat
         self.trained = trained
         self.drafts = drafts
-        self.end_threshold = end_threshold
+        self.ending = ending
 
     def request(self, strategy: str | None, feedback: str | None) -> str:
         """Return this draft's request: the strategy to apply and the feedback to act on."""
@@ -170,7 +169,7 @@ class StrategySimulator:
     ) -> Draft:
         """Draft the next instruction in the user's voice (reranking drafts, see the class)."""
         prompt = self.messages(messages, strategy, feedback)
-        decided = await self._decide_ending(prompt) if feedback is None else None
+        decided = await self._decide_ending(messages, prompt) if feedback is None else None
         if decided is not None and decided.text:
             return decided  # the user ends here
         others = list(dict.fromkeys(c for c in candidates if c != strategy))
@@ -224,19 +223,22 @@ class StrategySimulator:
         scored = await self.chat.score(prompt, END_MARKER)
         return None if scored is None else math.exp(scored.logprob)
 
-    async def _decide_ending(self, prompt: list[BaseMessage]) -> Draft | None:
+    async def _decide_ending(
+        self, history: Sequence[BaseMessage], prompt: list[BaseMessage]
+    ) -> Draft | None:
         """Decide by p_end against the threshold whether the user ends here.
 
         Returns the marker as a draft if it ends, an empty draft (with what scoring cost) if
         not, and None without a threshold or where the server cannot score.
         """
-        if self.end_threshold is None or not self.chat.can_score:
+        if self.ending is None or not self.chat.can_score:
             return None
         scored = await self.chat.score(self.chat.fit(prompt), END_MARKER)
         if scored is None:
             return None
         p_end = math.exp(scored.logprob)
-        text = END_MARKER if p_end >= self.end_threshold else ""
+        user_turns = sum(isinstance(m, HumanMessage) for m in history)
+        text = END_MARKER if self.ending.ends(p_end, user_turns) else ""
         return Draft(text, scored.usage, end_probability=p_end)
 
     async def _write(self, k: int, prompt: list[BaseMessage], avoid_end: bool = False) -> Draft:

@@ -197,6 +197,14 @@ def ranking_auc(found: Sequence[Position], probabilities: Sequence[float]) -> fl
     return float(mannwhitneyu(ends, goes_on).statistic) / (len(ends) * len(goes_on))
 
 
+def auc_text(found: Sequence[Position], scores: Sequence[float]) -> str:
+    """AUC over all positions, and within the sources that have real endings."""
+    sources = {p.source for p in found if p.ends}
+    within = [(p, q) for p, q in zip(found, scores, strict=True) if p.source in sources]
+    inside = ranking_auc([p for p, _ in within], [q for _, q in within])
+    return f"{ranking_auc(found, scores):.2f} ({inside:.2f} within the sources with endings)"
+
+
 def measure(name: str, found: Sequence[Position], strategy: str) -> Scores:
     """Run one simulator over the positions on the embedded server; print its scores.
 
@@ -206,24 +214,27 @@ def measure(name: str, found: Sequence[Position], strategy: str) -> Scores:
     without a threshold drafts, and ends where its draft is the marker.
     """
     from agents.registry import SIMULATORS
-    from training.endings import end_probabilities
+    from training.endings import end_probabilities, user_turns
     from wiring.session import Session
 
     with Session(settings_for(name)) as session:
         simulator = SIMULATORS["plain" if name == "plain" else "strategy"](session)
-        threshold = getattr(simulator, "end_threshold", None)
-        if threshold is None:
+        rule = getattr(simulator, "ending", None)
+        if rule is None:
             predicted = asyncio.run(predict(found, simulator_draft(simulator, strategy)))
         else:
-            probabilities = asyncio.run(end_probabilities(simulator, found, strategy))
-            predicted = [p >= threshold for p in probabilities]
+            probabilities = asyncio.run(end_probabilities(simulator, found, strategy, show=True))
+            turns = [user_turns(p.history) for p in found]
+            predicted = [rule.ends(q, k) for q, k in zip(probabilities, turns, strict=True)]
     scores = end_scores([p.ends for p in found], predicted)
     low, high = f1_interval(found, predicted)
     print(f"{name}: {scores} End F1 {scores.f1:.3f} [{low:.2f}, {high:.2f}]")  # noqa: T201
-    if threshold is not None:
+    if rule is not None:
+        ranked = [q / rule.at(k) for q, k in zip(probabilities, turns, strict=True)]
         print(  # noqa: T201
-            f"  {name} ends when p_end >= {threshold:.4g} (its card); p_end ranks real endings "
-            f"above continuations with AUC {ranking_auc(found, probabilities):.2f}"
+            f"  {name} ends when p_end >= {rule.threshold:.4g} * exp(-{rule.per_turn:.3g} * user "
+            f"turns) (its card); AUC of real endings against continuations: p_end "
+            f"{auc_text(found, probabilities)}, the rule's score {auc_text(found, ranked)}"
         )
     print(f"  {name} ended at: {by_source(found, predicted)}")  # noqa: T201
     return scores

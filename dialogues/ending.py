@@ -22,7 +22,9 @@ turn of its own. No real user turn normalises to it.
 
 from __future__ import annotations
 
+import math
 import re
+from dataclasses import dataclass
 from typing import Literal
 
 from dialogues.refusal import is_refusal
@@ -48,6 +50,34 @@ _NOT_LETTERS = re.compile(r"[^a-z]+")
 
 _QUESTION = re.compile(r"\?(?=[\s\"'`*_)\]]*(?:\s|$))")
 """A question mark ending a sentence (then closing quotes or markup, and a space or the end)."""
+
+
+@dataclass(frozen=True)
+class EndingRule:
+    """When a simulator that scores the marker ends: p_end >= threshold * exp(-per_turn * k).
+
+    p_end is the probability of `END_MARKER` as the user's next turn, k the user turns of the
+    dialogue so far (the seed's included). A trained simulator's card holds its calibrated rule
+    (`training.endings`); `per_turn` 0 is a fixed threshold. A threshold above 1 never ends
+    (the first turns of a rule whose threshold falls steeply).
+    """
+
+    threshold: float
+    per_turn: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.threshold) and self.threshold > 0):
+            raise ValueError(f"an ending threshold is above 0, not {self.threshold}")
+        if not (math.isfinite(self.per_turn) and self.per_turn >= 0):
+            raise ValueError(f"an ending threshold's per-turn fall is >= 0, not {self.per_turn}")
+
+    def at(self, user_turns: int) -> float:
+        """The threshold on p_end after `user_turns` user turns."""
+        return self.threshold * math.exp(-self.per_turn * user_turns)
+
+    def ends(self, p_end: float, user_turns: int) -> bool:
+        """Whether the user ends here."""
+        return p_end >= self.at(user_turns)
 
 
 def is_end_marker(text: str | None) -> bool:

@@ -20,6 +20,7 @@ from functools import cache
 from pathlib import Path
 from typing import NamedTuple
 
+from dialogues.ending import EndingRule
 from dialogues.errors import ServiceError
 from runtime.gguf_header import GGUFError, read_header
 
@@ -107,10 +108,10 @@ def _digest(path: Path, size: int, mtime_ns: int) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:8]
 
 
-def end_threshold(adapter: Path) -> float | None:
-    """The calibrated ending threshold in the card beside an adapter file (`training.endings`).
+def ending_rule(adapter: Path) -> EndingRule | None:
+    """The calibrated ending rule in the card beside an adapter file (`training.endings`).
 
-    None where there is no card, or it has no threshold (a simulator trained before
+    None where there is no card, or it has no usable rule (a simulator trained before
     calibration, or one trained without endings): its sampled drafts decide the ending.
     """
     try:
@@ -118,10 +119,15 @@ def end_threshold(adapter: Path) -> float | None:
     except (OSError, ValueError):
         return None
     ending = card.get("ending") if isinstance(card, dict) else None
-    value = ending.get("threshold") if isinstance(ending, dict) else None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 1:
+    if not isinstance(ending, dict):
         return None
-    return float(value)
+    values = [ending.get("threshold"), ending.get("per_turn", 0.0)]
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+        return None
+    try:
+        return EndingRule(float(values[0]), float(values[1]))
+    except ValueError:
+        return None
 
 
 def all_shipped(base_alias: str) -> dict[str, Path]:

@@ -8,7 +8,7 @@
 # Both learn the end marker after the last reply of each dialogue whose user ended it (--endings),
 # each ending pair three times an epoch (--ending-weight 3: 2% of the pairs; see
 # docs/results/ending/README.md).
-# Then each gets its ending threshold, calibrated on the real dialogues it trained on
+# Then each gets its ending rule, calibrated on the real dialogues it trained on
 # (python -m training.endings; on the embedded server, one simulator after the other).
 # Both train at once, one torch thread each (2 cores; 2 threads per run measured 2-4x slower).
 # Extra arguments go to both runs (e.g. --epochs 2: a finished folder is kept and skipped).
@@ -36,8 +36,7 @@ status=0
 for pid in "${pids[@]}"; do wait "$pid" || status=1; done
 for name in ideas plain; do tail -n 1 "$WORK/$name.log"; done
 [[ $status == 0 ]] || { echo "training failed; logs in $WORK" >&2; exit 1; }
-for name in ideas plain; do
-  if grep -q '"ending"' "$WORK/$name/card.json"; then echo "$name: ending threshold calibrated"; continue; fi
+for name in ideas plain; do  # positions scored before are read from $WORK/$name/ending-scores.jsonl
   flags=(); [[ $name == plain ]] && flags=(--plain)
   .venv/bin/python -m training.endings "$WORK/$name" --dialogues "${DIALOGUES[@]}" "${flags[@]}" \
     || { echo "calibrating $name's ending threshold failed" >&2; exit 1; }

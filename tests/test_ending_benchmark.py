@@ -166,3 +166,12 @@ def test_positions_name_their_source_and_the_counts_are_per_source():
         "oa.jsonl 1 of 2 positions (0 of 0 real endings); "
         "sa.json 1 of 2 positions (1 of 1 real endings)"
     )
+
+
+def test_ranking_auc_is_the_share_of_ending_continuation_pairs_in_order():
+    from benchmarks.ending import ranking_auc
+
+    found = positions([dialogue("e", 3, ended=True)])  # continue, continue, end
+    assert ranking_auc(found, [0.1, 0.2, 0.3]) == 1.0
+    assert ranking_auc(found, [0.1, 0.4, 0.3]) == 0.5  # above one continuation of two
+    assert ranking_auc(found, [0.3, 0.2, 0.3]) == 0.75  # a tie counts half

@@ -11,12 +11,20 @@ from langchain_core.messages import AIMessage, HumanMessage
 
 from agents.chat import ChatClient, Scored
 from agents.simulator import StrategySimulator
-from dialogues.ending import END_MARKER
+from dialogues.ending import END_MARKER, EndingRule
 from dialogues.models import Usage
 from induction.records import Dialogue, Turn
 from runtime import adapters
 from tests.fakes import ScriptedChatModel, SeedRecordingModel, text_reply
-from training.endings import Threshold, calibrate, positions, trained_positions, write_threshold
+from training.endings import (
+    Threshold,
+    calibrate,
+    calibrate_rule,
+    per_turn_slope,
+    positions,
+    trained_positions,
+    write_threshold,
+)
 
 DIALOGUE = [
     HumanMessage(content="Draft a cover letter for a lab job."),
@@ -46,7 +54,7 @@ def draft(simulator, feedback=None):
 
 def test_at_or_above_the_threshold_the_user_ends_without_drafting():
     chat = EndScores(0.4, FOLLOW_UP)
-    result = draft(StrategySimulator(chat, trained=True, end_threshold=0.3))
+    result = draft(StrategySimulator(chat, trained=True, ending=EndingRule(0.3)))
 
     assert result.text == END_MARKER
     assert result.end_probability == pytest.approx(0.4)
@@ -61,7 +69,7 @@ def test_at_or_above_the_threshold_the_user_ends_without_drafting():
 def test_below_the_threshold_it_drafts_and_a_sampled_marker_is_drawn_again():
     model = SeedRecordingModel(script=[text_reply(END_MARKER), text_reply(FOLLOW_UP)])
     chat = EndScores(0.1, model=model).seeded(5)
-    result = draft(StrategySimulator(chat, trained=True, end_threshold=0.3))
+    result = draft(StrategySimulator(chat, trained=True, ending=EndingRule(0.3)))
 
     assert result.text == FOLLOW_UP
     assert result.end_probability == pytest.approx(0.1)
@@ -72,7 +80,7 @@ def test_below_the_threshold_it_drafts_and_a_sampled_marker_is_drawn_again():
 def test_a_marker_sampled_every_time_below_the_threshold_is_kept_for_the_rules():
     replies = [END_MARKER] * (StrategySimulator.END_REDRAWS + 1)
     chat = EndScores(0.1, *replies)
-    result = draft(StrategySimulator(chat, trained=True, end_threshold=0.3))
+    result = draft(StrategySimulator(chat, trained=True, ending=EndingRule(0.3)))
 
     assert result.text == END_MARKER and chat.model.unused == 0
 
@@ -87,15 +95,27 @@ def test_without_a_threshold_a_sampled_marker_ends_and_nothing_is_scored():
 
 def test_a_redraft_after_feedback_is_never_an_ending_by_threshold():
     chat = EndScores(0.9, FOLLOW_UP)
-    result = draft(StrategySimulator(chat, trained=True, end_threshold=0.3), "too early to end")
+    result = draft(
+        StrategySimulator(chat, trained=True, ending=EndingRule(0.3)), "too early to end"
+    )
 
     assert result.text == FOLLOW_UP and chat.asked == []
 
 
-@pytest.mark.parametrize("bad", [0.0, -0.1, 1.5])
-def test_a_threshold_outside_0_1_is_refused(bad):
-    with pytest.raises(ValueError, match="end_threshold"):
-        StrategySimulator(EndScores(0.1), end_threshold=bad)
+@pytest.mark.parametrize(("threshold", "per_turn"), [(0.0, 0), (-0.1, 0), (float("inf"), 0), (0.1, -1)])
+def test_a_rule_outside_its_range_is_refused(threshold, per_turn):
+    with pytest.raises(ValueError, match="ending threshold"):
+        EndingRule(threshold, per_turn)
+
+
+def test_the_threshold_falls_with_the_user_turns_so_far():
+    rule = EndingRule(0.8, per_turn=1.0)
+    assert rule.at(0) == 0.8 and rule.at(2) == pytest.approx(0.8 * math.exp(-2))
+    # DIALOGUE has one user turn: the threshold is 0.8 / e = 0.29, and p_end 0.4 ends.
+    chat = EndScores(0.4, FOLLOW_UP)
+    assert draft(StrategySimulator(chat, trained=True, ending=rule)).text == END_MARKER
+    fixed = EndScores(0.4, FOLLOW_UP)
+    assert draft(StrategySimulator(fixed, trained=True, ending=EndingRule(0.8))).text == FOLLOW_UP
 
 
 def test_calibration_takes_the_threshold_of_the_best_f1_between_two_positions():
@@ -114,6 +134,22 @@ def test_calibration_predicts_equal_probabilities_together_and_needs_an_ending()
         calibrate([0.4, 0.1], [False, False])
 
 
+def test_the_per_turn_slope_follows_a_hazard_that_rises_with_the_turns():
+    # p_end alone does not tell the endings apart; they come late in their dialogues.
+    turns = [1, 2, 3, 4, 5, 6] * 20
+    ends = [k == 6 and (i // 6) % 2 == 0 for i, k in enumerate(turns)]
+    p = [0.05 + 0.02 * ((i * 7) % 5) + 0.03 * e for i, e in enumerate(ends)]
+    rule = calibrate_rule(p, turns, ends)
+    assert rule.per_turn > 0.5 and rule.f1 == pytest.approx(10 / 13)
+    assert rule.f1 > calibrate(p, ends).f1  # better than a fixed threshold
+    # When turns say nothing (the same spread in endings and continuations), no slope.
+    flat = [1 + (i // 2) % 6 for i in range(120)]
+    by_p = [i % 2 == 0 for i in range(120)]
+    assert per_turn_slope([0.5 if e else 0.05 for e in by_p], flat, by_p) == pytest.approx(
+        0.0, abs=0.05
+    )
+
+
 def card_folder(tmp_path, held_out):
     """A copy of the shipped `ideas` card (without its ending) holding out `held_out`."""
     folder = tmp_path / "sim"
@@ -127,22 +163,22 @@ def card_folder(tmp_path, held_out):
 
 def test_the_threshold_is_written_into_the_card_and_read_back_beside_the_adapter(tmp_path):
     folder = card_folder(tmp_path, [])
-    assert adapters.end_threshold(folder / "adapter.gguf") is None  # not calibrated yet
+    assert adapters.ending_rule(folder / "adapter.gguf") is None  # not calibrated yet
     write_threshold(folder, Threshold(0.125, 0.5, 100, 4, 6), ["a.json"], "Go on.")
 
     card = json.loads((folder / "card.json").read_text())
     assert card["ending"]["threshold"] == 0.125 and card["ending"]["sources"] == ["a.json"]
     assert card["counts"]["held_out_names"] == [] and "epochs" in card  # the rest kept
-    assert adapters.end_threshold(folder / "adapter.gguf") == 0.125
+    assert adapters.ending_rule(folder / "adapter.gguf") == EndingRule(0.125)
     assert "0.125" in (folder / "CARD.md").read_text()
 
 
-@pytest.mark.parametrize("value", [0, 2, "0.1", True, None])
+@pytest.mark.parametrize("value", [0, -2, "0.1", True, None, float("nan")])
 def test_a_card_without_a_usable_threshold_gives_none(tmp_path, value):
     folder = card_folder(tmp_path, [])
     card = json.loads((folder / "card.json").read_text())
     (folder / "card.json").write_text(json.dumps(card | {"ending": {"threshold": value}}))
-    assert adapters.end_threshold(folder / "adapter.gguf") is None
+    assert adapters.ending_rule(folder / "adapter.gguf") is None
 
 
 def test_calibration_positions_leave_out_the_held_out_dialogues(tmp_path):
@@ -181,14 +217,14 @@ def test_the_cards_threshold_reaches_the_simulator_with_learned_endings_only(
 
     folder = card_folder(tmp_path, [])
     copyfile(adapters.SHIPPED / "ideas" / "adapter.gguf", folder / "adapter.gguf")
-    write_threshold(folder, Threshold(0.2, 0.5, 10, 2, 2), ["a.json"], "Go on.")
+    write_threshold(folder, Threshold(0.2, 0.5, 10, 2, 2, per_turn=0.5), ["a.json"], "Go on.")
     w = wiring({}, simulator={"adapter": str(folder)}, ending=mode)
 
-    expected = 0.2 if mode == "learned" else None
-    assert SIMULATORS["strategy"](w).end_threshold == expected
-    assert SIMULATORS["plain"](w).end_threshold == expected
+    expected = EndingRule(0.2, 0.5) if mode == "learned" else None
+    assert SIMULATORS["strategy"](w).ending == expected
+    assert SIMULATORS["plain"](w).ending == expected
     untrained = wiring({}, simulator={"adapter": "none"}, ending=mode)
-    assert SIMULATORS["strategy"](untrained).end_threshold is None
+    assert SIMULATORS["strategy"](untrained).ending is None
 
 
 class PEndSequence(EndScores):
@@ -228,7 +264,7 @@ def test_the_dialogue_ends_where_p_end_reaches_the_threshold_and_the_trace_shows
         }
     )
     chat = PEndSequence([0.1, 0.5], "Which cells remember it?")
-    agents = replace(build_agents(w), simulator=StrategySimulator(chat, end_threshold=0.3))
+    agents = replace(build_agents(w), simulator=StrategySimulator(chat, ending=EndingRule(0.3)))
     console = Console(record=True, width=120)
     events = []
     tracer = Tracer(console)

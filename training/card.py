@@ -36,8 +36,10 @@ def _ending_lines(ending: dict[str, Any] | None) -> list[str]:
         "## Ending",
         "",
         f"At run time (`--ending learned`) the user ends the conversation when the probability "
-        f"of the end marker as its reply is at least **{ending['threshold']:.4g}**. The "
-        f"threshold maximised End F1 ({ending['f1']:.3f}, {ending['predicted']} endings predicted "
+        f"of the end marker as its reply is at least **{ending['threshold']:.4g} x "
+        f"exp(-{ending.get('per_turn', 0.0):.3g} k)**, k the user turns so far. The slope is a "
+        "logistic hazard of ending on log p_end and k; the threshold then maximised End F1 "
+        f"({ending['f1']:.3f}, {ending['predicted']} endings predicted "
         f"for {ending['endings']} real ones) over {ending['positions']} labelled positions of "
         f"{ending['calibrated_on']} ({', '.join(ending['sources'])}; strategy in the prompt: "
         f'"{ending["strategy"]}"). Built by `python -m training.endings`.',

@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from dialogues.ending import EndingRule
 from induction.records import Dialogue
 
 DEFAULT_STRATEGY = "Continue the conversation the way this user would."
@@ -78,20 +79,31 @@ def positions(
 
 @dataclass(frozen=True)
 class Threshold:
-    """The calibrated rule, end when p_end >= `threshold`, and what it scored where chosen."""
+    """The calibrated rule and what it scored on the positions it was chosen on.
+
+    The user ends when p_end >= `threshold` * exp(-`per_turn` * k), k the user turns of the
+    dialogue so far (the seed's included): a threshold that falls with each turn when
+    `per_turn` > 0, 0 a fixed one.
+    """
 
     threshold: float
     f1: float
-    """End F1 at this threshold on the positions it was chosen on."""
+    """End F1 of the rule on the positions it was chosen on."""
     positions: int
     endings: int
     predicted: int
-    """Positions at or above the threshold."""
+    """Positions where the rule ends."""
+    per_turn: float = 0.0
+
+    def rule(self) -> EndingRule:
+        """The run-time rule (`dialogues.ending.EndingRule`)."""
+        return EndingRule(self.threshold, self.per_turn)
 
     def card(self, sources: Sequence[str], strategy: str) -> dict[str, Any]:
         """The card's `ending` entry."""
         return {
-            "rule": "end when the probability of the end marker as the reply is >= threshold",
+            "rule": "end when the probability of the end marker as the reply is >= "
+            "threshold * exp(-per_turn * user turns so far)",
             **asdict(self),
             "calibrated_on": "the labelled positions of the real dialogues it was trained on "
             "(its held-out dialogues left out): in-sample, so separation is better there than "
@@ -101,8 +113,13 @@ class Threshold:
         }
 
 
+def user_turns(history: Sequence[dict[str, str]]) -> int:
+    """The user turns of an OpenAI-style history (the k of `Threshold.at`)."""
+    return sum(m["role"] == "user" for m in history)
+
+
 def calibrate(probabilities: Sequence[float], ends: Sequence[bool]) -> Threshold:
-    """Return the threshold with the highest End F1 on these positions.
+    """Return the fixed threshold with the highest End F1 on these positions.
 
     The candidates are the positions' own probabilities (end where p >= it); of equal F1 the
     highest wins (fewer endings). The threshold returned lies halfway, in log-probability,
@@ -134,19 +151,131 @@ def calibrate(probabilities: Sequence[float], ends: Sequence[bool]) -> Threshold
     return Threshold(threshold, f1, len(order), total, predicted)
 
 
+def per_turn_slope(
+    probabilities: Sequence[float], turns: Sequence[int], ends: Sequence[bool]
+) -> float:
+    """How much each user turn lowers the log-threshold: a logistic hazard of ending.
+
+    A discrete-time hazard model (logistic regression of `ends` on log p_end and the user
+    turns so far, over the positions a user could have ended at; a dialogue its source cut
+    contributes its turns as continuations, the censoring of survival analysis) gives weights
+    w_p and w_k; ending where w_p log p_end + w_k k is high is ending where p_end >=
+    C exp(-(w_k / w_p) k). So the slope is w_k / w_p, and 0 when p_end carries no weight
+    (w_p <= 0) or the turns lower the hazard (w_k <= 0): then the fixed threshold.
+
+    The run-time prompt keeps only the newest history (the history budget), so the simulator
+    cannot count a long dialogue's turns itself; real users' stopping rises with them.
+    """
+    import numpy as np
+    from scipy.optimize import minimize
+
+    x = np.c_[np.log(np.maximum(probabilities, 1e-300)), np.asarray(turns, float)]
+    y = np.asarray(ends, float)
+    mean, scale = x.mean(0), x.std(0) + 1e-12
+    z = np.c_[(x - mean) / scale, np.ones(len(x))]
+
+    def loss(b: np.ndarray) -> float:
+        logits = z @ b
+        return float((np.logaddexp(0, logits) - y * logits).sum() + 0.5e-2 * (b[:2] ** 2).sum())
+
+    b = minimize(loss, np.zeros(3), method="L-BFGS-B").x
+    w_p, w_k = b[0] / scale[0], b[1] / scale[1]
+    return float(w_k / w_p) if w_p > 0 and w_k > 0 else 0.0
+
+
+def calibrate_rule(
+    probabilities: Sequence[float], turns: Sequence[int], ends: Sequence[bool]
+) -> Threshold:
+    """The per-turn slope (`per_turn_slope`), then the threshold of the best End F1 under it."""
+    slope = per_turn_slope(probabilities, turns, ends)
+    shifted = [p * math.exp(slope * k) for p, k in zip(probabilities, turns, strict=True)]
+    fixed = calibrate(shifted, ends)
+    return Threshold(
+        fixed.threshold, fixed.f1, fixed.positions, fixed.endings, fixed.predicted, slope
+    )
+
+
 async def end_probabilities(
-    simulator: Any, found: Sequence[Position], strategy: str
+    simulator: Any,
+    found: Sequence[Position],
+    strategy: str,
+    *,
+    show: bool = False,
+    cache: ScoreCache | None = None,
 ) -> list[float]:
-    """p_end at each position (`StrategySimulator.end_probability`), one request at a time."""
+    """p_end at each position (`StrategySimulator.end_probability`), one request at a time.
+
+    `show`: a progress bar on stderr (positions scored, time left). `cache`: positions scored
+    before are taken from it, and each new score is appended to it at once (a stopped run
+    resumes where it stopped).
+    """
+    from rich.console import Console
+    from rich.progress import track
+
     from dialogues.messages import to_langchain
 
     probabilities = []
-    for p in found:
-        value = await simulator.end_probability(to_langchain(list(p.history)), strategy)
+    console = Console(stderr=True)
+    shown = track(found, "scoring the end marker", console=console, disable=not show)
+    for p in shown:
+        value = cache.get(p, strategy) if cache is not None else None
         if value is None:
-            raise RuntimeError("the server cannot score replies: no end probability")
+            value = await simulator.end_probability(to_langchain(list(p.history)), strategy)
+            if value is None:
+                raise RuntimeError("the server cannot score replies: no end probability")
+            if cache is not None:
+                cache.add(p, strategy, value)
         probabilities.append(value)
     return probabilities
+
+
+class ScoreCache:
+    """p_end per position of one adapter, in a JSON-lines file appended one score at a time.
+
+    A line names the position (source, dialogue, history length), the strategy and the adapter's
+    sha256; a line of another adapter or strategy is ignored, and so is a torn last line.
+    """
+
+    def __init__(self, path: Path, adapter: Path) -> None:
+        """Read the scores `path` holds for `adapter` (none if it does not exist)."""
+        import hashlib
+
+        self.path = path
+        self.adapter = hashlib.sha256(adapter.read_bytes()).hexdigest()[:16]
+        self.scores: dict[tuple[str, str, int, str], float] = {}
+        if path.is_file():
+            for line in path.read_text(encoding="utf-8").splitlines():
+                try:
+                    row = json.loads(line)
+                except ValueError:
+                    continue  # a line torn by a stopped run
+                if row.get("adapter") == self.adapter:
+                    key = (row["source"], row["dialogue"], row["history"], row["strategy"])
+                    self.scores[key] = float(row["p_end"])
+
+    @staticmethod
+    def _key(p: Position, strategy: str) -> tuple[str, str, int, str]:
+        return (p.source, p.dialogue, len(p.history), strategy)
+
+    def get(self, p: Position, strategy: str) -> float | None:
+        """The cached p_end of position `p` with `strategy`, or None."""
+        return self.scores.get(self._key(p, strategy))
+
+    def add(self, p: Position, strategy: str, p_end: float) -> None:
+        """Append one score (a whole line, flushed)."""
+        source, dialogue, history, _ = key = self._key(p, strategy)
+        self.scores[key] = p_end
+        row = {
+            "source": source,
+            "dialogue": dialogue,
+            "history": history,
+            "strategy": strategy,
+            "adapter": self.adapter,
+            "ends": p.ends,
+            "p_end": p_end,
+        }
+        with self.path.open("a", encoding="utf-8") as out:
+            out.write(json.dumps(row) + "\n")
 
 
 def trained_positions(folder: Path, files: Sequence[Path]) -> list[Position]:
@@ -195,17 +324,23 @@ def main(argv: list[str] | None = None) -> int:
     try:
         found = trained_positions(args.folder, args.dialogues)
         probabilities = measure(args.folder, found, args.strategy, plain=args.plain)
-        threshold = calibrate(probabilities, [p.ends for p in found])
+        turns = [user_turns(p.history) for p in found]
+        threshold = calibrate_rule(probabilities, turns, [p.ends for p in found])
     except (UsageError, SettingsError, ValueError, OSError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)  # noqa: T201 - a command's output
         return 2
     write_threshold(args.folder, threshold, [f.name for f in args.dialogues], args.strategy)
     print(  # noqa: T201
-        f"{args.folder}: end when p_end >= {threshold.threshold:.4g} (End F1 {threshold.f1:.3f} "
+        f"{args.folder}: end when p_end >= {threshold.threshold:.4g} * "
+        f"exp(-{threshold.per_turn:.3g} * user turns) (End F1 {threshold.f1:.3f} "
         f"on {threshold.positions} trained positions, {threshold.endings} endings, "
         f"{threshold.predicted} predicted)"
     )
     return 0
+
+
+SCORES_FILE = "ending-scores.jsonl"
+"""The scored positions a calibration keeps in the simulator's folder (`ScoreCache`)."""
 
 
 def measure(folder: Path, found: Sequence[Position], strategy: str, *, plain: bool) -> list[float]:
@@ -220,7 +355,8 @@ def measure(folder: Path, found: Sequence[Position], strategy: str, *, plain: bo
     )
     with Session(settings) as session:
         simulator = SIMULATORS[agent](session)
-        return asyncio.run(end_probabilities(simulator, found, strategy))
+        cache = ScoreCache(folder / SCORES_FILE, folder / "adapter.gguf")
+        return asyncio.run(end_probabilities(simulator, found, strategy, show=True, cache=cache))
 
 
 if __name__ == "__main__":
