@@ -1,22 +1,25 @@
-"""When a trained simulator ends the conversation: its end probability and calibrated threshold.
+"""When a trained simulator ends the conversation: its end probability and calibrated rule.
 
 A sampled draft is the end marker with the simulator's probability of it, p_end, wherever that
 is: a simulator whose p_end is 0.1 after every reply ends one dialogue in ten at each turn, at
 random places, however well p_end ranks the places where real users stopped. The run-time rule is
 therefore a decision on p_end itself (`agents.simulator.StrategySimulator`): the server scores the
-marker as the reply (`ChatClient.score`), and the user ends when p_end is at least the simulator's
-threshold, which this module calibrates and writes into its card (`ending.threshold`).
+marker as the reply (`ChatClient.score`), and the user ends when p_end reaches the simulator's
+threshold for the user turns so far, `dialogues.ending.EndingRule`: threshold x exp(-per_turn x k).
 
-The threshold is the one that maximises End F1 over the labelled positions (`positions`) of the
-real dialogues the simulator was *trained* on (its card's held-out names are left out, so End F1
-on those stays a held-out measurement, `benchmarks/ending.py`). A simulator fits its training
-dialogues better than new ones, so this threshold is chosen where p_end separates endings more
-cleanly than it will on new dialogues; the card says so.
+This module calibrates the rule and writes it into the simulator's card (`ending`). The slope
+`per_turn` is a logistic hazard of ending on log p_end and k (`per_turn_slope`); the threshold is
+then the one that maximises End F1. Both are fitted on the labelled positions (`positions`) of
+the real dialogues the simulator was *trained* on (its card's held-out names are left out, so End
+F1 on those stays a held-out measurement, `benchmarks/ending.py`). A simulator fits its training
+dialogues better than new ones, so the rule is chosen where p_end separates endings more cleanly
+than it will on new dialogues; the card says so.
 
     python -m training.endings FOLDER --dialogues FILE...
 
 `scripts/build_simulators.sh` runs it for both shipped simulators after training. It starts the
-embedded server with FOLDER's adapter (run nothing else on 2 cores).
+embedded server with FOLDER's adapter (run nothing else on 2 cores); each scored position is kept
+in FOLDER/ending-scores.jsonl, so a stopped or repeated run scores only what is new.
 """
 
 from __future__ import annotations
@@ -303,7 +306,7 @@ def trained_positions(folder: Path, files: Sequence[Path]) -> list[Position]:
 
 
 def write_threshold(folder: Path, found: Threshold, sources: Sequence[str], strategy: str) -> None:
-    """Record the threshold in the card of `folder` (`card.json` and `CARD.md`)."""
+    """Record the rule in the card of `folder` (`card.json` and `CARD.md`)."""
     from training.card import write_card
 
     card = json.loads((folder / "card.json").read_text(encoding="utf-8"))
@@ -311,7 +314,7 @@ def write_threshold(folder: Path, found: Threshold, sources: Sequence[str], stra
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Calibrate a trained simulator's ending threshold and write it into its card."""
+    """Calibrate a trained simulator's ending rule and write it into its card."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("folder", type=Path, help="a `run.py train-simulator` folder")
     parser.add_argument("--dialogues", nargs="+", type=Path, required=True, metavar="FILE")
