@@ -102,7 +102,9 @@ def test_a_redraft_after_feedback_is_never_an_ending_by_threshold():
     assert result.text == FOLLOW_UP and chat.asked == []
 
 
-@pytest.mark.parametrize(("threshold", "per_turn"), [(0.0, 0), (-0.1, 0), (float("inf"), 0), (0.1, -1)])
+@pytest.mark.parametrize(
+    ("threshold", "per_turn"), [(0.0, 0), (-0.1, 0), (float("inf"), 0), (0.1, -1)]
+)
 def test_a_rule_outside_its_range_is_refused(threshold, per_turn):
     with pytest.raises(ValueError, match="ending threshold"):
         EndingRule(threshold, per_turn)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -32,16 +33,18 @@ def _ending_lines(ending: dict[str, Any] | None) -> list[str]:
     """The card's paragraph on when the simulator ends the conversation (`training.endings`)."""
     if not ending:
         return []
+    threshold, per_turn = ending["threshold"], ending.get("per_turn", 0.0)  # .get: older cards
+    examples = ", ".join(f"{threshold * math.exp(-per_turn * k):.3g} after {k}" for k in (2, 4, 6))
     return [
         "## Ending",
         "",
-        f"At run time (`--ending learned`) the user ends the conversation when the probability "
-        f"of the end marker as its reply is at least **{ending['threshold']:.4g} x "
-        f"exp(-{ending.get('per_turn', 0.0):.3g} k)**, k the user turns so far. The slope is a "
-        "logistic hazard of ending on log p_end and k; the threshold then maximised End F1 "
-        f"({ending['f1']:.3f}, {ending['predicted']} endings predicted "
-        f"for {ending['endings']} real ones) over {ending['positions']} labelled positions of "
-        f"{ending['calibrated_on']} ({', '.join(ending['sources'])}; strategy in the prompt: "
+        "At run time (`--ending learned`) the user ends the conversation when the probability "
+        f"of the end marker as its reply is at least **{threshold:.4g} x exp(-{per_turn:.3g} k)**, "
+        f"k the user turns so far ({examples} user turns). The slope is a logistic hazard of "
+        "ending on log p_end and k; the threshold then maximised End F1 "
+        f"({ending['f1']:.3f}, {ending['predicted']} endings predicted for {ending['endings']} "
+        f"real ones) over {ending['positions']} positions: {ending['calibrated_on']} "
+        f"({', '.join(ending['sources'])}; strategy in the prompt: "
         f'"{ending["strategy"]}"). Built by `python -m training.endings`.',
         "",
     ]
