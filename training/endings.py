@@ -287,16 +287,21 @@ def trained_positions(folder: Path, files: Sequence[Path]) -> list[Position]:
     Raises:
         ValueError: The card lists no held-out names (an older card).
     """
-    from cli.induce import load_sources
+    from induction.loaders import load
     from training.pairs import ended_dialogue_name
 
+    if not (folder / "card.json").is_file():
+        raise ValueError(f"{folder}: no card.json there (a `run.py train-simulator` folder)")
     held = json.loads((folder / "card.json").read_text(encoding="utf-8"))["counts"].get(
         "held_out_names"
     )
     if held is None:
         raise ValueError(f"{folder}/card.json lists no held-out dialogues; retrain to calibrate")
     held = set(held)
-    loaded = load_sources(list(files), None)
+    missing = next((f for f in files if not Path(f).is_file()), None)
+    if missing is not None:
+        raise ValueError(f"{missing}: file not found")
+    loaded = [load(f) for f in files]  # NotDialogueFile is a ValueError
     return positions(
         (r.path.name, d)
         for r in loaded
@@ -321,15 +326,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plain", action="store_true", help="the plain simulator's prompt")
     parser.add_argument("--strategy", default=DEFAULT_STRATEGY)
     args = parser.parse_args(argv)
-    from cli.errors import UsageError
-    from runtime.settings import SettingsError
+    from dialogues.errors import InputError
 
     try:
         found = trained_positions(args.folder, args.dialogues)
         probabilities = measure(args.folder, found, args.strategy, plain=args.plain)
         turns = [user_turns(p.history) for p in found]
         threshold = calibrate_rule(probabilities, turns, [p.ends for p in found])
-    except (UsageError, SettingsError, ValueError, OSError, RuntimeError) as exc:
+    except (InputError, ValueError, OSError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)  # noqa: T201 - a command's output
         return 2
     write_threshold(args.folder, threshold, [f.name for f in args.dialogues], args.strategy)
