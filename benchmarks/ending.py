@@ -3,9 +3,10 @@
 For every real dialogue of the given files and every position after an assistant reply, the
 simulator is sent the real history (as at run time, with `--strategy` in the strategy prompt)
 and decides as at run time whether the user ends: a simulator whose card holds a calibrated
-threshold (`training.endings`) ends where the probability of the end marker as its reply is at
-least the threshold; one without drafts the user's next turn, and ends where the draft is the
-end marker (`dialogues.ending.is_end_marker`). The truth at that position:
+ending rule (`training.endings`) ends where the probability of the end marker as its reply
+reaches the rule's threshold for the user turns so far; one without drafts the user's next
+turn, and ends where the draft is the end marker (`dialogues.ending.is_end_marker`). The truth
+at that position:
 
 - `end`: the last assistant reply of a dialogue whose user ended it (SimulatorArena's);
 - `continue`: a real user turn follows;
