@@ -13,7 +13,7 @@ from langgraph.func import task
 from langgraph.types import interrupt
 from pydantic import BaseModel
 
-from agents.chat import ChatClient
+from agents.chat import ChatClient, Scored
 from dialogues.ending import END_MARKER, EndingRule, is_end_marker
 from dialogues.messages import last_answer, swap_roles, with_request
 from dialogues.models import Rerank, Usage
@@ -219,9 +219,12 @@ class StrategySimulator:
         It is the probability of the marker's tokens as the reply to exactly what a draft sends
         (the prompt fitted to the history budget); None where the server cannot score replies.
         """
-        prompt = self.chat.fit(self.messages(history, strategy, None))
-        scored = await self.chat.score(prompt, END_MARKER)
+        scored = await self._score_end(self.messages(history, strategy, None))
         return None if scored is None else math.exp(scored.logprob)
+
+    async def _score_end(self, prompt: list[BaseMessage]) -> Scored | None:
+        """Score the end marker as the reply to `prompt`, fitted as a draft's is."""
+        return await self.chat.score(self.chat.fit(prompt), END_MARKER)
 
     async def _decide_ending(
         self, history: Sequence[BaseMessage], prompt: list[BaseMessage]
@@ -233,7 +236,7 @@ class StrategySimulator:
         """
         if self.ending is None or not self.chat.can_score:
             return None
-        scored = await self.chat.score(self.chat.fit(prompt), END_MARKER)
+        scored = await self._score_end(prompt)
         if scored is None:
             return None
         p_end = math.exp(scored.logprob)
