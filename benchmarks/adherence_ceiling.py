@@ -15,7 +15,7 @@ nearest its extraction. Top-1 per source, with percentile bootstrap intervals ov
 
 The default runs on the team-annotated real dialogues; `--dialogues` and `--extractions` run it on
 other labelled real conversations (each extraction keyed to a pair of those files). `--json`
-writes the figures; `docs/results/adherence-ceiling/ceiling.json` is the committed run that the
+writes the figures; `evaluation/real_user_adherence.json` is the committed run that the
 `eval` and `ablate` reports print beside generated adherence.
 """
 
