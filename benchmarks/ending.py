@@ -118,7 +118,7 @@ def summary_line(f1: float | None, prompted: float | None, ratio: float | None) 
 
     return (
         f"ending: End F1 {shown(f1, '.2f')} (prompted {shown(prompted, '.2f')}); "
-        f"length distance learned/never x{shown(ratio, '.2f')}"
+        f"length distance learned/never {'n/a' if ratio is None else f'x{ratio:.2f}'}"
     )
 
 

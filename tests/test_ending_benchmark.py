@@ -57,7 +57,7 @@ def test_end_f1_and_a_simulator_that_never_ends():
 
 def test_summary_line_format():
     assert summary_line(0.4123, 0.0, None) == (
-        "ending: End F1 0.41 (prompted 0.00); length distance learned/never xn/a"
+        "ending: End F1 0.41 (prompted 0.00); length distance learned/never n/a"
     )
 
 
