@@ -36,6 +36,9 @@ logger = logging.getLogger(__name__)
 SCORE_PATH = "/ideas/score"
 """The scoring endpoint under a server's base URL (`runtime/llama_server.py` serves it)."""
 
+GUIDE_PATH = "/ideas/guided"
+"""The guided sampling endpoint under a server's base URL (`runtime/llama_server.py`)."""
+
 
 INVALID_REPLY_ERRORS = (ValueError, TypeError, LookupError, AttributeError, RecursionError)
 """What langchain-openai raises on a 200 reply that is not a chat completion: no `choices`
@@ -139,6 +142,22 @@ class Scored:
     usage: Usage
 
 
+class GuidedReply(BaseModel):
+    """What the guided sampling endpoint answers (`runtime.llama_server.GuideResponse`)."""
+
+    text: str
+    tokens: int = Field(ge=0)
+    prompt_tokens: int = Field(default=0, ge=0)
+    cached_tokens: int = Field(default=0, ge=0)
+
+
+@dataclass
+class _Guiding:
+    """Whether the server samples with guidance; shared by a client and its `seeded` copies."""
+
+    available: bool = True
+
+
 @dataclass
 class _Scoring:
     """Whether the server scores replies; shared by a client and its `seeded` copies."""
@@ -205,6 +224,7 @@ class ChatClient:
             timeout_retries = getattr(model, "max_retries", None)
         self.timeout_retries = timeout_retries if isinstance(timeout_retries, int) else 0
         self._scoring = _Scoring()
+        self._guiding = _Guiding()
 
     def seeded(self, seed: int | None) -> ChatClient:
         """Return a client like this one whose requests derive their sampling seed from `seed`."""
@@ -313,6 +333,95 @@ class ChatClient:
             Usage(1, reply.prompt_tokens + reply.tokens, 0, seconds, reply.cached_tokens),
         )
 
+    @property
+    def can_guide(self) -> bool:
+        """Whether `guided` may answer: False once the server showed it has no such endpoint."""
+        return self._guiding.available
+
+    async def guided(
+        self,
+        messages: Sequence[BaseMessage],
+        against: Sequence[BaseMessage],
+        guidance: float,
+        *,
+        unboosted: str = "",
+    ) -> tuple[str, Usage] | None:
+        """Sample a reply to `messages` with classifier-free guidance away from `against`.
+
+        Each token is drawn from `log p(t | against) + guidance * (log p(t | messages) -
+        log p(t | against))` among the tokens the model finds plausible after `messages`
+        (`POST {base_url}/ideas/guided`, served by the embedded server); `against` is the same
+        chat without the condition to strengthen. The words of `unboosted` (the condition's
+        text) keep their plain log-probability, so the reply is not pushed to copy them. The
+        model's temperature, token limit and this
+        client's seed apply as to `text`, and an empty reply is drawn again as there. Both
+        chats are sent as given: fit them first (`fit`), alike. A server without the endpoint
+        (404 or 405), or a chat model that is no OpenAI client, gives None, with one notice,
+        and is not asked again.
+
+        Raises:
+            ModelError: If the server fails otherwise, or every attempt got an empty reply.
+        """
+        client = getattr(self.model, "root_async_client", None)
+        if not self._guiding.available:
+            return None
+        if not isinstance(client, openai.AsyncOpenAI):
+            return self._unguided(f"{model_name(self.model)} is not an OpenAI-compatible client")
+        usage = Usage()
+        for attempt in range(self.attempts):
+            body = {
+                "model": model_name(self.model),
+                "messages": to_openai(messages),
+                "against": to_openai(against),
+                "guidance": guidance,
+                "unboosted": unboosted,
+                **self._sampling(messages, attempt),
+            }
+            slot: AbstractAsyncContextManager = self.limit.slot() if self.limit else nullcontext()
+            async with slot:
+                started = time.perf_counter()
+                try:
+                    async with asyncio.timeout(self.timeout):
+                        raw = await client.post(GUIDE_PATH, cast_to=object, body=body)
+                except TimeoutError:
+                    raise ModelError(
+                        f"{self._server()} did not finish a guided reply within {self.timeout:g} s"
+                    ) from None
+                except openai.APIStatusError as exc:
+                    if exc.status_code in (404, 405):
+                        return self._unguided(f"{self._server()} serves no {GUIDE_PATH}")
+                    raise self._model_error(exc) from None
+                except (ReplyTooLarge, openai.OpenAIError) as exc:
+                    raise self._model_error(exc) from None
+                seconds = time.perf_counter() - started
+            try:
+                reply = GuidedReply.model_validate(raw)
+            except ValidationError as exc:
+                raise ModelError(
+                    f"model server sent an invalid guided reply: {_short(str(exc))}"
+                ) from None
+            usage += Usage(1, reply.prompt_tokens, reply.tokens, seconds, reply.cached_tokens)
+            if reply.text.strip():
+                return reply.text.strip(), usage
+        raise ModelError(f"{self._server()} gave only empty replies ({self.attempts} attempts)")
+
+    def _sampling(self, messages: Sequence[BaseMessage], attempt: int) -> dict[str, object]:
+        """The model's sampling settings as a request's fields, with this request's seed."""
+        fields: dict[str, object] = {}
+        temperature = getattr(self.model, "temperature", None)
+        if isinstance(temperature, int | float):
+            fields["temperature"] = temperature
+        if (limit := self._token_limit()) is not None:
+            fields["max_tokens"] = limit
+        if self.seed is not None:
+            fields["seed"] = request_seed(self.seed, messages, attempt)
+        return fields
+
+    def _unguided(self, why: str) -> None:
+        """Stop asking for guided replies, saying why once."""
+        self._guiding.available = False
+        logger.warning("%s: drafts are sampled without guidance", why)
+
     async def _score_endpoint(
         self, client: openai.AsyncOpenAI, messages: Sequence[BaseMessage], continuation: str
     ) -> ScoreReply:
@@ -386,11 +495,16 @@ class ChatClient:
 
     def _cut(self, usage: Usage) -> bool:
         """Whether a reply used its whole token budget: the model ran on, the server works."""
+        limit = self._token_limit()
+        return limit is not None and usage.output_tokens >= limit
+
+    def _token_limit(self) -> int | None:
+        """The model's reply token limit (in `extra_body` for the embedded server), if any."""
         model = self.model
         limit = getattr(model, "max_tokens", None) or (
             (getattr(model, "extra_body", None) or {}).get("max_tokens")
         )
-        return isinstance(limit, int) and limit > 0 and usage.output_tokens >= limit
+        return limit if isinstance(limit, int) and limit > 0 else None
 
     def _server(self) -> str:
         """Name the model server in messages: `model server URL` when the URL is known."""

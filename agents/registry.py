@@ -79,6 +79,7 @@ SIMULATORS: dict[SimulatorName, Callable[[Wiring], UserSimulator]] = {
         trained=_trained(w),
         drafts=w.settings.simulator_drafts,
         ending=_ending_rule(w),
+        guidance=w.settings.guidance(),
     ),
     "plain": lambda w: PlainSimulator(
         w.chat("simulator"), trained=_trained(w), ending=_ending_rule(w)

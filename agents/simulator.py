@@ -115,6 +115,15 @@ class StrategySimulator:
     ends where the simulator finds an ending likeliest, not wherever a sample happened to be the
     marker. A redraft after feedback (an ending the rules refused, a critic's rejection) is
     never an ending by threshold. Where the server cannot score, the sampled draft decides.
+
+    With `guidance` gamma other than 1 and a strategy, each draft is sampled with
+    classifier-free guidance (`ChatClient.guided`): every token is drawn by
+    `log p(t | no strategy) + gamma * (log p(t | s) - log p(t | no strategy))` among the tokens
+    the simulator finds plausible under s, where "no strategy" is the same prompt whose request
+    asks for a natural follow-up in place of the strategy (`contrast`). Gamma > 1 strengthens
+    what the strategy changes in the reply; the strategy's own words are left unboosted, so the
+    reply is not pushed to copy them. Where the server has no guided endpoint, drafts are
+    sampled as without guidance.
     """
 
     instructions = "simulator"
@@ -130,22 +139,35 @@ class StrategySimulator:
         trained: bool = False,
         drafts: int = 1,
         ending: EndingRule | None = None,
+        guidance: float = 1.0,
     ) -> None:
         """Draft with `chat`; `trained`: it is a trained simulator, whose whole reply is kept.
 
         `drafts`: how many drafts to write and rerank (1: one draft, no scoring).
         `ending`: end where p_end reaches this rule (None: where a sampled draft is the marker).
+        `guidance`: the weight of the strategy when sampling (1: plain sampling; see the class).
         """
         if drafts < 1:
             raise ValueError(f"drafts must be at least 1, not {drafts}")
+        if guidance < 0:
+            raise ValueError(f"guidance must be at least 0, not {guidance}")
         self.chat = chat
         self.trained = trained
         self.drafts = drafts
         self.ending = ending
+        self.guidance = guidance
 
     def request(self, strategy: str | None, feedback: str | None) -> str:
         """Return this draft's request: the strategy to apply and the feedback to act on."""
         return render("simulator_turn", strategy=strategy, feedback=feedback)
+
+    def contrast(self, feedback: str | None) -> str:
+        """Return the guided drafts' contrast request: a strategy's request without a strategy.
+
+        It asks for a natural follow-up where the strategy's request names the strategy, and
+        keeps the rest (be specific, the feedback), so guidance strengthens the strategy alone.
+        """
+        return render("simulator_turn", strategy=None, feedback=feedback, specific=True)
 
     def messages(
         self, history: Sequence[BaseMessage], strategy: str | None, feedback: str | None
@@ -191,11 +213,12 @@ class StrategySimulator:
         avoid_end: bool,
     ) -> Draft:
         """Write one draft, or several reranked; `avoid_end`: below the end threshold."""
+        against = self._against(messages, prompt, strategy, feedback)
         if self.drafts < 2 or strategy is None or not others or not self.chat.can_score:
-            return await self._write(0, prompt, avoid_end)
+            return await self._write(0, prompt, avoid_end, against, strategy)
         written: list[Draft] = []
         for k in range(self.drafts):
-            written.append(await self._write(k, prompt, avoid_end))
+            written.append(await self._write(k, prompt, avoid_end, against, strategy))
             if is_end_marker(written[-1].text):
                 break
         usage = sum((d.usage for d in written), Usage())
@@ -244,11 +267,46 @@ class StrategySimulator:
         text = END_MARKER if self.ending.ends(p_end, user_turns) else ""
         return Draft(text, scored.usage, end_probability=p_end)
 
-    async def _write(self, k: int, prompt: list[BaseMessage], avoid_end: bool = False) -> Draft:
-        """Write draft `k` (its own seed); `avoid_end`: draw again while it is the marker."""
+    def _against(
+        self,
+        history: Sequence[BaseMessage],
+        prompt: list[BaseMessage],
+        strategy: str | None,
+        feedback: str | None,
+    ) -> list[BaseMessage] | None:
+        """The guided drafts' contrast: the fitted prompt with the `contrast` request.
+
+        None where drafts are sampled without guidance (gamma 1, no strategy, or a server
+        without the guided endpoint). The history is `prompt`'s, fitted the same way, so the two
+        differ only in the request's strategy line.
+        """
+        if self.guidance == 1.0 or strategy is None or not self.chat.can_guide:
+            return None
+        request = with_request(swap_roles(history), self.contrast(feedback))
+        return self.chat.fit(prompt)[:-1] + request[-1:]
+
+    async def _write(
+        self,
+        k: int,
+        prompt: list[BaseMessage],
+        avoid_end: bool = False,
+        against: list[BaseMessage] | None = None,
+        strategy: str | None = None,
+    ) -> Draft:
+        """Write draft `k` (its own seed); `avoid_end`: draw again while it is the marker.
+
+        With `against` (`_against`), the draft is sampled with guidance away from it, leaving
+        the words of `strategy` unboosted.
+        """
         usage = Usage()
         for redraw in range(self.END_REDRAWS + 1 if avoid_end else 1):
-            text, spent = await self._chat(k + redraw * self.drafts).text(prompt)
+            chat = self._chat(k + redraw * self.drafts)
+            guided = None
+            if against is not None:
+                guided = await chat.guided(
+                    chat.fit(prompt), against, self.guidance, unboosted=strategy or ""
+                )
+            text, spent = guided or await chat.text(prompt)
             usage += spent
             text = clean_instruction(text, whole=self.trained)
             if not is_end_marker(text):

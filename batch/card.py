@@ -45,6 +45,7 @@ GENERATION_SETTINGS = (
     "min_insight",
     "history_tokens",
     "simulator_drafts",
+    "simulator_guidance",
     "retrieval",
     "seed",
     "gguf",

@@ -52,6 +52,14 @@ def add_agent_arguments(parser: argparse.ArgumentParser) -> None:
         help="strategy simulator: write N drafts and keep the one its strategy makes likeliest "
         "against the other candidates (default 1; docs/simulators.md)",
     )
+    a.add_argument(
+        "--simulator-guidance",
+        type=float,
+        metavar="GAMMA",
+        help="strategy simulator: sample each draft with the strategy weighted GAMMA against "
+        "the same prompt without it (classifier-free guidance; default 1: plain sampling; "
+        "docs/simulators.md)",
+    )
     a.add_argument("--max-rejections", type=int, help="rejections in a row that end (default 6)")
     a.add_argument(
         "--min-turns",
@@ -100,6 +108,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         ("turns", "turns"),
         ("top_k", "top_k"),
         ("simulator_drafts", "simulator_drafts"),
+        ("simulator_guidance", "simulator_guidance"),
         ("max_rejections", "max_rejections"),
         ("min_turns", "min_turns"),
         ("ending", "ending"),

@@ -38,14 +38,15 @@ import runpy
 import sys
 from collections.abc import Iterator, Sequence
 from functools import wraps
-from typing import Any, NotRequired
+from typing import Any, Literal, NotRequired
 
 import llama_cpp
+import llama_cpp._internals
 import llama_cpp.llama_types
 import numpy as np
 from llama_cpp import Llama, LlamaRAMCache
 from llama_cpp.llama import LlamaState
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 M_MMAP_THRESHOLD = -3
 """glibc's `mallopt` parameter number of the size from which blocks get their own mapping."""
@@ -543,11 +544,281 @@ def serve_scores() -> None:
     )
 
 
+class GuideRequest(BaseModel):
+    """A reply to sample with guidance: `messages` contrasted with `against` (see `guide`)."""
+
+    model: str | None = None
+    """The model name, selecting an adapter as a chat completion's does."""
+    messages: list[llama_cpp.llama_types.ChatCompletionRequestMessage]
+    """The conditioned prompt: the chat whose reply is sampled."""
+    against: list[llama_cpp.llama_types.ChatCompletionRequestMessage]
+    """The same chat without the condition (the contrast)."""
+    guidance: float = Field(default=1.5, ge=0.0, le=10.0)
+    """The weight gamma of the condition: 1 samples from `messages` alone, 0 from `against`."""
+    max_tokens: int = Field(default=96, ge=1, le=4096)
+    temperature: float = Field(default=0.8, ge=0.0, le=2.0)
+    top_k: int = Field(default=40, ge=0)
+    top_p: float = Field(default=0.95, gt=0.0, le=1.0)
+    min_p: float = Field(default=0.05, ge=0.0, le=1.0)
+    repeat_penalty: float = Field(default=1.1, ge=1.0, le=2.0)
+    seed: int | None = None
+    unboosted: str = ""
+    """Text whose words guidance leaves at their conditioned log-probability (the condition
+    itself: guidance strengthens what it asks for, not a copy of its words)."""
+
+
+class GuideResponse(BaseModel):
+    """The sampled reply, and what sampling it evaluated."""
+
+    text: str
+    tokens: int
+    """The reply's tokens."""
+    finish_reason: Literal["stop", "length"]
+    prompt_tokens: int
+    """The tokens of both rendered prompts."""
+    cached_tokens: int
+    """The prompt tokens taken from the contexts, not evaluated."""
+
+
+REPEAT_WINDOW = 64
+"""The repeat penalty looks at this many of the reply's last tokens (llama.cpp's default)."""
+
+
+def _log_softmax(row: np.ndarray) -> np.ndarray:
+    shifted = row - row.max()
+    return shifted - np.log(np.exp(shifted).sum())
+
+
+def _penalised(logits: np.ndarray, recent: Sequence[int], penalty: float) -> np.ndarray:
+    """llama.cpp's repeat penalty: each recent token's logit shrinks towards less likely."""
+    if penalty == 1.0 or not recent:
+        return logits
+    logits = logits.copy()
+    seen = np.unique(np.asarray(recent, dtype=np.int64))
+    values = logits[seen]
+    logits[seen] = np.where(values > 0, values / penalty, values * penalty)
+    return logits
+
+
+def word_tokens(llama: Llama, text: str) -> frozenset[int]:
+    """Return the tokens of `text`'s words, spelled as a reply may write them.
+
+    Each word alone or after a space; as written, lower-case or capitalised.
+    """
+    tokens: set[int] = set()
+    for word in set(re.findall(r"[^\W\d_]+", text)):
+        for form in {word, word.lower(), word.capitalize()}:
+            for spelled in (form, " " + form):
+                tokens.update(llama.tokenize(spelled.encode("utf-8"), False, False))
+    return frozenset(tokens)
+
+
+def guided_choice(
+    conditioned: np.ndarray,
+    contrast: np.ndarray,
+    recent: Sequence[int],
+    request: GuideRequest,
+    rng: np.random.Generator,
+    unboosted: frozenset[int] = frozenset(),
+) -> int:
+    """Sample the next token with classifier-free guidance (Sanchez et al., 2023).
+
+    The plausible tokens are the conditioned model's own: its top-k, and those at least `min_p`
+    times as likely as its likeliest. Among them each token scores
+    `log p(t | against) + gamma * (log p(t | messages) - log p(t | against))`, so a token the
+    condition makes likelier than the contrast gains with gamma > 1, and one it makes less likely
+    loses; an `unboosted` token (a word of the condition) keeps its `log p(t | messages)`, so
+    guidance does not turn the reply into a copy of the condition. The scores are then sampled
+    as a completion's are: temperature, then top-p (temperature 0: the top score).
+    """
+    lp_on = _log_softmax(_penalised(conditioned, recent, request.repeat_penalty))
+    lp_off = _log_softmax(_penalised(contrast, recent, request.repeat_penalty))
+    order = np.argsort(-lp_on, kind="stable")
+    if request.top_k > 0:
+        order = order[: request.top_k]
+    order = order[lp_on[order] >= lp_on[order[0]] + np.log(max(request.min_p, 1e-30))]
+    scores = lp_off[order] + request.guidance * (lp_on[order] - lp_off[order])
+    if unboosted:
+        kept = np.fromiter((int(t) in unboosted for t in order), dtype=bool, count=len(order))
+        scores = np.where(kept, lp_on[order], scores)
+    if request.temperature == 0:
+        return int(order[int(np.argmax(scores))])
+    ranked = np.argsort(-scores, kind="stable")
+    order, probabilities = order[ranked], np.exp(_log_softmax(scores[ranked] / request.temperature))
+    keep = int(np.searchsorted(np.cumsum(probabilities), request.top_p)) + 1
+    probabilities = probabilities[:keep] / probabilities[:keep].sum()
+    return int(order[rng.choice(keep, p=probabilities)])
+
+
+def _decode(ctx: Any, batch: Any, n_batch: int, tokens: list[int], start: int) -> np.ndarray:
+    """Evaluate `tokens[start:]` after the `start` tokens in `ctx`; return the last's logits."""
+    ctx.kv_cache_seq_rm(-1, start, -1)
+    for first in range(start, len(tokens), n_batch):
+        chunk = tokens[first : first + n_batch]
+        batch.set_batch(batch=chunk, n_past=first, logits_all=False)
+        ctx.decode(batch)
+    pointer = ctx.get_logits_ith(len(chunk) - 1)
+    return np.ctypeslib.as_array(pointer, shape=(ctx.model.n_vocab(),)).copy()
+
+
+class Contrast:
+    """A second context on the model, evaluating the contrast prompt beside the main one.
+
+    It shares the model's weights and its adapters; only its KV cache is its own. It keeps the
+    tokens it holds, so the next contrast prompt evaluates only what follows their common prefix.
+    """
+
+    def __init__(self, llama: Llama) -> None:
+        """Open a context like `llama`'s on the same model."""
+        self.ctx = llama_cpp._internals.LlamaContext(
+            model=llama._model, params=llama.context_params, verbose=llama.verbose
+        )
+        self.batch = llama_cpp._internals.LlamaBatch(
+            n_tokens=llama.n_batch, embd=0, n_seq_max=1, verbose=llama.verbose
+        )
+        self.n_batch = llama.n_batch
+        self.tokens: list[int] = []
+        self.adapter: Any = None
+
+    @staticmethod
+    def of(llama: Llama) -> Contrast:
+        """Return `llama`'s contrast context, opened on first use."""
+        if getattr(llama, "_contrast", None) is None:
+            llama._contrast = Contrast(llama)
+        return llama._contrast
+
+    def use(self, adapter: Any) -> None:
+        """Answer with `adapter` (a loaded LoRA adapter, or None: the base model)."""
+        if adapter is self.adapter:
+            return
+        if adapter is None:
+            ok = llama_cpp.llama_set_adapters_lora(self.ctx.ctx, None, 0, None) == 0
+        else:
+            adapters = (llama_cpp.llama_adapter_lora_p_ctypes * 1)(adapter)
+            scales = (ctypes.c_float * 1)(1.0)
+            ok = llama_cpp.llama_set_adapters_lora(self.ctx.ctx, adapters, 1, scales) == 0
+        if not ok:
+            raise RuntimeError("llama.cpp could not switch the contrast context's adapter")
+        self.adapter, self.tokens = adapter, []
+
+    def logits(self, tokens: list[int]) -> tuple[np.ndarray, int]:
+        """Return the logits after `tokens`, and how many of them were already held."""
+        keep = min(Llama.longest_token_prefix(self.tokens, tokens), len(tokens) - 1)
+        try:
+            row = _decode(self.ctx, self.batch, self.n_batch, tokens, keep)
+        except BaseException:
+            self.tokens = []
+            self.ctx.kv_cache_clear()
+            raise
+        self.tokens = list(tokens)
+        return row, keep
+
+
+def _main_logits(llama: Llama, tokens: list[int]) -> tuple[np.ndarray, int]:
+    """Return the logits after `tokens` in `llama`'s own context, keeping its bookkeeping."""
+    keep = min(Llama.longest_token_prefix(llama._input_ids.tolist(), tokens), len(tokens) - 1)
+    try:
+        row = _decode(llama._ctx, llama._batch, llama.n_batch, tokens, keep)
+    except BaseException:
+        llama.reset()
+        raise
+    llama.input_ids[keep : len(tokens)] = tokens[keep:]
+    llama.n_tokens = len(tokens)
+    return row, keep
+
+
+def _restore_prefix(llama: Llama, prompt: list[int]) -> None:
+    """Load the cached state sharing the longest prefix with `prompt`, if it beats the context's."""
+    if not llama.cache:
+        return
+    try:
+        state = llama.cache[prompt]
+    except KeyError:
+        return
+    cached = Llama.longest_token_prefix(state.input_ids.tolist(), prompt)
+    if cached > Llama.longest_token_prefix(llama._input_ids.tolist(), prompt):
+        llama.load_state(state)
+
+
+def guide(llama: Llama, request: GuideRequest, adapters: Adapters) -> GuideResponse:
+    """Sample a reply to `request.messages` guided away from `request.against` (`guided_choice`).
+
+    The conditioned prompt runs in `llama`'s context (restored from the prefix cache as a
+    completion's is, and cached after it), the contrast in a second context (`Contrast`); each
+    sampled token is then evaluated in both. Stops at an end-of-generation token or
+    `max_tokens`.
+    """
+    prompt = chat_prompt(llama, list(request.messages), request.model)
+    against = chat_prompt(llama, list(request.against), request.model)
+    if max(len(prompt), len(against)) + request.max_tokens > llama.n_ctx():
+        raise ScoreError(
+            f"prompt and reply may take {max(len(prompt), len(against)) + request.max_tokens} "
+            f"tokens, over the context's {llama.n_ctx()}"
+        )
+    adapter = adapters.loaded.get(adapters.current) if adapters.current else None
+    contrast = Contrast.of(llama)
+    contrast.use(adapter)
+    _restore_prefix(llama, prompt)
+    rng = np.random.default_rng(request.seed)
+    unboosted = word_tokens(llama, request.unboosted)
+    reply: list[int] = []
+    on, kept = _main_logits(llama, prompt)
+    off, kept_off = contrast.logits(against)
+    finish: Literal["stop", "length"] = "length"
+    try:
+        for _ in range(request.max_tokens):
+            token = guided_choice(on, off, reply[-REPEAT_WINDOW:], request, rng, unboosted)
+            if llama_cpp.llama_vocab_is_eog(llama._model.vocab, token):
+                finish = "stop"
+                break
+            reply.append(token)
+            on, _ = _main_logits(llama, prompt + reply)
+            off, _ = contrast.logits(against + reply)
+    finally:
+        llama._requires_eval = True  # a completion of exactly these tokens replays one
+    if llama.cache:
+        llama.cache[prompt + reply] = llama.save_state()
+    return GuideResponse(
+        text=llama.detokenize(reply).decode("utf-8", errors="ignore"),
+        tokens=len(reply),
+        finish_reason=finish,
+        prompt_tokens=len(prompt) + len(against),
+        cached_tokens=kept + kept_off,
+    )
+
+
+def serve_guidance(adapters: Adapters) -> None:
+    """Add `POST /v1/ideas/guided` (`guide`), as `serve_scores` adds the scoring route."""
+    from fastapi import Depends, HTTPException
+    from llama_cpp.server import app as server_app
+    from starlette.concurrency import run_in_threadpool
+
+    proxy = Depends(server_app.get_llama_proxy)
+
+    async def guided_route(body: GuideRequest, llama_proxy: Any = proxy) -> GuideResponse:
+        llama = llama_proxy(body.model)
+        try:
+            return await run_in_threadpool(guide, llama, body, adapters)
+        except ScoreError as exc:
+            raise HTTPException(status_code=400, detail=str(exc)) from None
+
+    server_app.router.add_api_route(
+        "/v1/ideas/guided",
+        guided_route,
+        methods=["POST"],
+        response_model=GuideResponse,
+        dependencies=[Depends(server_app.authenticate)],
+        summary="Sample a reply with guidance",
+    )
+
+
 if __name__ == "__main__":
     return_freed_memory()
     instrument()
     guard_special_tokens()
-    serve_adapters(Adapters(take_adapters(sys.argv)))
+    adapters = Adapters(take_adapters(sys.argv))
+    serve_adapters(adapters)
     serve_scores()
+    serve_guidance(adapters)
     llama_cpp.LlamaRAMCache = PrefixCache  # the class the server instantiates for --cache
     runpy.run_module("llama_cpp.server", run_name="__main__", alter_sys=True)

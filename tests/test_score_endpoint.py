@@ -153,3 +153,54 @@ def test_a_score_sums_the_log_softmax_of_each_continuation_token_and_keeps_the_c
     assert scored.logprob == pytest.approx(expected, abs=1e-3)
     assert score(GERMANY, "").logprob == 0.0
     assert score(GERMANY, reply).cached_tokens == len(prompt) - 1  # the prompt's last is redone
+
+
+# --- guided sampling (`POST /v1/ideas/guided`) ----------------------------------------------
+
+
+def guided(server, messages, against, model=None, **fields) -> dict:
+    body = {"model": model or server.model, "messages": messages, "against": against}
+    body |= {"max_tokens": 16, "temperature": 0, "repeat_penalty": 1.0, **fields}
+    return post(f"{server.base_url}/ideas/guided", body)
+
+
+def plain_greedy(server, messages, model=None, max_tokens=16) -> str:
+    body = {"model": model or server.model, "messages": messages, "temperature": 0}
+    body |= {"max_tokens": max_tokens, "repeat_penalty": 1.0}
+    return post(f"{server.base_url}/chat/completions", body)["choices"][0]["message"]["content"]
+
+
+@pytest.mark.embedded
+def test_guided_sampling_against_the_same_chat_is_the_plain_reply_with_or_without_adapter(server):
+    name = sorted(server.adapter_paths)[0]
+    for model in (server.model, name, server.model):  # the contrast follows the adapter switch
+        expected = plain_greedy(server, GERMANY, model)
+        reply = guided(server, GERMANY, GERMANY, model, guidance=3.0)
+        assert reply["text"].strip() == expected.strip()
+        assert reply["tokens"] > 0 and reply["prompt_tokens"] > 0
+
+
+@pytest.mark.embedded
+def test_guidance_makes_the_reply_likelier_under_its_condition_than_under_the_contrast(server):
+    asked = [SYSTEM, {"role": "user", "content": "Write one sentence about the sea."}]
+    against = [SYSTEM, {"role": "user", "content": "Write one sentence."}]
+
+    def ratio(text: str) -> float:
+        """log p(text | asked) - log p(text | against), from the scoring endpoint."""
+        scores = [
+            post(f"{server.base_url}/ideas/score", {"messages": m, "continuation": text})
+            for m in (asked, against)
+        ]
+        return scores[0]["logprob"] - scores[1]["logprob"]
+
+    before = plain_greedy(server, GERMANY)
+    plain = guided(server, asked, against, guidance=1.0, max_tokens=24)
+    strong = guided(server, asked, against, guidance=4.0, max_tokens=24)
+    assert plain["text"].strip() == plain_greedy(server, asked, max_tokens=24).strip()
+    assert strong["text"] != plain["text"]
+    assert ratio(strong["text"]) > ratio(plain["text"])
+    assert plain_greedy(server, GERMANY) == before  # the context was left holding its tokens
+    assert guided(server, asked, against, guidance=4.0, max_tokens=24) == strong
+    too_long = [SYSTEM, {"role": "user", "content": "word " * 5000}]
+    with pytest.raises(urllib.error.HTTPError, match="400"):
+        guided(server, too_long, GERMANY)

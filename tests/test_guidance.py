@@ -1,0 +1,298 @@
+"""Sampling the simulator's drafts with classifier-free guidance, with scripted logits."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+
+import httpx
+import numpy as np
+import pytest
+from langchain_core.messages import AIMessage, HumanMessage
+
+from agents.chat import ChatClient, ModelError
+from agents.simulator import StrategySimulator
+from dialogues.models import Usage
+from tests.fakes import ScriptedChatModel, text_reply
+
+DIALOGUE = [
+    HumanMessage(content="How do vaccines work?"),
+    AIMessage(content="They train memory B and T cells to recognise an antigen."),
+]
+STRATEGY = "Ask for a concrete example of the claim."
+
+
+# --- the sampling rule (runtime/llama_server.py) --------------------------------------------
+
+
+def logits(**probabilities: float) -> np.ndarray:
+    """Logits over a 4-token vocabulary (a, b, c, d) with these probabilities (rest: tiny)."""
+    row = np.full(4, 1e-9)
+    for token, p in probabilities.items():
+        row["abcd".index(token)] = p
+    return np.log(row / row.sum())
+
+
+def choose(llama_server, on, off, *, recent=(), seed=0, unboosted=frozenset(), **fields) -> int:
+    request = llama_server.GuideRequest(messages=[], against=[], **fields)
+    rng = np.random.default_rng(seed)
+    return llama_server.guided_choice(on, off, list(recent), request, rng, unboosted)
+
+
+def test_guidance_picks_the_token_the_condition_raises_not_the_likeliest(llama_server):
+    # Under the strategy, a is a bit likelier than b; without it, a is far likelier: what the
+    # strategy adds is b. Ignoring the strategy (or the contrast) picks a.
+    on, off = logits(a=0.5, b=0.4, c=0.1), logits(a=0.8, b=0.1, c=0.1)
+    assert choose(llama_server, on, off, temperature=0, guidance=1.0) == 0
+    assert choose(llama_server, on, off, temperature=0, guidance=2.0) == 1
+    assert choose(llama_server, on, off, temperature=0, guidance=0.0) == 0  # the contrast alone
+    # a contrast equal to the condition changes nothing, whatever the weight
+    assert choose(llama_server, on, on, temperature=0, guidance=5.0) == 0
+
+
+def test_guidance_never_picks_a_token_the_condition_finds_implausible(llama_server):
+    # d is 1000x likelier with the strategy than without, but under 5% of the likeliest token
+    on, off = logits(a=0.6, b=0.38, d=0.02), logits(a=0.6, b=0.39, d=0.00002)
+    assert choose(llama_server, on, off, temperature=0, guidance=10.0) != 3
+    draws = {choose(llama_server, on, off, guidance=10.0, seed=s) for s in range(200)}
+    assert 3 not in draws
+    # top-k 1 leaves only the likeliest
+    assert choose(llama_server, on, logits(a=0.9, b=0.1), temperature=0, guidance=9, top_k=1) == 0
+
+
+def test_guided_draws_follow_the_guided_distribution(llama_server):
+    on, off = logits(a=0.5, b=0.5), logits(a=0.8, b=0.2)
+    fields = {"temperature": 1.0, "top_p": 1.0, "repeat_penalty": 1.0}
+    plain = [choose(llama_server, on, off, seed=s, guidance=1.0, **fields) for s in range(2000)]
+    guided = [choose(llama_server, on, off, seed=s, guidance=2.0, **fields) for s in range(2000)]
+    assert abs(np.mean(plain) - 0.5) < 0.05  # b's share, sampled from the condition alone
+    # gamma 2: p(b) ~ 0.2 * (0.5 / 0.2)^2 = 1.25 against a's 0.8 * (0.5 / 0.8)^2 = 0.3125
+    assert abs(np.mean(guided) - 1.25 / 1.5625) < 0.05
+    seeded = [choose(llama_server, on, off, seed=7, guidance=2.0, **fields) for _ in range(5)]
+    assert len(set(seeded)) == 1
+
+
+def test_the_conditions_own_words_are_not_boosted(llama_server):
+    # b is the condition's word, copied: guidance would pick it; unboosted, it keeps its plain
+    # log-probability, and c, which the condition raises without being its word, wins
+    on, off = logits(a=0.5, b=0.3, c=0.2), logits(a=0.6, b=0.01, c=0.39)
+    assert choose(llama_server, on, off, temperature=0, guidance=3.0) == 1
+    assert choose(llama_server, on, off, temperature=0, guidance=3.0, unboosted={1}) == 0
+    off = logits(a=0.6, b=0.01, c=0.05)
+    assert choose(llama_server, on, off, temperature=0, guidance=3.0, unboosted={1}) == 2
+
+
+class WordTokenizer:
+    """Tokenizes each distinct spelling to one id, recording what it was asked."""
+
+    def __init__(self) -> None:
+        self.ids: dict[bytes, int] = {}
+
+    def tokenize(self, text: bytes, add_bos: bool, special: bool) -> list[int]:
+        assert not add_bos and not special
+        return [self.ids.setdefault(text, len(self.ids))]
+
+
+def test_the_unboosted_words_are_spelled_as_a_reply_may_write_them(llama_server):
+    tokenizer = WordTokenizer()
+    tokens = llama_server.word_tokens(tokenizer, "Ask for an Example, twice: 2 examples.")
+    spelled = set(tokenizer.ids)
+    assert {b"Example", b" Example", b"example", b" example", b"Ask", b" ask"} <= spelled
+    assert {b"examples", b" Examples", b"twice", b" Twice"} <= spelled
+    assert not any(b"2" in s or b"," in s or b":" in s for s in spelled)
+    assert tokens == frozenset(tokenizer.ids.values())
+    assert llama_server.word_tokens(tokenizer, "") == frozenset()
+
+
+def test_the_repeat_penalty_lowers_recent_tokens(llama_server):
+    on = logits(a=0.52, b=0.48)
+    assert choose(llama_server, on, on, temperature=0, guidance=1.0, repeat_penalty=1.0) == 0
+    shifted = on + 3.0  # positive logits shrink by the penalty, as llama.cpp's do
+    assert choose(llama_server, shifted, shifted, temperature=0, recent=[0], guidance=1.0) == 1
+
+
+# --- the client (agents/chat.py) ------------------------------------------------------------
+
+
+def guided_client(handler) -> tuple[ChatClient, list[dict]]:
+    """A ChatClient on an OpenAI-compatible model whose HTTP requests `handler` answers."""
+    from langchain_openai import ChatOpenAI
+
+    requests: list[dict] = []
+
+    def respond(request: httpx.Request) -> httpx.Response:
+        requests.append({"url": str(request.url), "body": json.loads(request.content)})
+        return handler(request)
+
+    model = ChatOpenAI(
+        base_url="http://guided.test/v1",
+        api_key="x",
+        model="simulator",
+        temperature=0.8,
+        max_retries=0,
+        extra_body={"max_tokens": 96},
+        http_async_client=httpx.AsyncClient(transport=httpx.MockTransport(respond)),
+    )
+    return ChatClient(model, seed=11), requests
+
+
+AGAINST = [DIALOGUE[0], AIMessage(content=DIALOGUE[1].text + " (a plain follow-up)")]
+
+
+def test_the_client_sends_both_chats_the_weight_and_the_models_sampling():
+    reply = {"text": " Such as? ", "tokens": 3, "prompt_tokens": 60, "cached_tokens": 50}
+    chat, requests = guided_client(lambda request: httpx.Response(200, json=reply))
+    text, usage = asyncio.run(chat.guided(DIALOGUE, AGAINST, 2.5, unboosted=STRATEGY))
+
+    assert text == "Such as?"
+    assert usage == Usage(1, 60, 3, usage.seconds, 50)
+    [request] = requests
+    assert request["url"] == "http://guided.test/v1/ideas/guided"
+    body = request["body"]
+    assert body["messages"][-1]["content"] == DIALOGUE[1].text
+    assert body["against"][-1]["content"] == AGAINST[1].text
+    assert (body["model"], body["guidance"], body["temperature"], body["max_tokens"]) == (
+        "simulator",
+        2.5,
+        0.8,
+        96,
+    )
+    assert body["unboosted"] == STRATEGY
+    seeds = {chat.seeded(s)._sampling(DIALOGUE, 0)["seed"] for s in (11, 12)}
+    assert body["seed"] in seeds and len(seeds) == 2  # the client's seed decides the draw
+
+
+def test_an_empty_guided_reply_is_drawn_again_with_a_new_seed():
+    replies = iter([{"text": " ", "tokens": 1}, {"text": "Why?", "tokens": 2}])
+    chat, requests = guided_client(lambda request: httpx.Response(200, json=next(replies)))
+    text, usage = asyncio.run(chat.guided(DIALOGUE, AGAINST, 2.0))
+    assert text == "Why?" and usage.calls == 2
+    assert requests[0]["body"]["seed"] != requests[1]["body"]["seed"]
+
+
+@pytest.mark.parametrize("status", [404, 405])
+def test_a_server_without_the_endpoint_gives_none_with_one_notice(status, caplog):
+    chat, requests = guided_client(lambda request: httpx.Response(status, json={}))
+    with caplog.at_level(logging.WARNING, logger="agents.chat"):
+        assert asyncio.run(chat.guided(DIALOGUE, AGAINST, 2.0)) is None
+        assert asyncio.run(chat.seeded(3).guided(DIALOGUE, AGAINST, 2.0)) is None
+    assert len(requests) == 1 and not chat.can_guide
+    [notice] = [r.getMessage() for r in caplog.records]
+    assert "serves no /ideas/guided" in notice and "without guidance" in notice
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "message"),
+    [
+        (500, {"detail": "boom"}, "model server error 500"),
+        (200, {"text": 3}, "invalid guided reply"),
+    ],
+)
+def test_a_failing_or_invalid_guided_reply_is_one_model_error(status, body, message):
+    chat, _ = guided_client(lambda request: httpx.Response(status, json=body))
+    with pytest.raises(ModelError, match=message):
+        asyncio.run(chat.guided(DIALOGUE, AGAINST, 2.0))
+
+
+# --- the simulator (agents/simulator.py) ----------------------------------------------------
+
+
+class ScriptedGuidance(ChatClient):
+    """A chat client that records the guided requests it gets and answers them from a script."""
+
+    def __init__(self, *replies: str, guides: bool = True) -> None:
+        super().__init__(ScriptedChatModel(script=[text_reply("plain reply")] * 4))
+        self.replies = list(replies)
+        self.guides = guides
+        self.asked: list[tuple[list, list, float]] = []
+
+    async def guided(self, messages, against, guidance, *, unboosted=""):
+        if not self.guides:
+            self._guiding.available = False  # as the client does on a 404
+            return None
+        self.asked.append((list(messages), list(against), guidance))
+        self.unboosted = unboosted
+        return self.replies.pop(0), Usage(1, 10, 2, 0.1, 0)
+
+
+def test_the_simulator_samples_against_its_prompt_without_the_strategy():
+    chat = ScriptedGuidance("Could you give an example?")
+    simulator = StrategySimulator(chat, guidance=2.0)
+    draft = asyncio.run(simulator.draft(DIALOGUE, STRATEGY, None))
+
+    assert draft.text == "Could you give an example?"
+    assert draft.usage.calls == 1 and chat.model.prompts == []  # no plain completion
+    assert chat.unboosted == STRATEGY
+    [(messages, against, guidance)] = chat.asked
+    assert guidance == 2.0
+    assert messages == chat.fit(simulator.messages(DIALOGUE, STRATEGY, None))
+    assert STRATEGY in messages[-1].text and STRATEGY not in against[-1].text
+    assert [m.text for m in messages[:-1]] == [m.text for m in against[:-1]]
+    # the two requests differ in the strategy line only
+    lines, contrast = messages[-1].text.splitlines(), against[-1].text.splitlines()
+    assert len(lines) == len(contrast)
+    assert [a != b for a, b in zip(lines, contrast, strict=True)].count(True) == 1
+    assert "natural follow-up" in against[-1].text and "specific" in against[-1].text
+
+
+def test_the_contrast_keeps_the_critics_feedback():
+    chat = ScriptedGuidance("Which cells, exactly?")
+    asyncio.run(StrategySimulator(chat, guidance=3.0).draft(DIALOGUE, STRATEGY, "Too vague."))
+    [(messages, against, _)] = chat.asked
+    assert "Too vague." in messages[-1].text and "Too vague." in against[-1].text
+
+
+@pytest.mark.parametrize(("guidance", "strategy"), [(1.0, STRATEGY), (2.0, None)])
+def test_without_a_weight_or_a_strategy_the_draft_is_sampled_plainly(guidance, strategy):
+    chat = ScriptedGuidance("never used")
+    draft = asyncio.run(StrategySimulator(chat, guidance=guidance).draft(DIALOGUE, strategy, None))
+    assert draft.text == "plain reply" and chat.asked == []
+
+
+def test_a_server_without_guidance_gets_plain_drafts():
+    chat = ScriptedGuidance(guides=False)
+    simulator = StrategySimulator(chat, guidance=2.0)
+    first = asyncio.run(simulator.draft(DIALOGUE, STRATEGY, None))
+    assert first.text == "plain reply" and not chat.can_guide
+    assert len(chat.model.prompts) == 1
+
+
+def test_a_negative_weight_is_refused():
+    with pytest.raises(ValueError, match="guidance"):
+        StrategySimulator(ScriptedGuidance(), guidance=-1.0)
+
+
+def test_the_guidance_setting_reaches_the_strategy_simulator_and_the_fingerprint(wiring):
+    import argparse
+
+    from agents.registry import SIMULATORS
+    from cli.options import add_agent_arguments, add_settings_arguments, settings_from_args
+
+    w = wiring({}, simulator_guidance=2.5)
+    assert SIMULATORS["strategy"](w).guidance == 2.5
+    assert SIMULATORS["plain"](w).guidance == 1.0
+    parser = argparse.ArgumentParser()
+    add_settings_arguments(parser)
+    add_agent_arguments(parser)
+    parsed = settings_from_args(parser.parse_args(["--simulator-guidance", "2"]))
+    assert parsed.guidance() == 2.0 and parsed.fingerprint()["simulator_guidance"] == 2.0
+    plain = settings_from_args(parser.parse_args(["--simulator-guidance", "1"]))
+    assert "simulator_guidance" not in plain.fingerprint()  # older batches still resume
+    with pytest.raises(ValueError):
+        settings_from_args(parser.parse_args(["--simulator-guidance", "-1"]))
+
+
+def test_unset_guidance_is_the_measured_weight_for_the_trained_simulator_on_the_bundled_model():
+    from runtime.adapters import shipped
+    from runtime.settings import EMBEDDED_GUIDANCE, Settings
+
+    if shipped("strategy") is None:
+        pytest.skip("no shipped simulator adapter")
+    assert Settings().guidance() == EMBEDDED_GUIDANCE == 5.0
+    assert Settings().fingerprint()["simulator_guidance"] == EMBEDDED_GUIDANCE
+    assert Settings().public_dump()["simulator_guidance"] == EMBEDDED_GUIDANCE  # manifest, card
+    assert Settings(simulator={"adapter": "none"}).guidance() == 1.0  # the prompted simulator
+    served = Settings(model={"base_url": "http://localhost:8000/v1"})
+    assert served.guidance() == 1.0  # measured on the embedded server only
+    assert Settings(simulator_guidance=3.0, model={"base_url": "http://h/v1"}).guidance() == 3.0
