@@ -1,0 +1,178 @@
+"""How much guidance at decoding makes the simulator follow its strategy, replayed on real turns.
+
+    python benchmarks/guidance.py --batch RUN_DIR/dialogues.jsonl [--gammas 1,3,5] [--turns 150]
+        [--boost-words] [--texts FILE]
+
+For a sample of the turns of a finished batch (`--turns`, shuffled with seed 0), the shipped
+`ideas` simulator drafts the turn again from the same history and strategy, once per guidance
+weight gamma, with the same sampling seed for every gamma (`runtime/llama_server.py`'s
+`guide`, the embedded server's guided endpoint, run in this process on the bundled model). Each
+draft is built as the `strategy` simulator builds it (`StrategySimulator.messages`, `.contrast`,
+the history fitted to 2400 tokens), and the strategy's words are left unboosted unless
+`--boost-words`.
+
+Per gamma it prints, over the drafts that are not the end marker:
+- adherence top-1: the eval's metric (`evaluation/metrics.py`): the turn's strategy is the
+  candidate whose MiniLM vector is nearest the draft (the recorded instruction's, for reference);
+- restatement: the share of the strategy's content words the draft repeats (the eval's
+  `strategy_overlap`), against real users' own level (`--library`'s extracted strategies' real
+  follow-ups against their top-tier strategy);
+- words per draft and the share ending with a question mark.
+
+MiniLM only measures here: the guidance itself uses the simulator's own likelihoods. Run
+nothing else on 2 cores (it keeps one model busy); 150 turns and 3 gammas take about 15 minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "runtime"))
+
+from agents.chat import fit_history  # noqa: E402
+from agents.simulator import StrategySimulator, clean_instruction  # noqa: E402
+from dialogues.ending import is_end_marker  # noqa: E402
+from dialogues.messages import swap_roles, to_langchain, to_openai, with_request  # noqa: E402
+from evaluation.metrics import adherence_rank  # noqa: E402
+from evaluation.text import strategy_overlap  # noqa: E402
+
+HISTORY_TOKENS = 2400
+"""The simulator's history budget (`Settings.history_tokens`' default)."""
+
+
+def turns_of(batch: Path, n: int) -> list[tuple[list[dict], dict]]:
+    """`n` shuffled (messages before the turn, turn record) whose strategy is a candidate."""
+    found = []
+    with batch.open(encoding="utf-8") as lines:
+        for line in lines:
+            dialogue = json.loads(line)
+            opening = len(dialogue["messages"]) - 2 * len(dialogue["turns"])
+            for i, turn in enumerate(dialogue["turns"]):
+                texts = [c["text"] for c in turn.get("candidates") or []]
+                strategy = (turn.get("strategy") or {}).get("text")
+                if strategy in texts and len(texts) >= 2 and turn.get("instruction"):
+                    found.append((dialogue["messages"][: opening + 2 * i], turn))
+    random.Random(0).shuffle(found)
+    return found[:n]
+
+
+def top1(embed, text: str, turn: dict) -> bool:
+    """Whether the turn's strategy is the candidate nearest `text` (the eval's adherence)."""
+    texts = [c["text"] for c in turn["candidates"]]
+    vectors = embed(texts + [text])
+    return adherence_rank(vectors[-1], vectors[:-1], texts.index(turn["strategy"]["text"])) == 0
+
+
+def real_restatement(library: Path, data: Path) -> float:
+    """Real users' restatement: follow-ups against the top-tier strategy of their extraction."""
+    from induction.loaders import load
+    from induction.real_dialogues import REAL_DIALOGUES
+
+    records = {}
+    with (library / "records.jsonl").open(encoding="utf-8") as lines:
+        for line in lines:
+            record = json.loads(line)
+            records[record["id"]] = record
+
+    def top(record: dict) -> dict:
+        while record.get("parent_id") in records:
+            record = records[record["parent_id"]]
+        return record
+
+    pairs = {p.key: p for name in REAL_DIALOGUES for p in load(data / name).pairs}
+    overlaps = []
+    for record in records.values():
+        if record.get("level") != "extracted":
+            continue
+        for source in record["provenance"]:
+            pair = pairs.get((source["source"], source["record_id"], source["turn"]))
+            overlap = pair and strategy_overlap(pair.followup, top(record)["text"])
+            if overlap is not None and pair is not None:
+                overlaps.append(overlap)
+    return float(np.mean(overlaps))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; 2 on bad input (one line on stderr)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=Path, required=True, help="a batch's dialogues.jsonl")
+    parser.add_argument("--gammas", default="1,3,5", help="guidance weights, comma-separated")
+    parser.add_argument("--turns", type=int, default=150)
+    parser.add_argument("--boost-words", action="store_true", help="boost the strategy's words")
+    parser.add_argument("--library", type=Path, default=ROOT / "stores/libraries/default")
+    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared/data")
+    parser.add_argument("--texts", type=Path, help="also write every draft here (JSON)")
+    args = parser.parse_args(argv)
+    try:
+        gammas = [float(g) for g in args.gammas.split(",")]
+        sample = turns_of(args.batch, args.turns)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if not sample:
+        print(
+            f"error: {args.batch} has no turn with a strategy among its candidates", file=sys.stderr
+        )
+        return 2
+
+    import llama_server
+    from llama_cpp import Llama
+
+    from runtime.adapters import shipped
+    from runtime.server import default_gguf
+    from stores.embeddings import MiniLMEmbedding
+
+    llama = Llama(str(default_gguf()), n_ctx=4096, n_threads=2, logits_all=False, verbose=False)
+    adapters = llama_server.Adapters({"ideas": str(shipped("strategy"))})
+    adapters.load(llama, "ideas")
+    adapters.select(llama, "ideas")
+    simulator = StrategySimulator(None, trained=True)  # builds prompts only
+    embed = MiniLMEmbedding().embed
+    drafts: dict[float, list[str]] = {g: [] for g in gammas}
+    for n, (messages, turn) in enumerate(sample):
+        history, strategy = to_langchain(messages), turn["strategy"]["text"]
+        prompt = fit_history(simulator.messages(history, strategy, None), HISTORY_TOKENS)
+        against = prompt[:-1] + with_request(swap_roles(history), simulator.contrast(None))[-1:]
+        for gamma in gammas:
+            request = llama_server.GuideRequest(
+                messages=to_openai(prompt), against=to_openai(against), guidance=gamma,
+                seed=1000 + n, unboosted="" if args.boost_words else strategy,
+            )  # fmt: skip
+            text = llama_server.guide(llama, request, adapters).text
+            drafts[gamma].append(clean_instruction(text, whole=True))
+        print(f"\r{n + 1}/{len(sample)} turns", end="", file=sys.stderr, flush=True)
+    print(file=sys.stderr)
+
+    recorded = [top1(embed, turn["instruction"], turn) for _, turn in sample]
+    print(
+        f"{len(sample)} turns of {args.batch}; recorded instructions: top-1 {np.mean(recorded):.3f}"
+    )
+    print(f"real users' restatement: {real_restatement(args.library, args.data):.3f}")
+    print(f"{'gamma':>6} {'drafts':>6} {'top-1':>6} {'restate':>8} {'words':>6} {'question':>8}")
+    for gamma, texts in drafts.items():
+        kept = [
+            (t, turn) for t, (_, turn) in zip(texts, sample, strict=True) if not is_end_marker(t)
+        ]
+        hits = [top1(embed, t, turn) for t, turn in kept]
+        restated = [strategy_overlap(t, turn["strategy"]["text"]) or 0.0 for t, turn in kept]
+        words = [len(t.split()) for t, _ in kept]
+        questions = [t.rstrip().endswith("?") for t, _ in kept]
+        print(
+            f"{gamma:6g} {len(kept):6d} {np.mean(hits):6.3f} {np.mean(restated):8.3f} "
+            f"{np.mean(words):6.1f} {np.mean(questions):8.2f}"
+        )
+    if args.texts:
+        args.texts.write_text(json.dumps({str(g): t for g, t in drafts.items()}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,77 @@
+"""The guidance benchmark's pure parts: which recorded turns it redrafts, and bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from benchmarks.guidance import main, top1, turns_of
+
+
+def turn(i: int, strategy: str | None, candidates: list[str]) -> dict:
+    return {
+        "index": i + 1,
+        "candidates": [{"id": f"s{k}", "text": t} for k, t in enumerate(candidates)],
+        "strategy": {"id": "s", "text": strategy} if strategy else None,
+        "instruction": f"user {i + 1}",
+    }
+
+
+def batch(tmp_path, dialogues: list[dict]):
+    path = tmp_path / "dialogues.jsonl"
+    path.write_text("".join(json.dumps(d) + "\n" for d in dialogues))
+    return path
+
+
+def test_each_turn_is_redrafted_from_the_messages_before_it(tmp_path):
+    opening = [{"role": "user", "content": "seed"}, {"role": "assistant", "content": "answer 0"}]
+    messages = list(opening)
+    for i in range(3):
+        messages += [{"role": "user", "content": f"user {i + 1}"}]
+        messages += [{"role": "assistant", "content": f"answer {i + 1}"}]
+    turns = [
+        turn(0, "A", ["A", "B"]),
+        turn(1, None, ["A", "B"]),  # no strategy: nothing to follow
+        turn(2, "C", ["A", "B"]),  # its strategy is no candidate: adherence cannot rank it
+    ]
+    path = batch(tmp_path, [{"messages": messages, "turns": turns}])
+    [(history, found)] = turns_of(path, 10)
+    assert found == turns[0]
+    assert history == opening  # the turn's instruction, "user 1", is not in its history
+    assert found["instruction"] == messages[len(history)]["content"]
+
+
+def test_the_sample_is_shuffled_the_same_way_every_time(tmp_path):
+    turns = [turn(i, "A", ["A", "B"]) for i in range(6)]
+    messages = [{"role": "user", "content": "seed"}, {"role": "assistant", "content": "a"}]
+    for t in turns:
+        messages += [
+            {"role": "user", "content": t["instruction"]},
+            {"role": "assistant", "content": "a"},
+        ]
+    path = batch(tmp_path, [{"messages": messages, "turns": turns}])
+    first = [t["instruction"] for _, t in turns_of(path, 4)]
+    assert first == [t["instruction"] for _, t in turns_of(path, 4)]
+    assert len(first) == 4 and len(set(first)) == 4
+
+
+def test_top1_is_the_evals_adherence():
+    vectors = {"A": [1.0, 0.0], "B": [0.0, 1.0], "near A": [0.9, 0.1], "near B": [0.1, 0.9]}
+
+    def embed(texts):
+        rows = np.array([vectors[t] for t in texts])
+        return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+    record = turn(0, "A", ["A", "B"])
+    assert top1(embed, "near A", record)
+    assert not top1(embed, "near B", record)
+
+
+def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
+    assert main(["--batch", str(tmp_path / "missing.jsonl")]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+    empty = batch(tmp_path, [{"messages": [], "turns": [turn(0, None, ["A", "B"])]}])
+    assert main(["--batch", str(empty)]) == 2
+    assert "no turn with a strategy" in capsys.readouterr().err
+    assert main(["--batch", str(empty), "--gammas", "1,x"]) == 2
