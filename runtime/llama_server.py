@@ -33,10 +33,11 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import inspect
 import re
 import runpy
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from functools import wraps
 from typing import Any, Literal, NotRequired
 
@@ -515,11 +516,19 @@ def score(llama: Llama, request: ScoreRequest) -> ScoreResponse:
     )
 
 
-def serve_scores() -> None:
-    """Add `POST /v1/ideas/score` to the routes llama-cpp-python's server app is built with.
+def serve_route(
+    path: str,
+    answer: Callable[[Llama, Any], BaseModel],
+    request: type[BaseModel],
+    response: type[BaseModel],
+    summary: str,
+) -> None:
+    """Add `POST /v1/ideas/{path}` to the routes llama-cpp-python's server app is built with.
 
-    It must run before the server creates its app. The request waits for the model as a chat
-    completion does (the server answers one request at a time) and checks the API key too.
+    The route answers `answer(llama, body)` for a `request` body, in the server's thread pool,
+    and a `ScoreError` as HTTP 400. It must be added before the server creates its app. The
+    request waits for the model as a chat completion does (the server answers one request at a
+    time), with the adapter its `model` names, and checks the API key too.
     """
     from fastapi import Depends, HTTPException
     from llama_cpp.server import app as server_app
@@ -527,21 +536,30 @@ def serve_scores() -> None:
 
     proxy = Depends(server_app.get_llama_proxy)
 
-    async def score_route(body: ScoreRequest, llama_proxy: Any = proxy) -> ScoreResponse:
+    async def route(body: Any, llama_proxy: Any = proxy) -> Any:
         llama = llama_proxy(body.model)
         try:
-            return await run_in_threadpool(score, llama, body)
+            return await run_in_threadpool(answer, llama, body)
         except ScoreError as exc:
             raise HTTPException(status_code=400, detail=str(exc)) from None
 
-    server_app.router.add_api_route(
-        "/v1/ideas/score",
-        score_route,
-        methods=["POST"],
-        response_model=ScoreResponse,
-        dependencies=[Depends(server_app.authenticate)],
-        summary="Score a reply",
+    parameters = inspect.signature(route).parameters
+    route.__signature__ = inspect.Signature(  # type: ignore[attr-defined]  # FastAPI reads it
+        [parameters["body"].replace(annotation=request), parameters["llama_proxy"]]
     )
+    server_app.router.add_api_route(
+        f"/v1/ideas/{path}",
+        route,
+        methods=["POST"],
+        response_model=response,
+        dependencies=[Depends(server_app.authenticate)],
+        summary=summary,
+    )
+
+
+def serve_scores() -> None:
+    """Add `POST /v1/ideas/score` (`score`) to the server's routes (`serve_route`)."""
+    serve_route("score", score, ScoreRequest, ScoreResponse, "Score a reply")
 
 
 class GuideRequest(BaseModel):
@@ -788,28 +806,12 @@ def guide(llama: Llama, request: GuideRequest, adapters: Adapters) -> GuideRespo
 
 
 def serve_guidance(adapters: Adapters) -> None:
-    """Add `POST /v1/ideas/guided` (`guide`), as `serve_scores` adds the scoring route."""
-    from fastapi import Depends, HTTPException
-    from llama_cpp.server import app as server_app
-    from starlette.concurrency import run_in_threadpool
+    """Add `POST /v1/ideas/guided` (`guide`) to the server's routes (`serve_route`)."""
 
-    proxy = Depends(server_app.get_llama_proxy)
+    def answer(llama: Llama, body: GuideRequest) -> GuideResponse:
+        return guide(llama, body, adapters)
 
-    async def guided_route(body: GuideRequest, llama_proxy: Any = proxy) -> GuideResponse:
-        llama = llama_proxy(body.model)
-        try:
-            return await run_in_threadpool(guide, llama, body, adapters)
-        except ScoreError as exc:
-            raise HTTPException(status_code=400, detail=str(exc)) from None
-
-    server_app.router.add_api_route(
-        "/v1/ideas/guided",
-        guided_route,
-        methods=["POST"],
-        response_model=GuideResponse,
-        dependencies=[Depends(server_app.authenticate)],
-        summary="Sample a reply with guidance",
-    )
+    serve_route("guided", answer, GuideRequest, GuideResponse, "Sample a reply with guidance")
 
 
 if __name__ == "__main__":

@@ -65,3 +65,31 @@ class SeedRecordingModel(ScriptedChatModel):
 def scripted(*replies: AIMessage | str, history_tokens: int = 2400) -> ChatClient:
     """A ChatClient around a fresh ScriptedChatModel (reachable as `.model`)."""
     return ChatClient(ScriptedChatModel(script=list(replies)), history_tokens=history_tokens)
+
+
+def recorded_client(
+    handler: Any, *, seed: int | None = None, **model: Any
+) -> tuple[ChatClient, list[dict]]:
+    """A ChatClient on a ChatOpenAI model whose HTTP requests `handler` answers, recorded.
+
+    Every request is recorded as `{"url", "body"}`; `model` sets ChatOpenAI's fields (its
+    `base_url` defaults to `http://scores.test/v1`, its model name to `simulator`).
+    """
+    import json
+
+    import httpx
+    from langchain_openai import ChatOpenAI
+
+    requests: list[dict] = []
+
+    def respond(request: httpx.Request) -> httpx.Response:
+        requests.append({"url": str(request.url), "body": json.loads(request.content)})
+        return handler(request)
+
+    fields = {"base_url": "http://scores.test/v1", "api_key": "x", "model": "simulator"}
+    chat_model = ChatOpenAI(
+        **(fields | model),
+        max_retries=0,
+        http_async_client=httpx.AsyncClient(transport=httpx.MockTransport(respond)),
+    )
+    return ChatClient(chat_model, seed=seed), requests

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 
 import httpx
@@ -14,7 +13,7 @@ from langchain_core.messages import AIMessage, HumanMessage
 from agents.chat import ChatClient, ModelError
 from agents.simulator import StrategySimulator
 from dialogues.models import Usage
-from tests.fakes import ScriptedChatModel, text_reply
+from tests.fakes import ScriptedChatModel, recorded_client, text_reply
 
 DIALOGUE = [
     HumanMessage(content="How do vaccines work?"),
@@ -116,25 +115,14 @@ def test_the_repeat_penalty_lowers_recent_tokens(llama_server):
 
 
 def guided_client(handler) -> tuple[ChatClient, list[dict]]:
-    """A ChatClient on an OpenAI-compatible model whose HTTP requests `handler` answers."""
-    from langchain_openai import ChatOpenAI
-
-    requests: list[dict] = []
-
-    def respond(request: httpx.Request) -> httpx.Response:
-        requests.append({"url": str(request.url), "body": json.loads(request.content)})
-        return handler(request)
-
-    model = ChatOpenAI(
+    """A seeded ChatClient whose model samples at 0.8, up to 96 tokens; `handler` answers."""
+    return recorded_client(
+        handler,
+        seed=11,
         base_url="http://guided.test/v1",
-        api_key="x",
-        model="simulator",
         temperature=0.8,
-        max_retries=0,
         extra_body={"max_tokens": 96},
-        http_async_client=httpx.AsyncClient(transport=httpx.MockTransport(respond)),
     )
-    return ChatClient(model, seed=11), requests
 
 
 AGAINST = [DIALOGUE[0], AIMessage(content=DIALOGUE[1].text + " (a plain follow-up)")]

@@ -15,7 +15,7 @@ from agents.chat import ChatClient, ModelError, Scored
 from agents.simulator import DRAFT_SEED_STRIDE, StrategySimulator
 from dialogues.ending import END_MARKER
 from dialogues.models import Rerank, Usage
-from tests.fakes import ScriptedChatModel, SeedRecordingModel, text_reply
+from tests.fakes import ScriptedChatModel, SeedRecordingModel, recorded_client, text_reply
 
 DIALOGUE = [
     HumanMessage(content="How do vaccines work?"),
@@ -213,22 +213,7 @@ def test_the_drafts_setting_has_a_flag_and_an_environment_variable(monkeypatch):
 
 def scoring_client(handler) -> tuple[ChatClient, list[dict]]:
     """A ChatClient on an OpenAI-compatible model whose HTTP requests `handler` answers."""
-    from langchain_openai import ChatOpenAI
-
-    requests: list[dict] = []
-
-    def respond(request: httpx.Request) -> httpx.Response:
-        requests.append({"url": str(request.url), "body": json.loads(request.content)})
-        return handler(request)
-
-    model = ChatOpenAI(
-        base_url="http://scores.test/v1",
-        api_key="x",
-        model="simulator",
-        max_retries=0,
-        http_async_client=httpx.AsyncClient(transport=httpx.MockTransport(respond)),
-    )
-    return ChatClient(model), requests
+    return recorded_client(handler)
 
 
 def test_the_client_asks_the_endpoint_and_counts_the_call():
