@@ -51,6 +51,8 @@ class Draft:
     """The drafts it was chosen from, when the simulator wrote several (`StrategySimulator`)."""
     end_probability: float | None = None
     """The simulator's probability of ending here, when it decided by its threshold."""
+    guidance: float | None = None
+    """The guidance weight the draft was sampled with, when it was guided (`StrategySimulator`)."""
 
 
 class UserSimulator(Protocol):
@@ -225,14 +227,16 @@ class StrategySimulator:
         texts = [d.text for d in written]
         if len(texts) == 1:  # the first draft ends the dialogue: as with one draft
             return written[0]
+        guided = written[0].guidance
         if any(is_end_marker(text) for text in texts):
-            return Draft(texts[0], usage, rerank=Rerank(kept=0, drafts=texts))
+            return Draft(texts[0], usage, rerank=Rerank(kept=0, drafts=texts), guidance=guided)
         ratios, spent = await self._ratios(messages, prompt, strategy, others, feedback, texts)
         usage += spent
         if ratios is None:
-            return Draft(texts[0], usage, rerank=Rerank(kept=0, drafts=texts))
+            return Draft(texts[0], usage, rerank=Rerank(kept=0, drafts=texts), guidance=guided)
         kept = max(range(len(texts)), key=ratios.__getitem__)  # the first of equals
-        return Draft(texts[kept], usage, rerank=Rerank(kept=kept, drafts=texts, ratios=ratios))
+        rerank = Rerank(kept=kept, drafts=texts, ratios=ratios)
+        return Draft(texts[kept], usage, rerank=rerank, guidance=guided)
 
     async def end_probability(
         self, history: Sequence[BaseMessage], strategy: str | None
@@ -311,7 +315,7 @@ class StrategySimulator:
             text = clean_instruction(text, whole=self.trained)
             if not is_end_marker(text):
                 break
-        return Draft(text, usage)
+        return Draft(text, usage, guidance=self.guidance if guided else None)
 
     def _chat(self, k: int) -> ChatClient:
         """Return the client of draft `k`: its own sampling seed, so seeded drafts differ."""

@@ -120,6 +120,8 @@ class Tracer:
         line.append(f"  similarity={event.similarity:.2f}", style="dim")
         if event.end_probability is not None:
             line.append(f"  p_end={event.end_probability:.2f}", style="dim")
+        if event.guidance is not None:
+            line.append(f"  guided x{event.guidance:g}", style="dim")
         self.console.print(line)
         if not event.accepted or self.verbosity == "verbose":
             self.console.print(

@@ -171,6 +171,9 @@ class Verdict(Record):
     end_probability: float | None = None
     """The simulator's probability of ending the conversation here, where it decided whether to
     end by its calibrated threshold (`agents.simulator.StrategySimulator`); absent otherwise."""
+    guidance: float | None = None
+    """The guidance weight the draft was sampled with (`--simulator-guidance`), where it was
+    guided; absent otherwise."""
 
     def verdict_scores(self) -> Scores | None:
         """Return the scores, also from a record that carries them beside the verdict."""

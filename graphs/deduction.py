@@ -82,6 +82,7 @@ async def draft_instruction(state: State, runtime: Runtime[Deps]) -> dict[str, A
         "draft_author": draft.author,
         "draft_rerank": draft.rerank.dump() if draft.rerank else None,
         "draft_end_probability": draft.end_probability,
+        "draft_guidance": draft.guidance,
         "usage": _spend(state, "simulator", draft.usage),
     }
 
@@ -90,7 +91,7 @@ async def critique(state: State, runtime: Runtime[Deps]) -> dict[str, Any]:
     """Judge the draft; count rejections in a row and end after too many."""
     draft = state["draft"] or ""
     verdict = await runtime.context.agents.critic.critique(state["messages"], draft)
-    record = verdict.as_record() | _end_probability(state)
+    record = verdict.as_record() | _drafted(state)
     runtime.stream_writer(VerdictEvent.model_validate(record))
     entry = {"text": draft, **record}
     if state.get("draft_author") == "human":
@@ -117,10 +118,16 @@ def _rejected(state: State, runtime: Runtime[Deps], feedback: str | None) -> dic
     return update
 
 
-def _end_probability(state: State) -> dict[str, float]:
-    """The draft's `end_probability` for its verdict record, where the simulator scored one."""
-    p_end = state.get("draft_end_probability")
-    return {} if p_end is None else {"end_probability": p_end}
+def _drafted(state: State) -> dict[str, float]:
+    """Return how the simulator drafted, for the draft's verdict record.
+
+    Its `end_probability`, where it scored one, and its `guidance` weight, where it was guided.
+    """
+    facts = {
+        "end_probability": state.get("draft_end_probability"),
+        "guidance": state.get("draft_guidance"),
+    }
+    return {key: value for key, value in facts.items() if value is not None}
 
 
 async def judge_ending(state: State, runtime: Runtime[Deps]) -> dict[str, Any]:
@@ -134,7 +141,7 @@ async def judge_ending(state: State, runtime: Runtime[Deps]) -> dict[str, Any]:
         "reason": refused or ENDED_REASON,
         "similarity": 0.0,
         "ending": True,
-        **_end_probability(state),
+        **_drafted(state),
     }
     runtime.stream_writer(VerdictEvent.model_validate(record))
     update: dict[str, Any] = {"drafts": [*state["drafts"], {"text": state["draft"], **record}]}

@@ -85,6 +85,8 @@ class VerdictEvent(Event):
     """The draft ended the conversation, and the ending rules (not the critic) judged it."""
     end_probability: float | None = None
     """The simulator's probability of ending here, where its threshold decided (else None)."""
+    guidance: float | None = None
+    """The guidance weight the draft was sampled with, where it was guided (else None)."""
 
 
 class AnswerEvent(Event):

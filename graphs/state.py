@@ -38,6 +38,8 @@ class State(TypedDict):
     draft_end_probability: NotRequired[float | None]
     """The simulator's probability of ending before the latest draft, where it decided by its
     calibrated threshold (`agents.simulator.StrategySimulator`)."""
+    draft_guidance: NotRequired[float | None]
+    """The guidance weight the latest draft was sampled with, where it was guided."""
     drafts: list[dict[str, Any]]
     """This turn's drafts with the critic's verdict on each."""
     feedback: str | None

@@ -71,16 +71,23 @@ class FakeStrategist:
 
 class FakeSimulator:
     def __init__(
-        self, text: str = "Which cells remember the antigen?", author="simulator", rerank=None
+        self,
+        text: str = "Which cells remember the antigen?",
+        author="simulator",
+        rerank=None,
+        guidance=None,
     ) -> None:
-        self.text, self.author, self.rerank = text, author, rerank
+        self.text, self.author, self.rerank, self.guidance = text, author, rerank, guidance
         self.calls: list[tuple[list, str | None, str | None]] = []
         self.candidates: list[list[str]] = []
 
     async def draft(self, messages, strategy, feedback, *, candidates=()):
         self.calls.append((list(messages), strategy, feedback))
         self.candidates.append(list(candidates))
-        return Draft(self.text, Usage(1, 40, 10, 0.2), author=self.author, rerank=self.rerank)
+        usage = Usage(1, 40, 10, 0.2)
+        return Draft(
+            self.text, usage, author=self.author, rerank=self.rerank, guidance=self.guidance
+        )
 
 
 class FakeCritic:
@@ -252,7 +259,13 @@ def test_critique_accepts_and_resets_rejections():
     assert update["drafts"] == [{"text": "Which cells?", **verdict.as_record()}]
     assert "status" not in update
     assert [e.model_dump() for e in events] == [
-        {"event": "verdict", **verdict.as_record(), "ending": False, "end_probability": None}
+        {
+            "event": "verdict",
+            **verdict.as_record(),
+            "ending": False,
+            "end_probability": None,
+            "guidance": None,
+        }
     ]
     assert TRACE_EVENTS.validate_python(events[0].model_dump()) == events[0]
 
@@ -278,6 +291,28 @@ def test_a_reranked_draft_carries_its_rerank_into_the_turn_record():
     assert Verdict.model_validate(update["drafts"][-1]).rerank == rerank
     old = Verdict.model_validate({"text": "Why?", "accepted": True})  # before reranking
     assert old.rerank is None and "rerank" not in old.dump()
+
+
+def test_a_guided_draft_says_so_in_its_verdict_and_the_trace():
+    from rich.console import Console
+
+    from cli.tracer import Tracer
+
+    runtime, _, _ = make_runtime(simulator=FakeSimulator("Which cells?", guidance=5.0))
+    selection = Selection(CANDIDATES, CANDIDATES[0], "llm").as_record()
+    update = call(draft_instruction, state(selection=selection), runtime)
+    assert update["draft_guidance"] == 5.0
+
+    accepted = CriticVerdict(True, "accepted", 0.2)
+    runtime, events, _ = make_runtime(critic=FakeCritic(accepted, accepted))
+    update = call(critique, state(**update), runtime)
+    assert Verdict.model_validate(update["drafts"][-1]).guidance == 5.0
+    assert events[-1].guidance == 5.0
+    console = Console(record=True, width=100)
+    Tracer(console).event(events[-1])
+    assert "critic accepted  similarity=0.20  guided x5" in console.export_text()
+    plain = call(critique, state(draft="Why?"), runtime)  # an unguided draft: no key
+    assert "guidance" not in plain["drafts"][-1]
 
 
 def test_critique_rejection_counts_and_feeds_back():

@@ -209,7 +209,7 @@ def test_the_simulator_samples_against_its_prompt_without_the_strategy():
     simulator = StrategySimulator(chat, guidance=2.0)
     draft = asyncio.run(simulator.draft(DIALOGUE, STRATEGY, None))
 
-    assert draft.text == "Could you give an example?"
+    assert draft.text == "Could you give an example?" and draft.guidance == 2.0
     assert draft.usage.calls == 1 and chat.model.prompts == []  # no plain completion
     assert chat.unboosted == STRATEGY
     [(messages, against, guidance)] = chat.asked
@@ -235,14 +235,14 @@ def test_the_contrast_keeps_the_critics_feedback():
 def test_without_a_weight_or_a_strategy_the_draft_is_sampled_plainly(guidance, strategy):
     chat = ScriptedGuidance("never used")
     draft = asyncio.run(StrategySimulator(chat, guidance=guidance).draft(DIALOGUE, strategy, None))
-    assert draft.text == "plain reply" and chat.asked == []
+    assert draft.text == "plain reply" and chat.asked == [] and draft.guidance is None
 
 
 def test_a_server_without_guidance_gets_plain_drafts():
     chat = ScriptedGuidance(guides=False)
     simulator = StrategySimulator(chat, guidance=2.0)
     first = asyncio.run(simulator.draft(DIALOGUE, STRATEGY, None))
-    assert first.text == "plain reply" and not chat.can_guide
+    assert first.text == "plain reply" and not chat.can_guide and first.guidance is None
     assert len(chat.model.prompts) == 1
 
 
