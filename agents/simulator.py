@@ -369,6 +369,16 @@ class PlainSimulator(StrategySimulator):
         """Return the plain request whatever the strategy."""
         return super().request(None, feedback)
 
+    def _against(
+        self,
+        history: Sequence[BaseMessage],
+        prompt: list[BaseMessage],
+        strategy: str | None,
+        feedback: str | None,
+    ) -> None:
+        """No contrast: a plain simulator has no strategy to strengthen, so it never guides."""
+        return None
+
 
 @task
 async def _propose(

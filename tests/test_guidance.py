@@ -238,6 +238,14 @@ def test_without_a_weight_or_a_strategy_the_draft_is_sampled_plainly(guidance, s
     assert draft.text == "plain reply" and chat.asked == [] and draft.guidance is None
 
 
+def test_the_plain_simulator_never_guides_even_with_a_weight():
+    from agents.simulator import PlainSimulator
+
+    chat = ScriptedGuidance("never used")
+    draft = asyncio.run(PlainSimulator(chat, guidance=5.0).draft(DIALOGUE, STRATEGY, None))
+    assert draft.text == "plain reply" and chat.asked == [] and draft.guidance is None
+
+
 def test_a_server_without_guidance_gets_plain_drafts():
     chat = ScriptedGuidance(guides=False)
     simulator = StrategySimulator(chat, guidance=2.0)
