@@ -131,6 +131,9 @@ class StrategySimulator:
     instructions = "simulator"
     """The template of the system prompt, the same every turn."""
 
+    guides = True
+    """Whether drafts are sampled with guidance when `guidance` is not 1."""
+
     END_REDRAWS = 3
     """At most this many more samples when a draft is the marker below the end threshold."""
 
@@ -280,11 +283,11 @@ class StrategySimulator:
     ) -> list[BaseMessage] | None:
         """The guided drafts' contrast: the fitted prompt with the `contrast` request.
 
-        None where drafts are sampled without guidance (gamma 1, no strategy, or a server
-        without the guided endpoint). The history is `prompt`'s, fitted the same way, so the two
-        differ only in the request's strategy line.
+        None where drafts are sampled without guidance (gamma 1, no strategy, a simulator that
+        never guides, or a server without the guided endpoint). The history is `prompt`'s,
+        fitted the same way, so the two differ only in the request's strategy line.
         """
-        if self.guidance == 1.0 or strategy is None or not self.chat.can_guide:
+        if not self.guides or self.guidance == 1.0 or strategy is None or not self.chat.can_guide:
             return None
         request = with_request(swap_roles(history), self.contrast(feedback))
         return self.chat.fit(prompt)[:-1] + request[-1:]
@@ -364,20 +367,12 @@ class PlainSimulator(StrategySimulator):
     """Ignores any strategy: the plain prompted user simulator (UltraChat/Baize style)."""
 
     instructions = "simulator_plain"
+    guides = False
+    """It has no strategy to strengthen, so it never guides, whatever its weight."""
 
     def request(self, strategy: str | None, feedback: str | None) -> str:
         """Return the plain request whatever the strategy."""
         return super().request(None, feedback)
-
-    def _against(
-        self,
-        history: Sequence[BaseMessage],
-        prompt: list[BaseMessage],
-        strategy: str | None,
-        feedback: str | None,
-    ) -> None:
-        """No contrast: a plain simulator has no strategy to strengthen, so it never guides."""
-        return None
 
 
 @task
