@@ -353,8 +353,8 @@ class ChatClient:
         (`POST {base_url}/ideas/guided`, served by the embedded server); `against` is the same
         chat without the condition to strengthen. The words of `unboosted` (the condition's
         text) keep their plain log-probability, so the reply is not pushed to copy them. The
-        model's temperature, token limit and this
-        client's seed apply as to `text`, and an empty reply is drawn again as there. Both
+        model's temperature, token limit and this client's seed apply as to `text`, and an
+        empty reply is drawn again as there. Both
         chats are sent as given: fit them first (`fit`), alike. A server without the endpoint
         (404 or 405), or a chat model that is no OpenAI client, gives None, with one notice,
         and is not asked again.
@@ -362,9 +362,9 @@ class ChatClient:
         Raises:
             ModelError: If the server fails otherwise, or every attempt got an empty reply.
         """
-        client = getattr(self.model, "root_async_client", None)
         if not self._guiding.available:
             return None
+        client = getattr(self.model, "root_async_client", None)
         if not isinstance(client, openai.AsyncOpenAI):
             return self._unguided(f"{model_name(self.model)} is not an OpenAI-compatible client")
         usage = Usage()

@@ -57,8 +57,8 @@ def add_agent_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         metavar="GAMMA",
         help="strategy simulator: sample each draft with the strategy weighted GAMMA against "
-        "the same prompt without it (classifier-free guidance; default 1: plain sampling; "
-        "docs/simulators.md)",
+        "the same prompt without it (classifier-free guidance; 1: plain sampling; default 5 "
+        "for the trained simulator on the bundled model, else 1; docs/simulators.md)",
     )
     a.add_argument("--max-rejections", type=int, help="rejections in a row that end (default 6)")
     a.add_argument(

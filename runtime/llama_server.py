@@ -298,6 +298,18 @@ class AdapterCache:
         self.cache[self._key(key)] = value
 
 
+def set_adapter(ctx: Any, adapter: Any) -> bool:
+    """Make llama.cpp context `ctx` answer with LoRA `adapter` at scale 1 (None: the base model).
+
+    Returns whether llama.cpp switched it.
+    """
+    if adapter is None:
+        return llama_cpp.llama_set_adapters_lora(ctx, None, 0, None) == 0
+    adapters = (llama_cpp.llama_adapter_lora_p_ctypes * 1)(adapter)
+    scales = (ctypes.c_float * 1)(1.0)
+    return llama_cpp.llama_set_adapters_lora(ctx, adapters, 1, scales) == 0
+
+
 class Adapters:
     """LoRA adapters loaded once and switched per request by the request's `model` name."""
 
@@ -320,12 +332,10 @@ class Adapters:
         if self.current is None:
             self.base_cache = llama.cache
         if name is None:
-            ok = llama_cpp.llama_set_adapters_lora(llama._ctx.ctx, None, 0, None) == 0
+            ok = set_adapter(llama._ctx.ctx, None)
             llama.cache = self.base_cache
         else:
-            adapters = (llama_cpp.llama_adapter_lora_p_ctypes * 1)(self.load(llama, name))
-            scales = (ctypes.c_float * 1)(1.0)
-            ok = llama_cpp.llama_set_adapters_lora(llama._ctx.ctx, adapters, 1, scales) == 0
+            ok = set_adapter(llama._ctx.ctx, self.load(llama, name))
             mark = -1 - sorted(self.paths).index(name)
             llama.cache = AdapterCache(self.base_cache, mark) if self.base_cache else None
         if not ok:
@@ -454,6 +464,19 @@ def _log_softmax_at(row: np.ndarray, token: int) -> float:
     return float(row[token]) - top - float(np.log(np.exp(row - top).sum()))
 
 
+def _restore_prefix(llama: Llama, prompt: list[int]) -> None:
+    """Load the cached state sharing the longest prefix with `prompt`, if it beats the context's."""
+    if not llama.cache:
+        return
+    try:
+        state = llama.cache[prompt]
+    except KeyError:
+        return
+    cached = Llama.longest_token_prefix(state.input_ids.tolist(), prompt)
+    if cached > Llama.longest_token_prefix(llama._input_ids.tolist(), prompt):
+        llama.load_state(state)
+
+
 def score_tokens(llama: Llama, prompt: list[int], continuation: list[int]) -> tuple[float, int]:
     """Return the summed log-probability of `continuation` after `prompt`, and the tokens kept.
 
@@ -471,15 +494,7 @@ def score_tokens(llama: Llama, prompt: list[int], continuation: list[int]) -> tu
         raise ScoreError(
             f"prompt and continuation take {len(tokens)} tokens, over the context's {llama.n_ctx()}"
         )
-    if llama.cache:
-        try:
-            state = llama.cache[prompt]
-        except KeyError:
-            pass
-        else:
-            cached = Llama.longest_token_prefix(state.input_ids.tolist(), prompt)
-            if cached > Llama.longest_token_prefix(llama._input_ids.tolist(), prompt):
-                llama.load_state(state)
+    _restore_prefix(llama, prompt)
     keep = min(Llama.longest_token_prefix(llama._input_ids.tolist(), tokens), len(prompt) - 1)
     first, end = len(prompt) - 1, len(tokens) - 1  # the positions whose logits are read
     total, vocab = 0.0, llama.n_vocab()
@@ -709,13 +724,7 @@ class Contrast:
         """Answer with `adapter` (a loaded LoRA adapter, or None: the base model)."""
         if adapter is self.adapter:
             return
-        if adapter is None:
-            ok = llama_cpp.llama_set_adapters_lora(self.ctx.ctx, None, 0, None) == 0
-        else:
-            adapters = (llama_cpp.llama_adapter_lora_p_ctypes * 1)(adapter)
-            scales = (ctypes.c_float * 1)(1.0)
-            ok = llama_cpp.llama_set_adapters_lora(self.ctx.ctx, adapters, 1, scales) == 0
-        if not ok:
+        if not set_adapter(self.ctx.ctx, adapter):
             raise RuntimeError("llama.cpp could not switch the contrast context's adapter")
         self.adapter, self.tokens = adapter, []
 
@@ -743,19 +752,6 @@ def _main_logits(llama: Llama, tokens: list[int]) -> tuple[np.ndarray, int]:
     llama.input_ids[keep : len(tokens)] = tokens[keep:]
     llama.n_tokens = len(tokens)
     return row, keep
-
-
-def _restore_prefix(llama: Llama, prompt: list[int]) -> None:
-    """Load the cached state sharing the longest prefix with `prompt`, if it beats the context's."""
-    if not llama.cache:
-        return
-    try:
-        state = llama.cache[prompt]
-    except KeyError:
-        return
-    cached = Llama.longest_token_prefix(state.input_ids.tolist(), prompt)
-    if cached > Llama.longest_token_prefix(llama._input_ids.tolist(), prompt):
-        llama.load_state(state)
 
 
 def guide(llama: Llama, request: GuideRequest, adapters: Adapters) -> GuideResponse:
