@@ -9,7 +9,7 @@ import json
 import logging
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass
 from itertools import takewhile
@@ -291,11 +291,9 @@ class ChatClient:
         Raises:
             ModelError: If the server fails otherwise, or answers something that is no score.
         """
-        if not self._scoring.available:
+        client = self._openai_client(self._unscored) if self._scoring.available else None
+        if client is None:
             return None
-        client = getattr(self.model, "root_async_client", None)
-        if not isinstance(client, openai.AsyncOpenAI):
-            return self._unscored(f"{model_name(self.model)} is not an OpenAI-compatible client")
         route = self._scoring.route
         slot: AbstractAsyncContextManager = self.limit.slot() if self.limit else nullcontext()
         async with slot:
@@ -362,11 +360,9 @@ class ChatClient:
         Raises:
             ModelError: If the server fails otherwise, or every attempt got an empty reply.
         """
-        if not self._guiding.available:
+        client = self._openai_client(self._unguided) if self._guiding.available else None
+        if client is None:
             return None
-        client = getattr(self.model, "root_async_client", None)
-        if not isinstance(client, openai.AsyncOpenAI):
-            return self._unguided(f"{model_name(self.model)} is not an OpenAI-compatible client")
         usage = Usage()
         for attempt in range(self.attempts):
             body = {
@@ -416,6 +412,14 @@ class ChatClient:
         if self.seed is not None:
             fields["seed"] = request_seed(self.seed, messages, attempt)
         return fields
+
+    def _openai_client(self, give_up: Callable[[str], None]) -> openai.AsyncOpenAI | None:
+        """The model's OpenAI client; None, after `give_up(why)`, for a model that has none."""
+        client = getattr(self.model, "root_async_client", None)
+        if isinstance(client, openai.AsyncOpenAI):
+            return client
+        give_up(f"{model_name(self.model)} is not an OpenAI-compatible client")
+        return None
 
     def _unguided(self, why: str) -> None:
         """Stop asking for guided replies, saying why once."""

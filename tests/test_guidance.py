@@ -292,3 +292,15 @@ def test_unset_guidance_is_the_measured_weight_for_the_trained_simulator_on_the_
     served = Settings(model={"base_url": "http://localhost:8000/v1"})
     assert served.guidance() == 1.0  # measured on the embedded server only
     assert Settings(simulator_guidance=3.0, model={"base_url": "http://h/v1"}).guidance() == 3.0
+
+
+def test_a_chat_model_that_is_no_openai_client_neither_scores_nor_guides(caplog):
+    chat = ChatClient(ScriptedChatModel(script=[]))
+    with caplog.at_level(logging.WARNING, logger="agents.chat"):
+        assert asyncio.run(chat.guided(DIALOGUE, AGAINST, 2.0)) is None
+        assert asyncio.run(chat.score(DIALOGUE, "Why?")) is None
+        assert asyncio.run(chat.guided(DIALOGUE, AGAINST, 2.0)) is None  # not asked again
+    assert not chat.can_guide and not chat.can_score
+    notices = [r.getMessage() for r in caplog.records]
+    assert len(notices) == 2 and all("is not an OpenAI-compatible client" in n for n in notices)
+    assert "without guidance" in notices[0] and "not reranked" in notices[1]
