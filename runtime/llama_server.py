@@ -678,7 +678,8 @@ def guided_choice(
         return int(order[int(np.argmax(scores))])
     ranked = np.argsort(-scores, kind="stable")
     order, probabilities = order[ranked], np.exp(_log_softmax(scores[ranked] / request.temperature))
-    keep = int(np.searchsorted(np.cumsum(probabilities), request.top_p)) + 1
+    # top-p 1 keeps every token (the cumulative sum may fall a rounding error short of 1)
+    keep = min(int(np.searchsorted(np.cumsum(probabilities), request.top_p)) + 1, len(order))
     probabilities = probabilities[:keep] / probabilities[:keep].sum()
     return int(order[rng.choice(keep, p=probabilities)])
 

@@ -72,6 +72,14 @@ def test_guided_draws_follow_the_guided_distribution(llama_server):
     assert len(set(seeded)) == 1
 
 
+def test_top_p_one_keeps_every_token_even_when_the_sum_falls_short_of_one(llama_server):
+    # these probabilities sum to 1 - 1e-16 in floating point: top-p 1 must still draw them all
+    on = logits(a=0.0268, b=0.0951, c=0.3414, d=0.5367)
+    fields = {"temperature": 1.0, "top_p": 1.0, "top_k": 0, "min_p": 0.0, "repeat_penalty": 1.0}
+    draws = [choose(llama_server, on, on, seed=s, guidance=1.0, **fields) for s in range(400)]
+    assert set(draws) == {0, 1, 2, 3}
+
+
 def test_the_conditions_own_words_are_not_boosted(llama_server):
     # b is the condition's word, copied: guidance would pick it; unboosted, it keeps its plain
     # log-probability, and c, which the condition raises without being its word, wins
