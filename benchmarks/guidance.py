@@ -1,7 +1,8 @@
 """How much guidance at decoding makes the simulator follow its strategy, replayed on real turns.
 
     python benchmarks/guidance.py --batch RUN_DIR/dialogues.jsonl [--gammas 1,3,5] [--turns 150]
-        [--boost-words] [--texts FILE]
+        [--boost-words] [--texts FILE] [--temperature T] [--top-k K] [--top-p P] [--min-p P]
+        [--repeat-penalty R]
 
 For a sample of the turns of a finished batch (`--turns`, shuffled with seed 0), the shipped
 `ideas` simulator drafts the turn again from the same history and strategy, once per guidance
@@ -9,7 +10,7 @@ weight gamma, with the same sampling seed for every gamma (`runtime/llama_server
 `guide`, the embedded server's guided endpoint, run in this process on the bundled model). Each
 draft is built as the `strategy` simulator builds it (`StrategySimulator.messages`, `.contrast`,
 the history fitted to 2400 tokens), and the strategy's words are left unboosted unless
-`--boost-words`.
+`--boost-words`. The sampling flags override the guided endpoint's defaults (`GuideRequest`).
 
 Per gamma it prints, over the drafts that are not the end marker:
 - adherence top-1: the eval's metric (`evaluation/metrics.py`): the turn's strategy is the
@@ -32,6 +33,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from pydantic import ValidationError
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -44,6 +46,8 @@ from dialogues.messages import swap_roles, to_langchain, to_openai, with_request
 from evaluation.metrics import adherence_rank  # noqa: E402
 from evaluation.text import strategy_overlap  # noqa: E402
 
+SAMPLING = {"temperature": float, "top_k": int, "top_p": float, "min_p": float, "repeat_penalty": float}
+"""The guided endpoint's sampling fields the benchmark may set (unset: the server's defaults)."""
 HISTORY_TOKENS = 2400
 """The simulator's history budget (`Settings.history_tokens`' default)."""
 
@@ -110,7 +114,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--library", type=Path, default=ROOT / "stores/libraries/default")
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared/data")
     parser.add_argument("--texts", type=Path, help="also write every draft here (JSON)")
+    for name, kind in SAMPLING.items():
+        parser.add_argument(f"--{name.replace('_', '-')}", type=kind, help="(server default)")
     args = parser.parse_args(argv)
+    sampling = {k: getattr(args, k) for k in SAMPLING if getattr(args, k) is not None}
     try:
         gammas = [float(g) for g in args.gammas.split(",")]
         sample = turns_of(args.batch, args.turns)
@@ -125,6 +132,13 @@ def main(argv: list[str] | None = None) -> int:
 
     import llama_server
     from llama_cpp import Llama
+
+    try:
+        llama_server.GuideRequest(messages=[], against=[], **sampling)
+    except ValidationError as exc:
+        wrong = exc.errors()[0]
+        print(f"error: --{str(wrong['loc'][0]).replace('_', '-')}: {wrong['msg']}", file=sys.stderr)
+        return 2
 
     from runtime.adapters import shipped
     from runtime.server import default_gguf
@@ -144,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         for gamma in gammas:
             request = llama_server.GuideRequest(
                 messages=to_openai(prompt), against=to_openai(against), guidance=gamma,
-                seed=1000 + n, unboosted="" if args.boost_words else strategy,
+                seed=1000 + n, unboosted="" if args.boost_words else strategy, **sampling,
             )  # fmt: skip
             text = llama_server.guide(llama, request, adapters).text
             drafts[gamma].append(clean_instruction(text, whole=True))

@@ -591,9 +591,12 @@ class GuideRequest(BaseModel):
     max_tokens: int = Field(default=96, ge=1, le=4096)
     temperature: float = Field(default=0.8, ge=0.0, le=2.0)
     top_k: int = Field(default=40, ge=0)
-    top_p: float = Field(default=0.95, gt=0.0, le=1.0)
-    min_p: float = Field(default=0.05, ge=0.0, le=1.0)
-    repeat_penalty: float = Field(default=1.1, ge=1.0, le=2.0)
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
+    min_p: float = Field(default=0.02, ge=0.0, le=1.0)
+    repeat_penalty: float = Field(default=1.0, ge=1.0, le=2.0)
+    """The plausible set (top-k, min-p) is the only truncation by default: top-p and the repeat
+    penalty, a completion's defaults, each cut the tail where a user's longer turns live, and
+    guidance already sharpens the distribution (docs/results/guidance/, section 3)."""
     seed: int | None = None
     unboosted: str = ""
     """Text whose words guidance leaves at their conditioned log-probability (the condition
@@ -646,6 +649,15 @@ def word_tokens(llama: Llama, text: str) -> frozenset[int]:
     return frozenset(tokens)
 
 
+def end_tokens(llama: Llama) -> frozenset[int]:
+    """Return the model's end-of-generation tokens (read once per model, ~20 ms for 49k)."""
+    if getattr(llama, "_end_tokens", None) is None:
+        vocab = llama._model.vocab
+        ends = (t for t in range(llama.n_vocab()) if llama_cpp.llama_vocab_is_eog(vocab, t))
+        llama._end_tokens = frozenset(ends)
+    return llama._end_tokens
+
+
 def guided_choice(
     conditioned: np.ndarray,
     contrast: np.ndarray,
@@ -660,8 +672,9 @@ def guided_choice(
     times as likely as its likeliest. Among them each token scores
     `log p(t | against) + gamma * (log p(t | messages) - log p(t | against))`, so a token the
     condition makes likelier than the contrast gains with gamma > 1, and one it makes less likely
-    loses; an `unboosted` token (a word of the condition) keeps its `log p(t | messages)`, so
-    guidance does not turn the reply into a copy of the condition. The scores are then sampled
+    loses; an `unboosted` token (a word of the condition, or an end-of-generation token) keeps its
+    `log p(t | messages)`, so guidance neither turns the reply into a copy of the condition nor
+    decides where it ends. The scores are then sampled
     as a completion's are: temperature, then top-p (temperature 0: the top score).
     """
     lp_on = _log_softmax(_penalised(conditioned, recent, request.repeat_penalty))
@@ -775,7 +788,9 @@ def guide(llama: Llama, request: GuideRequest, adapters: Adapters) -> GuideRespo
     contrast.use(adapter)
     _restore_prefix(llama, prompt)
     rng = np.random.default_rng(request.seed)
-    unboosted = word_tokens(llama, request.unboosted)
+    # guidance strengthens what the condition asks for; where the reply ends stays the
+    # conditioned model's own call (boosted, the end token made guided turns shorter)
+    unboosted = word_tokens(llama, request.unboosted) | end_tokens(llama)
     reply: list[int] = []
     on, kept = _main_logits(llama, prompt)
     off, kept_off = contrast.logits(against)

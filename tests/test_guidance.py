@@ -51,8 +51,8 @@ def test_guidance_picks_the_token_the_condition_raises_not_the_likeliest(llama_s
 
 
 def test_guidance_never_picks_a_token_the_condition_finds_implausible(llama_server):
-    # d is 1000x likelier with the strategy than without, but under 5% of the likeliest token
-    on, off = logits(a=0.6, b=0.38, d=0.02), logits(a=0.6, b=0.39, d=0.00002)
+    # d is 1000x likelier with the strategy than without, but under 2% of the likeliest token
+    on, off = logits(a=0.6, b=0.39, d=0.01), logits(a=0.6, b=0.39, d=0.00001)
     assert choose(llama_server, on, off, temperature=0, guidance=10.0) != 3
     draws = {choose(llama_server, on, off, guidance=10.0, seed=s) for s in range(200)}
     assert 3 not in draws
@@ -116,7 +116,8 @@ def test_the_repeat_penalty_lowers_recent_tokens(llama_server):
     on = logits(a=0.52, b=0.48)
     assert choose(llama_server, on, on, temperature=0, guidance=1.0, repeat_penalty=1.0) == 0
     shifted = on + 3.0  # positive logits shrink by the penalty, as llama.cpp's do
-    assert choose(llama_server, shifted, shifted, temperature=0, recent=[0], guidance=1.0) == 1
+    penalised = {"temperature": 0, "recent": [0], "guidance": 1.0, "repeat_penalty": 1.1}
+    assert choose(llama_server, shifted, shifted, **penalised) == 1
 
 
 # --- the client (agents/chat.py) ------------------------------------------------------------

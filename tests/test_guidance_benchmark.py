@@ -75,3 +75,12 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
     assert main(["--batch", str(empty)]) == 2
     assert "no turn with a strategy" in capsys.readouterr().err
     assert main(["--batch", str(empty), "--gammas", "1,x"]) == 2
+
+
+def test_a_sampling_value_the_endpoint_refuses_is_one_line_and_exit_2(tmp_path, capsys):
+    messages = [{"role": "user", "content": "seed"}, {"role": "assistant", "content": "a"}]
+    messages += [{"role": "user", "content": "user 1"}, {"role": "assistant", "content": "a"}]
+    path = batch(tmp_path, [{"messages": messages, "turns": [turn(0, "A", ["A", "B"])]}])
+    assert main(["--batch", str(path), "--top-p", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: --top-p:")

@@ -204,3 +204,12 @@ def test_guidance_makes_the_reply_likelier_under_its_condition_than_under_the_co
     too_long = [SYSTEM, {"role": "user", "content": "word " * 5000}]
     with pytest.raises(urllib.error.HTTPError, match="400"):
         guided(server, too_long, GERMANY)
+
+
+@pytest.mark.embedded
+def test_guidance_leaves_the_models_end_tokens_unboosted(llama_server, scoring):
+    ends = llama_server.end_tokens(scoring)
+    turn_end = scoring.tokenize(b"<|im_end|>", add_bos=False, special=True)
+    assert scoring.token_eos() in ends and turn_end[0] in ends
+    assert not ends & set(scoring.tokenize(b" the sea", add_bos=False, special=False))
+    assert llama_server.end_tokens(scoring) is ends  # read once per model
