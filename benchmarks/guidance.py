@@ -46,7 +46,13 @@ from dialogues.messages import swap_roles, to_langchain, to_openai, with_request
 from evaluation.metrics import adherence_rank  # noqa: E402
 from evaluation.text import strategy_overlap  # noqa: E402
 
-SAMPLING = {"temperature": float, "top_k": int, "top_p": float, "min_p": float, "repeat_penalty": float}
+SAMPLING = {
+    "temperature": float,
+    "top_k": int,
+    "top_p": float,
+    "min_p": float,
+    "repeat_penalty": float,
+}
 """The guided endpoint's sampling fields the benchmark may set (unset: the server's defaults)."""
 HISTORY_TOKENS = 2400
 """The simulator's history budget (`Settings.history_tokens`' default)."""
