@@ -18,7 +18,7 @@ Per gamma it prints, over the drafts that are not the end marker:
 - restatement: the share of the strategy's content words the draft repeats (the eval's
   `strategy_overlap`), against real users' own level (`--library`'s extracted strategies' real
   follow-ups against their top-tier strategy);
-- words per draft and the share ending with a question mark.
+- words per draft and the share in question form, as the eval counts them (`evaluation/text.py`).
 
 MiniLM only measures here: the guidance itself uses the simulator's own likelihoods. Run
 nothing else on 2 cores (it keeps one model busy); 150 turns and 3 gammas take about 15 minutes.
@@ -44,7 +44,7 @@ from agents.simulator import StrategySimulator, clean_instruction  # noqa: E402
 from dialogues.ending import is_end_marker  # noqa: E402
 from dialogues.messages import swap_roles, to_langchain, to_openai, with_request  # noqa: E402
 from evaluation.metrics import adherence_rank  # noqa: E402
-from evaluation.text import strategy_overlap  # noqa: E402
+from evaluation.text import is_question, strategy_overlap, words  # noqa: E402
 
 SAMPLING = {
     "temperature": float,
@@ -183,11 +183,11 @@ def main(argv: list[str] | None = None) -> int:
         ]
         hits = [top1(embed, t, turn) for t, turn in kept]
         restated = [strategy_overlap(t, turn["strategy"]["text"]) or 0.0 for t, turn in kept]
-        words = [len(t.split()) for t, _ in kept]
-        questions = [t.rstrip().endswith("?") for t, _ in kept]
+        lengths = [len(words(t)) for t, _ in kept]
+        questions = [is_question(t) for t, _ in kept]
         print(
             f"{gamma:6g} {len(kept):6d} {np.mean(hits):6.3f} {np.mean(restated):8.3f} "
-            f"{np.mean(words):6.1f} {np.mean(questions):8.2f}"
+            f"{np.mean(lengths):6.1f} {np.mean(questions):8.2f}"
         )
     if args.texts:
         args.texts.write_text(json.dumps({str(g): t for g, t in drafts.items()}, indent=1))
