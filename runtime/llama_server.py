@@ -697,34 +697,52 @@ def guided_choice(
     return int(order[rng.choice(keep, p=probabilities)])
 
 
-def _decode(ctx: Any, batch: Any, n_batch: int, tokens: list[int], start: int) -> np.ndarray:
-    """Evaluate `tokens[start:]` after the `start` tokens in `ctx`; return the last's logits."""
-    ctx.kv_cache_seq_rm(-1, start, -1)
+def _decode(
+    ctx: Any, batch: Any, n_batch: int, tokens: list[int], start: int, seq: int = 0
+) -> np.ndarray:
+    """Evaluate `tokens[start:]` after the `start` tokens of sequence `seq` in `ctx`; return the
+    last's logits."""
+    ctx.kv_cache_seq_rm(seq, start, -1)
     for first in range(start, len(tokens), n_batch):
         chunk = tokens[first : first + n_batch]
-        batch.set_batch(batch=chunk, n_past=first, logits_all=False)
+        fill = batch.batch
+        fill.n_tokens = len(chunk)
+        for i, token in enumerate(chunk):
+            fill.token[i], fill.pos[i], fill.n_seq_id[i] = token, first + i, 1
+            fill.seq_id[i][0], fill.logits[i] = seq, False
+        fill.logits[len(chunk) - 1] = True
         ctx.decode(batch)
     pointer = ctx.get_logits_ith(len(chunk) - 1)
     return np.ctypeslib.as_array(pointer, shape=(ctx.model.n_vocab(),)).copy()
 
 
 class Contrast:
-    """A second context on the model, evaluating the contrast prompt beside the main one.
+    """A second context on the model, evaluating contrast prompts beside the main one.
 
-    It shares the model's weights and its adapters; only its KV cache is its own. It keeps the
-    tokens it holds, so the next contrast prompt evaluates only what follows their common prefix.
+    It shares the model's weights and its adapters; only its KV cache is its own. That cache holds
+    `SLOTS` sequences, each as long as the main context, so dialogues drafted in turn (a batch's
+    concurrency) each keep their own contrast: a new contrast prompt goes to the sequence sharing
+    its longest prefix (else the one used longest ago) and evaluates only what follows it.
     """
 
+    SLOTS = 4
+    """Sequences kept: a batch's default concurrency (each costs a main context's KV cache)."""
+
     def __init__(self, llama: Llama) -> None:
-        """Open a context like `llama`'s on the same model."""
+        """Open a context like `llama`'s on the same model, with room for `SLOTS` sequences."""
+        params = llama_cpp.llama_context_params.from_buffer_copy(llama.context_params)
+        params.n_ctx, params.n_seq_max = llama.n_ctx() * self.SLOTS, self.SLOTS
+        params.kv_unified = False  # each sequence gets n_ctx / n_seq_max cells of its own
         self.ctx = llama_cpp._internals.LlamaContext(
-            model=llama._model, params=llama.context_params, verbose=llama.verbose
+            model=llama._model, params=params, verbose=llama.verbose
         )
         self.batch = llama_cpp._internals.LlamaBatch(
             n_tokens=llama.n_batch, embd=0, n_seq_max=1, verbose=llama.verbose
         )
         self.n_batch = llama.n_batch
-        self.tokens: list[int] = []
+        self.slots: list[list[int]] = [[] for _ in range(self.SLOTS)]
+        self.used = list(range(self.SLOTS))
+        """Slot indices, the least recently used first."""
         self.adapter: Any = None
 
     @staticmethod
@@ -740,18 +758,39 @@ class Contrast:
             return
         if not set_adapter(self.ctx.ctx, adapter):
             raise RuntimeError("llama.cpp could not switch the contrast context's adapter")
-        self.adapter, self.tokens = adapter, []
+        self.adapter, self.slots = adapter, [[] for _ in range(self.SLOTS)]
 
-    def logits(self, tokens: list[int]) -> tuple[np.ndarray, int]:
-        """Return the logits after `tokens`, and how many of them were already held."""
-        keep = min(Llama.longest_token_prefix(self.tokens, tokens), len(tokens) - 1)
+    def slot_for(self, tokens: list[int]) -> int:
+        """The slot to evaluate `tokens` in: the one they continue, else the least recently used.
+
+        Taking a slot saves the prefix it shares with `tokens` and loses the rest of what it
+        holds. `tokens` continue a slot when they repeat at least half of it (`2 * shared -
+        held >= 0`, as a state supersedes another in `PrefixCache`; an empty slot qualifies):
+        the same dialogue's next contrast, never another dialogue's whose system prompt is all
+        they share. The highest `2 * shared - held` wins; ties, and prompts that continue no
+        slot, go to the least recently used.
+        """
+        gain = [2 * Llama.longest_token_prefix(held, tokens) - len(held) for held in self.slots]
+        best = max(self.used, key=lambda slot: gain[slot])  # first of equals: least recent
+        return best if gain[best] >= 0 else self.used[0]
+
+    def logits(self, tokens: list[int], slot: int | None = None) -> tuple[np.ndarray, int]:
+        """Return the logits after `tokens`, and how many of them were already held.
+
+        `slot`: the sequence to extend (a reply's next token extends its prompt's); by default
+        `slot_for(tokens)`. The slot becomes the most recently used.
+        """
+        slot = self.slot_for(tokens) if slot is None else slot
+        keep = min(Llama.longest_token_prefix(self.slots[slot], tokens), len(tokens) - 1)
+        self.used.remove(slot)
+        self.used.append(slot)
         try:
-            row = _decode(self.ctx, self.batch, self.n_batch, tokens, keep)
+            row = _decode(self.ctx, self.batch, self.n_batch, tokens, keep, seq=slot)
         except BaseException:
-            self.tokens = []
-            self.ctx.kv_cache_clear()
+            self.slots[slot] = []
+            self.ctx.kv_cache_seq_rm(slot, 0, -1)
             raise
-        self.tokens = list(tokens)
+        self.slots[slot] = list(tokens)
         return row, keep
 
 
@@ -793,7 +832,8 @@ def guide(llama: Llama, request: GuideRequest, adapters: Adapters) -> GuideRespo
     unboosted = word_tokens(llama, request.unboosted) | end_tokens(llama)
     reply: list[int] = []
     on, kept = _main_logits(llama, prompt)
-    off, kept_off = contrast.logits(against)
+    slot = contrast.slot_for(against)
+    off, kept_off = contrast.logits(against, slot)
     finish: Literal["stop", "length"] = "length"
     try:
         for _ in range(request.max_tokens):
@@ -803,7 +843,7 @@ def guide(llama: Llama, request: GuideRequest, adapters: Adapters) -> GuideRespo
                 break
             reply.append(token)
             on, _ = _main_logits(llama, prompt + reply)
-            off, _ = contrast.logits(against + reply)
+            off, _ = contrast.logits(against + reply, slot)
     finally:
         llama._requires_eval = True  # a completion of exactly these tokens replays one
     if llama.cache:

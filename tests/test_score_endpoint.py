@@ -6,6 +6,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from runtime.server import EmbeddedServer, default_gguf
@@ -213,3 +214,30 @@ def test_guidance_leaves_the_models_end_tokens_unboosted(llama_server, scoring):
     assert scoring.token_eos() in ends and turn_end[0] in ends
     assert not ends & set(scoring.tokenize(b" the sea", add_bos=False, special=False))
     assert llama_server.end_tokens(scoring) is ends  # read once per model
+
+
+@pytest.mark.embedded
+def test_the_contrast_context_keeps_one_sequence_per_dialogue_in_flight(llama_server, scoring):
+    contrast = llama_server.Contrast(scoring)
+    system = scoring.tokenize(b"You are the user of a chat assistant.", add_bos=True)
+    dialogues = [
+        system + scoring.tokenize(f" {topic} is what dialogue {n} is about. ".encode() * 3, False)
+        for n, topic in enumerate(["Sea", "Tax", "Chess", "Bread", "Volcanoes"])
+    ]
+    slots = contrast.SLOTS
+    for prompt in dialogues[:slots]:
+        _, kept = contrast.logits(prompt)
+        assert kept <= len(system)  # a new dialogue shares the system prompt at most
+    # each dialogue's next turn extends its own sequence, however they interleave
+    for prompt in reversed(dialogues[:slots]):
+        longer = prompt + scoring.tokenize(b" Next turn.", add_bos=False)
+        row, kept = contrast.logits(longer)
+        assert kept == len(prompt)
+        reference, _ = llama_server._main_logits(scoring, longer)
+        assert np.allclose(row, reference, atol=1e-3)
+    # one more dialogue takes the least recently used sequence (the first one extended)
+    contrast.logits(dialogues[slots])
+    _, kept = contrast.logits(dialogues[slots - 1] + scoring.tokenize(b" Again.", add_bos=False))
+    assert kept <= len(system)
+    _, kept = contrast.logits(dialogues[0] + scoring.tokenize(b" Next turn.", add_bos=False))
+    assert kept > len(dialogues[0])
