@@ -701,8 +701,10 @@ def guided_choice(
 def _decode(
     ctx: Any, batch: Any, n_batch: int, tokens: list[int], start: int, seq: int = 0
 ) -> np.ndarray:
-    """Evaluate `tokens[start:]` after the `start` tokens of sequence `seq` in `ctx`; return the
-    last's logits."""
+    """Evaluate `tokens[start:]` after the first `start` in `ctx`; return the last's logits.
+
+    The tokens belong to sequence `seq` (the main context has only 0; the contrast one a slot).
+    """
     ctx.kv_cache_seq_rm(seq, start, -1)
     for first in range(start, len(tokens), n_batch):
         chunk = tokens[first : first + n_batch]
