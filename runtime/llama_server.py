@@ -675,8 +675,8 @@ def guided_choice(
     condition makes likelier than the contrast gains with gamma > 1, and one it makes less likely
     loses; an `unboosted` token (a word of the condition, or an end-of-generation token) keeps its
     `log p(t | messages)`, so guidance neither turns the reply into a copy of the condition nor
-    decides where it ends. The scores are then sampled
-    as a completion's are: temperature, then top-p (temperature 0: the top score).
+    decides where it ends. The scores are then sampled as a completion's are: temperature, then
+    top-p (temperature 0: the top score).
     """
     lp_on = _log_softmax(_penalised(conditioned, recent, request.repeat_penalty))
     lp_off = _log_softmax(_penalised(contrast, recent, request.repeat_penalty))
@@ -724,8 +724,8 @@ class Contrast:
 
     It shares the model's weights and its adapters; only its KV cache is its own. That cache holds
     `SLOTS` sequences, each as long as the main context, so dialogues drafted in turn (a batch's
-    concurrency) each keep their own contrast: a new contrast prompt goes to the sequence sharing
-    its longest prefix (else the one used longest ago) and evaluates only what follows it.
+    concurrency) each keep their own contrast: a contrast prompt extends the sequence it
+    continues (`slot_for`) and evaluates only what follows their common prefix.
     """
 
     SLOTS = 4
@@ -831,7 +831,7 @@ def guide(llama: Llama, request: GuideRequest, adapters: Adapters) -> GuideRespo
     _restore_prefix(llama, prompt)
     rng = np.random.default_rng(request.seed)
     # guidance strengthens what the condition asks for; where the reply ends stays the
-    # conditioned model's own call (boosted, the end token made guided turns shorter)
+    # conditioned model's own call
     unboosted = word_tokens(llama, request.unboosted) | end_tokens(llama)
     reply: list[int] = []
     on, kept = _main_logits(llama, prompt)
