@@ -186,6 +186,18 @@ class StrategySimulator:
         prompt: list[BaseMessage] = [SystemMessage(content=render(self.instructions))]
         return prompt + with_request(swap_roles(history), self.request(strategy, feedback))
 
+    def unconditioned(
+        self, history: Sequence[BaseMessage], feedback: str | None
+    ) -> list[BaseMessage]:
+        """Return `messages` with the `contrast` request in place of the strategy's.
+
+        What guided drafts contrast against, and what the simulator trainer's strategy dropout
+        trains on (`train-simulator --strategy-dropout`), so that guidance contrasts two
+        distributions the simulator has learned.
+        """
+        prompt: list[BaseMessage] = [SystemMessage(content=render(self.instructions))]
+        return prompt + with_request(swap_roles(history), self.contrast(feedback))
+
     async def draft(
         self,
         messages: Sequence[BaseMessage],
@@ -289,8 +301,7 @@ class StrategySimulator:
         """
         if not self.guides or self.guidance == 1.0 or strategy is None or not self.chat.can_guide:
             return None
-        request = with_request(swap_roles(history), self.contrast(feedback))
-        return self.chat.fit(prompt)[:-1] + request[-1:]
+        return self.chat.fit(prompt)[:-1] + self.unconditioned(history, feedback)[-1:]
 
     async def _write(
         self,

@@ -71,6 +71,14 @@ def build_parser() -> argparse.ArgumentParser:
         "rare targets)",
     )
     parser.add_argument(
+        "--strategy-dropout",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="train this share of the pairs on the contrast request (no strategy) instead of "
+        "their strategy, so guided decoding contrasts two learned distributions (default 0)",
+    )
+    parser.add_argument(
         "--strategy-level",
         choices=["high", "extracted"],
         default="high",
@@ -204,6 +212,7 @@ def make_job(args: argparse.Namespace) -> TrainJob:
         with_strategy=not args.no_strategy,
         endings=args.endings,
         ending_weight=args.ending_weight,
+        strategy_dropout=args.strategy_dropout,
         level=args.strategy_level,
         history_tokens=args.history_tokens,
         max_length=args.max_length,
@@ -243,6 +252,10 @@ def check_numbers(args: argparse.Namespace) -> None:
             raise UsageError(f"{flag} must be {between}, not {value}")
     if args.ending_weight != 1 and not args.endings:
         raise UsageError("--ending-weight needs --endings (there are no ending pairs to weigh)")
+    if not 0 <= args.strategy_dropout < 1:
+        raise UsageError(f"--strategy-dropout must be in [0, 1), not {args.strategy_dropout}")
+    if args.strategy_dropout and args.no_strategy:
+        raise UsageError("--strategy-dropout needs a strategy to drop (not --no-strategy)")
     if not (math.isfinite(args.alpha) and args.alpha > 0):
         raise UsageError(f"--alpha must be above 0 (the LoRA scale: alpha/rank), not {args.alpha}")
     if not (math.isfinite(args.learning_rate) and 0 < args.learning_rate <= 1):

@@ -5,6 +5,8 @@
 # bash scripts/setup-train.sh).
 #   ideas: the strategy simulator's prompt with each pair's high-level strategy
 #   plain: the plain simulator's prompt on the same pairs (the PlatoLM/Parrot-style baseline)
+# ideas also trains a fifth of its pairs on the guided drafts' contrast request instead of their
+# strategy (--strategy-dropout 0.2), so guidance contrasts two distributions it learned.
 # Both learn the end marker after the last reply of each dialogue whose user ended it (--endings),
 # each ending pair three times an epoch (--ending-weight 3: 2% of the pairs; see
 # docs/results/ending/README.md).
@@ -28,7 +30,7 @@ train() {  # name, extra flags...
 }
 pids=()
 for name in ideas plain; do
-  flags=(); [[ $name == plain ]] && flags=(--no-strategy)
+  flags=(--strategy-dropout 0.2); [[ $name == plain ]] && flags=(--no-strategy)
   if [[ -f $WORK/$name/card.json ]]; then echo "$name: already trained in $WORK/$name"; continue; fi
   train "$name" "${flags[@]}" "$@" & pids+=($!)
 done

@@ -10,6 +10,7 @@ from langchain_core.outputs import ChatResult
 from pydantic import Field
 
 from agents.chat import ChatClient
+from dialogues.models import Usage
 
 
 def tool_reply(name: str, **args: Any) -> AIMessage:
@@ -93,3 +94,24 @@ def recorded_client(
         http_async_client=httpx.AsyncClient(transport=httpx.MockTransport(respond)),
     )
     return ChatClient(chat_model, seed=seed), requests
+
+
+class ScriptedGuidance(ChatClient):
+    """A chat client that records the guided requests it gets and answers them from a script."""
+
+    def __init__(self, *replies: str, guides: bool = True, history_tokens: int = 2400) -> None:
+        super().__init__(
+            ScriptedChatModel(script=[text_reply("plain reply")] * 4),
+            history_tokens=history_tokens,
+        )
+        self.replies = list(replies)
+        self.guides = guides
+        self.asked: list[tuple[list, list, float]] = []
+
+    async def guided(self, messages, against, guidance, *, unboosted=""):
+        if not self.guides:
+            self._guiding.available = False  # as the client does on a 404
+            return None
+        self.asked.append((list(messages), list(against), guidance))
+        self.unboosted = unboosted
+        return self.replies.pop(0), Usage(1, 10, 2, 0.1, 0)

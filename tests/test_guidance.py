@@ -13,7 +13,7 @@ from langchain_core.messages import AIMessage, HumanMessage
 from agents.chat import ChatClient, ModelError
 from agents.simulator import StrategySimulator
 from dialogues.models import Usage
-from tests.fakes import ScriptedChatModel, recorded_client, text_reply
+from tests.fakes import ScriptedChatModel, ScriptedGuidance, recorded_client
 
 DIALOGUE = [
     HumanMessage(content="How do vaccines work?"),
@@ -193,24 +193,6 @@ def test_a_failing_or_invalid_guided_reply_is_one_model_error(status, body, mess
 
 
 # --- the simulator (agents/simulator.py) ----------------------------------------------------
-
-
-class ScriptedGuidance(ChatClient):
-    """A chat client that records the guided requests it gets and answers them from a script."""
-
-    def __init__(self, *replies: str, guides: bool = True) -> None:
-        super().__init__(ScriptedChatModel(script=[text_reply("plain reply")] * 4))
-        self.replies = list(replies)
-        self.guides = guides
-        self.asked: list[tuple[list, list, float]] = []
-
-    async def guided(self, messages, against, guidance, *, unboosted=""):
-        if not self.guides:
-            self._guiding.available = False  # as the client does on a 404
-            return None
-        self.asked.append((list(messages), list(against), guidance))
-        self.unboosted = unboosted
-        return self.replies.pop(0), Usage(1, 10, 2, 0.1, 0)
 
 
 def test_the_simulator_samples_against_its_prompt_without_the_strategy():

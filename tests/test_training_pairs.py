@@ -14,13 +14,14 @@ from induction.extract import Extraction
 from induction.library import extracted_record_id
 from induction.records import Pair, Turn
 from stores.base import StrategyRecord
-from tests.fakes import scripted, text_reply
+from tests.fakes import ScriptedGuidance, scripted, text_reply
 from training import INSTALL_HINT
 from training.encode import IGNORE, encode, encode_fitting
 from training.pairs import (
     TrainingPair,
     build_pairs,
     dialogue_of,
+    drop_strategies,
     split_by_dialogue,
     strategy_texts,
 )
@@ -355,6 +356,9 @@ def ready(tmp_path, inputs, monkeypatch):
         ("--epochs", "0"),
         ("--max-steps", "0"),
         ("--ending-weight", "0"),
+        ("--strategy-dropout", "1"),
+        ("--strategy-dropout", "-0.1"),
+        ("--strategy-dropout", "nan"),
     ],
 )
 def test_cli_bad_number_is_one_line_before_anything_starts(capsys, tmp_path, ready, flag, value):
@@ -509,4 +513,54 @@ def test_endings_off_keeps_the_settings_and_run_id_of_a_shipped_build(tmp_path):
         **{k: v for k, v in paths.items() if k != "dialogues"},
     )
     assert "endings" not in off.settings() and on.settings()["endings"] is True
+    assert off.run_id({"x": "1"}) != on.run_id({"x": "1"})
+
+
+def test_strategy_dropout_trains_the_contrast_that_guided_drafts_send():
+    p = pair("d1", answers=4)
+    (kept,) = build_pairs(
+        [p], {p.key: "Ask for an example"}, with_strategy=True, history_tokens=300
+    ).pairs
+    chat = ScriptedGuidance("Which example?", history_tokens=300)
+    asyncio.run(StrategySimulator(chat, guidance=5.0).draft(langchain_history(p), "Ask", None))
+    [(_, against, _)] = chat.asked
+
+    (dropped,) = drop_strategies([kept], 0.999, seed=0)
+    assert dropped.strategy is None and dropped.target == kept.target
+    assert dropped.messages == kept.unconditioned
+    assert dropped.messages[-1] == to_openai(against)[-1]  # the request guidance contrasts with
+    assert "Ask for an example" not in json.dumps(dropped.messages)
+    assert dropped.messages[:-1] == kept.messages[:-1]  # only the request differs
+
+
+def test_strategy_dropout_drops_its_share_by_seed_and_never_a_plain_pair():
+    pairs = [pair(f"d{n}") for n in range(400)]
+    strategies = {p.key: "Ask why" for p in pairs}
+    ideas = build_pairs(pairs, strategies, with_strategy=True, history_tokens=2400).pairs
+    plain = build_pairs(pairs, strategies, with_strategy=False, history_tokens=2400).pairs
+
+    once, again = drop_strategies(ideas, 0.2, seed=0), drop_strategies(ideas, 0.2, seed=0)
+    dropped = [p.key for p in once if p.strategy is None]
+    assert dropped == [p.key for p in again if p.strategy is None]  # the seed decides
+    assert 0.14 < len(dropped) / len(ideas) < 0.26
+    assert dropped != [p.key for p in drop_strategies(ideas, 0.2, seed=1) if p.strategy is None]
+    assert drop_strategies(ideas, 0.0, seed=0) == ideas
+    assert drop_strategies(plain, 0.5, seed=0) == plain  # no strategy to drop
+
+
+def test_cli_strategy_dropout_with_the_plain_prompt_is_one_line(capsys, tmp_path, ready):
+    code, err = train_cli(capsys, *ready, "--no-strategy", "--strategy-dropout", "0.2")
+    assert code == 2 and err == (
+        "error: --strategy-dropout needs a strategy to drop (not --no-strategy)"
+    )
+    assert not (tmp_path / "m").exists()
+
+
+def test_strategy_dropout_enters_the_run_id_only_when_on(tmp_path):
+    from training.job import TrainJob
+
+    paths = {k: tmp_path / k for k in ("extractions", "library", "out", "base")}
+    off = TrainJob(dialogues=[tmp_path / "d"], **paths)
+    on = TrainJob(dialogues=[tmp_path / "d"], strategy_dropout=0.2, **paths)
+    assert "strategy_dropout" not in off.settings() and on.settings()["strategy_dropout"] == 0.2
     assert off.run_id({"x": "1"}) != on.run_id({"x": "1"})

@@ -115,6 +115,13 @@ def markdown(card: dict[str, Any]) -> str:
             + "."
             if "ending_pairs" in counts
             else ""
+        )
+        + (
+            f" Strategy dropout: {counts['strategy_dropped']} of the training pairs "
+            f"(share {card['settings']['strategy_dropout']}) were trained on the guided drafts' "
+            "contrast request instead of their strategy."
+            if "strategy_dropped" in counts
+            else ""
         ),
         "",
         *_ending_lines(card.get("ending")),

@@ -115,6 +115,9 @@ class TrainJob:
     """Each ending pair of the training split is seen this many times an epoch: an ending is one
     target among a dialogue's several follow-ups (about 1 in 7 in SimulatorArena, 2% of all
     pairs), too rare for one epoch of LoRA to learn at its natural rate."""
+    strategy_dropout: float = 0.0
+    """Share of the training pairs trained on the contrast request instead of their strategy
+    (`training.pairs.drop_strategies`); the `ideas` variant only."""
 
     @property
     def variant(self) -> str:
@@ -154,6 +157,7 @@ class TrainJob:
         } | (  # absent when off: old run ids hold
             ({"endings": True} if self.endings else {})
             | ({"ending_weight": self.ending_weight} if self.ending_weight != 1 else {})
+            | ({"strategy_dropout": self.strategy_dropout} if self.strategy_dropout else {})
         )
 
     def run_id(self, sources: dict[str, str]) -> str:

@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Literal
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+from langchain_core.messages import BaseMessage
 
 from agents.chat import fit_history
 from agents.simulator import PlainSimulator, StrategySimulator
@@ -51,6 +53,9 @@ class TrainingPair:
     """The strategy text in the prompt (None for the plain variant)."""
     ending: bool = False
     """The target is the end marker: the real user ended the conversation after this history."""
+    unconditioned: list[dict[str, str]] | None = None
+    """The same history with the contrast request, no strategy (`StrategySimulator.unconditioned`):
+    what strategy dropout trains instead of `messages` (None for the plain variant)."""
 
 
 @dataclass
@@ -103,8 +108,8 @@ def build_pairs(
             simulator's prompt (the same pairs either way).
         history_tokens: The history budget the chat client fits messages to at run time.
     """
-    simulator = StrategySimulator if with_strategy else PlainSimulator
-    prompt_of = simulator(chat=None).messages  # type: ignore[arg-type] - never calls the model
+    kind = StrategySimulator if with_strategy else PlainSimulator
+    simulator = kind(chat=None)  # type: ignore[arg-type] - never calls the model
     built, dropped = [], {"without strategy": 0}
     for pair in pairs:
         strategy = strategies.get(pair.key)
@@ -112,14 +117,12 @@ def build_pairs(
             dropped["without strategy"] += 1
             continue
         history = to_langchain({"role": t.role, "content": t.text} for t in pair.history)
-        sent = fit_history(prompt_of(history, strategy, None), history_tokens)
         built.append(
             TrainingPair(
                 key=pair.key,
                 dialogue=dialogue_of(pair),
-                messages=to_openai(sent),
                 target=pair.followup,
-                strategy=strategy if with_strategy else None,
+                **_prompts(simulator, history, strategy, with_strategy, history_tokens),
             )
         )
     return PairSet(built, dropped)
@@ -146,8 +149,8 @@ def build_end_pairs(
         with_strategy: The strategy simulator's prompt, or the plain one.
         history_tokens: The history budget the chat client fits messages to at run time.
     """
-    simulator = StrategySimulator if with_strategy else PlainSimulator
-    prompt_of = simulator(chat=None).messages  # type: ignore[arg-type] - never calls the model
+    kind = StrategySimulator if with_strategy else PlainSimulator
+    simulator = kind(chat=None)  # type: ignore[arg-type] - never calls the model
     built: list[TrainingPair] = []
     dropped = {"cut by the source": 0, "ends with a user turn": 0, "without strategy": 0}
     for source, dialogue in dialogues:
@@ -165,19 +168,52 @@ def build_end_pairs(
             dropped["without strategy"] += 1
             continue
         history = to_langchain({"role": t.role, "content": t.text} for t in dialogue.turns)
-        sent = fit_history(prompt_of(history, strategy, None), history_tokens)
         turn = sum(t.role == "user" for t in dialogue.turns)
         built.append(
             TrainingPair(
                 key=(source, dialogue.record_id, turn),
                 dialogue=ended_dialogue_name(source, dialogue),
-                messages=to_openai(sent),
                 target=END_MARKER,
-                strategy=strategy if with_strategy else None,
                 ending=True,
+                **_prompts(simulator, history, strategy, with_strategy, history_tokens),
             )
         )
     return PairSet(built, dropped)
+
+
+def _prompts(
+    simulator: StrategySimulator,
+    history: list[BaseMessage],
+    strategy: str,
+    with_strategy: bool,
+    history_tokens: int,
+) -> dict[str, Any]:
+    """The prompt fields of a pair: what the simulator sends, fitted as the chat client fits it."""
+    sent = fit_history(simulator.messages(history, strategy, None), history_tokens)
+    fields: dict[str, Any] = {"messages": to_openai(sent), "strategy": None}
+    if with_strategy:
+        bare = fit_history(simulator.unconditioned(history, None), history_tokens)
+        fields |= {"strategy": strategy, "unconditioned": to_openai(bare)}
+    return fields
+
+
+def drop_strategies(pairs: list[TrainingPair], share: float, seed: int) -> list[TrainingPair]:
+    """Strategy dropout: train about `share` of the pairs on their `unconditioned` prompt.
+
+    Guided drafts contrast the simulator's next-token distribution under its strategy with the
+    one under the contrast request; trained only with strategies, the simulator never saw that
+    request, so the contrast also carried what an unfamiliar prompt does to it. With dropout it
+    learns the real users' follow-ups without a strategy too (classifier-free guidance's recipe).
+    Which pairs drop depends on the seed and the pair's key alone (reruns and resumes agree).
+    """
+    if share <= 0:
+        return pairs
+    return [
+        replace(pair, messages=pair.unconditioned, strategy=None)
+        if pair.unconditioned is not None and random.Random(f"{seed}/{pair.key}").random() < share
+        else pair
+        for pair in pairs
+    ]
 
 
 def ended_dialogue_name(source: str, dialogue: Dialogue) -> str:

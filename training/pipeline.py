@@ -34,7 +34,7 @@ from training.model import (
     save_base_config,
     with_lora,
 )
-from training.pairs import PairSet, TrainingPair, split_by_dialogue
+from training.pairs import PairSet, TrainingPair, drop_strategies, split_by_dialogue
 
 ADAPTER = "adapter.gguf"
 PEFT_FILES = ("adapter_config.json", "adapter_model.safetensors")
@@ -82,6 +82,7 @@ def run(
         **describe_base(base),
     }
     train_pairs, held_pairs = split_by_dialogue(pair_set.pairs, job.held_out, job.loop["seed"])
+    train_pairs = drop_strategies(train_pairs, job.strategy_dropout, job.loop["seed"])
 
     def fit(pairs: list[TrainingPair]) -> list[tuple[Example, bool]]:
         return [
@@ -125,6 +126,11 @@ def run(
         "dropped": {**pair_set.dropped, "longer than max_length": too_long},
         "history_trimmed": trimmed,
         "train": len(train_examples),
+        **(
+            {"strategy_dropped": sum(p.strategy is None for p in train_pairs)}
+            if job.strategy_dropout
+            else {}
+        ),
         **(
             {
                 "ending_pairs": sum(p.ending for p in pair_set.pairs),
