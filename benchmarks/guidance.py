@@ -2,15 +2,16 @@
 
     python benchmarks/guidance.py --batch RUN_DIR/dialogues.jsonl [--gammas 1,3,5] [--turns 150]
         [--boost-words] [--texts FILE] [--temperature T] [--top-k K] [--top-p P] [--min-p P]
-        [--repeat-penalty R]
+        [--repeat-penalty R] [--adapter ADAPTER.gguf]
 
 For a sample of the turns of a finished batch (`--turns`, shuffled with seed 0), the shipped
-`ideas` simulator drafts the turn again from the same history and strategy, once per guidance
-weight gamma, with the same sampling seed for every gamma (`runtime/llama_server.py`'s
-`guide`, the embedded server's guided endpoint, run in this process on the bundled model). Each
-draft is built as the `strategy` simulator builds it (`StrategySimulator.messages`, `.contrast`,
-the history fitted to 2400 tokens), and the strategy's words are left unboosted unless
-`--boost-words`. The sampling flags override the guided endpoint's defaults (`GuideRequest`).
+`ideas` simulator (or `--adapter`, e.g. a new build) drafts the turn again from the same history
+and strategy, once per guidance weight gamma, with the same sampling seed for every gamma
+(`runtime/llama_server.py`'s `guide`, the embedded server's guided endpoint, run in this process
+on the bundled model). Each draft is built as the `strategy` simulator builds it
+(`StrategySimulator.messages`, `.unconditioned`, the history fitted to 2400 tokens), and the
+strategy's words are left unboosted unless `--boost-words`. The sampling flags override the
+guided endpoint's defaults (`GuideRequest`).
 
 Per gamma it prints, over the drafts that are not the end marker:
 - adherence top-1: the eval's metric (`evaluation/metrics.py`): the turn's strategy is the
@@ -42,7 +43,7 @@ sys.path.insert(0, str(ROOT / "runtime"))
 from agents.chat import fit_history  # noqa: E402
 from agents.simulator import StrategySimulator, clean_instruction  # noqa: E402
 from dialogues.ending import is_end_marker  # noqa: E402
-from dialogues.messages import swap_roles, to_langchain, to_openai, with_request  # noqa: E402
+from dialogues.messages import to_langchain, to_openai  # noqa: E402
 from evaluation.metrics import adherence_rank  # noqa: E402
 from evaluation.text import is_question, strategy_overlap, words  # noqa: E402
 
@@ -120,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--library", type=Path, default=ROOT / "stores/libraries/default")
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared/data")
     parser.add_argument("--texts", type=Path, help="also write every draft here (JSON)")
+    parser.add_argument("--adapter", type=Path, help="simulator adapter (default: shipped ideas)")
     for name, kind in SAMPLING.items():
         parser.add_argument(f"--{name.replace('_', '-')}", type=kind, help="(server default)")
     args = parser.parse_args(argv)
@@ -129,6 +131,9 @@ def main(argv: list[str] | None = None) -> int:
         sample = turns_of(args.batch, args.turns)
     except (OSError, ValueError, KeyError, TypeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.adapter is not None and not args.adapter.is_file():
+        print(f"error: {args.adapter}: file not found", file=sys.stderr)
         return 2
     if not sample:
         print(
@@ -151,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     from stores.embeddings import MiniLMEmbedding
 
     llama = Llama(str(default_gguf()), n_ctx=4096, n_threads=2, logits_all=False, verbose=False)
-    adapters = llama_server.Adapters({"ideas": str(shipped("strategy"))})
+    adapters = llama_server.Adapters({"ideas": str(args.adapter or shipped("strategy"))})
     adapters.load(llama, "ideas")
     adapters.select(llama, "ideas")
     simulator = StrategySimulator(None, trained=True)  # builds prompts only
@@ -160,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     for n, (messages, turn) in enumerate(sample):
         history, strategy = to_langchain(messages), turn["strategy"]["text"]
         prompt = fit_history(simulator.messages(history, strategy, None), HISTORY_TOKENS)
-        against = prompt[:-1] + with_request(swap_roles(history), simulator.contrast(None))[-1:]
+        against = prompt[:-1] + simulator.unconditioned(history, None)[-1:]
         for gamma in gammas:
             request = llama_server.GuideRequest(
                 messages=to_openai(prompt), against=to_openai(against), guidance=gamma,

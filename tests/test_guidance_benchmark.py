@@ -84,3 +84,11 @@ def test_a_sampling_value_the_endpoint_refuses_is_one_line_and_exit_2(tmp_path, 
     assert main(["--batch", str(path), "--top-p", "0"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("error: --top-p:")
+
+
+def test_a_missing_adapter_is_one_line_and_exit_2(tmp_path, capsys):
+    messages = [{"role": "user", "content": "seed"}, {"role": "assistant", "content": "a"}]
+    messages += [{"role": "user", "content": "user 1"}, {"role": "assistant", "content": "a"}]
+    path = batch(tmp_path, [{"messages": messages, "turns": [turn(0, "A", ["A", "B"])]}])
+    assert main(["--batch", str(path), "--adapter", str(tmp_path / "none.gguf")]) == 2
+    assert capsys.readouterr().err == f"error: {tmp_path / 'none.gguf'}: file not found\n"
