@@ -26,7 +26,7 @@ from dialogues.errors import ServiceError
 from dialogues.messages import to_openai
 from dialogues.models import Usage
 from runtime.http_client import ReplyTooLarge, capped_async_client, capped_sync_client
-from runtime.settings import ModelSettings
+from runtime.settings import GUIDED_SAMPLING, ModelSettings
 from runtime.urls import redact_url
 
 M = TypeVar("M", bound=BaseModel)
@@ -38,7 +38,6 @@ SCORE_PATH = "/ideas/score"
 
 GUIDE_PATH = "/ideas/guided"
 """The guided sampling endpoint under a server's base URL (`runtime/llama_server.py`)."""
-
 
 INVALID_REPLY_ERRORS = (ValueError, TypeError, LookupError, AttributeError, RecursionError)
 """What langchain-openai raises on a 200 reply that is not a chat completion: no `choices`
@@ -351,8 +350,8 @@ class ChatClient:
         (`POST {base_url}/ideas/guided`, served by the embedded server); `against` is the same
         chat without the condition to strengthen. The words of `unboosted` (the condition's
         text) keep their plain log-probability, so the reply is not pushed to copy them. The
-        model's temperature, token limit and this client's seed apply as to `text`, and an
-        empty reply is drawn again as there. Both
+        model's temperature, token limit and this client's seed apply as to `text`, with
+        `GUIDED_SAMPLING`'s truncation, and an empty reply is drawn again as there. Both
         chats are sent as given: fit them first (`fit`), alike. A server without the endpoint
         (404 or 405), or a chat model that is no OpenAI client, gives None, with one notice,
         and is not asked again.
@@ -371,6 +370,7 @@ class ChatClient:
                 "against": to_openai(against),
                 "guidance": guidance,
                 "unboosted": unboosted,
+                **GUIDED_SAMPLING,
                 **self._sampling(messages, attempt),
             }
             slot: AbstractAsyncContextManager = self.limit.slot() if self.limit else nullcontext()

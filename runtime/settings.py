@@ -45,6 +45,15 @@ EMBEDDED_GUIDANCE = 5.0
 """The trained simulator's guidance weight on the bundled model (`Settings.guidance`): on 40
 MT-Bench-101 seeds it doubled strategy adherence (0.150 to 0.303) without restating the
 strategy's words more (docs/results/guidance/)."""
+GUIDED_SAMPLING: dict[str, float] = {
+    "top_k": 40,
+    "top_p": 1.0,
+    "min_p": 0.02,
+    "repeat_penalty": 1.0,
+}
+"""The truncation of every guided request (`agents.chat.ChatClient.guided`): the plausible set
+(top-k, min-p) alone, measured in docs/results/guidance/ (section 3). The client sends it, so a
+batch's fingerprint holds it; the embedded endpoint's defaults (`GuideRequest`) are the same."""
 _config_file: ContextVar[Path | None] = ContextVar("ideas_config_file", default=None)
 
 
@@ -453,6 +462,8 @@ class Settings(BaseSettings):
                 "simulator_guidance": self.guidance(),
             }
             drafting = {key: value for key, value in drafting.items() if value != 1}
+            if "simulator_guidance" in drafting:
+                drafting["guided_sampling"] = GUIDED_SAMPLING
         return {
             "agents": agents.model_dump(),
             "models": models,

@@ -13,6 +13,7 @@ from langchain_core.messages import AIMessage, HumanMessage
 from agents.chat import ChatClient, ModelError
 from agents.simulator import StrategySimulator
 from dialogues.models import Usage
+from runtime.settings import GUIDED_SAMPLING
 from tests.fakes import ScriptedChatModel, ScriptedGuidance, recorded_client
 
 DIALOGUE = [
@@ -37,6 +38,11 @@ def choose(llama_server, on, off, *, recent=(), seed=0, unboosted=frozenset(), *
     request = llama_server.GuideRequest(messages=[], against=[], **fields)
     rng = np.random.default_rng(seed)
     return llama_server.guided_choice(on, off, list(recent), request, rng, unboosted)
+
+
+def test_the_clients_guided_sampling_is_the_endpoints_default(llama_server):
+    defaults = llama_server.GuideRequest(messages=[], against=[])
+    assert {k: getattr(defaults, k) for k in GUIDED_SAMPLING} == GUIDED_SAMPLING
 
 
 def test_guidance_picks_the_token_the_condition_raises_not_the_likeliest(llama_server):
@@ -156,6 +162,7 @@ def test_the_client_sends_both_chats_the_weight_and_the_models_sampling():
         96,
     )
     assert body["unboosted"] == STRATEGY
+    assert {k: body[k] for k in GUIDED_SAMPLING} == GUIDED_SAMPLING  # in the fingerprint too
     seeds = {chat.seeded(s)._sampling(DIALOGUE, 0)["seed"] for s in (11, 12)}
     assert body["seed"] in seeds and len(seeds) == 2  # the client's seed decides the draw
 
@@ -264,8 +271,10 @@ def test_the_guidance_setting_reaches_the_strategy_simulator_and_the_fingerprint
     add_agent_arguments(parser)
     parsed = settings_from_args(parser.parse_args(["--simulator-guidance", "2"]))
     assert parsed.guidance() == 2.0 and parsed.fingerprint()["simulator_guidance"] == 2.0
+    assert parsed.fingerprint()["guided_sampling"] == GUIDED_SAMPLING
     plain = settings_from_args(parser.parse_args(["--simulator-guidance", "1"]))
     assert "simulator_guidance" not in plain.fingerprint()  # older batches still resume
+    assert "guided_sampling" not in plain.fingerprint()
     with pytest.raises(ValueError):
         settings_from_args(parser.parse_args(["--simulator-guidance", "-1"]))
 
