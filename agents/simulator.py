@@ -183,8 +183,7 @@ class StrategySimulator:
         answer. The chat client then fits them to its history budget (`agents.chat.fit_history`).
         The simulator trainer builds its inputs with this method, so training and run time agree.
         """
-        prompt: list[BaseMessage] = [SystemMessage(content=render(self.instructions))]
-        return prompt + with_request(swap_roles(history), self.request(strategy, feedback))
+        return self._prompt(history, self.request(strategy, feedback))
 
     def unconditioned(
         self, history: Sequence[BaseMessage], feedback: str | None
@@ -195,8 +194,12 @@ class StrategySimulator:
         trains on (`train-simulator --strategy-dropout`), so that guidance contrasts two
         distributions the simulator has learned.
         """
+        return self._prompt(history, self.contrast(feedback))
+
+    def _prompt(self, history: Sequence[BaseMessage], request: str) -> list[BaseMessage]:
+        """The instructions, the swapped dialogue, then `request` below the last answer."""
         prompt: list[BaseMessage] = [SystemMessage(content=render(self.instructions))]
-        return prompt + with_request(swap_roles(history), self.contrast(feedback))
+        return prompt + with_request(swap_roles(history), request)
 
     async def draft(
         self,
