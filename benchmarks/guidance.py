@@ -1,8 +1,8 @@
 """How much guidance at decoding makes the simulator follow its strategy, replayed on real turns.
 
-    python benchmarks/guidance.py --batch RUN_DIR/dialogues.jsonl [--gammas 1,3,5] [--turns 150]
-        [--boost-words] [--texts FILE] [--temperature T] [--top-k K] [--top-p P] [--min-p P]
-        [--repeat-penalty R] [--adapter ADAPTER.gguf]
+    python benchmarks/guidance.py (--batch RUN_DIR/dialogues.jsonl | --held-out)
+        [--gammas 1,3,5] [--turns 150] [--boost-words] [--texts FILE] [--temperature T]
+        [--top-k K] [--top-p P] [--min-p P] [--repeat-penalty R] [--adapter ADAPTER.gguf]
 
 For a sample of the turns of a finished batch (`--turns`, shuffled with seed 0), the shipped
 `ideas` simulator (or `--adapter`, e.g. a new build) drafts the turn again from the same history
@@ -20,6 +20,12 @@ Per gamma it prints, over the drafts that are not the end marker:
   `strategy_overlap`), against real users' own level (`--library`'s extracted strategies' real
   follow-ups against their top-tier strategy);
 - words per draft and the share in question form, as the eval counts them (`evaluation/text.py`).
+
+`--held-out` replays real contexts instead of a batch's: the follow-ups of the dialogues the
+simulator's card lists as held out of its training (`counts.held_out_names`), each with its
+top-tier strategy in the default library, the real history (real assistants' answers) before it.
+The drafts are then compared with what the real users wrote after the same answers (words,
+question form, restatement); these turns have no strategist's candidates, so no top-1.
 
 MiniLM only measures here: the guidance itself uses the simulator's own likelihoods. Run
 nothing else on 2 cores (it keeps one model busy); 150 turns and 3 gammas take about 15 minutes.
@@ -75,6 +81,39 @@ def turns_of(batch: Path, n: int) -> list[tuple[list[dict], dict]]:
     return found[:n]
 
 
+def held_out_turns(card: Path, data: Path, library: Path, n: int) -> list[tuple[list[dict], dict]]:
+    """`n` shuffled real follow-ups of the dialogues `card` holds out, shaped as `turns_of`'s.
+
+    Each turn record holds the pair's top-tier strategy (as the build trained it), the real
+    follow-up as its `instruction`, and no candidates.
+
+    Raises:
+        ValueError: The card lists no held-out dialogues (an older build).
+    """
+    from induction.annotations import load_extractions
+    from induction.loaders import load
+    from induction.real_dialogues import REAL_DIALOGUES
+    from stores.packaged import read_records
+    from training.pairs import dialogue_of, strategy_texts
+
+    held = json.loads(card.read_text(encoding="utf-8"))["counts"].get("held_out_names")
+    if not held:
+        raise ValueError(f"{card} lists no held-out dialogues; rebuild the simulator")
+    extractions = load_extractions(ROOT / "induction" / "data" / "team_extractions.jsonl")
+    strategies = strategy_texts(extractions, read_records(library), "high")
+    found = [
+        (
+            [{"role": t.role, "content": t.text} for t in pair.history],
+            {"strategy": {"text": strategies[pair.key]}, "instruction": pair.followup},
+        )
+        for name in REAL_DIALOGUES
+        for pair in load(data / name).pairs
+        if pair.key in strategies and dialogue_of(pair) in set(held)
+    ]
+    random.Random(0).shuffle(found)
+    return found[:n]
+
+
 def top1(embed, text: str, turn: dict) -> bool:
     """Whether the turn's strategy is the candidate nearest `text` (the eval's adherence)."""
     texts = [c["text"] for c in turn["candidates"]]
@@ -114,7 +153,11 @@ def real_restatement(library: Path, data: Path) -> float:
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; 2 on bad input (one line on stderr)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch", type=Path, required=True, help="a batch's dialogues.jsonl")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--batch", type=Path, help="a batch's dialogues.jsonl")
+    source.add_argument(
+        "--held-out", action="store_true", help="the real follow-ups the simulator never saw"
+    )
     parser.add_argument("--gammas", default="1,3,5", help="guidance weights, comma-separated")
     parser.add_argument("--turns", type=int, default=150)
     parser.add_argument("--boost-words", action="store_true", help="boost the strategy's words")
@@ -126,19 +169,29 @@ def main(argv: list[str] | None = None) -> int:
         parser.add_argument(f"--{name.replace('_', '-')}", type=kind, help="(server default)")
     args = parser.parse_args(argv)
     sampling = {k: getattr(args, k) for k in SAMPLING if getattr(args, k) is not None}
+    from runtime.adapters import shipped
+
+    adapter = args.adapter or shipped("strategy")
+    if adapter is None or not adapter.is_file():
+        print(f"error: {adapter}: file not found", file=sys.stderr)
+        return 2
     try:
         gammas = [float(g) for g in args.gammas.split(",")]
-        sample = turns_of(args.batch, args.turns)
+        if args.held_out:
+            card = adapter.parent / "card.json"
+            sample = held_out_turns(card, args.data, args.library, args.turns)
+        else:
+            sample = turns_of(args.batch, args.turns)
     except (OSError, ValueError, KeyError, TypeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if args.adapter is not None and not args.adapter.is_file():
-        print(f"error: {args.adapter}: file not found", file=sys.stderr)
-        return 2
     if not sample:
-        print(
-            f"error: {args.batch} has no turn with a strategy among its candidates", file=sys.stderr
+        why = (
+            "no held-out real follow-up has a strategy in the library"
+            if args.held_out
+            else f"{args.batch} has no turn with a strategy among its candidates"
         )
+        print(f"error: {why}", file=sys.stderr)
         return 2
 
     import llama_server
@@ -151,12 +204,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --{str(wrong['loc'][0]).replace('_', '-')}: {wrong['msg']}", file=sys.stderr)
         return 2
 
-    from runtime.adapters import shipped
     from runtime.server import default_gguf
     from stores.embeddings import MiniLMEmbedding
 
     llama = Llama(str(default_gguf()), n_ctx=4096, n_threads=2, logits_all=False, verbose=False)
-    adapters = llama_server.Adapters({"ideas": str(args.adapter or shipped("strategy"))})
+    adapters = llama_server.Adapters({"ideas": str(adapter)})
     adapters.load(llama, "ideas")
     adapters.select(llama, "ideas")
     simulator = StrategySimulator(None, trained=True)  # builds prompts only
@@ -176,22 +228,22 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\r{n + 1}/{len(sample)} turns", end="", file=sys.stderr, flush=True)
     print(file=sys.stderr)
 
-    recorded = [top1(embed, turn["instruction"], turn) for _, turn in sample]
-    print(
-        f"{len(sample)} turns of {args.batch}; recorded instructions: top-1 {np.mean(recorded):.3f}"
-    )
+    where = "held-out real follow-ups" if args.held_out else f"turns of {args.batch}"
+    print(f"{len(sample)} {where}; {adapter}")
     print(f"real users' restatement: {real_restatement(args.library, args.data):.3f}")
-    print(f"{'gamma':>6} {'drafts':>6} {'top-1':>6} {'restate':>8} {'words':>6} {'question':>8}")
-    for gamma, texts in drafts.items():
+    print(f"{'gamma':>8} {'drafts':>6} {'top-1':>6} {'restate':>8} {'words':>6} {'question':>8}")
+    recorded = [turn["instruction"] for _, turn in sample]
+    rows = {"recorded": recorded} | {f"{g:g}": texts for g, texts in drafts.items()}
+    for name, texts in rows.items():
         kept = [
             (t, turn) for t, (_, turn) in zip(texts, sample, strict=True) if not is_end_marker(t)
         ]
-        hits = [top1(embed, t, turn) for t, turn in kept]
+        hits = "n/a" if args.held_out else f"{np.mean([top1(embed, *k) for k in kept]):.3f}"
         restated = [strategy_overlap(t, turn["strategy"]["text"]) or 0.0 for t, turn in kept]
         lengths = [len(words(t)) for t, _ in kept]
         questions = [is_question(t) for t, _ in kept]
         print(
-            f"{gamma:6g} {len(kept):6d} {np.mean(hits):6.3f} {np.mean(restated):8.3f} "
+            f"{name:>8} {len(kept):6d} {hits:>6} {np.mean(restated):8.3f} "
             f"{np.mean(lengths):6.1f} {np.mean(questions):8.2f}"
         )
     if args.texts:

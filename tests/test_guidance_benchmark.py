@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from benchmarks.guidance import main, top1, turns_of
 
@@ -92,3 +93,37 @@ def test_a_missing_adapter_is_one_line_and_exit_2(tmp_path, capsys):
     path = batch(tmp_path, [{"messages": messages, "turns": [turn(0, "A", ["A", "B"])]}])
     assert main(["--batch", str(path), "--adapter", str(tmp_path / "none.gguf")]) == 2
     assert capsys.readouterr().err == f"error: {tmp_path / 'none.gguf'}: file not found\n"
+
+
+def test_held_out_turns_are_real_follow_ups_the_simulator_never_trained_on(tmp_path):
+    from benchmarks.guidance import ROOT, held_out_turns
+    from induction.loaders import load
+    from stores.packaged import read_records
+    from tests.data_paths import DATA
+    from training.pairs import dialogue_of
+
+    if not DATA.is_dir():
+        pytest.skip("needs ../shared/data")
+    library = ROOT / "stores" / "libraries" / "default"
+    high = {r.text for r in read_records(library) if r.level == "high"}
+    pairs = load(DATA / "oasst1-en100" / "en_100_tree.jsonl").pairs
+    held = sorted({dialogue_of(p) for p in pairs})[:5]
+    card = tmp_path / "card.json"
+    card.write_text(json.dumps({"counts": {"held_out_names": held}}))
+    found = held_out_turns(card, DATA, library, 1000)
+    followups = {p.followup: p for p in pairs if dialogue_of(p) in held}
+    assert found and all(t["instruction"] in followups for _, t in found)
+    for history, record in found:
+        pair = followups[record["instruction"]]
+        assert [m["content"] for m in history] == [t.text for t in pair.history]
+        assert history[-1]["role"] == "assistant"
+        assert record["strategy"]["text"] in high  # the top tier, as the build trained it
+    assert held_out_turns(card, DATA, library, 2) == found[:2]  # the same shuffle, cut
+
+
+def test_a_card_without_held_out_names_is_one_line_and_exit_2(tmp_path, capsys):
+    (tmp_path / "adapter.gguf").write_bytes(b"")
+    (tmp_path / "card.json").write_text(json.dumps({"counts": {}}))
+    assert main(["--held-out", "--adapter", str(tmp_path / "adapter.gguf")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "lists no held-out dialogues" in err
