@@ -96,7 +96,7 @@ def held_out_turns(card: Path, data: Path, library: Path, n: int) -> list[tuple[
     from stores.packaged import read_records
     from training.pairs import dialogue_of, strategy_texts
 
-    held = json.loads(card.read_text(encoding="utf-8"))["counts"].get("held_out_names")
+    held = set(json.loads(card.read_text(encoding="utf-8"))["counts"].get("held_out_names") or ())
     if not held:
         raise ValueError(f"{card} lists no held-out dialogues; rebuild the simulator")
     extractions = load_extractions(ROOT / "induction" / "data" / "team_extractions.jsonl")
@@ -108,7 +108,7 @@ def held_out_turns(card: Path, data: Path, library: Path, n: int) -> list[tuple[
         )
         for name in REAL_DIALOGUES
         for pair in load(data / name).pairs
-        if pair.key in strategies and dialogue_of(pair) in set(held)
+        if pair.key in strategies and dialogue_of(pair) in held
     ]
     random.Random(0).shuffle(found)
     return found[:n]
