@@ -88,7 +88,7 @@ def held_out_turns(card: Path, data: Path, library: Path, n: int) -> list[tuple[
     follow-up as its `instruction`, and no candidates.
 
     Raises:
-        ValueError: The card lists no held-out dialogues (an older build).
+        ValueError: The card is no simulator card, or lists no held-out dialogues (an older build).
     """
     from induction.annotations import load_extractions
     from induction.loaders import load
@@ -96,7 +96,11 @@ def held_out_turns(card: Path, data: Path, library: Path, n: int) -> list[tuple[
     from stores.packaged import read_records
     from training.pairs import dialogue_of, strategy_texts
 
-    held = set(json.loads(card.read_text(encoding="utf-8"))["counts"].get("held_out_names") or ())
+    try:
+        counts = json.loads(card.read_text(encoding="utf-8"))["counts"]
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise ValueError(f"{card}: not a simulator card ({exc})") from None
+    held = set(counts.get("held_out_names") or ())
     if not held:
         raise ValueError(f"{card} lists no held-out dialogues; rebuild the simulator")
     extractions = load_extractions(ROOT / "induction" / "data" / "team_extractions.jsonl")

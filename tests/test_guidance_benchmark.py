@@ -127,3 +127,13 @@ def test_a_card_without_held_out_names_is_one_line_and_exit_2(tmp_path, capsys):
     assert main(["--held-out", "--adapter", str(tmp_path / "adapter.gguf")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "lists no held-out dialogues" in err
+
+
+def test_a_card_that_is_not_json_names_the_card_in_one_line(tmp_path, capsys):
+    (tmp_path / "adapter.gguf").write_bytes(b"")
+    (tmp_path / "card.json").write_text("{")
+    assert main(["--held-out", "--adapter", str(tmp_path / "adapter.gguf")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(
+        f"error: {tmp_path / 'card.json'}: not a simulator"
+    )
