@@ -2,7 +2,8 @@
 
     python benchmarks/guidance.py (--batch RUN_DIR/dialogues.jsonl | --held-out)
         [--gammas 1,3,5] [--turns 150] [--boost-words] [--texts FILE] [--temperature T]
-        [--top-k K] [--top-p P] [--min-p P] [--repeat-penalty R] [--adapter ADAPTER.gguf]
+        [--top-k K] [--top-p P] [--min-p P] [--repeat-penalty R] [--end sampled|model]
+        [--adapter ADAPTER.gguf]
 
 For a sample of the turns of a finished batch (`--turns`, shuffled with seed 0), the shipped
 `ideas` simulator (or `--adapter`, e.g. a new build) drafts the turn again from the same history
@@ -59,6 +60,7 @@ SAMPLING = {
     "top_p": float,
     "min_p": float,
     "repeat_penalty": float,
+    "end": str,
 }
 """The guided endpoint's sampling fields the benchmark may set (unset: the server's defaults)."""
 HISTORY_TOKENS = 2400

@@ -598,6 +598,13 @@ class GuideRequest(BaseModel):
     penalty, a completion's defaults, each cut the distribution's tail that guidance already
     sharpens; without them the turns' vocabulary came nearer real users' (docs/results/guidance/,
     section 3)."""
+    end: Literal["sampled", "model"] = "sampled"
+    """Who decides where the reply ends. "sampled": an end-of-generation token is drawn like any
+    other, after truncation (top-k, min-p) and temperature, which cut the continuations' long
+    tail but rarely the end token, so its share grows and replies come out shorter than the
+    model's own. "model": first the reply ends with the conditioned model's own probability of
+    an end token (untruncated, temperature 1, as it was trained), then the next token is drawn
+    among the continuations as above (see `guided_choice`)."""
     seed: int | None = None
     unboosted: str = ""
     """Text whose words guidance leaves at their conditioned log-probability (the condition
@@ -666,6 +673,7 @@ def guided_choice(
     request: GuideRequest,
     rng: np.random.Generator,
     unboosted: frozenset[int] = frozenset(),
+    ends: frozenset[int] = frozenset(),
 ) -> int:
     """Sample the next token with classifier-free guidance (Sanchez et al., 2023).
 
@@ -677,10 +685,24 @@ def guided_choice(
     `log p(t | messages)`, so guidance neither turns the reply into a copy of the condition nor
     decides where it ends. The scores are then sampled as a completion's are: temperature, then
     top-p (temperature 0: the top score).
+
+    With `request.end` "model", the `ends` (end-of-generation tokens) are decided first: the
+    reply ends with their total conditioned probability, untruncated and untempered (at
+    temperature 0: when it is at least one half), returning the likeliest of them; otherwise
+    the token is drawn as above among the other tokens.
     """
     lp_on = _log_softmax(_penalised(conditioned, recent, request.repeat_penalty))
     lp_off = _log_softmax(_penalised(contrast, recent, request.repeat_penalty))
     order = np.argsort(-lp_on, kind="stable")
+    if request.end == "model" and ends:
+        end_ids = np.fromiter(ends, dtype=np.int64, count=len(ends))
+        p_end = float(np.exp(lp_on[end_ids]).sum())
+        continues = order[~np.isin(order, end_ids)]
+        if not len(continues) or (
+            p_end >= 0.5 if request.temperature == 0 else rng.random() < p_end
+        ):
+            return int(end_ids[np.argmax(lp_on[end_ids])])
+        order = continues
     if request.top_k > 0:
         order = order[: request.top_k]
     order = order[lp_on[order] >= lp_on[order[0]] + np.log(max(request.min_p, 1e-30))]
@@ -832,7 +854,8 @@ def guide(llama: Llama, request: GuideRequest, adapters: Adapters) -> GuideRespo
     rng = np.random.default_rng(request.seed)
     # guidance strengthens what the condition asks for; where the reply ends stays the
     # conditioned model's own call
-    unboosted = word_tokens(llama, request.unboosted) | end_tokens(llama)
+    ends = end_tokens(llama)
+    unboosted = word_tokens(llama, request.unboosted) | ends
     reply: list[int] = []
     on, kept = _main_logits(llama, prompt)
     slot = contrast.slot_for(against)
@@ -840,7 +863,7 @@ def guide(llama: Llama, request: GuideRequest, adapters: Adapters) -> GuideRespo
     finish: Literal["stop", "length"] = "length"
     try:
         for _ in range(request.max_tokens):
-            token = guided_choice(on, off, reply[-REPEAT_WINDOW:], request, rng, unboosted)
+            token = guided_choice(on, off, reply[-REPEAT_WINDOW:], request, rng, unboosted, ends)
             if llama_cpp.llama_vocab_is_eog(llama._model.vocab, token):
                 finish = "stop"
                 break

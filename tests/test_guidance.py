@@ -34,10 +34,12 @@ def logits(**probabilities: float) -> np.ndarray:
     return np.log(row / row.sum())
 
 
-def choose(llama_server, on, off, *, recent=(), seed=0, unboosted=frozenset(), **fields) -> int:
+def choose(
+    llama_server, on, off, *, recent=(), seed=0, unboosted=frozenset(), ends=frozenset(), **fields
+) -> int:
     request = llama_server.GuideRequest(messages=[], against=[], **fields)
     rng = np.random.default_rng(seed)
-    return llama_server.guided_choice(on, off, list(recent), request, rng, unboosted)
+    return llama_server.guided_choice(on, off, list(recent), request, rng, unboosted, ends)
 
 
 def test_the_clients_guided_sampling_is_the_endpoints_default(llama_server):
@@ -94,6 +96,34 @@ def test_the_conditions_own_words_are_not_boosted(llama_server):
     assert choose(llama_server, on, off, temperature=0, guidance=3.0, unboosted={1}) == 0
     off = logits(a=0.6, b=0.01, c=0.05)
     assert choose(llama_server, on, off, temperature=0, guidance=3.0, unboosted={1}) == 2
+
+
+def test_the_model_end_rule_ends_with_the_models_own_untruncated_probability(llama_server):
+    # a is the end token, 30% likely; top-k 2 keeps a and b, so sampled after truncation the
+    # reply ends half the time; the model's own call ends it 30% of the time
+    on = logits(a=0.3, b=0.3, c=0.2, d=0.2)
+    fields = {"temperature": 1.0, "top_k": 2, "guidance": 1.0, "ends": {0}}
+    sampled = [choose(llama_server, on, on, seed=s, end="sampled", **fields) for s in range(3000)]
+    model = [choose(llama_server, on, on, seed=s, end="model", **fields) for s in range(3000)]
+    assert abs(np.mean(np.equal(sampled, 0)) - 0.5) < 0.04
+    assert abs(np.mean(np.equal(model, 0)) - 0.3) < 0.04
+    # continuing, the end token is out and the next two continuations make the top-k
+    assert set(model) == {0, 1, 2}
+    # guidance does not move the decision: the contrast finds the end far likelier
+    off = logits(a=0.9, b=0.05, c=0.03, d=0.02)
+    guided = [choose(llama_server, on, off, seed=s, end="model", **fields | {"guidance": 5.0})
+              for s in range(3000)]  # fmt: skip
+    assert abs(np.mean(np.equal(guided, 0)) - 0.3) < 0.04
+
+
+def test_the_model_end_rule_at_temperature_zero_ends_only_when_the_end_is_likelier(llama_server):
+    fields = {"temperature": 0, "guidance": 1.0, "end": "model", "ends": {0}}
+    on = logits(a=0.45, b=0.3, c=0.25)  # the end is the likeliest token, but under one half
+    assert choose(llama_server, on, on, **fields) == 1
+    assert choose(llama_server, on, on, **fields | {"end": "sampled"}) == 0
+    assert choose(llama_server, logits(a=0.6, b=0.4), logits(a=0.6, b=0.4), **fields) == 0
+    # without end tokens to decide on, the rule changes nothing
+    assert choose(llama_server, on, on, **fields | {"ends": frozenset()}) == 0
 
 
 class WordTokenizer:
