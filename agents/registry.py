@@ -20,6 +20,7 @@ from agents.strategist import (
     Strategist,
 )
 from dialogues.ending import EndingRule
+from dialogues.lengths import LengthCues
 from dialogues.models import GenerationRole
 from runtime import adapters
 from runtime.settings import (
@@ -73,6 +74,12 @@ def _ending_rule(wiring: Wiring) -> EndingRule | None:
     return adapters.ending_rule(adapter.path)
 
 
+def _length_cues(wiring: Wiring) -> LengthCues | None:
+    """The embedded trained simulator's length cue shares, if it was trained with them."""
+    adapter = wiring.settings.adapter_for("simulator")
+    return None if adapter is None else adapters.length_cues(adapter.path)
+
+
 SIMULATORS: dict[SimulatorName, Callable[[Wiring], UserSimulator]] = {
     "strategy": lambda w: StrategySimulator(
         w.chat("simulator"),
@@ -80,9 +87,10 @@ SIMULATORS: dict[SimulatorName, Callable[[Wiring], UserSimulator]] = {
         drafts=w.settings.simulator_drafts,
         ending=_ending_rule(w),
         guidance=w.settings.guidance(),
+        lengths=_length_cues(w),
     ),
     "plain": lambda w: PlainSimulator(
-        w.chat("simulator"), trained=_trained(w), ending=_ending_rule(w)
+        w.chat("simulator"), trained=_trained(w), ending=_ending_rule(w), lengths=_length_cues(w)
     ),
     "human": lambda w: HumanSimulator(StrategySimulator(w.chat("simulator"))),
 }

@@ -15,6 +15,7 @@ from pydantic import BaseModel
 
 from agents.chat import ChatClient, Scored
 from dialogues.ending import END_MARKER, EndingRule, is_end_marker
+from dialogues.lengths import LengthCues
 from dialogues.messages import last_answer, swap_roles, with_request
 from dialogues.models import Rerank, Usage
 from prompts import render
@@ -126,6 +127,11 @@ class StrategySimulator:
     what the strategy changes in the reply; the strategy's own words are left unboosted, so the
     reply is not pushed to copy them. Where the server has no guided endpoint, drafts are
     sampled as without guidance.
+
+    With `lengths` (a simulator trained with length cues, `LengthCues`), every prompt of a turn
+    (its drafts, their contrast, the reranking and the end score) asks for the same length, drawn
+    at the real users' shares from the dialogue so far (and the client's seed), so a turn's
+    length is reproducible and guidance does not strengthen it.
     """
 
     instructions = "simulator"
@@ -145,12 +151,14 @@ class StrategySimulator:
         drafts: int = 1,
         ending: EndingRule | None = None,
         guidance: float = 1.0,
+        lengths: LengthCues | None = None,
     ) -> None:
         """Draft with `chat`; `trained`: it is a trained simulator, whose whole reply is kept.
 
         `drafts`: how many drafts to write and rerank (1: one draft, no scoring).
         `ending`: end where p_end reaches this rule (None: where a sampled draft is the marker).
         `guidance`: the weight of the strategy when sampling (1: plain sampling; see the class).
+        `lengths`: draw each turn's length cue at these shares (None: no length cue).
         """
         if drafts < 1:
             raise ValueError(f"drafts must be at least 1, not {drafts}")
@@ -161,40 +169,63 @@ class StrategySimulator:
         self.drafts = drafts
         self.ending = ending
         self.guidance = guidance
+        self.lengths = lengths
 
-    def request(self, strategy: str | None, feedback: str | None) -> str:
-        """Return this draft's request: the strategy to apply and the feedback to act on."""
-        return render("simulator_turn", strategy=strategy, feedback=feedback)
+    def request(self, strategy: str | None, feedback: str | None, length: str | None = None) -> str:
+        """Return this draft's request: strategy to apply, feedback to act on, length cue."""
+        return render("simulator_turn", strategy=strategy, feedback=feedback, length=length)
 
-    def contrast(self, feedback: str | None) -> str:
+    def contrast(self, feedback: str | None, length: str | None = None) -> str:
         """Return the guided drafts' contrast request: a strategy's request without a strategy.
 
         It asks for a natural follow-up where the strategy's request names the strategy, and
-        keeps the rest (be specific, the feedback), so guidance strengthens the strategy alone.
+        keeps the rest (be specific, the feedback, the length), so guidance strengthens the
+        strategy alone.
         """
-        return render("simulator_turn", strategy=None, feedback=feedback, specific=True)
+        return render(
+            "simulator_turn", strategy=None, feedback=feedback, specific=True, length=length
+        )
+
+    def length_for(self, history: Sequence[BaseMessage]) -> str | None:
+        """Return the length cue of the turn after `history` (None without `lengths`).
+
+        Drawn from the dialogue so far and the client's seed: every prompt of the turn asks for
+        the same length, and a rerun draws it again.
+        """
+        if self.lengths is None:
+            return None
+        seed = getattr(self.chat, "seed", None)
+        return self.lengths.draw("\x1d".join([str(seed), *(str(m.content) for m in history)]))
 
     def messages(
-        self, history: Sequence[BaseMessage], strategy: str | None, feedback: str | None
+        self,
+        history: Sequence[BaseMessage],
+        strategy: str | None,
+        feedback: str | None,
+        length: str | None = None,
     ) -> list[BaseMessage]:
         """Return what a draft sends: instructions, the swapped dialogue, then this draft's request.
 
-        The request (strategy to apply, feedback to act on) stands below the assistant's last
-        answer. The chat client then fits them to its history budget (`agents.chat.fit_history`).
-        The simulator trainer builds its inputs with this method, so training and run time agree.
+        The request (strategy to apply, feedback to act on, length cue) stands below the
+        assistant's last answer. The chat client then fits them to its history budget
+        (`agents.chat.fit_history`). The simulator trainer builds its inputs with this method,
+        so training and run time agree. `length`: the cue (a real follow-up's, in training);
+        by default the turn's drawn cue (`length_for`).
         """
-        return self._prompt(history, self.request(strategy, feedback))
+        length = length or self.length_for(history)
+        return self._prompt(history, self.request(strategy, feedback, length))
 
     def unconditioned(
-        self, history: Sequence[BaseMessage], feedback: str | None
+        self, history: Sequence[BaseMessage], feedback: str | None, length: str | None = None
     ) -> list[BaseMessage]:
         """Return `messages` with the `contrast` request in place of the strategy's.
 
         What guided drafts contrast against, and what the simulator trainer's strategy dropout
         trains on (`train-simulator --strategy-dropout`), so that guidance contrasts two
-        distributions the simulator has learned.
+        distributions the simulator has learned. `length`: as for `messages`.
         """
-        return self._prompt(history, self.contrast(feedback))
+        length = length or self.length_for(history)
+        return self._prompt(history, self.contrast(feedback, length))
 
     def _prompt(self, history: Sequence[BaseMessage], request: str) -> list[BaseMessage]:
         """The instructions, the swapped dialogue, then `request` below the last answer."""
@@ -384,9 +415,9 @@ class PlainSimulator(StrategySimulator):
     guides = False
     """It has no strategy to strengthen, so it never guides, whatever its weight."""
 
-    def request(self, strategy: str | None, feedback: str | None) -> str:
+    def request(self, strategy: str | None, feedback: str | None, length: str | None = None) -> str:
         """Return the plain request whatever the strategy."""
-        return super().request(None, feedback)
+        return super().request(None, feedback, length)
 
 
 @task

@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.add_argument(f"--{name.replace('_', '-')}", type=kind, help="(server default)")
     args = parser.parse_args(argv)
     sampling = {k: getattr(args, k) for k in SAMPLING if getattr(args, k) is not None}
-    from runtime.adapters import shipped
+    from runtime.adapters import length_cues, shipped
 
     adapter = args.adapter or shipped("strategy")
     if adapter is None or not adapter.is_file():
@@ -183,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         gammas = [float(g) for g in args.gammas.split(",")]
+        lengths = length_cues(adapter)
         if args.held_out:
             card = adapter.parent / "card.json"
             sample = held_out_turns(card, args.data, args.library, args.turns)
@@ -217,7 +218,8 @@ def main(argv: list[str] | None = None) -> int:
     adapters = llama_server.Adapters({"ideas": str(adapter)})
     adapters.load(llama, "ideas")
     adapters.select(llama, "ideas")
-    simulator = StrategySimulator(None, trained=True)  # builds prompts only
+    # builds prompts only; a simulator trained with length cues gets them, drawn as at run time
+    simulator = StrategySimulator(None, trained=True, lengths=lengths)
     embed = MiniLMEmbedding().embed
     drafts: dict[float, list[str]] = {g: [] for g in gammas}
     for n, (messages, turn) in enumerate(sample):

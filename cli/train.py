@@ -79,6 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
         "their strategy, so guided decoding contrasts two learned distributions (default 0)",
     )
     parser.add_argument(
+        "--length-cues",
+        action="store_true",
+        help="put each real follow-up's length (under 8, 8 to 15, 16 to 31, 32 or more words) "
+        "in its request; at run time it is drawn at the real users' shares",
+    )
+    parser.add_argument(
         "--strategy-level",
         choices=["high", "extracted"],
         default="high",
@@ -213,6 +219,7 @@ def make_job(args: argparse.Namespace) -> TrainJob:
         endings=args.endings,
         ending_weight=args.ending_weight,
         strategy_dropout=args.strategy_dropout,
+        length_cues=args.length_cues,
         level=args.strategy_level,
         history_tokens=args.history_tokens,
         max_length=args.max_length,
@@ -313,13 +320,10 @@ def make_pairs(
     except AnnotationError as exc:
         raise UsageError(str(exc)) from None
     strategies = strategy_texts(extractions, read_records(job.library), job.level)
-    pair_set = build_pairs(
-        real_pairs, strategies, with_strategy=job.with_strategy, history_tokens=job.history_tokens
-    )
+    shape = {"with_strategy": job.with_strategy, "history_tokens": job.history_tokens}
+    pair_set = build_pairs(real_pairs, strategies, length_cues=job.length_cues, **shape)
     if endings:
-        ends = build_end_pairs(
-            endings, strategies, with_strategy=job.with_strategy, history_tokens=job.history_tokens
-        )
+        ends = build_end_pairs(endings, strategies, lengths=pair_set.length_cues, **shape)
         pair_set.pairs.extend(ends.pairs)
         pair_set.dropped |= {f"ending: {k}": v for k, v in ends.dropped.items()}
     if not pair_set.pairs:

@@ -18,10 +18,11 @@ import hashlib
 import json
 from functools import cache
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from dialogues.ending import EndingRule
-from dialogues.errors import ServiceError
+from dialogues.errors import InputError, ServiceError
+from dialogues.lengths import LengthCues
 from runtime.gguf_header import GGUFError, read_header
 
 ADAPTER_FILE = "adapter.gguf"
@@ -114,10 +115,7 @@ def ending_rule(adapter: Path) -> EndingRule | None:
     None where there is no card, or it has no usable rule (a simulator trained before
     calibration, or one trained without endings): its sampled drafts decide the ending.
     """
-    try:
-        card = json.loads((adapter.parent / "card.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
+    card = _card(adapter)
     ending = card.get("ending") if isinstance(card, dict) else None
     if not isinstance(ending, dict):
         return None
@@ -127,6 +125,36 @@ def ending_rule(adapter: Path) -> EndingRule | None:
     try:
         return EndingRule(float(values[0]), float(values[1]))
     except ValueError:
+        return None
+
+
+class CardError(InputError, ValueError):
+    """A trained simulator's card holds a setting its simulator cannot run without, broken."""
+
+
+def length_cues(adapter: Path) -> LengthCues | None:
+    """The length cue shares in the card beside an adapter file (`train-simulator --length-cues`).
+
+    None where there is no card or it has none (a simulator trained without length cues).
+
+    Raises:
+        CardError: The card's `length_cues` are not valid shares (one line, naming the card).
+    """
+    card = _card(adapter)
+    shares = card.get("length_cues") if isinstance(card, dict) else None
+    if shares is None:
+        return None
+    try:
+        return LengthCues(dict(shares))
+    except (TypeError, ValueError) as exc:
+        raise CardError(f"{adapter.parent / 'card.json'}: length_cues: {exc}") from None
+
+
+def _card(adapter: Path) -> Any:
+    """The card beside an adapter file, parsed (None where there is none or it is not JSON)."""
+    try:
+        return json.loads((adapter.parent / "card.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
         return None
 
 

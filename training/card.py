@@ -50,6 +50,17 @@ def _ending_lines(ending: dict[str, Any] | None) -> list[str]:
     ]
 
 
+def _length_line(shares: dict[str, float] | None) -> str:
+    """The card's sentence on length cues (empty without them)."""
+    if not shares:
+        return ""
+    listed = ", ".join(f"{cue} {share:.2f}" for cue, share in shares.items())
+    return (
+        " Length cues: each request names its real follow-up's length; at run time the cue is "
+        f"drawn at the real users' shares ({listed})."
+    )
+
+
 def markdown(card: dict[str, Any]) -> str:
     """Render the card for people."""
     settings, counts = card["settings"], card["counts"]
@@ -122,7 +133,8 @@ def markdown(card: dict[str, Any]) -> str:
             "contrast request instead of their strategy."
             if "strategy_dropped" in counts
             else ""
-        ),
+        )
+        + _length_line(card.get("length_cues")),
         "",
         *_ending_lines(card.get("ending")),
         "## Training",

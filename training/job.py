@@ -118,6 +118,9 @@ class TrainJob:
     strategy_dropout: float = 0.0
     """Share of the training pairs trained on the contrast request instead of their strategy
     (`training.pairs.drop_strategies`); the `ideas` variant only."""
+    length_cues: bool = False
+    """Each request carries its real follow-up's length cue (`agents.simulator.length_cue`); at
+    run time the cue is drawn at the real users' shares, stored in the card."""
 
     @property
     def variant(self) -> str:
@@ -158,6 +161,7 @@ class TrainJob:
             ({"endings": True} if self.endings else {})
             | ({"ending_weight": self.ending_weight} if self.ending_weight != 1 else {})
             | ({"strategy_dropout": self.strategy_dropout} if self.strategy_dropout else {})
+            | ({"length_cues": True} if self.length_cues else {})
         )
 
     def run_id(self, sources: dict[str, str]) -> str:

@@ -26,6 +26,7 @@ from langchain_core.messages import BaseMessage
 from agents.chat import fit_history
 from agents.simulator import PlainSimulator, StrategySimulator
 from dialogues.ending import END_MARKER
+from dialogues.lengths import LengthCues, length_cue
 from dialogues.messages import to_langchain, to_openai
 from induction.extract import Extraction, Key
 from induction.library import extracted_record_id
@@ -64,6 +65,8 @@ class PairSet:
 
     pairs: list[TrainingPair]
     dropped: dict[str, int] = field(default_factory=dict)
+    length_cues: LengthCues | None = None
+    """The real users' length shares the pairs' cues were drawn at (`length_cues` on)."""
 
 
 def strategy_texts(
@@ -98,6 +101,7 @@ def build_pairs(
     *,
     with_strategy: bool,
     history_tokens: int,
+    length_cues: bool = False,
 ) -> PairSet:
     """Build the training pairs of every real pair that has a strategy.
 
@@ -107,6 +111,8 @@ def build_pairs(
         with_strategy: The strategy simulator's prompt with the pair's strategy, or the plain
             simulator's prompt (the same pairs either way).
         history_tokens: The history budget the chat client fits messages to at run time.
+        length_cues: Each request carries the length cue of the pair's real follow-up
+            (`agents.simulator.length_cue`); the set's `length_cues` holds their shares.
     """
     kind = StrategySimulator if with_strategy else PlainSimulator
     simulator = kind(chat=None)  # type: ignore[arg-type] - never calls the model
@@ -117,15 +123,17 @@ def build_pairs(
             dropped["without strategy"] += 1
             continue
         history = to_langchain({"role": t.role, "content": t.text} for t in pair.history)
+        length = length_cue(pair.followup) if length_cues else None
         built.append(
             TrainingPair(
                 key=pair.key,
                 dialogue=dialogue_of(pair),
                 target=pair.followup,
-                **_prompts(simulator, history, strategy, with_strategy, history_tokens),
+                **_prompts(simulator, history, strategy, with_strategy, history_tokens, length),
             )
         )
-    return PairSet(built, dropped)
+    shares = LengthCues.of(p.target for p in built) if length_cues and built else None
+    return PairSet(built, dropped, shares)
 
 
 def build_end_pairs(
@@ -134,6 +142,7 @@ def build_end_pairs(
     *,
     with_strategy: bool,
     history_tokens: int,
+    lengths: LengthCues | None = None,
 ) -> PairSet:
     """Build one ending pair per real dialogue the user ended: its whole history -> `END_MARKER`.
 
@@ -148,9 +157,11 @@ def build_end_pairs(
         strategies: Strategy text per pair key (`strategy_texts`).
         with_strategy: The strategy simulator's prompt, or the plain one.
         history_tokens: The history budget the chat client fits messages to at run time.
+        lengths: Each request carries a length cue drawn at these shares, as at run time (an
+            ending has no length of its own, so the cue says nothing about ending).
     """
     kind = StrategySimulator if with_strategy else PlainSimulator
-    simulator = kind(chat=None)  # type: ignore[arg-type] - never calls the model
+    simulator = kind(chat=None, lengths=lengths)  # type: ignore[arg-type] - never calls the model
     built: list[TrainingPair] = []
     dropped = {"cut by the source": 0, "ends with a user turn": 0, "without strategy": 0}
     for source, dialogue in dialogues:
@@ -187,12 +198,16 @@ def _prompts(
     strategy: str,
     with_strategy: bool,
     history_tokens: int,
+    length: str | None = None,
 ) -> dict[str, Any]:
-    """The prompt fields of a pair: what the simulator sends, fitted as the chat client fits it."""
-    sent = fit_history(simulator.messages(history, strategy, None), history_tokens)
+    """The prompt fields of a pair: what the simulator sends, fitted as the chat client fits it.
+
+    `length`: the request's length cue (default: the simulator's own, `length_for`).
+    """
+    sent = fit_history(simulator.messages(history, strategy, None, length), history_tokens)
     fields: dict[str, Any] = {"messages": to_openai(sent), "strategy": None}
     if with_strategy:
-        bare = fit_history(simulator.unconditioned(history, None), history_tokens)
+        bare = fit_history(simulator.unconditioned(history, None, length), history_tokens)
         fields |= {"strategy": strategy, "unconditioned": to_openai(bare)}
     return fields
 

@@ -161,6 +161,7 @@ def run(
         "sources": sources,
         "counts": counts,
         "settings": job.settings(),
+        **({"length_cues": dict(pair_set.length_cues.shares)} if pair_set.length_cues else {}),
         "epochs": [vars(h) for h in history],
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "adapter": {
