@@ -66,7 +66,8 @@ class PairSet:
     pairs: list[TrainingPair]
     dropped: dict[str, int] = field(default_factory=dict)
     length_cues: LengthCues | None = None
-    """The real users' length shares the pairs' cues were drawn at (`length_cues` on)."""
+    """The real follow-ups' shares of each length cue (`build_pairs(length_cues=True)`): what
+    the card stores for the run time to draw at, and what ending pairs draw their cue at."""
 
 
 def strategy_texts(
@@ -112,7 +113,7 @@ def build_pairs(
             simulator's prompt (the same pairs either way).
         history_tokens: The history budget the chat client fits messages to at run time.
         length_cues: Each request carries the length cue of the pair's real follow-up
-            (`agents.simulator.length_cue`); the set's `length_cues` holds their shares.
+            (`dialogues.lengths.length_cue`); the set's `length_cues` holds their shares.
     """
     kind = StrategySimulator if with_strategy else PlainSimulator
     simulator = kind(chat=None)  # type: ignore[arg-type] - never calls the model
