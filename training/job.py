@@ -119,7 +119,7 @@ class TrainJob:
     """Share of the training pairs trained on the contrast request instead of their strategy
     (`training.pairs.drop_strategies`); the `ideas` variant only."""
     length_cues: bool = False
-    """Each request carries its real follow-up's length cue (`agents.simulator.length_cue`); at
+    """Each request carries its real follow-up's length cue (`dialogues.lengths.length_cue`); at
     run time the cue is drawn at the real users' shares, stored in the card."""
 
     @property
