@@ -342,6 +342,8 @@ class ChatClient:
         guidance: float,
         *,
         unboosted: str = "",
+        min_words: int = 0,
+        whole: Sequence[str] = (),
     ) -> tuple[str, Usage] | None:
         """Sample a reply to `messages` with classifier-free guidance away from `against`.
 
@@ -350,6 +352,7 @@ class ChatClient:
         (`POST {base_url}/ideas/guided`, served by the embedded server); `against` is the same
         chat without the condition to strengthen. The words of `unboosted` (the condition's
         text) keep their plain log-probability, so the reply is not pushed to copy them. The
+        reply does not end before it has `min_words` words, unless it is one of `whole`. The
         model's temperature, token limit and this client's seed apply as to `text`, with
         `GUIDED_SAMPLING`'s truncation, and an empty reply is drawn again as there. Both
         chats are sent as given: fit them first (`fit`), alike. A server without the endpoint
@@ -370,6 +373,7 @@ class ChatClient:
                 "against": to_openai(against),
                 "guidance": guidance,
                 "unboosted": unboosted,
+                **({"min_words": min_words, "whole": list(whole)} if min_words else {}),
                 **GUIDED_SAMPLING,
                 **self._sampling(messages, attempt),
             }

@@ -88,9 +88,14 @@ SIMULATORS: dict[SimulatorName, Callable[[Wiring], UserSimulator]] = {
         ending=_ending_rule(w),
         guidance=w.settings.guidance(),
         lengths=_length_cues(w),
+        floor=w.settings.length_floor(),
     ),
     "plain": lambda w: PlainSimulator(
-        w.chat("simulator"), trained=_trained(w), ending=_ending_rule(w), lengths=_length_cues(w)
+        w.chat("simulator"),
+        trained=_trained(w),
+        ending=_ending_rule(w),
+        lengths=_length_cues(w),
+        floor=w.settings.length_floor(),
     ),
     "human": lambda w: HumanSimulator(StrategySimulator(w.chat("simulator"))),
 }

@@ -15,7 +15,7 @@ from pydantic import BaseModel
 
 from agents.chat import ChatClient, Scored
 from dialogues.ending import END_MARKER, EndingRule, is_end_marker
-from dialogues.lengths import LengthCues
+from dialogues.lengths import LengthCues, fewest_words
 from dialogues.messages import last_answer, swap_roles, with_request
 from dialogues.models import Rerank, Usage
 from prompts import render
@@ -97,6 +97,18 @@ DRAFT_SEED_STRIDE = 1_000_003
 """Draft k of a turn samples with the client's seed plus k times this (draft 0: the seed)."""
 
 
+@dataclass(frozen=True)
+class Sampling:
+    """How a turn's drafts are sampled: against what, leaving what unboosted, how long at least."""
+
+    against: list[BaseMessage] | None
+    """The guidance contrast (`StrategySimulator._against`); None: no guidance."""
+    unboosted: str
+    """The strategy, whose words guidance leaves at their plain log-probability."""
+    fewest_words: int
+    """The turn's length floor (`StrategySimulator.fewest_words`); 0: none."""
+
+
 class StrategySimulator:
     """Applies the chosen strategy; with no strategy it writes a plain follow-up.
 
@@ -132,6 +144,15 @@ class StrategySimulator:
     (its drafts, their contrast, the reranking and the end score) asks for the same length, drawn
     at the real users' shares from the dialogue so far (and the client's seed), so a turn's
     length is reproducible and guidance does not strengthen it.
+
+    With a `floor` (the real users' length shares, `LengthCues`; the trained simulators' cards
+    hold them), each turn draws a length at those shares, as the cue is drawn, and its drafts
+    may not end before that length's fewest words (`dialogues.lengths.fewest_words`: 0, 8, 16
+    or 32): the server leaves the end-of-generation tokens out until then (`ChatClient.guided`'s
+    `min_words`), so the simulator's turns are not shorter than real users' in distribution,
+    whatever the simulator learned of where to end. The end marker is whole at any length.
+    Drafts without guidance go through the guided endpoint at weight 1 (plain sampling) to
+    get the floor; a server without the endpoint samples them without one.
     """
 
     instructions = "simulator"
@@ -152,6 +173,7 @@ class StrategySimulator:
         ending: EndingRule | None = None,
         guidance: float = 1.0,
         lengths: LengthCues | None = None,
+        floor: LengthCues | None = None,
     ) -> None:
         """Draft with `chat`; `trained`: it is a trained simulator, whose whole reply is kept.
 
@@ -159,6 +181,7 @@ class StrategySimulator:
         `ending`: end where p_end reaches this rule (None: where a sampled draft is the marker).
         `guidance`: the weight of the strategy when sampling (1: plain sampling; see the class).
         `lengths`: draw each turn's length cue at these shares (None: no length cue).
+        `floor`: draw each turn's fewest words at these shares (None: no floor; see the class).
         """
         if drafts < 1:
             raise ValueError(f"drafts must be at least 1, not {drafts}")
@@ -170,6 +193,7 @@ class StrategySimulator:
         self.ending = ending
         self.guidance = guidance
         self.lengths = lengths
+        self.floor = floor
 
     def request(self, strategy: str | None, feedback: str | None, length: str | None = None) -> str:
         """Return this draft's request: strategy to apply, feedback to act on, length cue."""
@@ -192,10 +216,20 @@ class StrategySimulator:
         Drawn from the dialogue so far and the client's seed: every prompt of the turn asks for
         the same length, and a rerun draws it again.
         """
-        if self.lengths is None:
-            return None
+        return None if self.lengths is None else self.lengths.draw(self._turn_key(history))
+
+    def fewest_words(self, history: Sequence[BaseMessage]) -> int:
+        """Return the fewest words of the turn after `history` (0 without a `floor`).
+
+        Drawn as `length_for` draws the cue, from the same key: a simulator with both asks for
+        the length it holds its drafts to.
+        """
+        return 0 if self.floor is None else fewest_words(self.floor.draw(self._turn_key(history)))
+
+    def _turn_key(self, history: Sequence[BaseMessage]) -> str:
+        """What a turn's length is drawn from: the client's seed and the dialogue so far."""
         seed = getattr(self.chat, "seed", None)
-        return self.lengths.draw("\x1d".join([str(seed), *(str(m.content) for m in history)]))
+        return "\x1d".join([str(seed), *(str(m.content) for m in history)])
 
     def messages(
         self,
@@ -265,11 +299,12 @@ class StrategySimulator:
     ) -> Draft:
         """Write one draft, or several reranked; `avoid_end`: below the end threshold."""
         against = self._against(messages, prompt, strategy, feedback)
+        sampling = Sampling(against, strategy or "", self.fewest_words(messages))
         if self.drafts < 2 or strategy is None or not others or not self.chat.can_score:
-            return await self._write(0, prompt, avoid_end, against, strategy)
+            return await self._write(0, prompt, avoid_end, sampling)
         written: list[Draft] = []
         for k in range(self.drafts):
-            written.append(await self._write(k, prompt, avoid_end, against, strategy))
+            written.append(await self._write(k, prompt, avoid_end, sampling))
             if is_end_marker(written[-1].text):
                 break
         usage = sum((d.usage for d in written), Usage())
@@ -338,32 +373,35 @@ class StrategySimulator:
         return self.chat.fit(prompt)[:-1] + self.unconditioned(history, feedback)[-1:]
 
     async def _write(
-        self,
-        k: int,
-        prompt: list[BaseMessage],
-        avoid_end: bool = False,
-        against: list[BaseMessage] | None = None,
-        strategy: str | None = None,
+        self, k: int, prompt: list[BaseMessage], avoid_end: bool, sampling: Sampling
     ) -> Draft:
         """Write draft `k` (its own seed); `avoid_end`: draw again while it is the marker.
 
-        With `against` (`_against`), the draft is sampled with guidance away from it, leaving
-        the words of `strategy` unboosted.
+        With `sampling.against` (`_against`), the draft is sampled with guidance away from it,
+        leaving the words of `sampling.unboosted` unboosted; with `sampling.fewest_words` it is
+        held open until it has them, through the guided endpoint at weight 1 if not guided.
         """
         usage = Usage()
         for redraw in range(self.END_REDRAWS + 1 if avoid_end else 1):
             chat = self._chat(k + redraw * self.drafts)
-            guided = None
-            if against is not None:
+            guided, weight = None, None
+            if sampling.against is not None or (sampling.fewest_words and chat.can_guide):
+                fitted = chat.fit(prompt)
+                weight = self.guidance if sampling.against is not None else 1.0
                 guided = await chat.guided(
-                    chat.fit(prompt), against, self.guidance, unboosted=strategy or ""
+                    fitted,
+                    fitted if sampling.against is None else sampling.against,
+                    weight,
+                    unboosted=sampling.unboosted,
+                    min_words=sampling.fewest_words,
+                    whole=(END_MARKER,),
                 )
             text, spent = guided or await chat.text(prompt)
             usage += spent
             text = clean_instruction(text, whole=self.trained)
             if not is_end_marker(text):
                 break
-        return Draft(text, usage, guidance=self.guidance if guided else None)
+        return Draft(text, usage, guidance=weight if guided and weight != 1.0 else None)
 
     def _chat(self, k: int) -> ChatClient:
         """Return the client of draft `k`: its own sampling seed, so seeded drafts differ."""

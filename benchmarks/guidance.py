@@ -3,7 +3,7 @@
     python benchmarks/guidance.py (--batch RUN_DIR/dialogues.jsonl | --held-out)
         [--gammas 1,3,5] [--turns 150] [--boost-words] [--texts FILE] [--temperature T]
         [--top-k K] [--top-p P] [--min-p P] [--repeat-penalty R] [--end sampled|model]
-        [--adapter ADAPTER.gguf]
+        [--adapter ADAPTER.gguf] [--no-length-floor]
 
 For a sample of the turns of a finished batch (`--turns`, shuffled with seed 0), the shipped
 `ideas` simulator (or `--adapter`, e.g. a new build) drafts the turn again from the same history
@@ -12,7 +12,9 @@ and strategy, once per guidance weight gamma, with the same sampling seed for ev
 on the bundled model). Each draft is built as the `strategy` simulator builds it
 (`StrategySimulator.messages`, `.unconditioned`, the history fitted to 2400 tokens), and the
 strategy's words are left unboosted unless `--boost-words`. The sampling flags override the
-guided endpoint's defaults (`GuideRequest`).
+guided endpoint's defaults (`GuideRequest`). A simulator whose card holds the real users' length
+shares (`length_floor`, `python -m training.lengths`) holds each draft to the fewest words of a
+length drawn as at run time (`StrategySimulator.fewest_words`), unless `--no-length-floor`.
 
 Per gamma it prints, over the drafts that are not the end marker:
 - adherence top-1: the eval's metric (`evaluation/metrics.py`): the turn's strategy is the
@@ -49,7 +51,7 @@ sys.path.insert(0, str(ROOT / "runtime"))
 
 from agents.chat import fit_history  # noqa: E402
 from agents.simulator import StrategySimulator, clean_instruction  # noqa: E402
-from dialogues.ending import is_end_marker  # noqa: E402
+from dialogues.ending import END_MARKER, is_end_marker  # noqa: E402
 from dialogues.messages import to_langchain, to_openai  # noqa: E402
 from evaluation.metrics import adherence_rank  # noqa: E402
 from evaluation.text import is_question, strategy_overlap, words  # noqa: E402
@@ -171,11 +173,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared/data")
     parser.add_argument("--texts", type=Path, help="also write every draft here (JSON)")
     parser.add_argument("--adapter", type=Path, help="simulator adapter (default: shipped ideas)")
+    parser.add_argument(
+        "--length-floor",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="hold drafts to the card's real length shares (default: on where the card has them)",
+    )
     for name, kind in SAMPLING.items():
         parser.add_argument(f"--{name.replace('_', '-')}", type=kind, help="(server default)")
     args = parser.parse_args(argv)
     sampling = {k: getattr(args, k) for k in SAMPLING if getattr(args, k) is not None}
-    from runtime.adapters import length_cues, shipped
+    from runtime.adapters import length_cues, length_floor, shipped
 
     adapter = args.adapter or shipped("strategy")
     if adapter is None or not adapter.is_file():
@@ -184,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         gammas = [float(g) for g in args.gammas.split(",")]
         lengths = length_cues(adapter)
+        floor = length_floor(adapter) if args.length_floor else None
         if args.held_out:
             card = adapter.parent / "card.json"
             sample = held_out_turns(card, args.data, args.library, args.turns)
@@ -219,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     adapters.load(llama, "ideas")
     adapters.select(llama, "ideas")
     # builds prompts only; a simulator trained with length cues gets them, drawn as at run time
-    simulator = StrategySimulator(None, trained=True, lengths=lengths)
+    simulator = StrategySimulator(None, trained=True, lengths=lengths, floor=floor)
     embed = MiniLMEmbedding().embed
     drafts: dict[float, list[str]] = {g: [] for g in gammas}
     for n, (messages, turn) in enumerate(sample):
@@ -230,6 +239,7 @@ def main(argv: list[str] | None = None) -> int:
             request = llama_server.GuideRequest(
                 messages=to_openai(prompt), against=to_openai(against), guidance=gamma,
                 seed=1000 + n, unboosted="" if args.boost_words else strategy, **sampling,
+                min_words=simulator.fewest_words(history), whole=[END_MARKER],
             )  # fmt: skip
             text = llama_server.guide(llama, request, adapters).text
             drafts[gamma].append(clean_instruction(text, whole=True))
@@ -237,7 +247,8 @@ def main(argv: list[str] | None = None) -> int:
     print(file=sys.stderr)
 
     where = "held-out real follow-ups" if args.held_out else f"turns of {args.batch}"
-    print(f"{len(sample)} {where}; {adapter}")
+    held = f"; length floor {dict(floor.shares)}" if floor else ""
+    print(f"{len(sample)} {where}; {adapter}{held}")
     print(f"real users' restatement: {real_restatement(args.library, args.data):.3f}")
     print(f"{'gamma':>8} {'drafts':>6} {'top-1':>6} {'restate':>8} {'words':>6} {'question':>8}")
     recorded = [turn["instruction"] for _, turn in sample]

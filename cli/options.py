@@ -60,6 +60,13 @@ def add_agent_arguments(parser: argparse.ArgumentParser) -> None:
         "the same prompt without it (classifier-free guidance; 1: plain sampling; default 5 "
         "for the trained simulator on the bundled model, else 1; docs/simulators.md)",
     )
+    a.add_argument(
+        "--length-floor",
+        dest="simulator_length_floor",
+        action=argparse.BooleanOptionalAction,
+        help="trained simulators: hold each turn open to a length drawn at the real users' "
+        "shares, from the simulator's card (default on; docs/simulators.md)",
+    )
     a.add_argument("--max-rejections", type=int, help="rejections in a row that end (default 6)")
     a.add_argument(
         "--min-turns",
@@ -109,6 +116,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         ("top_k", "top_k"),
         ("simulator_drafts", "simulator_drafts"),
         ("simulator_guidance", "simulator_guidance"),
+        ("simulator_length_floor", "simulator_length_floor"),
         ("max_rejections", "max_rejections"),
         ("min_turns", "min_turns"),
         ("ending", "ending"),

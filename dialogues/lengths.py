@@ -31,6 +31,19 @@ def length_cue(text: str) -> str:
     return next(cue for most, cue in LENGTHS if count <= most)
 
 
+def fewest_words(cue: str) -> int:
+    """Return the fewest words a turn of length `cue` (one of `LENGTHS`) has.
+
+    Raises:
+        ValueError: `cue` is not one of `LENGTHS`.
+    """
+    cues = [known for _, known in LENGTHS]
+    if cue not in cues:
+        raise ValueError(f"{cue!r} is not a length cue")
+    index = cues.index(cue)
+    return int(LENGTHS[index - 1][0]) + 1 if index else 0
+
+
 @dataclass(frozen=True)
 class LengthCues:
     """The real users' share of turns of each length (`LENGTHS`), to draw a turn's cue from.

@@ -140,14 +140,40 @@ def length_cues(adapter: Path) -> LengthCues | None:
     Raises:
         CardError: The card's `length_cues` are not valid shares (one line, naming the card).
     """
-    card = _card(adapter)
-    shares = card.get("length_cues") if isinstance(card, dict) else None
-    if shares is None:
+    return _shares(adapter, "length_cues")
+
+
+def length_floor(adapter: Path) -> LengthCues | None:
+    """The real users' length shares in the card beside an adapter file (`training.lengths`).
+
+    What the simulator draws each turn's fewest words at (`StrategySimulator`'s `floor`). None
+    where there is no card or it has none (a simulator built before them).
+
+    Raises:
+        CardError: The card's `length_floor` holds no valid shares (one line, naming the card).
+    """
+    entry = _card(adapter)
+    entry = entry.get("length_floor") if isinstance(entry, dict) else None
+    if entry is None:
         return None
+    if not isinstance(entry, dict) or "shares" not in entry:
+        raise CardError(f"{adapter.parent / 'card.json'}: length_floor: has no shares")
+    return _valid(adapter, "length_floor", entry["shares"])
+
+
+def _shares(adapter: Path, field: str) -> LengthCues | None:
+    """The length shares under `field` of the card beside an adapter file (None: none there)."""
+    card = _card(adapter)
+    shares = card.get(field) if isinstance(card, dict) else None
+    return None if shares is None else _valid(adapter, field, shares)
+
+
+def _valid(adapter: Path, field: str, shares: Any) -> LengthCues:
+    """`shares` as `LengthCues`, or a `CardError` naming the card and `field`."""
     try:
         return LengthCues(dict(shares))
     except (TypeError, ValueError) as exc:
-        raise CardError(f"{adapter.parent / 'card.json'}: length_cues: {exc}") from None
+        raise CardError(f"{adapter.parent / 'card.json'}: {field}: {exc}") from None
 
 
 def _card(adapter: Path) -> Any:

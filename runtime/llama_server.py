@@ -605,6 +605,13 @@ class GuideRequest(BaseModel):
     model's own. "model": first the reply ends with the conditioned model's own probability of
     an end token (untruncated, temperature 1, as it was trained), then the next token is drawn
     among the continuations as above (see `guided_choice`)."""
+    min_words: int = Field(default=0, ge=0, le=1024)
+    """The reply does not end before it has this many (whitespace-separated) words: until then
+    the end-of-generation tokens are left out of every draw, so the reply goes on. A reply that
+    is whole as it is (one of `whole`) may end sooner."""
+    whole: list[str] = Field(default_factory=list, max_length=16)
+    """Replies complete at any length (a simulator's end marker): `min_words` does not hold
+    one open."""
     seed: int | None = None
     unboosted: str = ""
     """Text whose words guidance leaves at their conditioned log-probability (the condition
@@ -619,7 +626,7 @@ class GuideResponse(BaseModel):
     """The reply's tokens."""
     finish_reason: Literal["stop", "length"]
     prompt_tokens: int
-    """The tokens of both rendered prompts."""
+    """The tokens of both rendered prompts (the conditioned one alone at weight 1)."""
     cached_tokens: int
     """The prompt tokens taken from the contexts, not evaluated."""
 
@@ -674,6 +681,7 @@ def guided_choice(
     rng: np.random.Generator,
     unboosted: frozenset[int] = frozenset(),
     ends: frozenset[int] = frozenset(),
+    may_end: bool = True,
 ) -> int:
     """Sample the next token with classifier-free guidance (Sanchez et al., 2023).
 
@@ -690,11 +698,16 @@ def guided_choice(
     reply ends with their total conditioned probability, untruncated and untempered (at
     temperature 0: when it is at least one half), returning the likeliest of them; otherwise
     the token is drawn as above among the other tokens.
+
+    Unless `may_end` (the reply is shorter than `request.min_words`), the `ends` are left out
+    before anything else: the token is drawn among the continuations as if they were all.
     """
     lp_on = _log_softmax(_penalised(conditioned, recent, request.repeat_penalty))
     lp_off = _log_softmax(_penalised(contrast, recent, request.repeat_penalty))
     order = np.argsort(-lp_on, kind="stable")
-    if request.end == "model" and ends:
+    if not may_end and ends:
+        order = order[~np.isin(order, np.fromiter(ends, dtype=np.int64, count=len(ends)))]
+    elif request.end == "model" and ends:
         end_ids = np.fromiter(ends, dtype=np.int64, count=len(ends))
         p_end = float(np.exp(lp_on[end_ids]).sum())
         continues = order[~np.isin(order, end_ids)]
@@ -832,13 +845,22 @@ def _main_logits(llama: Llama, tokens: list[int]) -> tuple[np.ndarray, int]:
     return row, keep
 
 
+def _may_end(llama: Llama, reply: list[int], min_words: int, whole: set[str]) -> bool:
+    """Whether `reply` may end here: it has `min_words` words, or it is one of `whole`."""
+    if not min_words:
+        return True
+    text = llama.detokenize(reply).decode("utf-8", errors="ignore")
+    return len(text.split()) >= min_words or text.strip() in whole
+
+
 def guide(llama: Llama, request: GuideRequest, adapters: Adapters) -> GuideResponse:
     """Sample a reply to `request.messages` guided away from `request.against` (`guided_choice`).
 
     The conditioned prompt runs in `llama`'s context (restored from the prefix cache as a
     completion's is, and cached after it), the contrast in a second context (`Contrast`); each
-    sampled token is then evaluated in both. Stops at an end-of-generation token or
-    `max_tokens`.
+    sampled token is then evaluated in both; at weight 1 the contrast changes nothing and is not
+    evaluated (a reply sampled plainly for its `min_words`). Stops at an end-of-generation token
+    (not before `min_words` words) or `max_tokens`.
     """
     prompt = chat_prompt(llama, list(request.messages), request.model)
     against = chat_prompt(llama, list(request.against), request.model)
@@ -847,9 +869,11 @@ def guide(llama: Llama, request: GuideRequest, adapters: Adapters) -> GuideRespo
             f"prompt and reply may take {max(len(prompt), len(against)) + request.max_tokens} "
             f"tokens, over the context's {llama.n_ctx()}"
         )
-    adapter = adapters.loaded.get(adapters.current) if adapters.current else None
-    contrast = Contrast.of(llama)
-    contrast.use(adapter)
+    plain = request.guidance == 1.0
+    if not plain:
+        adapter = adapters.loaded.get(adapters.current) if adapters.current else None
+        contrast = Contrast.of(llama)
+        contrast.use(adapter)
     _restore_prefix(llama, prompt)
     rng = np.random.default_rng(request.seed)
     # guidance strengthens what the condition asks for; where the reply ends stays the
@@ -858,18 +882,25 @@ def guide(llama: Llama, request: GuideRequest, adapters: Adapters) -> GuideRespo
     unboosted = word_tokens(llama, request.unboosted) | ends
     reply: list[int] = []
     on, kept = _main_logits(llama, prompt)
-    slot = contrast.slot_for(against)
-    off, kept_off = contrast.logits(against, slot)
+    if plain:
+        off, kept_off = on, 0
+    else:
+        slot = contrast.slot_for(against)
+        off, kept_off = contrast.logits(against, slot)
     finish: Literal["stop", "length"] = "length"
+    whole = {text.strip() for text in request.whole}
     try:
         for _ in range(request.max_tokens):
-            token = guided_choice(on, off, reply[-REPEAT_WINDOW:], request, rng, unboosted, ends)
+            may_end = _may_end(llama, reply, request.min_words, whole)
+            token = guided_choice(
+                on, off, reply[-REPEAT_WINDOW:], request, rng, unboosted, ends, may_end
+            )
             if llama_cpp.llama_vocab_is_eog(llama._model.vocab, token):
                 finish = "stop"
                 break
             reply.append(token)
             on, _ = _main_logits(llama, prompt + reply)
-            off, _ = contrast.logits(against + reply, slot)
+            off = on if plain else contrast.logits(against + reply, slot)[0]
     finally:
         llama._requires_eval = True  # a completion of exactly these tokens replays one
     if llama.cache:
@@ -878,7 +909,7 @@ def guide(llama: Llama, request: GuideRequest, adapters: Adapters) -> GuideRespo
         text=llama.detokenize(reply).decode("utf-8", errors="ignore"),
         tokens=len(reply),
         finish_reason=finish,
-        prompt_tokens=len(prompt) + len(against),
+        prompt_tokens=len(prompt) + (0 if plain else len(against)),
         cached_tokens=kept + kept_off,
     )
 

@@ -29,6 +29,7 @@ from pydantic_settings import (
 )
 
 from dialogues.errors import InputError
+from dialogues.lengths import LengthCues
 from dialogues.models import GENERATION_ROLES, GenerationRole
 from runtime import adapters
 from runtime.adapters import Adapter
@@ -313,6 +314,13 @@ class Settings(BaseSettings):
         "a server with the guided endpoint, as the embedded one has: docs/simulators.md). "
         f"Unset: {EMBEDDED_GUIDANCE:g} for the trained simulator on the bundled model, else 1.",
     )
+    simulator_length_floor: bool = Field(
+        default=True,
+        description="Trained simulators: each turn draws a length at the real users' shares "
+        "(the card's `length_floor`, `python -m training.lengths`) and its drafts do not end "
+        "before that length's fewest words (needs the guided endpoint, as the embedded server "
+        "has: docs/simulators.md). False: the simulator ends its turns where it samples an end.",
+    )
     novelty_threshold: float = Field(default=0.8, gt=0.0, le=1.0)
     min_depth: int = Field(default=3, ge=1, le=5)
     min_insight: int = Field(default=3, ge=1, le=5)
@@ -464,6 +472,8 @@ class Settings(BaseSettings):
             drafting = {key: value for key, value in drafting.items() if value != 1}
             if "simulator_guidance" in drafting:
                 drafting["guided_sampling"] = GUIDED_SAMPLING
+        if agents.simulator in ("strategy", "plain") and (floor := self.length_floor()):
+            drafting["length_floor"] = dict(floor.shares)
         return {
             "agents": agents.model_dump(),
             "models": models,
@@ -471,6 +481,20 @@ class Settings(BaseSettings):
             **{key: getattr(self, key) for key in keys},
             **drafting,
         }
+
+    def length_floor(self) -> LengthCues | None:
+        """The real users' length shares the simulator holds its turns to, if it does.
+
+        Those of the embedded trained simulator's card (`training.lengths`), unless the
+        `simulator_length_floor` setting is off; None for any other simulator.
+
+        Raises:
+            adapters.CardError: The card's entry is broken.
+        """
+        adapter = self.adapter_for("simulator")
+        if not self.simulator_length_floor or adapter is None:
+            return None
+        return adapters.length_floor(adapter.path)
 
     def guidance(self) -> float:
         """The `strategy` simulator's guidance weight: the setting, or its default when unset.

@@ -11,7 +11,8 @@
 # each ending pair three times an epoch (--ending-weight 3: 2% of the pairs; see
 # docs/results/ending/README.md).
 # Then each gets its ending rule, calibrated on the real dialogues it trained on
-# (python -m training.endings; on the embedded server, one simulator after the other).
+# (python -m training.endings; on the embedded server, one simulator after the other), and the
+# real users' follow-up lengths its turns are held to at run time (python -m training.lengths).
 # Both train at once, one torch thread each (2 cores; 2 threads per run measured 2-4x slower).
 # Extra arguments go to both runs (e.g. --epochs 2: a finished folder is kept and skipped).
 set -euo pipefail
@@ -42,6 +43,8 @@ for name in ideas plain; do  # positions scored before are read from $WORK/$name
   flags=(); [[ $name == plain ]] && flags=(--plain)
   .venv/bin/python -m training.endings "$WORK/$name" --dialogues "${DIALOGUES[@]}" "${flags[@]}" \
     || { echo "calibrating $name's ending threshold failed" >&2; exit 1; }
+  .venv/bin/python -m training.lengths "$WORK/$name" --dialogues "${DIALOGUES[@]}" \
+    || { echo "counting $name's real follow-up lengths failed" >&2; exit 1; }
 done
 for name in ideas plain; do
   mkdir -p "training/simulators/$name"

@@ -108,10 +108,10 @@ class ScriptedGuidance(ChatClient):
         self.guides = guides
         self.asked: list[tuple[list, list, float]] = []
 
-    async def guided(self, messages, against, guidance, *, unboosted=""):
+    async def guided(self, messages, against, guidance, *, unboosted="", min_words=0, whole=()):
         if not self.guides:
             self._guiding.available = False  # as the client does on a 404
             return None
         self.asked.append((list(messages), list(against), guidance))
-        self.unboosted = unboosted
+        self.unboosted, self.min_words, self.whole = unboosted, min_words, tuple(whole)
         return self.replies.pop(0), Usage(1, 10, 2, 0.1, 0)

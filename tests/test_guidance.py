@@ -35,11 +35,20 @@ def logits(**probabilities: float) -> np.ndarray:
 
 
 def choose(
-    llama_server, on, off, *, recent=(), seed=0, unboosted=frozenset(), ends=frozenset(), **fields
+    llama_server,
+    on,
+    off,
+    *,
+    recent=(),
+    seed=0,
+    unboosted=frozenset(),
+    ends=frozenset(),
+    may_end=True,
+    **fields,
 ) -> int:
     request = llama_server.GuideRequest(messages=[], against=[], **fields)
     rng = np.random.default_rng(seed)
-    return llama_server.guided_choice(on, off, list(recent), request, rng, unboosted, ends)
+    return llama_server.guided_choice(on, off, list(recent), request, rng, unboosted, ends, may_end)
 
 
 def test_the_clients_guided_sampling_is_the_endpoints_default(llama_server):
@@ -124,6 +133,40 @@ def test_the_model_end_rule_at_temperature_zero_ends_only_when_the_end_is_likeli
     assert choose(llama_server, logits(a=0.6, b=0.4), logits(a=0.6, b=0.4), **fields) == 0
     # without end tokens to decide on, the rule changes nothing
     assert choose(llama_server, on, on, **fields | {"ends": frozenset()}) == 0
+
+
+@pytest.mark.parametrize("end", ["sampled", "model"])
+def test_a_reply_under_its_fewest_words_never_ends(llama_server, end):
+    # the end token a is the likeliest; held open, the reply goes on with b, c, d as they are
+    on = logits(a=0.7, b=0.15, c=0.1, d=0.05)
+    fields = {"temperature": 1.0, "guidance": 1.0, "end": end, "ends": {0}}
+    held = [choose(llama_server, on, on, seed=s, may_end=False, **fields) for s in range(3000)]
+    assert 0 not in held
+    assert abs(np.mean(np.equal(held, 1)) - 0.5) < 0.04  # 0.15 of the 0.3 left
+    free = [choose(llama_server, on, on, seed=s, **fields) for s in range(300)]
+    assert np.mean(np.equal(free, 0)) > 0.5
+    assert choose(llama_server, on, on, may_end=False, **fields | {"temperature": 0}) == 1
+
+
+class Detokenizer:
+    """Spells token i as the i-th word of `words`."""
+
+    def __init__(self, words: list[str]) -> None:
+        self.words = words
+
+    def detokenize(self, tokens: list[int]) -> bytes:
+        return "".join(self.words[t] for t in tokens).encode()
+
+
+def test_a_reply_may_end_at_its_fewest_words_or_when_it_is_whole(llama_server):
+    llama = Detokenizer(["Why", " not", " now", "<|end|>", "?"])
+    may_end = llama_server._may_end
+    assert may_end(llama, [], 0, set()) and may_end(llama, [0], 0, set())
+    assert not may_end(llama, [0, 1], 3, set())
+    assert not may_end(llama, [0, 1, 4], 3, set())  # "Why not?" is two words
+    assert may_end(llama, [0, 1, 2], 3, set())
+    assert not may_end(llama, [3], 3, {"<|other|>"})
+    assert may_end(llama, [3], 3, {"<|end|>"})  # the end marker is whole at one word
 
 
 class WordTokenizer:

@@ -7,6 +7,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from dialogues.output import StagedWrites, utf8
+
 STRATEGY_LEVEL_WHY = {
     "high": "the pair's high-level strategy (the top-tier ancestor of its extracted strategy in "
     "the library): the strategist retrieves high-level strategies at run time, so training on "
@@ -17,10 +19,11 @@ STRATEGY_LEVEL_WHY = {
 
 
 def write_card(out: Path, card: dict[str, Any]) -> None:
-    """Write `card.json` and `CARD.md` into `out`."""
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "card.json").write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
-    (out / "CARD.md").write_text(markdown(card), encoding="utf-8")
+    """Write `card.json` and `CARD.md` into `out`, together (`StagedWrites`)."""
+    text, page = json.dumps(card, indent=2) + "\n", markdown(card)
+    with StagedWrites() as staged:
+        staged.write(out / "card.json", lambda handle: handle.write(utf8(text)))
+        staged.write(out / "CARD.md", lambda handle: handle.write(utf8(page)))
 
 
 def stamp(out: Path, built_by: str) -> None:
@@ -46,6 +49,25 @@ def _ending_lines(ending: dict[str, Any] | None) -> list[str]:
         f"real ones) over {ending['positions']} positions: {ending['calibrated_on']} "
         f"({', '.join(ending['sources'])}; strategy in the prompt: "
         f'"{ending["strategy"]}"). Built by `python -m training.endings`.',
+        "",
+    ]
+
+
+def _floor_lines(floor: dict[str, Any] | None) -> list[str]:
+    """The card's paragraph on the length floor (`training.lengths`; none without one)."""
+    if not floor:
+        return []
+    listed = ", ".join(
+        f"{cue} {share:.2f} (at least {floor['fewest_words'][cue]})"
+        for cue, share in floor["shares"].items()
+    )
+    return [
+        "## Length floor",
+        "",
+        "At run time each turn draws a length at the real users' shares and its drafts do not "
+        f"end before that length's fewest words: {listed}; counted over {floor['turns']} "
+        f"follow-ups, {floor['counted_on']} ({', '.join(floor['sources'])}). "
+        "Built by `python -m training.lengths`.",
         "",
     ]
 
@@ -137,6 +159,7 @@ def markdown(card: dict[str, Any]) -> str:
         + _length_line(card.get("length_cues")),
         "",
         *_ending_lines(card.get("ending")),
+        *_floor_lines(card.get("length_floor")),
         "## Training",
         "",
         "| epoch | steps | train loss | held-out loss | held-out perplexity | seconds | tokens/s |",

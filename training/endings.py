@@ -287,6 +287,16 @@ def trained_positions(folder: Path, files: Sequence[Path]) -> list[Position]:
     Raises:
         ValueError: The card lists no held-out names (an older card).
     """
+    return positions(trained_dialogues(folder, files))
+
+
+def trained_dialogues(folder: Path, files: Sequence[Path]) -> list[tuple[str, Dialogue]]:
+    """The dialogues in `files` that the card in `folder` does not hold out, with their file.
+
+    Raises:
+        ValueError: There is no card, it lists no held-out names (an older card), or a file is
+            missing or holds no dialogues.
+    """
     from induction.loaders import load
     from training.pairs import ended_dialogue_name
 
@@ -302,12 +312,12 @@ def trained_positions(folder: Path, files: Sequence[Path]) -> list[Position]:
     if missing is not None:
         raise ValueError(f"{missing}: file not found")
     loaded = [load(f) for f in files]  # NotDialogueFile is a ValueError
-    return positions(
+    return [
         (r.path.name, d)
         for r in loaded
         for d in r.dialogues
         if ended_dialogue_name(r.path.name, d) not in held
-    )
+    ]
 
 
 def write_threshold(folder: Path, found: Threshold, sources: Sequence[str], strategy: str) -> None:
