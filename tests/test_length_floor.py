@@ -9,25 +9,18 @@ from collections import Counter
 
 import httpx
 import pytest
-from langchain_core.messages import AIMessage, HumanMessage
+from langchain_core.messages import HumanMessage
 
 from agents.simulator import PlainSimulator, StrategySimulator
 from dialogues.ending import END_MARKER
 from dialogues.formats import Message as Turn
-from dialogues.lengths import LENGTHS, LengthCues, fewest_words
+from dialogues.lengths import LengthCues, fewest_words
 from induction.records import Dialogue
 from runtime import adapters
 from tests.fakes import ScriptedGuidance, recorded_client
+from tests.test_length_cues import CUES, DIALOGUE, SHARES, STRATEGY
 from training import lengths as counting
 from training.card import markdown
-
-DIALOGUE = [
-    HumanMessage(content="How do vaccines work?"),
-    AIMessage(content="They train memory B and T cells to recognise an antigen."),
-]
-STRATEGY = "Ask for a concrete example of the claim."
-CUES = [cue for _, cue in LENGTHS]
-SHARES = {CUES[0]: 0.1, CUES[1]: 0.2, CUES[2]: 0.3, CUES[3]: 0.4}
 
 
 def test_a_lengths_fewest_words_are_one_past_the_shorter_lengths_most():
