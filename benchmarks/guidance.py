@@ -3,7 +3,7 @@
     python benchmarks/guidance.py (--batch RUN_DIR/dialogues.jsonl | --held-out)
         [--gammas 1,3,5] [--turns 150] [--boost-words] [--texts FILE] [--temperature T]
         [--top-k K] [--top-p P] [--min-p P] [--repeat-penalty R] [--end sampled|model]
-        [--adapter ADAPTER.gguf] [--no-length-floor]
+        [--adapter ADAPTER.gguf] [--length-floor]
 
 For a sample of the turns of a finished batch (`--turns`, shuffled with seed 0), the shipped
 `ideas` simulator (or `--adapter`, e.g. a new build) drafts the turn again from the same history
@@ -14,7 +14,7 @@ on the bundled model). Each draft is built as the `strategy` simulator builds it
 strategy's words are left unboosted unless `--boost-words`. The sampling flags override the
 guided endpoint's defaults (`GuideRequest`). A simulator whose card holds the real users' length
 shares (`length_floor`, `python -m training.lengths`) holds each draft to the fewest words of a
-length drawn as at run time (`StrategySimulator.fewest_words`), unless `--no-length-floor`.
+length drawn as at run time (`StrategySimulator.fewest_words`) with `--length-floor`.
 
 Per gamma it prints, over the drafts that are not the end marker:
 - adherence top-1: the eval's metric (`evaluation/metrics.py`): the turn's strategy is the
@@ -176,8 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--length-floor",
         action=argparse.BooleanOptionalAction,
-        default=True,
-        help="hold drafts to the card's real length shares (default: on where the card has them)",
+        default=False,
+        help="hold drafts to the card's real length shares, as run.py --length-floor does",
     )
     for name, kind in SAMPLING.items():
         parser.add_argument(f"--{name.replace('_', '-')}", type=kind, help="(server default)")

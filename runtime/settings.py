@@ -315,11 +315,12 @@ class Settings(BaseSettings):
         f"Unset: {EMBEDDED_GUIDANCE:g} for the trained simulator on the bundled model, else 1.",
     )
     simulator_length_floor: bool = Field(
-        default=True,
+        default=False,
         description="Trained simulators: each turn draws a length at the real users' shares "
         "(the card's `length_floor`, `python -m training.lengths`) and its drafts do not end "
         "before that length's fewest words (needs the guided endpoint, as the embedded server "
-        "has: docs/simulators.md). False: the simulator ends its turns where it samples an end.",
+        "has: docs/simulators.md). Off by default: held open, the bundled 135M simulator "
+        "sometimes loops (docs/results/guidance/, section 8).",
     )
     novelty_threshold: float = Field(default=0.8, gt=0.0, le=1.0)
     min_depth: int = Field(default=3, ge=1, le=5)
