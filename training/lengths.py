@@ -23,17 +23,12 @@ from pathlib import Path
 from typing import Any
 
 from dialogues.lengths import LENGTHS, LengthCues, fewest_words
-from induction.records import Dialogue
+from induction.records import Dialogue, pairs_of
 
 
 def followups(dialogues: Iterable[Dialogue]) -> list[str]:
-    """The real users' follow-ups: every user turn right after an assistant's."""
-    return [
-        turn.text
-        for dialogue in dialogues
-        for before, turn in zip(dialogue.turns, dialogue.turns[1:], strict=False)
-        if before.role == "assistant" and turn.role == "user"
-    ]
+    """The real users' follow-ups: every user turn right after an assistant's (`pairs_of`)."""
+    return [pair.followup for dialogue in dialogues for pair in pairs_of(dialogue, "")]
 
 
 def card_entry(turns: Sequence[str], sources: Sequence[str]) -> dict[str, Any]:
