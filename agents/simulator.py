@@ -74,6 +74,10 @@ class UserSimulator(Protocol):
         ...
 
 
+_TAG = re.compile(r"<\|[^<>|\s]{1,40}\|>")
+"""A special tag as a chat template writes one; real users' turns hold none."""
+
+
 def clean_instruction(text: str, *, whole: bool = False) -> str:
     """Keep the first paragraph, without a speaker label or wrapping quotes.
 
@@ -81,9 +85,13 @@ def clean_instruction(text: str, *, whole: bool = False) -> str:
     paragraph is the instruction, and text after its last question mark is dropped. A trained
     simulator (`whole`) learned where real users' turns stop, pasted code and second paragraphs
     included, so its whole reply is kept: cutting it made its turns shorter and more often
-    questions than the real users' it learned from.
+    questions than the real users' it learned from. Only a special tag ends it sooner: a turn
+    that goes on past its words into the end marker (or a mangled one, `<|endcopyboard|>`) is
+    the words; the marker alone stays the marker.
     """
     text = _LABEL.sub("", text.strip())
+    if whole and not is_end_marker(text):
+        text = _TAG.split(text, maxsplit=1)[0].strip()
     if not whole:
         text = text.split("\n\n", 1)[0].strip()
     if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":
@@ -162,7 +170,7 @@ class StrategySimulator:
     """Whether drafts are sampled with guidance when `guidance` is not 1."""
 
     END_REDRAWS = 3
-    """At most this many more samples when a draft is the marker below the end threshold."""
+    """At most this many more samples of an empty draft, or the marker below the end threshold."""
 
     def __init__(
         self,
@@ -375,14 +383,14 @@ class StrategySimulator:
     async def _write(
         self, k: int, prompt: list[BaseMessage], avoid_end: bool, sampling: Sampling
     ) -> Draft:
-        """Write draft `k` (its own seed); `avoid_end`: draw again while it is the marker.
+        """Write draft `k` (its own seed); redraw it while empty, or the marker (`avoid_end`).
 
         With `sampling.against` (`_against`), the draft is sampled with guidance away from it,
         leaving the words of `sampling.unboosted` unboosted; with `sampling.fewest_words` it is
         held open until it has them, through the guided endpoint at weight 1 if not guided.
         """
         usage = Usage()
-        for redraw in range(self.END_REDRAWS + 1 if avoid_end else 1):
+        for redraw in range(self.END_REDRAWS + 1):
             chat = self._chat(k + redraw * self.drafts)
             guided, weight = None, None
             if sampling.against is not None or (sampling.fewest_words and chat.can_guide):
@@ -399,7 +407,7 @@ class StrategySimulator:
             text, spent = guided or await chat.text(prompt)
             usage += spent
             text = clean_instruction(text, whole=self.trained)
-            if not is_end_marker(text):
+            if text and not (avoid_end and is_end_marker(text)):
                 break
         return Draft(text, usage, guidance=weight if guided and weight != 1.0 else None)
 

@@ -607,11 +607,11 @@ class GuideRequest(BaseModel):
     among the continuations as above (see `guided_choice`)."""
     min_words: int = Field(default=0, ge=0, le=1024)
     """The reply does not end before it has this many (whitespace-separated) words: until then
-    the end-of-generation tokens are left out of every draw, so the reply goes on. A reply that
-    is whole as it is (one of `whole`) may end sooner."""
+    the end-of-generation tokens are left out of every draw, so the reply goes on; one that
+    reaches one of `whole`, or starts to loop, stops sooner (`Hold`)."""
     whole: list[str] = Field(default_factory=list, max_length=16)
-    """Replies complete at any length (a simulator's end marker): `min_words` does not hold
-    one open."""
+    """Text that completes a reply at any length (a simulator's end marker): held open by
+    `min_words`, a reply stops where it has written one."""
     seed: int | None = None
     unboosted: str = ""
     """Text whose words guidance leaves at their conditioned log-probability (the condition
@@ -845,12 +845,53 @@ def _main_logits(llama: Llama, tokens: list[int]) -> tuple[np.ndarray, int]:
     return row, keep
 
 
-def _may_end(llama: Llama, reply: list[int], min_words: int, whole: set[str]) -> bool:
-    """Whether `reply` may end here: it has `min_words` words, or it is one of `whole`."""
-    if not min_words:
-        return True
-    text = llama.detokenize(reply).decode("utf-8", errors="ignore")
-    return len(text.split()) >= min_words or text.strip() in whole
+LOOP_COPIES = 3
+"""A reply held open that ends with the same tokens this many times running is looping."""
+LOOP_LONGEST = 24
+"""The longest run of tokens (`LOOP_COPIES` times over) counted as a loop."""
+
+
+def looping(reply: Sequence[int]) -> int:
+    """Return the length of the run of tokens `reply` ends with `LOOP_COPIES` times running.
+
+    The shortest such run ("that occurred" in "that occurred that occurred that occurred"), up
+    to `LOOP_LONGEST` tokens; 0 when the reply ends with none.
+    """
+    size = len(reply)
+    for n in range(1, min(LOOP_LONGEST, size // LOOP_COPIES) + 1):
+        last = reply[size - n :]
+        if all(reply[size - k * n : size - (k - 1) * n] == last for k in range(2, LOOP_COPIES + 1)):
+            return n
+    return 0
+
+
+class Hold:
+    """Holds a reply open until it has `min_words` words (`GuideRequest.min_words`).
+
+    Until then the end-of-generation tokens are left out (`may_end` is False), and there are two
+    ways out besides the words: a reply that reaches one of `whole` (a simulator's end marker,
+    alone or after some words) stops there; one that starts to loop (`looping`: a model that
+    wanted to end and was held, circling) stops after the loop's first time round. Once the
+    reply has its words, it ends where the model ends it, loops included: they are its own.
+    """
+
+    def __init__(self, llama: Llama, min_words: int, whole: Sequence[str]) -> None:
+        self.llama, self.min_words = llama, min_words
+        self.whole = [text.strip() for text in whole if text.strip()]
+        self.may_end = not min_words
+
+    def stop(self, reply: list[int]) -> int | None:
+        """Return the length `reply` (just grown by a token) stops at now, or None to go on."""
+        if self.may_end:
+            return None
+        text = self.llama.detokenize(reply).decode("utf-8", errors="ignore")
+        if any(marker in text for marker in self.whole):
+            return len(reply)
+        if len(text.split()) >= self.min_words:
+            self.may_end = True
+            return None
+        loop = looping(reply)
+        return len(reply) - (LOOP_COPIES - 1) * loop if loop else None
 
 
 def guide(llama: Llama, request: GuideRequest, adapters: Adapters) -> GuideResponse:
@@ -860,7 +901,7 @@ def guide(llama: Llama, request: GuideRequest, adapters: Adapters) -> GuideRespo
     completion's is, and cached after it), the contrast in a second context (`Contrast`); each
     sampled token is then evaluated in both; at weight 1 the contrast changes nothing and is not
     evaluated (a reply sampled plainly for its `min_words`). Stops at an end-of-generation token
-    (not before `min_words` words) or `max_tokens`.
+    (not before `min_words` words, `Hold`), where `Hold` stops it, or at `max_tokens`.
     """
     prompt = chat_prompt(llama, list(request.messages), request.model)
     against = chat_prompt(llama, list(request.against), request.model)
@@ -888,17 +929,19 @@ def guide(llama: Llama, request: GuideRequest, adapters: Adapters) -> GuideRespo
         slot = contrast.slot_for(against)
         off, kept_off = contrast.logits(against, slot)
     finish: Literal["stop", "length"] = "length"
-    whole = {text.strip() for text in request.whole}
+    hold = Hold(llama, request.min_words, request.whole)
     try:
         for _ in range(request.max_tokens):
-            may_end = _may_end(llama, reply, request.min_words, whole)
             token = guided_choice(
-                on, off, reply[-REPEAT_WINDOW:], request, rng, unboosted, ends, may_end
+                on, off, reply[-REPEAT_WINDOW:], request, rng, unboosted, ends, hold.may_end
             )
             if llama_cpp.llama_vocab_is_eog(llama._model.vocab, token):
                 finish = "stop"
                 break
             reply.append(token)
+            if (stop := hold.stop(reply)) is not None:
+                reply, finish = reply[:stop], "stop"
+                break
             on, _ = _main_logits(llama, prompt + reply)
             off = on if plain else contrast.logits(against + reply, slot)[0]
     finally:

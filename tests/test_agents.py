@@ -84,6 +84,31 @@ def test_a_trained_simulators_whole_turn_is_kept_past_its_question_and_paragraph
     assert clean_instruction(f'User: "{whole}"', whole=True) == whole
 
 
+@pytest.mark.parametrize(
+    ("raw", "kept"),
+    [
+        (
+            "Can you add a title?\n\n<|endconversation|>\n<|endconversation|>",
+            "Can you add a title?",
+        ),
+        ("Write an intro. <|endcopyboard|>", "Write an intro."),
+        ("<|endcopyboard|>\n<|endcopyboard|>", ""),
+        ("<|endconversation|>", "<|endconversation|>"),  # the marker alone is the marker
+        ("Compare a < b and b > c", "Compare a < b and b > c"),
+    ],
+)
+def test_a_trained_turn_ends_at_a_special_tag(raw, kept):
+    assert clean_instruction(raw, whole=True) == kept
+
+
+def test_an_empty_draft_is_drawn_again_with_a_new_seed():
+    model = SeedRecordingModel(script=[text_reply("<|endcopyboard|>"), text_reply("Why?")])
+    chat = ChatClient(model).seeded(5)
+    draft = run(StrategySimulator(chat, trained=True).draft(DIALOGUE, "Ask why.", None))
+    assert draft.text == "Why?"
+    assert len(set(model.seeds)) == 2 and draft.usage.calls == 2
+
+
 @pytest.mark.parametrize(("trained", "kept"), [(False, "Why?"), (True, "Why? Tell me more.")])
 def test_the_simulator_keeps_the_whole_reply_only_when_trained(trained, kept):
     chat = scripted(text_reply("Why? Tell me more."))

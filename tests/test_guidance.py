@@ -158,15 +158,45 @@ class Detokenizer:
         return "".join(self.words[t] for t in tokens).encode()
 
 
-def test_a_reply_may_end_at_its_fewest_words_or_when_it_is_whole(llama_server):
+def test_a_held_reply_may_end_once_it_has_its_fewest_words(llama_server):
     llama = Detokenizer(["Why", " not", " now", "<|end|>", "?"])
-    may_end = llama_server._may_end
-    assert may_end(llama, [], 0, set()) and may_end(llama, [0], 0, set())
-    assert not may_end(llama, [0, 1], 3, set())
-    assert not may_end(llama, [0, 1, 4], 3, set())  # "Why not?" is two words
-    assert may_end(llama, [0, 1, 2], 3, set())
-    assert not may_end(llama, [3], 3, {"<|other|>"})
-    assert may_end(llama, [3], 3, {"<|end|>"})  # the end marker is whole at one word
+    assert llama_server.Hold(llama, 0, []).may_end  # no floor: nothing held
+    hold = llama_server.Hold(llama, 3, [])
+    assert not hold.may_end
+    assert hold.stop([0]) is None and hold.stop([0, 1]) is None and not hold.may_end
+    assert hold.stop([0, 1, 4]) is None and not hold.may_end  # "Why not?" is two words
+    assert hold.stop([0, 1, 2]) is None and hold.may_end
+    assert hold.stop([0, 1, 2, 2, 2, 2]) is None  # its own loop once it may end
+
+
+def test_a_held_reply_stops_at_the_end_marker_alone_or_after_words(llama_server):
+    llama = Detokenizer(["Why", " not", "<|end|>", "\n", "<|", "end", "|>"])
+    assert llama_server.Hold(llama, 8, ["<|end|>"]).stop([2]) == 1
+    assert llama_server.Hold(llama, 8, ["<|end|>"]).stop([0, 1, 3, 2]) == 4
+    hold = llama_server.Hold(llama, 8, ["<|end|>"])
+    assert [hold.stop([0, 4][:n]) for n in (1, 2)] == [None, None]
+    assert hold.stop([0, 4, 5, 6]) == 4  # written in pieces
+    assert llama_server.Hold(llama, 8, ["<|other|>"]).stop([2]) is None
+
+
+def test_a_held_reply_that_loops_stops_after_the_first_time_round(llama_server):
+    words = ["What", " happened", " that", " occurred", " and", "\n"]
+    hold = llama_server.Hold(Detokenizer(words), 32, [])
+    assert hold.stop([0, 1, 2, 3, 2, 3]) is None  # twice is not yet a loop
+    assert hold.stop([0, 1, 2, 3, 2, 3, 2, 3]) == 4  # "What happened that occurred"
+    assert hold.stop([0, 1, 5, 5, 5]) == 3
+
+
+def test_looping_finds_the_shortest_run_repeated_three_times(llama_server):
+    looping = llama_server.looping
+    assert looping([]) == 0 and looping([1, 1]) == 0
+    assert looping([1, 1, 1]) == 1
+    assert looping([9, 1, 2, 1, 2, 1, 2]) == 2
+    assert looping([1, 2, 3, 1, 2, 3, 1, 2, 4]) == 0  # the tail breaks it
+    assert looping([1, 2] * 2 + [1]) == 0 and looping([1, 2] * 3 + [1]) == 2  # (2, 1) x3
+    run = list(range(30))
+    assert looping(run * 3) == 0  # longer than LOOP_LONGEST: not counted
+    assert looping(run[: llama_server.LOOP_LONGEST] * 3) == llama_server.LOOP_LONGEST
 
 
 class WordTokenizer:
