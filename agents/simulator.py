@@ -14,7 +14,7 @@ from langgraph.types import interrupt
 from pydantic import BaseModel
 
 from agents.chat import ChatClient, Scored
-from dialogues.ending import END_MARKER, EndingRule, is_end_marker
+from dialogues.ending import END_MARKER, SPECIAL_TAG, EndingRule, is_end_marker
 from dialogues.lengths import LengthCues, fewest_words
 from dialogues.messages import last_answer, swap_roles, with_request
 from dialogues.models import Rerank, Usage
@@ -74,10 +74,6 @@ class UserSimulator(Protocol):
         ...
 
 
-_TAG = re.compile(r"<\|[^<>|\s]{1,40}\|>")
-"""A special tag as a chat template writes one; real users' turns hold none."""
-
-
 def clean_instruction(text: str, *, whole: bool = False) -> str:
     """Keep the first paragraph, without a speaker label or wrapping quotes.
 
@@ -91,7 +87,7 @@ def clean_instruction(text: str, *, whole: bool = False) -> str:
     """
     text = _LABEL.sub("", text.strip())
     if whole and not is_end_marker(text):
-        text = _TAG.split(text, maxsplit=1)[0].strip()
+        text = SPECIAL_TAG.split(text, maxsplit=1)[0].strip()
     if not whole:
         text = text.split("\n\n", 1)[0].strip()
     if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":

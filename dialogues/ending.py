@@ -32,6 +32,10 @@ from dialogues.refusal import is_refusal
 END_MARKER = "<|endconversation|>"
 """The simulator's whole turn when the user ends the conversation (training target and output)."""
 
+SPECIAL_TAG = re.compile(r"<\|[^<>|\s]{1,40}\|>")
+"""A special tag as chat templates write them (the marker, `<|im_start|>`, a mangled
+`<|endcopyboard|>`): the real users' turns in `../shared/data` hold none."""
+
 ENDED_BY_USER = "ended_by_user"
 """A document's status when the user ended the conversation before `--turns`."""
 

@@ -245,6 +245,7 @@ def _statistics(
         "question_rate": [m.question_rate(d) for d in ds],
         "anaphora_rate": [m.anaphora_rate(d) for d in ds],
         "assistant_like_rate": [m.assistant_like_rate(d) for d in ds],
+        "looping_rate": [m.looping_rate(d) for d in ds],
     }
     stats = {name: mean_statistic(values) for name, values in per_dialogue.items()}
     stats |= _cost_statistics(ds)

@@ -21,6 +21,7 @@ from evaluation.text import (
     is_anaphoric,
     is_assistant_like,
     is_question,
+    loops,
     ngrams,
     refers_back,
     strategy_overlap,
@@ -236,6 +237,11 @@ def question_rate(dialogue: EvalDialogue) -> float | None:
 def anaphora_rate(dialogue: EvalDialogue) -> float | None:
     """Fraction of instructions with an anaphoric word or phrase (`text.is_anaphoric`)."""
     return mean_or_none([float(is_anaphoric(t)) for t in dialogue.instructions])
+
+
+def looping_rate(dialogue: EvalDialogue) -> float | None:
+    """Fraction of instructions that loop (`text.loops`)."""
+    return mean_or_none([float(loops(t)) for t in dialogue.instructions])
 
 
 def assistant_like_rate(dialogue: EvalDialogue) -> float | None:

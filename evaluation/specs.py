@@ -87,6 +87,9 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("assistant_like_rate", "assistant-like user turns", "realism", "lower",
                "dialogue", "fraction opening like an answer, with a fenced code block over 10 "
                "lines, a list of 3+ items, or over 120 words"),
+    MetricSpec("looping_rate", "looping user turns", "realism", "lower", "dialogue",
+               "fraction writing a run of 1-8 words 3 times running, or a special tag "
+               "such as <|endconversation|>"),
     MetricSpec("length_w1", "length W1 to real (words)", "realism", "lower", "dataset",
                "Wasserstein-1 distance between length distributions, generated vs real"),
     MetricSpec("turn_length_z", "turn length z vs real", "realism", None, "dataset",

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import re
 
+from dialogues.ending import SPECIAL_TAG
+
 WORD = re.compile(r"[^\W_]+(?:'[^\W_]+)*")
 """A word token: letters/digits, with inner apostrophes kept (`what's` is one word)."""
 
@@ -188,3 +190,35 @@ def assistant_like(text: str) -> list[str]:
 def is_assistant_like(text: str) -> bool:
     """Tell whether a user turn reads like an assistant's reply (see `assistant_like`)."""
     return bool(assistant_like(text))
+
+
+LOOP_COPIES = 3
+"""A user turn that writes the same run of words this many times running is looping."""
+
+LOOP_LONGEST = 8
+"""The longest run of words (`LOOP_COPIES` times running) counted as a loop."""
+
+
+def loops(text: str) -> bool:
+    """Tell whether a user turn loops: a model circling where it should have stopped.
+
+    It does when it writes a run of 1 to `LOOP_LONGEST` (8) whitespace-separated words
+    `LOOP_COPIES` (3) times running ("that occurred that occurred that occurred"; a one-word
+    run only if it has a letter, so "- - -" or "0 0 0" is no loop), or when it holds a special
+    tag (`dialogues.ending.SPECIAL_TAG`), as the end marker written line after line does.
+    Measured on the real follow-ups of oasst1-en100 and realhumaneval-chat: 1 of 823 (a query
+    pasted three times).
+    """
+    if SPECIAL_TAG.search(text):
+        return True
+    tokens = text.split()
+    for n in range(1, LOOP_LONGEST + 1):
+        for start in range(len(tokens) - LOOP_COPIES * n + 1):
+            run = tokens[start : start + n]
+            if n == 1 and not re.search(r"[^\W\d_]", run[0]):
+                continue
+            if all(
+                tokens[start + k * n : start + (k + 1) * n] == run for k in range(1, LOOP_COPIES)
+            ):
+                return True
+    return False

@@ -39,6 +39,7 @@ from evaluation.text import (
     content_words,
     is_anaphoric,
     is_question,
+    loops,
     refers_back,
     strategy_overlap,
     words,
@@ -422,6 +423,46 @@ def test_real_follow_ups_are_rarely_assistant_like(path):
     rate = sum(bool(assistant_like(t)) for t in followups) / len(followups)
     # measured: oasst1-en100 6 of 380 (1.6%), realhumaneval-chat 4 of 443 (0.9%)
     assert len(followups) > 300 and 0 < rate < 0.05
+
+
+@pytest.mark.parametrize(
+    ("text", "looping"),
+    [
+        ("What happened then? that occurred that occurred that occurred", True),
+        ("Write an intro.\n<|endconversation|>\n<|endconversation|>", True),
+        ("<|endcopyboard|>", True),
+        ("2L 2L 3L 3L \n2L & 3L \n2L & 2L & 2L & 2L", True),
+        ("a b c d e f g h " * 3, True),  # a run of 8 words
+        ("a b c d e f g h i " * 3, False),  # 9: longer than LOOP_LONGEST
+        ("that occurred that occurred, and then?", False),  # twice is no loop
+        ("Plot y = 0 0 0 and - - - lines", False),  # one-word runs need a letter
+        ("Why is a < b but b > c?", False),
+    ],
+)
+def test_a_user_turn_loops(text, looping):
+    assert loops(text) is looping
+
+
+def test_looping_rate_per_dialogue_and_for_real_users():
+    dialogue = dialogue_from_record(sharegpt("hi", "hello", "no no no", "ok", "why?", "x"))
+    assert m.looping_rate(dialogue) == 0.5
+    history = (Turn("user", "hi"), Turn("assistant", "hello"))
+    turns = ["Why?", "Why?", "Why?", "<|im_start|>"]
+    reference = reference_dialogues(
+        [Pair("real.json", f"r{i}", 1, history, t) for i, t in enumerate(turns)]
+    )
+    result = evaluate({"ideas": [dialogue]}, embedder=HashingEmbedding(), reference=reference)
+    assert result.variants["ideas"].metrics["looping_rate"].mean == 0.5
+    assert result.reference.metrics["looping_rate"].mean == 0.25
+
+
+@pytest.mark.parametrize("path", REAL_FOLLOWUPS, ids=lambda p: p.parent.name)
+def test_real_follow_ups_almost_never_loop(path):
+    if not path.is_file():
+        pytest.skip(f"the shared data file {path} is missing (it is not part of the repo)")
+    followups = [pair.followup for pair in load(path).pairs]
+    # measured: oasst1-en100 0 of 380, realhumaneval-chat 1 of 443 (a query pasted three times)
+    assert len(followups) > 300 and sum(map(loops, followups)) <= 1
 
 
 # ---------------------------------------------------------------- depth, coherence, repetition
