@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol
 
 from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
@@ -54,6 +54,8 @@ class Draft:
     """The simulator's probability of ending here, when it decided by its threshold."""
     guidance: float | None = None
     """The guidance weight the draft was sampled with, when it was guided (`StrategySimulator`)."""
+    floor: int | None = None
+    """The fewest words the draft was held open for, when a length floor held it."""
 
 
 class UserSimulator(Protocol):
@@ -315,16 +317,15 @@ class StrategySimulator:
         texts = [d.text for d in written]
         if len(texts) == 1:  # the first draft ends the dialogue: as with one draft
             return written[0]
-        guided = written[0].guidance
         if any(is_end_marker(text) for text in texts):
-            return Draft(texts[0], usage, rerank=Rerank(kept=0, drafts=texts), guidance=guided)
+            return replace(written[0], usage=usage, rerank=Rerank(kept=0, drafts=texts))
         ratios, spent = await self._ratios(messages, prompt, strategy, others, feedback, texts)
         usage += spent
         if ratios is None:
-            return Draft(texts[0], usage, rerank=Rerank(kept=0, drafts=texts), guidance=guided)
+            return replace(written[0], usage=usage, rerank=Rerank(kept=0, drafts=texts))
         kept = max(range(len(texts)), key=ratios.__getitem__)  # the first of equals
         rerank = Rerank(kept=kept, drafts=texts, ratios=ratios)
-        return Draft(texts[kept], usage, rerank=rerank, guidance=guided)
+        return replace(written[kept], usage=usage, rerank=rerank)
 
     async def end_probability(
         self, history: Sequence[BaseMessage], strategy: str | None
@@ -405,7 +406,12 @@ class StrategySimulator:
             text = clean_instruction(text, whole=self.trained)
             if text and not (avoid_end and is_end_marker(text)):
                 break
-        return Draft(text, usage, guidance=weight if guided and weight != 1.0 else None)
+        return Draft(
+            text,
+            usage,
+            guidance=weight if guided and weight != 1.0 else None,
+            floor=sampling.fewest_words if guided and sampling.fewest_words else None,
+        )
 
     def _chat(self, k: int) -> ChatClient:
         """Return the client of draft `k`: its own sampling seed, so seeded drafts differ."""

@@ -122,6 +122,8 @@ class Tracer:
             line.append(f"  p_end={event.end_probability:.2f}", style="dim")
         if event.guidance is not None:
             line.append(f"  guided x{event.guidance:g}", style="dim")
+        if event.floor is not None:
+            line.append(f"  held to {event.floor} words", style="dim")
         self.console.print(line)
         if not event.accepted or self.verbosity == "verbose":
             self.console.print(

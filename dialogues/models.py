@@ -174,6 +174,9 @@ class Verdict(Record):
     guidance: float | None = None
     """The guidance weight the draft was sampled with (`--simulator-guidance`), where it was
     guided; absent otherwise."""
+    floor: int | None = None
+    """The fewest words the draft was held open for (`--length-floor`), where a floor held it;
+    absent otherwise."""
 
     def verdict_scores(self) -> Scores | None:
         """Return the scores, also from a record that carries them beside the verdict."""

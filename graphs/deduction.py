@@ -83,6 +83,7 @@ async def draft_instruction(state: State, runtime: Runtime[Deps]) -> dict[str, A
         "draft_rerank": draft.rerank.dump() if draft.rerank else None,
         "draft_end_probability": draft.end_probability,
         "draft_guidance": draft.guidance,
+        "draft_floor": draft.floor,
         "usage": _spend(state, "simulator", draft.usage),
     }
 
@@ -121,11 +122,13 @@ def _rejected(state: State, runtime: Runtime[Deps], feedback: str | None) -> dic
 def _drafted(state: State) -> dict[str, float]:
     """Return how the simulator drafted, for the draft's verdict record.
 
-    Its `end_probability`, where it scored one, and its `guidance` weight, where it was guided.
+    Its `end_probability`, where it scored one, its `guidance` weight, where it was guided, and
+    its `floor`, where a length floor held it open.
     """
     facts = {
         "end_probability": state.get("draft_end_probability"),
         "guidance": state.get("draft_guidance"),
+        "floor": state.get("draft_floor"),
     }
     return {key: value for key, value in facts.items() if value is not None}
 

@@ -87,6 +87,8 @@ class VerdictEvent(Event):
     """The simulator's probability of ending here, where its threshold decided (else None)."""
     guidance: float | None = None
     """The guidance weight the draft was sampled with, where it was guided (else None)."""
+    floor: int | None = None
+    """The fewest words the draft was held open for, where a length floor held it (else None)."""
 
 
 class AnswerEvent(Event):

@@ -40,6 +40,8 @@ class State(TypedDict):
     calibrated threshold (`agents.simulator.StrategySimulator`)."""
     draft_guidance: NotRequired[float | None]
     """The guidance weight the latest draft was sampled with, where it was guided."""
+    draft_floor: NotRequired[int | None]
+    """The fewest words the latest draft was held open for, where a length floor held it."""
     drafts: list[dict[str, Any]]
     """This turn's drafts with the critic's verdict on each."""
     feedback: str | None

@@ -76,8 +76,10 @@ class FakeSimulator:
         author="simulator",
         rerank=None,
         guidance=None,
+        floor=None,
     ) -> None:
         self.text, self.author, self.rerank, self.guidance = text, author, rerank, guidance
+        self.floor = floor
         self.calls: list[tuple[list, str | None, str | None]] = []
         self.candidates: list[list[str]] = []
 
@@ -86,7 +88,12 @@ class FakeSimulator:
         self.candidates.append(list(candidates))
         usage = Usage(1, 40, 10, 0.2)
         return Draft(
-            self.text, usage, author=self.author, rerank=self.rerank, guidance=self.guidance
+            self.text,
+            usage,
+            author=self.author,
+            rerank=self.rerank,
+            guidance=self.guidance,
+            floor=self.floor,
         )
 
 
@@ -265,6 +272,7 @@ def test_critique_accepts_and_resets_rejections():
             "ending": False,
             "end_probability": None,
             "guidance": None,
+            "floor": None,
         }
     ]
     assert TRACE_EVENTS.validate_python(events[0].model_dump()) == events[0]
@@ -293,26 +301,29 @@ def test_a_reranked_draft_carries_its_rerank_into_the_turn_record():
     assert old.rerank is None and "rerank" not in old.dump()
 
 
-def test_a_guided_draft_says_so_in_its_verdict_and_the_trace():
+def test_a_guided_held_draft_says_so_in_its_verdict_and_the_trace():
     from rich.console import Console
 
     from cli.tracer import Tracer
 
-    runtime, _, _ = make_runtime(simulator=FakeSimulator("Which cells?", guidance=5.0))
+    simulator = FakeSimulator("Which cells?", guidance=5.0, floor=16)
+    runtime, _, _ = make_runtime(simulator=simulator)
     selection = Selection(CANDIDATES, CANDIDATES[0], "llm").as_record()
     update = call(draft_instruction, state(selection=selection), runtime)
-    assert update["draft_guidance"] == 5.0
+    assert update["draft_guidance"] == 5.0 and update["draft_floor"] == 16
 
     accepted = CriticVerdict(True, "accepted", 0.2)
     runtime, events, _ = make_runtime(critic=FakeCritic(accepted, accepted))
     update = call(critique, state(**update), runtime)
-    assert Verdict.model_validate(update["drafts"][-1]).guidance == 5.0
-    assert events[-1].guidance == 5.0
-    console = Console(record=True, width=100)
+    recorded = Verdict.model_validate(update["drafts"][-1])
+    assert recorded.guidance == 5.0 and recorded.floor == 16
+    assert events[-1].guidance == 5.0 and events[-1].floor == 16
+    console = Console(record=True, width=120)
     Tracer(console).event(events[-1])
-    assert "critic accepted  similarity=0.20  guided x5" in console.export_text()
+    expected = "critic accepted  similarity=0.20  guided x5  held to 16 words"
+    assert expected in console.export_text()
     plain = call(critique, state(draft="Why?"), runtime)  # an unguided draft: no key
-    assert "guidance" not in plain["drafts"][-1]
+    assert "guidance" not in plain["drafts"][-1] and "floor" not in plain["drafts"][-1]
 
 
 def test_critique_rejection_counts_and_feeds_back():

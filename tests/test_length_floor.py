@@ -47,6 +47,7 @@ def test_each_turn_draws_its_fewest_words_at_the_shares_and_the_server_holds_it(
     simulator = StrategySimulator(chat, guidance=3.0, floor=LengthCues(SHARES))
     draft = asyncio.run(simulator.draft(history(k), STRATEGY, None))
     assert draft.guidance == 3.0 and chat.min_words == 16 and chat.whole == (END_MARKER,)
+    assert draft.floor == 16
     [(messages, against, weight)] = chat.asked
     assert weight == 3.0 and STRATEGY in messages[-1].text and STRATEGY not in against[-1].text
     # with length cues too, the cue asks for the length the floor holds
@@ -64,17 +65,19 @@ def test_an_unguided_draft_gets_its_floor_through_the_guided_endpoint_at_weight_
     [(messages, against, weight)] = chat.asked
     assert weight == 1.0 and messages == against and chat.min_words == 16
     assert draft.guidance is None and chat.model.prompts == []  # no plain completion
+    assert draft.floor == 16
     # a turn drawn under 8 words has no floor: sampled as without one
     chat = ScriptedGuidance("never used")
     short = PlainSimulator(chat, floor=LengthCues({CUES[0]: 1.0}))
-    assert asyncio.run(short.draft(DIALOGUE, None, None)).text == "plain reply"
-    assert chat.asked == []
+    unheld = asyncio.run(short.draft(DIALOGUE, None, None))
+    assert unheld.text == "plain reply" and unheld.floor is None and chat.asked == []
 
 
 def test_a_server_without_the_guided_endpoint_samples_without_a_floor():
     chat = ScriptedGuidance(guides=False)
     simulator = StrategySimulator(chat, floor=LengthCues({CUES[3]: 1.0}))
-    assert asyncio.run(simulator.draft(DIALOGUE, STRATEGY, None)).text == "plain reply"
+    unheld = asyncio.run(simulator.draft(DIALOGUE, STRATEGY, None))
+    assert unheld.text == "plain reply" and unheld.floor is None
     assert not chat.can_guide and len(chat.model.prompts) == 1
 
 
