@@ -22,7 +22,11 @@ Per gamma it prints, over the drafts that are not the end marker:
 - restatement: the share of the strategy's content words the draft repeats (the eval's
   `strategy_overlap`), against real users' own level (`--library`'s extracted strategies' real
   follow-ups against their top-tier strategy);
-- words per draft and the share in question form, as the eval counts them (`evaluation/text.py`).
+- words per draft and the share in question form, as the eval counts them (`evaluation/text.py`);
+- loops: the share of drafts that loop (`evaluation.text.loops`: a word run three times running,
+  or a special tag), as the eval's "looping user turns" counts them.
+A draft that comes out empty once its special tags are cut (the run would draw it again) is not
+counted either.
 
 `--held-out` replays real contexts instead of a batch's: the follow-ups of the dialogues the
 simulator's card lists as held out of its training (`counts.held_out_names`), each with its
@@ -54,7 +58,7 @@ from agents.simulator import StrategySimulator, clean_instruction  # noqa: E402
 from dialogues.ending import END_MARKER, is_end_marker  # noqa: E402
 from dialogues.messages import to_langchain, to_openai  # noqa: E402
 from evaluation.metrics import adherence_rank  # noqa: E402
-from evaluation.text import is_question, strategy_overlap, words  # noqa: E402
+from evaluation.text import is_question, loops, strategy_overlap, words  # noqa: E402
 
 SAMPLING = {
     "temperature": float,
@@ -250,20 +254,26 @@ def main(argv: list[str] | None = None) -> int:
     held = f"; length floor {dict(floor.shares)}" if floor else ""
     print(f"{len(sample)} {where}; {adapter}{held}")
     print(f"real users' restatement: {real_restatement(args.library, args.data):.3f}")
-    print(f"{'gamma':>8} {'drafts':>6} {'top-1':>6} {'restate':>8} {'words':>6} {'question':>8}")
+    print(
+        f"{'gamma':>8} {'drafts':>6} {'top-1':>6} {'restate':>8} {'words':>6} {'question':>8} "
+        f"{'loops':>6}"
+    )
     recorded = [turn["instruction"] for _, turn in sample]
     rows = {"recorded": recorded} | {f"{g:g}": texts for g, texts in drafts.items()}
     for name, texts in rows.items():
         kept = [
-            (t, turn) for t, (_, turn) in zip(texts, sample, strict=True) if not is_end_marker(t)
+            (t, turn)
+            for t, (_, turn) in zip(texts, sample, strict=True)
+            if t and not is_end_marker(t)
         ]
         hits = "n/a" if args.held_out else f"{np.mean([top1(embed, *k) for k in kept]):.3f}"
         restated = [strategy_overlap(t, turn["strategy"]["text"]) or 0.0 for t, turn in kept]
         lengths = [len(words(t)) for t, _ in kept]
         questions = [is_question(t) for t, _ in kept]
+        looping = [loops(t) for t, _ in kept]
         print(
             f"{name:>8} {len(kept):6d} {hits:>6} {np.mean(restated):8.3f} "
-            f"{np.mean(lengths):6.1f} {np.mean(questions):8.2f}"
+            f"{np.mean(lengths):6.1f} {np.mean(questions):8.2f} {np.mean(looping):6.3f}"
         )
     if args.texts:
         args.texts.write_text(json.dumps({str(g): t for g, t in drafts.items()}, indent=1))
