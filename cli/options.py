@@ -65,7 +65,7 @@ def add_agent_arguments(parser: argparse.ArgumentParser) -> None:
         dest="simulator_length_floor",
         action=argparse.BooleanOptionalAction,
         help="trained simulators: hold each turn open to a length drawn at the real users' "
-        "shares, from the simulator's card (default off; docs/simulators.md)",
+        "shares, from the simulator's card (default on; docs/simulators.md)",
     )
     a.add_argument("--max-rejections", type=int, help="rejections in a row that end (default 6)")
     a.add_argument(

@@ -868,11 +868,12 @@ def looping(reply: Sequence[int]) -> int:
 class Hold:
     """Holds a reply open until it has `min_words` words (`GuideRequest.min_words`).
 
-    Until then the end-of-generation tokens are left out (`may_end` is False), and there are two
-    ways out besides the words: a reply that reaches one of `whole` (a simulator's end marker,
-    alone or after some words) stops there; one that starts to loop (`looping`: a model that
-    wanted to end and was held, circling) stops after the loop's first time round. Once the
-    reply has its words, it ends where the model ends it, loops included: they are its own.
+    Until then the end-of-generation tokens are left out (`may_end` is False). A reply that was
+    held has two more ways to stop, before and after it has its words: where it writes one of
+    `whole` (a simulator's end marker, alone or after some words: it wanted to end), and after
+    the first time round a loop (`looping`: a model held past where it wanted to stop can
+    circle there even once it may end, as "injury that occurred that occurred ..." did). A reply
+    without a floor is never held nor stopped here.
     """
 
     def __init__(self, llama: Llama, min_words: int, whole: Sequence[str]) -> None:
@@ -882,14 +883,13 @@ class Hold:
 
     def stop(self, reply: list[int]) -> int | None:
         """Return the length `reply` (just grown by a token) stops at now, or None to go on."""
-        if self.may_end:
+        if not self.min_words:
             return None
         text = self.llama.detokenize(reply).decode("utf-8", errors="ignore")
         if any(marker in text for marker in self.whole):
             return len(reply)
-        if len(text.split()) >= self.min_words:
+        if not self.may_end and len(text.split()) >= self.min_words:
             self.may_end = True
-            return None
         loop = looping(reply)
         return len(reply) - (LOOP_COPIES - 1) * loop if loop else None
 

@@ -315,12 +315,12 @@ class Settings(BaseSettings):
         f"Unset: {EMBEDDED_GUIDANCE:g} for the trained simulator on the bundled model, else 1.",
     )
     simulator_length_floor: bool = Field(
-        default=False,
+        default=True,
         description="Trained simulators: each turn draws a length at the real users' shares "
         "(the card's `length_floor`, `python -m training.lengths`) and its drafts do not end "
-        "before that length's fewest words (needs the guided endpoint, as the embedded server "
-        "has: docs/simulators.md). Off by default: held open, the bundled 135M simulator "
-        "sometimes loops (docs/results/guidance/, section 8).",
+        "before that length's fewest words, unless they write the end marker or loop (needs "
+        "the guided endpoint, as the embedded server has: docs/simulators.md). False: drafts "
+        "end where the simulator ends them.",
     )
     novelty_threshold: float = Field(default=0.8, gt=0.0, le=1.0)
     min_depth: int = Field(default=3, ge=1, le=5)

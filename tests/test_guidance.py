@@ -166,7 +166,8 @@ def test_a_held_reply_may_end_once_it_has_its_fewest_words(llama_server):
     assert hold.stop([0]) is None and hold.stop([0, 1]) is None and not hold.may_end
     assert hold.stop([0, 1, 4]) is None and not hold.may_end  # "Why not?" is two words
     assert hold.stop([0, 1, 2]) is None and hold.may_end
-    assert hold.stop([0, 1, 2, 2, 2, 2]) is None  # its own loop once it may end
+    unheld = llama_server.Hold(llama, 0, ["<|end|>"])
+    assert unheld.stop([0, 2, 2, 2]) is None and unheld.stop([3]) is None  # no floor: no stops
 
 
 def test_a_held_reply_stops_at_the_end_marker_alone_or_after_words(llama_server):
@@ -179,12 +180,18 @@ def test_a_held_reply_stops_at_the_end_marker_alone_or_after_words(llama_server)
     assert llama_server.Hold(llama, 8, ["<|other|>"]).stop([2]) is None
 
 
-def test_a_held_reply_that_loops_stops_after_the_first_time_round(llama_server):
+def test_a_held_reply_that_loops_stops_after_the_first_time_round_even_past_its_words(
+    llama_server,
+):
     words = ["What", " happened", " that", " occurred", " and", "\n"]
     hold = llama_server.Hold(Detokenizer(words), 32, [])
     assert hold.stop([0, 1, 2, 3, 2, 3]) is None  # twice is not yet a loop
     assert hold.stop([0, 1, 2, 3, 2, 3, 2, 3]) == 4  # "What happened that occurred"
     assert hold.stop([0, 1, 5, 5, 5]) == 3
+    # held, then looping once it may end: the demo's "injury that occurred that occurred ..."
+    past = llama_server.Hold(Detokenizer(words), 2, [])
+    assert past.stop([0, 1]) is None and past.may_end
+    assert past.stop([0, 1, 2, 3, 2, 3, 2, 3]) == 4
 
 
 def test_looping_finds_the_shortest_run_repeated_three_times(llama_server):

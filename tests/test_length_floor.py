@@ -168,15 +168,15 @@ def test_the_shipped_cards_hold_the_floor_and_say_how_it_is_drawn():
     assert "Length floor" not in markdown({k: v for k, v in card.items() if k != "length_floor"})
 
 
-def test_the_trained_simulators_are_held_to_their_cards_floor_when_it_is_on(wiring):
+def test_the_trained_simulators_are_held_to_their_cards_floor_unless_it_is_off(wiring):
     from agents.registry import SIMULATORS
     from cli.options import add_agent_arguments, add_settings_arguments, settings_from_args
 
     shipped = adapters.length_floor(adapters.shipped("strategy"))
-    w = wiring({}, simulator_length_floor=True)
+    w = wiring({})  # on by default
     assert SIMULATORS["strategy"](w).floor == shipped == SIMULATORS["plain"](w).floor
     assert w.settings.fingerprint()["length_floor"] == dict(shipped.shares)
-    off = wiring({})  # off by default
+    off = wiring({}, simulator_length_floor=False)
     assert SIMULATORS["strategy"](off).floor is None
     assert "length_floor" not in off.settings.fingerprint()
     untrained = wiring({}, simulator={"adapter": "none"}, simulator_length_floor=True)
@@ -184,5 +184,5 @@ def test_the_trained_simulators_are_held_to_their_cards_floor_when_it_is_on(wiri
     parser = argparse.ArgumentParser()
     add_settings_arguments(parser)
     add_agent_arguments(parser)
-    assert settings_from_args(parser.parse_args(["--length-floor"])).simulator_length_floor
-    assert not settings_from_args(parser.parse_args([])).simulator_length_floor
+    assert settings_from_args(parser.parse_args([])).simulator_length_floor
+    assert not settings_from_args(parser.parse_args(["--no-length-floor"])).simulator_length_floor
