@@ -929,7 +929,7 @@ def guide(llama: Llama, request: GuideRequest, adapters: Adapters) -> GuideRespo
         slot = contrast.slot_for(against)
         off, kept_off = contrast.logits(against, slot)
     finish: Literal["stop", "length"] = "length"
-    hold = Hold(llama, request.min_words, request.whole)
+    hold, stop = Hold(llama, request.min_words, request.whole), None
     try:
         for _ in range(request.max_tokens):
             token = guided_choice(
@@ -940,14 +940,15 @@ def guide(llama: Llama, request: GuideRequest, adapters: Adapters) -> GuideRespo
                 break
             reply.append(token)
             if (stop := hold.stop(reply)) is not None:
-                reply, finish = reply[:stop], "stop"
+                finish = "stop"
                 break
             on, _ = _main_logits(llama, prompt + reply)
             off = on if plain else contrast.logits(against + reply, slot)[0]
     finally:
         llama._requires_eval = True  # a completion of exactly these tokens replays one
-    if llama.cache:
-        llama.cache[prompt + reply] = llama.save_state()
+    if llama.cache:  # under the tokens the context holds: not the last one where `Hold` stopped
+        llama.cache[prompt + (reply if stop is None else reply[:-1])] = llama.save_state()
+    reply = reply if stop is None else reply[:stop]
     return GuideResponse(
         text=llama.detokenize(reply).decode("utf-8", errors="ignore"),
         tokens=len(reply),
