@@ -14,6 +14,7 @@ import sys
 import pytest
 
 import cli.generate as generate_module
+from agents.simulator import StrategySimulator
 from tests.cli_helpers import isolate_cli, lines, run_cli, write_seed
 from tests.fakes import ScriptedChatModel, text_reply
 
@@ -98,10 +99,13 @@ def test_empty_stdin_exits_2_and_writes_nothing(capsys, monkeypatch, seed_file, 
 
 
 def test_a_blank_line_without_a_draft_asks_again(capsys, monkeypatch, seed_file, out):
-    script(monkeypatch, ['""'], ANSWERS[:1])  # the proposal cleans to nothing
+    # the proposal cleans to nothing, each time the proposer draws it again
+    empty = ['""'] * (StrategySimulator.END_REDRAWS + 1)
+    models = script(monkeypatch, empty, ANSWERS[:1])
     code, stdout, err = grow(capsys, monkeypatch, seed_file, out, f"\n{TYPED}\n", turns=1)
 
     assert code == 0, err
+    assert models["simulator"].unused == 0
     assert stdout.count("your turn (human simulator)") == 2
     doc = json.loads(out.read_text(encoding="utf-8"))
     assert doc["turns"][0]["instruction"] == TYPED
