@@ -24,16 +24,17 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from cli.evaluate import load_reference  # noqa: E402
 from dialogues.errors import InputError  # noqa: E402
-from evaluation.inputs import load_dialogues  # noqa: E402
+from evaluation.inputs import EvalDialogue, load_dialogues  # noqa: E402
 from evaluation.realism import MMD, median_bandwidth  # noqa: E402
-from induction.loaders import NotDialogueFile, load  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared/data"
@@ -42,20 +43,12 @@ REFERENCE = [DATA / "oasst1-en100/en_100_tree.jsonl", DATA / "realhumaneval-chat
 
 def user_turns(path: Path) -> list[str]:
     """The user turns the eval counts in a batch folder or dialogue file (after the seed's)."""
-    return [turn.instruction for dialogue in load_dialogues(path) for turn in dialogue.turns]
+    return instructions(load_dialogues(path))
 
 
-def follow_ups(paths: list[Path]) -> list[str]:
-    """The real follow-ups of the reference files, as the eval's `--reference` reads them."""
-    texts = []
-    for path in paths:
-        try:
-            texts += [pair.followup for pair in load(path).pairs]
-        except FileNotFoundError:
-            raise InputError(f"{path}: file not found") from None
-        except NotDialogueFile as exc:
-            raise InputError(str(exc)) from None
-    return texts
+def instructions(dialogues: Sequence[EvalDialogue]) -> list[str]:
+    """The user turns of `dialogues` that the eval counts."""
+    return [turn.instruction for dialogue in dialogues for turn in dialogue.turns]
 
 
 def sampled(
@@ -92,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         generated, seeds = user_turns(args.batch), user_turns(args.seeds)
-        real = follow_ups(args.reference)
+        real = instructions(load_reference(args.reference))  # the eval's own reading
     except (InputError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
