@@ -10,8 +10,6 @@ import pytest
 from benchmarks.mmd_floor import main, real_against_rest, sampled, user_turns
 from evaluation.realism import MMD
 
-SEED = {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]}
-
 
 def chat(*texts: str) -> dict:
     roles = ["user", "assistant"] * len(texts)
@@ -51,14 +49,16 @@ def test_real_against_rest_is_the_chance_level_under_a_shifted_sample():
         (["{batch}", "--seeds", "{missing}"], "no such file"),
         (["{batch}", "--seeds", "{seeds}", "--reference", "{missing}"], "file not found"),
         (["{batch}", "--seeds", "{seeds}", "--draws", "0"], "--draws must be at least 1"),
-        (["{batch}", "--seeds", "{seeds}", "--reference", "{seeds}"], "need at least"),
+        (["{batch}", "--seeds", "{short}"], "seed users: 1 user turns, need at least 2"),
+        (["{batch}", "--seeds", "{seeds}", "--reference", "{seeds}"], "reference: 3 user turns"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, args, message):
-    batch, seeds = tmp_path / "batch.jsonl", tmp_path / "seeds.jsonl"
+    batch, seeds, short = (tmp_path / f"{name}.jsonl" for name in ("batch", "seeds", "short"))
     batch.write_text(json.dumps(chat("Open", "a", "Why?", "b", "How?", "c")) + "\n")
-    seeds.write_text(json.dumps(chat("Open", "a", "So?")) + "\n")
-    paths = {"missing": tmp_path / "nope.jsonl", "batch": batch, "seeds": seeds}
+    seeds.write_text(json.dumps(chat("Open", "a", "So?", "b", "And?", "c", "Then?")) + "\n")
+    short.write_text(json.dumps(chat("Open", "a", "So?")) + "\n")
+    paths = {"missing": tmp_path / "nope.jsonl", "batch": batch, "seeds": seeds, "short": short}
     assert main([a.format(**paths) for a in args]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err
